@@ -1,0 +1,127 @@
+"""Stage-1 paths, settings and fingerprints, shared by the Luigi tasks.
+
+One place that knows where each stage-1 output lives under `[paths] data_dir`
+and what fingerprint it must carry to count as current. Fingerprints chain
+raw -> remap -> sequences -> tfrecords and are computable before anything
+runs, so Luigi's completeness checks see stale outputs as incomplete.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline import config
+from pipeline.errors import InputError
+from pipeline.fingerprint import combine, file_digest
+
+# Bump when a stage's output format or algorithm changes, so old outputs rebuild.
+FORMAT_VERSIONS = {"remap": 1, "sequences": 1, "tfrecords": 1}
+SPLITS = ("train", "val", "test")
+GENERATED_SOURCES = ("synthetic", "amazon-json", "remap-pickle")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated `[raw]` and `[preprocess]` settings of this run."""
+    data_dir: Path
+    source: str
+    synthetic: dict
+    maxlen: int
+    num_shards: int
+    prebatch: int
+    seed: int
+
+    @classmethod
+    def current(cls) -> "Settings":
+        raw, prep = config.raw(), config.preprocess()
+        for name in ("maxlen", "num_shards", "prebatch"):
+            config.require_positive("preprocess", name, getattr(prep, name))
+        return cls(
+            data_dir=Path(config.paths().data_dir),
+            source=raw.source,
+            synthetic={"users": raw.synthetic_users, "items": raw.synthetic_items,
+                       "categories": raw.synthetic_categories, "seed": raw.synthetic_seed},
+            maxlen=prep.maxlen, num_shards=prep.num_shards, prebatch=prep.prebatch, seed=prep.seed,
+        )
+
+    # --- paths -----------------------------------------------------------
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def raw_pickles(self) -> dict[str, Path]:
+        return {"reviews": self.raw_dir / "reviews.pkl", "meta": self.raw_dir / "meta.pkl"}
+
+    @property
+    def raw_manifest(self) -> Path:
+        return self.raw_dir / "manifest.json"
+
+    @property
+    def remap_dir(self) -> Path:
+        return self.data_dir / "remap"
+
+    def remap_tables(self) -> dict[str, Path]:
+        return {name: self.remap_dir / f"{name}.parquet" for name in ("items", "categories", "users", "reviews")}
+
+    @property
+    def sequences_dir(self) -> Path:
+        return self.data_dir / "sequences"
+
+    @property
+    def tfrecords_dir(self) -> Path:
+        return self.data_dir / "tfrecords"
+
+    @property
+    def feature_spec(self) -> Path:
+        return self.tfrecords_dir / "feature_spec.json"
+
+    @staticmethod
+    def part_name(shard: int) -> str:
+        return f"part-{shard:05d}"
+
+    def shard_files(self, stage_dir: Path, shard: int, suffix: str) -> dict[str, Path]:
+        return {split: stage_dir / split / f"{self.part_name(shard)}{suffix}" for split in SPLITS}
+
+    def shard_manifest(self, stage_dir: Path, shard: int) -> Path:
+        return stage_dir / "_shards" / f"{self.part_name(shard)}.json"
+
+    # --- fingerprints ----------------------------------------------------
+    def source_inputs(self) -> dict[str, Path]:
+        """The files the raw pickles come from, for sources that convert a file."""
+        if self.source == "pickle":
+            return dict(self.raw_pickles)
+        if self.source == "remap-pickle":
+            return {"remap": self.raw_dir / "remap.pkl"}
+        if self.source == "amazon-json":
+            found = sorted(p for p in self.raw_dir.glob("*.json*") if p.name.startswith(("reviews_", "meta_")))
+            return {p.name: p for p in found}
+        return {}
+
+    def raw_fingerprint(self) -> str | None:
+        """What the raw pickles must be made of; None when a source file is missing."""
+        if self.source == "synthetic":
+            from pipeline.synthetic import GENERATOR_VERSION
+            return combine(source="synthetic", generator=GENERATOR_VERSION, **self.synthetic)
+        inputs = self.source_inputs()
+        if not inputs or not all(p.is_file() for p in inputs.values()):
+            return None
+        return combine(source=self.source, files={name: file_digest(p) for name, p in inputs.items()})
+
+    def remap_fingerprint(self) -> str | None:
+        raw = self.raw_fingerprint()
+        return raw and combine(stage="remap", version=FORMAT_VERSIONS["remap"], raw=raw)
+
+    def sequences_fingerprint(self) -> str | None:
+        remap = self.remap_fingerprint()
+        return remap and combine(stage="sequences", version=FORMAT_VERSIONS["sequences"], remap=remap,
+                                 maxlen=self.maxlen, num_shards=self.num_shards, seed=self.seed)
+
+    def tfrecords_fingerprint(self) -> str | None:
+        sequences = self.sequences_fingerprint()
+        return sequences and combine(stage="tfrecords", version=FORMAT_VERSIONS["tfrecords"],
+                                     sequences=sequences, prebatch=self.prebatch)
+
+
+def missing_input_error(path: Path, what: str) -> InputError:
+    return InputError(f"missing {path}: expected {what}")

@@ -1,0 +1,296 @@
+"""Stage-1 Luigi tasks: thin shells over the pure functions of `pipeline/`.
+
+PrepareRaw -> RemapIds -> BuildSequences(shard) -> WriteTFRecords(shard) -> Preprocess.
+Every task reads its settings from the config sections (pipeline.config), writes
+its data files atomically, and writes its manifest (with the fingerprint of what
+shaped it) last, after deleting the old one first: a killed run therefore never
+leaves a manifest that vouches for half-replaced files.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import luigi
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.atomic import atomic_path, remove_stale_temporaries, write_json_atomic
+from pipeline.errors import InputError
+from pipeline.fingerprint import read_manifest_fingerprint
+from pipeline.stages import GENERATED_SOURCES, SPLITS, Settings, missing_input_error
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+class ManifestTask(luigi.Task):
+    """A task whose output is current only when its manifest carries the expected fingerprint."""
+
+    def manifest_path(self) -> Path:
+        raise NotImplementedError
+
+    def expected_fingerprint(self) -> str | None:
+        raise NotImplementedError
+
+    def data_files(self) -> list[Path]:
+        return []
+
+    def output(self):
+        return luigi.LocalTarget(str(self.manifest_path()))
+
+    def complete(self) -> bool:
+        expected = self.expected_fingerprint()
+        return (expected is not None
+                and read_manifest_fingerprint(self.manifest_path()) == expected
+                and all(path.is_file() for path in self.data_files()))
+
+    def invalidate(self) -> None:
+        self.manifest_path().unlink(missing_ok=True)
+
+    def write_manifest(self, **content) -> None:
+        write_json_atomic(self.manifest_path(), {"fingerprint": self.expected_fingerprint(), **content})
+
+    def report(self, message: str, percent: int) -> None:
+        self.set_status_message(message)
+        self.set_progress_percentage(percent)
+
+
+class PrepareRaw(ManifestTask):
+    """Make raw/reviews.pkl and raw/meta.pkl from `[raw] source` (or check they exist)."""
+
+    def settings(self) -> Settings:
+        return Settings.current()
+
+    def manifest_path(self) -> Path:
+        return self.settings().raw_manifest
+
+    def expected_fingerprint(self) -> str | None:
+        return self.settings().raw_fingerprint()
+
+    def data_files(self) -> list[Path]:
+        return list(self.settings().raw_pickles.values())
+
+    def complete(self) -> bool:
+        settings = self.settings()
+        if settings.source == "pickle":  # the user's own files: present is current
+            return all(path.is_file() for path in self.data_files())
+        return super().complete()
+
+    def run(self):
+        settings = self.settings()
+        if settings.source == "pickle":
+            for name, path in settings.raw_pickles.items():
+                if not path.is_file():
+                    raise missing_input_error(path, f"the {name} DataFrame pickle ([raw] source = pickle)")
+        self._refuse_to_overwrite_user_files(settings)
+        self.invalidate()
+        self.report(f"preparing raw data from {settings.source}", 0)
+        if settings.source == "synthetic":
+            from pipeline.synthetic import write_raw
+            s = settings.synthetic
+            details = write_raw(settings.raw_dir, s["users"], s["items"], s["categories"], s["seed"])
+        else:
+            from pipeline import raw_sources
+            convert = {"amazon-json": raw_sources.convert_amazon_json,
+                       "remap-pickle": raw_sources.convert_remap_pickle}[settings.source]
+            inputs = settings.source_inputs()
+            if not inputs or not all(p.is_file() for p in inputs.values()):
+                raise missing_input_error(settings.raw_dir / ("remap.pkl" if settings.source == "remap-pickle"
+                                                              else "reviews_*.json[.gz]"),
+                                          f"the input of [raw] source = {settings.source}")
+            details = convert(settings.raw_dir)
+        self.write_manifest(source=settings.source, details=details)
+        self.report("raw data ready", 100)
+
+    @staticmethod
+    def _refuse_to_overwrite_user_files(settings: Settings) -> None:
+        """Generated sources replace raw pickles only if a generated source made them."""
+        existing = [p for p in settings.raw_pickles.values() if p.exists()]
+        if not existing:
+            return
+        try:
+            made_by = json.loads(settings.raw_manifest.read_text()).get("source")
+        except (OSError, ValueError):
+            made_by = None
+        if made_by not in GENERATED_SOURCES:
+            raise InputError(f"{existing[0]} exists and was not made by the pipeline; refusing to overwrite it "
+                             f"with [raw] source = {settings.source}. To use it, run with --raw-source pickle; "
+                             "otherwise choose another --paths-data-dir")
+
+
+class RemapIds(ManifestTask):
+    """Raw pickles -> remap/{items,categories,users,reviews}.parquet + stats.json."""
+
+    def requires(self):
+        return PrepareRaw()
+
+    def manifest_path(self) -> Path:
+        return Settings.current().remap_dir / "stats.json"
+
+    def expected_fingerprint(self) -> str | None:
+        return Settings.current().remap_fingerprint()
+
+    def data_files(self) -> list[Path]:
+        return list(Settings.current().remap_tables().values())
+
+    def run(self):
+        from pipeline.raw_sources import load_meta, load_reviews
+        from pipeline.remap import remap_ids
+        settings = Settings.current()
+        self.invalidate()
+        self.report("loading raw pickles", 5)
+        reviews, review_info = load_reviews(settings.raw_pickles["reviews"])
+        meta, meta_info = load_meta(settings.raw_pickles["meta"])
+        self.report("remapping ids", 40)
+        result = remap_ids(reviews, meta, source=str(settings.raw_pickles["reviews"]))
+        del reviews, meta
+        self.report("writing remap tables", 70)
+        for name, path in settings.remap_tables().items():
+            write_parquet_atomic(getattr(result, name), path)
+        self.write_manifest(**result.stats, reviews_file=review_info, meta_file=meta_info)
+
+
+def _read_remap_for_shard(settings: Settings, shard: int) -> dict[str, np.ndarray]:
+    """The shard's reviews (sorted as in reviews.parquet) and the item -> category lookup."""
+    tables = settings.remap_tables()
+    reviews = pq.read_table(tables["reviews"], columns=["user_id", "item_id", "cate_id"])
+    user_id = reviews.column("user_id").to_numpy()
+    rows = np.flatnonzero(user_id % settings.num_shards == shard)
+    items = pq.read_table(tables["items"], columns=["item_id", "cate_id"])
+    item_cate = np.zeros(items.num_rows + 1, dtype=np.int32)
+    item_cate[items.column("item_id").to_numpy()] = items.column("cate_id").to_numpy()
+    return {"user_id": user_id[rows], "item_id": reviews.column("item_id").to_numpy()[rows],
+            "cate_id": reviews.column("cate_id").to_numpy()[rows], "item_cate": item_cate}
+
+
+class ShardTask(ManifestTask):
+    shard = luigi.IntParameter()
+
+    def stage_dir(self, settings: Settings) -> Path:
+        raise NotImplementedError
+
+    suffix = ""
+
+    def manifest_path(self) -> Path:
+        settings = Settings.current()
+        return settings.shard_manifest(self.stage_dir(settings), self.shard)
+
+    def files(self) -> dict[str, Path]:
+        settings = Settings.current()
+        return settings.shard_files(self.stage_dir(settings), self.shard, self.suffix)
+
+    def data_files(self) -> list[Path]:
+        return list(self.files().values())
+
+
+class BuildSequences(ShardTask):
+    """One shard's samples -> sequences/{train,val,test}/part-NNNNN.parquet."""
+    suffix = ".parquet"
+
+    def requires(self):
+        return RemapIds()
+
+    def stage_dir(self, settings: Settings) -> Path:
+        return settings.sequences_dir
+
+    def expected_fingerprint(self) -> str | None:
+        return Settings.current().sequences_fingerprint()
+
+    def run(self):
+        from pipeline.sequences import build_shard_samples
+        settings = Settings.current()
+        self.invalidate()
+        self.report(f"building samples of shard {self.shard}", 10)
+        remap = _read_remap_for_shard(settings, self.shard)
+        n_items = len(remap["item_cate"]) - 1
+        tables = build_shard_samples(remap["user_id"], remap["item_id"], remap["cate_id"], remap["item_cate"],
+                                     n_items=n_items, maxlen=settings.maxlen, seed=settings.seed, shard=self.shard)
+        self.report(f"writing samples of shard {self.shard}", 60)
+        for split, path in self.files().items():
+            write_parquet_atomic(tables[split], path)
+        self.write_manifest(shard=self.shard, samples={split: tables[split].num_rows for split in SPLITS})
+
+
+class WriteTFRecords(ShardTask):
+    """One shard's parquet samples -> tfrecords/{train,val,test}/part-NNNNN.tfrecord."""
+    suffix = ".tfrecord"
+
+    def requires(self):
+        return BuildSequences(shard=self.shard)
+
+    def stage_dir(self, settings: Settings) -> Path:
+        return settings.tfrecords_dir
+
+    def expected_fingerprint(self) -> str | None:
+        return Settings.current().tfrecords_fingerprint()
+
+    def run(self):
+        from pipeline.tfrecord_io import write_samples_tfrecord
+        settings = Settings.current()
+        self.invalidate()
+        sources = settings.shard_files(settings.sequences_dir, self.shard, ".parquet")
+        counts = {}
+        for step, (split, path) in enumerate(self.files().items()):
+            self.report(f"writing {split} records of shard {self.shard}", 100 * step // len(SPLITS))
+            table = pq.read_table(sources[split])
+            with atomic_path(path) as tmp:
+                records = write_samples_tfrecord(tmp, table, settings.prebatch)
+            counts[split] = {"samples": table.num_rows, "records": records}
+        self.write_manifest(shard=self.shard, splits=counts)
+
+
+class Preprocess(ManifestTask):
+    """All of stage 1; writes tfrecords/feature_spec.json, the contract with stage 2."""
+
+    def requires(self):
+        return [WriteTFRecords(shard=shard) for shard in range(Settings.current().num_shards)]
+
+    def manifest_path(self) -> Path:
+        return Settings.current().feature_spec
+
+    def expected_fingerprint(self) -> str | None:
+        return Settings.current().tfrecords_fingerprint()
+
+    def complete(self) -> bool:
+        return super().complete() and all(task.complete() for task in self.requires())
+
+    def run(self):
+        settings = Settings.current()
+        self.invalidate()
+        stats = json.loads((settings.remap_dir / "stats.json").read_text())
+        splits = {split: {"samples": 0, "records": 0, "files": []} for split in SPLITS}
+        for shard in range(settings.num_shards):
+            manifest = json.loads(settings.shard_manifest(settings.tfrecords_dir, shard).read_text())
+            for split, path in settings.shard_files(settings.tfrecords_dir, shard, ".tfrecord").items():
+                splits[split]["samples"] += manifest["splits"][split]["samples"]
+                splits[split]["records"] += manifest["splits"][split]["records"]
+                splits[split]["files"].append(str(path.relative_to(settings.tfrecords_dir)))
+        self._remove_outputs_of_other_shard_counts(settings)
+        self.write_manifest(format_version=1, maxlen=settings.maxlen, prebatch=settings.prebatch,
+                            num_shards=settings.num_shards, seed=settings.seed, n_items=stats["n_items"],
+                            n_cats=stats["n_cats"], n_users=stats["n_users"], splits=splits)
+
+    @staticmethod
+    def _remove_outputs_of_other_shard_counts(settings: Settings) -> None:
+        """Shard files beyond num_shards belong to an earlier setting; they would mislead a glob."""
+        for stage_dir in (settings.sequences_dir, settings.tfrecords_dir):
+            for path in stage_dir.glob("**/part-*"):
+                index = path.name.split(".")[0].removeprefix("part-")
+                if index.isdigit() and int(index) >= settings.num_shards:
+                    path.unlink()
+            remove_stale_temporaries(stage_dir)
+
+
+class AllTasks(luigi.WrapperTask):
+    """The whole product: stage 1, training and evaluation."""
+
+    def requires(self):
+        try:
+            from pipeline.train_tasks import EvaluateDIN
+        except ImportError:
+            return Preprocess()
+        return EvaluateDIN()

@@ -1,0 +1,52 @@
+"""Remap: ID order, stable sort, dropped unknown asins, counts."""
+import pytest
+
+from pipeline.errors import InputError
+from pipeline.remap import remap_ids
+from tests import stage1_fixtures as fx
+
+
+@pytest.fixture(scope="module")
+def result():
+    return remap_ids(fx.REVIEWS, fx.META)
+
+
+def test_items_follow_sorted_asin_and_exclude_items_without_reviews(result):
+    items = result.items.to_pylist()
+    assert [(r["asin"], r["item_id"], r["cate_id"]) for r in items] == [
+        (asin, item_id, cate_id) for asin, (item_id, cate_id) in sorted(fx.ITEMS.items())]
+
+
+def test_categories_and_users_follow_sorted_names(result):
+    assert result.categories.column("category").to_pylist() == fx.CATEGORIES
+    assert result.categories.column("cate_id").to_pylist() == [1, 2, 3]
+    assert result.users.column("reviewerID").to_pylist() == fx.USERS
+    assert result.users.column("n_reviews").to_pylist() == [3, 3, 1, 5]
+
+
+def test_reviews_sorted_by_user_then_time_stably(result):
+    reviews = result.reviews
+    assert list(zip(reviews.column("user_id").to_pylist(), reviews.column("item_id").to_pylist())) == fx.REMAPPED_REVIEWS
+    item_cate = {item_id: cate_id for item_id, cate_id in fx.ITEMS.values()}
+    assert reviews.column("cate_id").to_pylist() == [item_cate[i] for _, i in fx.REMAPPED_REVIEWS]
+    assert reviews.column("ts").to_pylist() == [10, 20, 20, 10, 20, 30, 7, 1, 2, 3, 4, 5]
+
+
+def test_unknown_asins_are_dropped_and_counted(result):
+    assert result.stats["reviews_in"] == 13
+    assert result.stats["reviews_dropped_unknown_asin"] == 1
+    assert result.stats["unknown_asins"] == 1
+    assert result.stats["meta_items_without_reviews"] == 1
+    assert (result.stats["n_items"], result.stats["n_cats"], result.stats["n_users"]) == (5, 3, 4)
+
+
+def test_every_asin_missing_from_meta_is_one_clear_error():
+    meta = fx.META.assign(asin=["x1", "x2", "x3", "x4", "x5", "x6"])
+    with pytest.raises(InputError, match="none of the 13 reviews has an asin that appears in meta"):
+        remap_ids(fx.REVIEWS, meta)
+
+
+def test_no_user_with_two_reviews_is_one_clear_error():
+    reviews = fx.REVIEWS.drop_duplicates("reviewerID")
+    with pytest.raises(InputError, match="no user has 2 or more reviews"):
+        remap_ids(reviews, fx.META)

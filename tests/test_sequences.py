@@ -1,0 +1,102 @@
+"""Samples of the reference protocol on hand-made users, negatives, determinism, sharding."""
+import io
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.errors import InputError
+from pipeline.remap import remap_ids
+from pipeline.sequences import build_shard_samples, draw_negatives, shard_rows
+from tests import stage1_fixtures as fx
+
+
+def remapped_arrays():
+    result = remap_ids(fx.REVIEWS, fx.META)
+    columns = {name: result.reviews.column(name).to_numpy() for name in ("user_id", "item_id", "cate_id")}
+    item_cate = np.concatenate([[0], result.items.column("cate_id").to_numpy()]).astype(np.int32)
+    return columns, item_cate
+
+
+def build(maxlen=2, seed=3, num_shards=1, shard=0):
+    columns, item_cate = remapped_arrays()
+    rows = shard_rows(columns["user_id"], num_shards, shard)
+    return build_shard_samples(columns["user_id"][rows], columns["item_id"][rows], columns["cate_id"][rows],
+                               item_cate, n_items=5, maxlen=maxlen, seed=seed, shard=shard)
+
+
+def rows_of(table):
+    return [(r["user_id"], tuple(r["hist_item"]), tuple(r["hist_cate"]), r["target_item"], r["target_cate"], r["label"])
+            for r in table.to_pylist()]
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_positives_are_exactly_the_reference_protocol(split):
+    positives = {(u, h, t) for u, h, _, t, _, label in rows_of(build()[split]) if label == 1}
+    assert positives == fx.POSITIVES_MAXLEN_2[split]
+
+
+def test_sample_counts_per_user_follow_the_protocol():
+    tables = build()
+    # n=3 users: 0 train, 2 val, 2 test; n=5 user: 4 train, 2 val, 2 test; n=1 user: nothing.
+    assert {split: t.num_rows for split, t in tables.items()} == {"train": 4, "val": 6, "test": 6}
+
+
+def test_categories_follow_items():
+    item_cate = {item_id: cate_id for item_id, cate_id in fx.ITEMS.values()}
+    for table in build().values():
+        for _, hist, hist_cate, target, target_cate, _ in rows_of(table):
+            assert hist_cate == tuple(item_cate[i] for i in hist)
+            assert target_cate == item_cate[target]
+
+
+def test_each_positive_has_a_negative_with_the_same_history_never_reviewed():
+    for table in build().values():
+        rows = rows_of(table)
+        positives = sorted((u, h) for u, h, _, _, _, label in rows if label == 1)
+        negatives = sorted((u, h) for u, h, _, _, _, label in rows if label == 0)
+        assert positives == negatives
+        for user, _, _, target, _, label in rows:
+            if label == 0:
+                assert target not in fx.REVIEWED[user] and 1 <= target <= 5
+
+
+def test_history_keeps_the_last_maxlen_most_recent_last():
+    test = {(u, h) for u, h, _, _, _, label in rows_of(build(maxlen=10)["test"]) if label == 1}
+    assert (4, (4, 5, 4, 5)) in test
+
+
+def test_same_inputs_and_seed_give_identical_bytes():
+    def parquet_bytes(tables):
+        out = []
+        for table in tables.values():
+            sink = io.BytesIO()
+            pq.write_table(table, sink)
+            out.append(sink.getvalue())
+        return out
+    assert parquet_bytes(build(seed=5)) == parquet_bytes(build(seed=5))
+    assert rows_of(build(seed=5)["train"]) != rows_of(build(seed=6)["train"]) or \
+        rows_of(build(seed=5)["test"]) != rows_of(build(seed=6)["test"])
+
+
+def test_samples_do_not_depend_on_the_number_of_shards():
+    whole = {split: sorted(rows_of(t)) for split, t in build(num_shards=1).items()}
+    parts = {split: [] for split in whole}
+    for shard in range(3):
+        for split, table in build(num_shards=3, shard=shard).items():
+            parts[split].extend(rows_of(table))
+    assert {split: sorted(rows) for split, rows in parts.items()} == whole
+
+
+def test_negatives_avoid_a_dense_reviewed_set():
+    # The user reviewed 9 of 10 items: the only valid negative is item 7.
+    reviewed = np.sort(np.array([1 * 11 + i for i in range(1, 11) if i != 7], dtype=np.int64))
+    users = np.ones(50, dtype=np.int32)
+    negatives = draw_negatives(users, np.arange(50), reviewed, n_items=10, seed=1)
+    assert set(negatives.tolist()) == {7}
+
+
+def test_user_who_reviewed_every_item_is_a_clear_error():
+    reviewed = np.array([1 * 4 + i for i in range(1, 4)], dtype=np.int64)
+    with pytest.raises(InputError, match="user_id 1 has reviewed .* every one of the 3 items"):
+        draw_negatives(np.ones(2, dtype=np.int32), np.arange(2), reviewed, n_items=3, seed=1)
