@@ -1,0 +1,514 @@
+"""Synthetic Amazon-Electronics-shaped raw data with a planted model, and its oracle AUC.
+
+This module owns `[raw] source = synthetic`: it writes `raw/reviews.pkl`,
+`raw/meta.pkl` (the schema of the Amazon pickles the original DIN scripts read)
+and `raw/oracle.json` (the AUCs that the planted model allows on the test
+protocol). Everything is vectorised with numpy: the generator walks review
+*positions* t = 0, 1, ... and draws the t-th review of every user at once.
+
+The planted model (knobs in `KNOBS`):
+- categories have Zipf popularity `p_c`; every category owns >= 1 item, the rest
+  of the items are spread over categories by (tempered) popularity; within a
+  category, items have Zipf popularity `q_i` (a category's `q` sums to 1);
+- each user has 1..4 interest categories (drawn by tempered popularity) with
+  Dirichlet weights `w_u(c)`, and `5 + Poisson(lognormal)` reviews (mean 8.78 by
+  default: ~1.69 M reviews at full Electronics scale, a long tail of heavy users);
+- review t's category: with probability `s = stickiness` (t >= 1) the previous
+  review's category, else with probability `e = exploration` a draw from `p_c`,
+  else a draw from the user's interests `w_u`;
+- the item is drawn from `q` of that category, redrawn while it is one the user
+  already reviewed, at most `R = max_item_draws` draws (the last is kept, so a
+  user whose category is nearly exhausted reviews an item twice).
+
+So, with `Q` the q-mass of the items the user already reviewed in category c,
+the true probability that the next review is the unreviewed item i of c is
+  q_i (1 - Q^R) / (1 - Q) * (s [c == c_prev] + (1 - s) (e p_c + (1 - e) w_u(c))),
+and q_i Q^(R-1) * (same category term) for an item already reviewed.
+Most of the signal is order-free (interests, popularity) and visible in the bag
+of history categories; only the stickiness term needs the order.
+
+Test protocol (the DESIGN.md reference protocol): for each user the last review
+is the positive (history = all earlier reviews) and the negative is drawn
+uniformly from the items the user never reviewed. The oracle scores a target by
+the likelihood ratio of the two: P(next = i) / P(negative = i), i.e. the true
+probability above times the user's number of unreviewed items, and +inf for an
+item already in the history (a negative never is). Ranking by this ratio is the
+best any model can do on the pooled test AUC. `oracle.json` also holds the AUC
+of item popularity (review counts without the users' last reviews) and of a
+bag-of-history estimator (smoothed share of the target's category in the
+history times the item's empirical popularity within its category).
+"""
+from __future__ import annotations
+
+import dataclasses
+import operator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipeline.atomic import atomic_path, write_json_atomic
+from pipeline.errors import InputError
+
+GENERATOR_VERSION = 1
+MIN_REVIEWS_PER_USER = 5
+MAX_REVIEWS_PER_USER = 1000
+
+# The planted-model knobs (recorded in oracle.json). Tuned so that, at 20k users
+# and at full Electronics scale, a bag-of-history estimator closes >= 85 % of the
+# gap between item popularity and the oracle (see benchmarks/synthetic_signal.py).
+KNOBS = {
+    "category_zipf": 1.0,            # p_c ∝ rank^-category_zipf
+    "item_zipf": 1.0,                # q_i ∝ rank^-item_zipf within a category
+    "items_per_category_power": 0.6,  # extra items spread ∝ p_c^power
+    "interest_count_probs": [0.35, 0.30, 0.20, 0.15],  # P(1..4 interests)
+    "interest_popularity_power": 0.85,  # interest categories drawn ∝ p_c^power
+    "interest_dirichlet_alpha": 1.0,
+    "stickiness": 0.15,
+    "exploration": 0.25,
+    "max_item_draws": 25,            # draws until an item new to the user (last one kept)
+    "length_lognormal_sigma": 1.25,
+    "rating_probs": [0.07, 0.05, 0.10, 0.22, 0.56],  # P(overall = 1..5)
+}
+
+_ALNUM = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", dtype=np.uint8)
+_STR_DTYPE = pd.StringDtype("pyarrow", na_value=np.nan)
+_DAY = 86400
+_FIRST_DAY = 10957   # 2000-01-01 in days since the epoch
+_LAST_DAY = 16274    # 2014-07-23, the last day of the Amazon 2014 dump
+_PARENTS = (
+    "Computers & Accessories", "Camera & Photo", "Accessories & Supplies",
+    "Portable Audio & Video", "Home Audio", "Television & Video", "Car & Vehicle Electronics",
+    "Cell Phones & Accessories", "Headphones", "Video Games", "GPS & Navigation",
+    "Office Electronics", "Security & Surveillance", "Wearable Technology",
+)
+_LEAF_ADJECTIVES = (
+    "Wireless", "Portable", "USB", "Digital", "Bluetooth", "Smart", "Compact", "Rugged",
+    "Outdoor", "Universal", "Magnetic", "Optical", "Mini", "Pro", "Home", "Car",
+    "Gaming", "Studio", "Travel", "Solar", "Waterproof", "Dual", "HD", "Network",
+    "Rechargeable", "Mounted", "Handheld", "Desktop", "Modular", "Retro",
+)
+_LEAF_NOUNS = (
+    "Cables", "Chargers", "Adapters", "Speakers", "Headsets", "Keyboards", "Mice", "Monitors",
+    "Cases", "Tripods", "Lenses", "Filters", "Batteries", "Hubs", "Routers", "Antennas",
+    "Receivers", "Amplifiers", "Projectors", "Scanners", "Printers", "Microphones", "Stands",
+    "Docks", "Drives", "Memory Cards", "Remotes", "Mounts", "Sensors", "Lights",
+)
+
+
+@dataclasses.dataclass
+class SyntheticData:
+    """The raw frames (Amazon pickle schema) and the planted-model oracle figures."""
+    reviews: pd.DataFrame
+    meta: pd.DataFrame
+    oracle: dict
+
+
+# --------------------------------------------------------------------------- checks
+
+def _count(value, setting: str, minimum: int) -> int:
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        raise InputError(f"[raw] {setting} must be an integer, got {value!r}") from None
+    if number < minimum:
+        raise InputError(f"[raw] {setting} must be >= {minimum}, got {number} "
+                         f"(set it in luigi.cfg or with --raw-{setting.replace('_', '-')})")
+    return number
+
+
+def _check_args(n_users, n_items, n_categories, seed, mean_reviews_per_user):
+    n_users = _count(n_users, "synthetic_users", 1)
+    n_categories = _count(n_categories, "synthetic_categories", 1)
+    # every user has >= 5 reviews and must keep at least one never-reviewed item
+    # (the negative of the test protocol is drawn from those)
+    n_items = _count(n_items, "synthetic_items", MIN_REVIEWS_PER_USER + 1)
+    if n_items < n_categories:
+        raise InputError(f"[raw] synthetic_items ({n_items}) must be >= synthetic_categories "
+                         f"({n_categories}): every category needs at least one item")
+    seed = _count(seed, "synthetic_seed", 0)
+    try:
+        mean = float(mean_reviews_per_user)
+    except (TypeError, ValueError):
+        mean = float("nan")
+    if not (MIN_REVIEWS_PER_USER <= mean <= 100):
+        raise InputError(f"synthetic mean_reviews_per_user must be a number in "
+                         f"[{MIN_REVIEWS_PER_USER}, 100], got {mean_reviews_per_user!r}")
+    return n_users, n_items, n_categories, seed, mean
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _zipf(n: int, exponent: float) -> np.ndarray:
+    weights = np.arange(1, n + 1, dtype=np.float64) ** -exponent
+    return weights / weights.sum()
+
+
+def _unique_codes(rng, n: int, prefix: bytes, n_random: int) -> np.ndarray:
+    """n distinct strings `prefix + n_random uppercase alnum`, as a numpy unicode array."""
+    width = len(prefix) + n_random
+    head = np.frombuffer(prefix, dtype=np.uint8)
+    codes = np.empty((n, width), dtype=np.uint8)
+    codes[:, :len(head)] = head
+    todo = np.arange(n)
+    while todo.size:
+        codes[todo, len(head):] = _ALNUM[rng.integers(0, _ALNUM.size, (todo.size, n_random))]
+        as_bytes = codes.view(f"S{width}").ravel()
+        _, first = np.unique(as_bytes, return_index=True)
+        duplicate = np.ones(n, dtype=bool)
+        duplicate[first] = False
+        todo = np.flatnonzero(duplicate)
+    return codes.view(f"S{width}").ravel().astype(f"U{width}")
+
+
+def _leaf_names(rng, n_categories: int) -> np.ndarray:
+    """n distinct leaf names in random order (name order says nothing of popularity)."""
+    combos = [f"{a} {b}" for a in _LEAF_ADJECTIVES for b in _LEAF_NOUNS]
+    rounds = -(-n_categories // len(combos))
+    names = combos + [f"{name} {r}" for r in range(2, rounds + 1) for name in combos]
+    return np.array(names, dtype=object)[rng.permutation(len(names))[:n_categories]]
+
+
+def _str_series(values: np.ndarray, take: np.ndarray | None = None) -> pd.Series:
+    array = pa.array(values, type=pa.string())
+    if take is not None:
+        array = array.take(pa.array(take))
+    return pd.Series(array, dtype=_STR_DTYPE)
+
+
+def rank_auc(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
+    """Pooled AUC of positives vs negatives from average ranks (ties count half)."""
+    pos_scores = np.asarray(pos_scores, dtype=np.float64)
+    neg_scores = np.asarray(neg_scores, dtype=np.float64)
+    n_pos, n_neg = pos_scores.size, neg_scores.size
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    values, inverse, counts = np.unique(np.concatenate([pos_scores, neg_scores]),
+                                        return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    average_rank = ends - (counts - 1) / 2.0            # 1-based average rank of each value
+    pos_rank_sum = average_rank[inverse[:n_pos]].sum()
+    return float((pos_rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+# --------------------------------------------------------------------------- model
+
+@dataclasses.dataclass
+class _Planted:
+    """Latent state of the planted model (internal indices, 0-based)."""
+    cat_prob: np.ndarray        # [C] p_c
+    item_cat: np.ndarray        # [N] category of each item
+    item_prob: np.ndarray       # [N] q_i within its category
+    interest_cat: np.ndarray    # [U, 4] interest categories (-1 = none)
+    interest_w: np.ndarray      # [U, 4] interest weights (0 for none), rows sum to 1
+    n_reviews: np.ndarray       # [U]
+    review_user: np.ndarray     # [R] user of each review, user-major, position order
+    review_item: np.ndarray     # [R]
+    review_cat: np.ndarray      # [R]
+    offsets: np.ndarray         # [U+1] first review row of each user
+
+
+def _plant(rng, n_users, n_items, n_categories, mean_reviews, knobs) -> _Planted:
+    cat_prob = _zipf(n_categories, knobs["category_zipf"])
+    # items per category: one each, the rest spread by (tempered) popularity
+    spread = cat_prob ** knobs["items_per_category_power"]
+    items_per_cat = 1 + rng.multinomial(n_items - n_categories, spread / spread.sum())
+    item_cat = np.repeat(np.arange(n_categories), items_per_cat)
+    cat_start = np.concatenate([[0], np.cumsum(items_per_cat)[:-1]])
+    rank_in_cat = np.arange(n_items) - cat_start[item_cat] + 1
+    item_weight = rank_in_cat.astype(np.float64) ** -knobs["item_zipf"]
+    item_prob = item_weight / np.bincount(item_cat, item_weight, n_categories)[item_cat]
+    # a global cumulative of q, block c spanning [c, c + 1): draw(c) = searchsorted(c + u)
+    item_cum = np.cumsum(item_prob)
+    item_cum[cat_start[1:] - 1] = np.arange(1, n_categories)   # exact block ends
+    item_cum[-1] = n_categories
+
+    # interests: 1..4 categories by tempered popularity, Dirichlet weights
+    interest_pop = cat_prob ** knobs["interest_popularity_power"]
+    interest_pop_cum = np.cumsum(interest_pop / interest_pop.sum())
+    k_max = len(knobs["interest_count_probs"])
+    n_interests = 1 + rng.choice(k_max, size=n_users, p=knobs["interest_count_probs"])
+    interest_cat = np.minimum(np.searchsorted(interest_pop_cum, rng.random((n_users, k_max)),
+                                              side="right"), n_categories - 1)
+    raw_w = rng.gamma(knobs["interest_dirichlet_alpha"], size=(n_users, k_max))
+    present = np.arange(k_max)[None, :] < n_interests[:, None]
+    # a category drawn twice keeps only its first slot (its weight adds up there)
+    for j in range(1, k_max):
+        for i in range(j):
+            same = present[:, j] & (interest_cat[:, j] == interest_cat[:, i])
+            raw_w[same, i] += raw_w[same, j]
+            present[same, j] = False
+    raw_w[~present] = 0.0
+    interest_cat[~present] = -1
+    interest_w = raw_w / raw_w.sum(axis=1, keepdims=True)
+    interest_cum = np.cumsum(interest_w, axis=1)
+    # slot = #(cum <= u); +inf from the last present slot on, so rounding never
+    # picks an absent slot (an absent slot inside adds exactly 0 and is skipped)
+    last_present = k_max - 1 - np.argmax(present[:, ::-1], axis=1)
+    interest_cum[np.arange(k_max)[None, :] >= last_present[:, None]] = np.inf
+
+    # review counts: 5 + Poisson(lognormal) with the requested mean, long tail
+    sigma = knobs["length_lognormal_sigma"]
+    extra_mean = mean_reviews - MIN_REVIEWS_PER_USER
+    if extra_mean > 0:
+        rate = rng.lognormal(np.log(extra_mean) - sigma ** 2 / 2, sigma, n_users)
+        extra = rng.poisson(rate)
+    else:
+        extra = np.zeros(n_users, dtype=np.int64)
+    n_reviews = np.minimum(MIN_REVIEWS_PER_USER + extra,
+                           min(MAX_REVIEWS_PER_USER, n_items - 1)).astype(np.int64)
+
+    # walk positions; users sorted by length so the active ones are a prefix
+    by_length = np.argsort(-n_reviews, kind="stable")
+    sorted_len = n_reviews[by_length]
+    max_len = int(sorted_len[0])
+    active_at = np.searchsorted(-sorted_len, -np.arange(max_len), side="left")  # users with len > t
+    offsets = np.concatenate([[0], np.cumsum(n_reviews)])
+    row_start = offsets[by_length]           # rows are user-major in user-index order
+    cum_cat = np.cumsum(cat_prob)
+    cum_cat[-1] = np.inf
+    s_cum_interest = interest_cum[by_length]
+    s_interest_cat = interest_cat[by_length]
+    stick, explore = knobs["stickiness"], knobs["exploration"]
+    max_draws = int(knobs["max_item_draws"])
+
+    def draw_item(cat, uniform):
+        return np.minimum(np.searchsorted(item_cum, cat + uniform, side="right"), n_items - 1)
+
+    review_cat = np.empty(offsets[-1], dtype=np.int64)
+    review_item = np.empty(offsets[-1], dtype=np.int64)
+    prev = None
+    for t in range(max_len):
+        k = int(active_at[t])
+        u_kind, u_cat, u_item = rng.random(k), rng.random(k), rng.random(k)
+        slot = (u_cat[:, None] >= s_cum_interest[:k]).sum(axis=1)
+        cat = s_interest_cat[np.arange(k), slot]
+        from_global = np.searchsorted(cum_cat, u_cat, side="right")
+        if prev is None:
+            cat = np.where(u_kind < explore, from_global, cat)
+        else:
+            cat = np.where(u_kind < stick, prev[:k],
+                           np.where(u_kind < stick + (1 - stick) * explore, from_global, cat))
+        item = draw_item(cat, u_item)
+        # an item the user already reviewed is drawn again, up to max_item_draws
+        # tries in all (the last try is kept: a nearly exhausted category repeats)
+        redo = np.arange(k) if t else np.arange(0)
+        for _ in range(max_draws - 1):
+            if not redo.size:
+                break
+            seen = review_item[row_start[redo, None] + np.arange(t)[None, :]]
+            redo = redo[(seen == item[redo, None]).any(axis=1)]
+            item[redo] = draw_item(cat[redo], rng.random(redo.size))
+        review_cat[row_start[:k] + t] = cat
+        review_item[row_start[:k] + t] = item
+        prev = cat
+
+    review_user = np.repeat(np.arange(n_users), n_reviews)
+    return _Planted(cat_prob, item_cat, item_prob, interest_cat, interest_w, n_reviews,
+                    review_user, review_item, review_cat, offsets)
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique for int64 keys via a sort (numpy's hash-based unique is slow here)."""
+    ordered = np.sort(values)
+    keep = np.ones(ordered.size, dtype=bool)
+    keep[1:] = ordered[1:] != ordered[:-1]
+    return ordered[keep]
+
+
+def _lookup(sorted_keys: np.ndarray, keys: np.ndarray):
+    """(found mask, position) of keys in a sorted unique key array."""
+    if sorted_keys.size == 0:
+        return np.zeros(keys.size, dtype=bool), np.zeros(keys.size, dtype=np.int64)
+    at = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.size - 1)
+    return sorted_keys[at] == keys, at
+
+
+def _interest_weight(planted: _Planted, users: np.ndarray, cats: np.ndarray) -> np.ndarray:
+    return (planted.interest_w[users] * (planted.interest_cat[users] == cats[:, None])).sum(axis=1)
+
+
+def _true_next_prob(planted, knobs, users, prev_cats, targets, reviewed_mass, target_seen):
+    """P(next review = target | latent state, previous category, reviewed items).
+
+    reviewed_mass: the q-mass of the distinct items the user reviewed in the
+    target's category; target_seen: whether the user reviewed the target before.
+    With R = max_item_draws tries, an unreviewed item has probability
+    q (1 - Q^R) / (1 - Q) within its category, a reviewed one q Q^(R-1).
+    """
+    cats = planted.item_cat[targets]
+    s, e = knobs["stickiness"], knobs["exploration"]
+    draws = int(knobs["max_item_draws"])
+    cat_term = (s * (cats == prev_cats)
+                + (1 - s) * (e * planted.cat_prob[cats] + (1 - e) * _interest_weight(planted, users, cats)))
+    mass = np.clip(reviewed_mass, 0.0, 1.0)
+    fresh = np.where(mass < 1.0, (1.0 - mass ** draws) / np.maximum(1.0 - mass, 1e-300), float(draws))
+    within = np.where(target_seen, mass ** (draws - 1), fresh)
+    return planted.item_prob[targets] * within * cat_term
+
+
+def _evaluate(planted: _Planted, knobs, n_items: int, n_categories: int, seed: int) -> dict:
+    """Oracle, item-popularity and bag-of-history AUCs on the test protocol."""
+    rng = np.random.default_rng([seed, 1])
+    users = np.flatnonzero(planted.n_reviews >= 2)
+    last = planted.offsets[users + 1] - 1
+    pos = planted.review_item[last]
+    prev_cat = planted.review_cat[last - 1]
+    is_last = np.zeros(planted.review_user.size, dtype=bool)
+    is_last[last] = True
+    hist_user = planted.review_user[~is_last]
+    hist_item = planted.review_item[~is_last]
+    hist_cat = planted.review_cat[~is_last]
+
+    # negatives: uniform over the items the user never reviewed (history or target)
+    reviewed = _sorted_unique(planted.review_user * n_items + planted.review_item)
+    n_distinct = np.bincount(reviewed // n_items, minlength=planted.n_reviews.size)
+    neg = rng.integers(0, n_items, users.size)
+    todo = np.arange(users.size)
+    while todo.size:
+        todo = todo[_lookup(reviewed, users[todo] * n_items + neg[todo])[0]]
+        neg[todo] = rng.integers(0, n_items, todo.size)
+
+    # oracle: likelihood ratio P(next = i) / P(negative = i); the latter is
+    # 1 / #unreviewed for an unreviewed item and 0 for a reviewed one
+    hist_pairs = _sorted_unique(hist_user * n_items + hist_item)
+    pair_item = hist_pairs % n_items
+    pair_key = (hist_pairs // n_items) * n_categories + planted.item_cat[pair_item]
+    mass_keys = _sorted_unique(pair_key)         # (user, category) with reviewed items
+    mass = np.bincount(np.searchsorted(mass_keys, pair_key), planted.item_prob[pair_item],
+                       minlength=mass_keys.size)
+
+    def reviewed_mass(targets):
+        found, at = _lookup(mass_keys, users * n_categories + planted.item_cat[targets])
+        return np.where(found, mass[at], 0.0)
+
+    pos_seen = _lookup(hist_pairs, users * n_items + pos)[0]
+    no_seen = np.zeros(users.size, dtype=bool)
+    unreviewed = (n_items - n_distinct[users]).astype(np.float64)
+    prob_pos = _true_next_prob(planted, knobs, users, prev_cat, pos, reviewed_mass(pos), pos_seen)
+    prob_neg = _true_next_prob(planted, knobs, users, prev_cat, neg, reviewed_mass(neg), no_seen)
+    oracle_pos = np.where(pos_seen, np.inf, prob_pos * unreviewed)
+    oracle_neg = prob_neg * unreviewed
+
+    # item popularity: review counts without each user's last review
+    item_count = np.bincount(hist_item, minlength=n_items).astype(np.float64)
+
+    # bag of history: smoothed share of the target's category in the history times
+    # the item's (empirical, smoothed) popularity within its category
+    item_cat = planted.item_cat
+    cat_count = np.bincount(item_cat, item_count, minlength=n_categories)
+    cat_items = np.bincount(item_cat, minlength=n_categories)
+    within = (item_count + 1.0) / (cat_count[item_cat] + cat_items[item_cat])
+    cat_share = (cat_count + 1.0) / (cat_count.sum() + n_categories)
+    user_cat = hist_user * n_categories + hist_cat
+    user_cat_keys = _sorted_unique(user_cat)
+    user_cat_count = np.bincount(np.searchsorted(user_cat_keys, user_cat), minlength=user_cat_keys.size)
+    hist_len = (planted.n_reviews[users] - 1).astype(np.float64)
+    smoothing = 1.0
+
+    def bag_score(targets):
+        cats = item_cat[targets]
+        found, at = _lookup(user_cat_keys, users * n_categories + cats)
+        count = np.where(found, user_cat_count[at], 0)
+        return (count + smoothing * cat_share[cats]) / (hist_len + smoothing) * within[targets]
+
+    return {
+        "oracle_test_auc": rank_auc(oracle_pos, oracle_neg),
+        "oracle_prob_only_test_auc": rank_auc(prob_pos, prob_neg),
+        "popularity_test_auc": rank_auc(item_count[pos], item_count[neg]),
+        "history_bag_test_auc": rank_auc(bag_score(pos), bag_score(neg)),
+        "test_positive_in_history_rate": float(pos_seen.mean()) if users.size else 0.0,
+        "n_test_users": int(users.size),
+    }
+
+
+# --------------------------------------------------------------------------- frames
+
+def _frames(rng, planted: _Planted, n_items: int, n_categories: int, knobs):
+    n_users = planted.n_reviews.size
+    n_reviews = planted.review_user.size
+    reviewer_ids = _unique_codes(rng, n_users, b"A", 13)
+    asins = _unique_codes(rng, n_items, b"B00", 7)     # random: asin order is not popularity
+
+    # timestamps: day-granular, strictly increasing within a user, 2000-01-01 .. 2014-07-23
+    n_u = planted.n_reviews
+    total_days = _LAST_DAY - _FIRST_DAY
+    span = np.minimum(n_u + rng.exponential(900.0, n_users).astype(np.int64), total_days)
+    start = _FIRST_DAY + (rng.random(n_users) * (total_days - span + 1)).astype(np.int64)
+    user = planted.review_user
+    position = np.arange(n_reviews) - planted.offsets[user]
+    # uniforms sorted within each user (rows are user-major, users ascending)
+    spread_u = np.sort(user + rng.random(n_reviews)) - user
+    day = start[user] + (spread_u * (span[user] - n_u[user])).astype(np.int64) + position
+    unix_time = day * _DAY
+
+    # reviewTime as in the Amazon dump: month padded, day not ('09 7, 2012')
+    dates = pd.to_datetime(np.arange(_FIRST_DAY, _LAST_DAY + 1) * _DAY, unit="s")
+    day_text = np.array([f"{m:02d} {d}, {y}" for m, d, y in zip(dates.month, dates.day, dates.year)])
+    day_index = day - _FIRST_DAY
+    overall = (1 + rng.choice(5, size=n_reviews, p=knobs["rating_probs"])).astype(np.float64)
+
+    # rows grouped by asin like the Amazon dump (stable: users, then time, inside an asin)
+    asin_rank = np.empty(n_items, dtype=np.int64)
+    asin_rank[np.argsort(asins)] = np.arange(n_items)
+    rows = np.argsort(asin_rank[planted.review_item], kind="stable")
+    reviews = pd.DataFrame({
+        "reviewerID": _str_series(reviewer_ids, user[rows]),
+        "asin": _str_series(asins, planted.review_item[rows]),
+        "unixReviewTime": unix_time[rows].astype(np.int64),
+        "overall": overall[rows],
+        "reviewTime": _str_series(day_text, day_index[rows]),
+    })
+
+    leaves = _leaf_names(rng, n_categories)
+    parents = np.array(_PARENTS, dtype=object)[rng.integers(0, len(_PARENTS), n_categories)]
+    meta_order = rng.permutation(n_items)
+    item_cat = planted.item_cat[meta_order]
+    item_leaf, item_parent = leaves[item_cat], parents[item_cat]
+    categories = [[["Electronics", parent, leaf]] for parent, leaf in zip(item_parent, item_leaf)]
+    model_no = rng.integers(100, 10000, n_items)
+    titles = np.array([f"{leaf} Model {k}" for leaf, k in zip(item_leaf, model_no)], dtype=object)
+    meta = pd.DataFrame({
+        "asin": _str_series(asins, meta_order),
+        "title": _str_series(titles.astype(str)),
+        "categories": pd.Series(categories, dtype=object),
+    })
+    return reviews, meta
+
+
+# --------------------------------------------------------------------------- API
+
+def generate(n_users: int, n_items: int, n_categories: int, seed: int,
+             mean_reviews_per_user: float = 8.78, knobs: dict | None = None) -> SyntheticData:
+    """Generate raw frames and the oracle figures. Same arguments -> identical output."""
+    n_users, n_items, n_categories, seed, mean = _check_args(
+        n_users, n_items, n_categories, seed, mean_reviews_per_user)
+    knobs = {**KNOBS, **(knobs or {})}
+    rng = np.random.default_rng([seed, 0])
+    planted = _plant(rng, n_users, n_items, n_categories, mean, knobs)
+    reviews, meta = _frames(rng, planted, n_items, n_categories, knobs)
+    oracle = {
+        **_evaluate(planted, knobs, n_items, n_categories, seed),
+        "n_users": n_users, "n_items": n_items, "n_categories": n_categories,
+        "n_reviews": int(len(reviews)), "seed": seed,
+        "mean_reviews_per_user": mean,
+        "generator_version": GENERATOR_VERSION,
+        "knobs": knobs,
+    }
+    return SyntheticData(reviews=reviews, meta=meta, oracle=oracle)
+
+
+def write_raw(raw_dir, n_users: int, n_items: int, n_categories: int, seed: int) -> dict:
+    """Write raw_dir/reviews.pkl, meta.pkl and oracle.json atomically; return the oracle."""
+    data = generate(n_users, n_items, n_categories, seed)
+    raw_dir = Path(raw_dir)
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(raw_dir / "reviews.pkl") as tmp:
+        data.reviews.to_pickle(tmp)
+    with atomic_path(raw_dir / "meta.pkl") as tmp:
+        data.meta.to_pickle(tmp)
+    write_json_atomic(raw_dir / "oracle.json", data.oracle)
+    return data.oracle
