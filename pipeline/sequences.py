@@ -92,7 +92,7 @@ def build_shard_samples(user_id: np.ndarray, item_id: np.ndarray, cate_id: np.nd
     sample_rows = np.flatnonzero(position >= 1)
     split_of_row = np.where(remaining == 1, 2, np.where(remaining == 2, 1, 0))[sample_rows]
 
-    reviewed_keys = np.unique(user_id.astype(np.int64) * (n_items + 1) + item_id)
+    reviewed_keys = np.sort(user_id.astype(np.int64) * (n_items + 1) + item_id)  # duplicates are harmless
     negatives = draw_negatives(user_id[sample_rows], position[sample_rows], reviewed_keys, n_items, seed)
 
     tables = {}

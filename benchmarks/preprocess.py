@@ -1,0 +1,100 @@
+"""Stage-1 benchmark: raw pickles -> finished TFRecords, through the real Luigi tasks.
+
+    python benchmarks/preprocess.py [--data-dir DIR] [--scale 1] [--workers 2]
+
+Makes full-Electronics-scale raw pickles with the synthetic generator unless DIR
+already holds raw/reviews.pkl and raw/meta.pkl (not timed), removes earlier
+stage-1 outputs, then runs each stage as its own Luigi build (so each can be
+timed) with `[raw] source = pickle`. Prints one JSON line: seconds per stage,
+total_s, peak RSS (this process and its worker processes), samples written.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import luigi  # noqa: E402
+
+from pipeline import synthetic  # noqa: E402
+from pipeline.tasks import BuildSequences, Preprocess, RemapIds, WriteTFRecords  # noqa: E402
+
+ELECTRONICS = {"users": 192_403, "items": 63_001, "categories": 801}
+
+
+def ensure_raw(data_dir: Path, scale: int, seed: int) -> float:
+    raw_dir = data_dir / "raw"
+    if (raw_dir / "reviews.pkl").is_file() and (raw_dir / "meta.pkl").is_file():
+        return 0.0
+    start = time.perf_counter()
+    synthetic.write_raw(raw_dir, ELECTRONICS["users"] * scale, ELECTRONICS["items"] * scale,
+                        ELECTRONICS["categories"], seed)
+    return time.perf_counter() - start
+
+
+def configure(data_dir: Path, num_shards: int) -> None:
+    cfg = luigi.configuration.get_config()
+    cfg.set("paths", "data_dir", str(data_dir))
+    cfg.set("raw", "source", "pickle")
+    if num_shards:
+        cfg.set("preprocess", "num_shards", str(num_shards))
+
+
+def peak_rss_mb() -> dict:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"peak_rss_mb": round(max(own, workers), 1), "peak_rss_main_mb": round(own, 1),
+            "peak_rss_workers_mb": round(workers, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/din-bench-preprocess"))
+    parser.add_argument("--scale", type=int, default=1, help="multiple of Electronics users and items")
+    parser.add_argument("--workers", type=int, default=2, help="Luigi worker processes for the shard tasks")
+    parser.add_argument("--num-shards", type=int, default=0, help="override [preprocess] num_shards")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+
+    generate_s = ensure_raw(args.data_dir, args.scale, args.seed)
+    for stage in ("remap", "sequences", "tfrecords"):
+        shutil.rmtree(args.data_dir / stage, ignore_errors=True)
+    configure(args.data_dir, args.num_shards)
+
+    from pipeline.stages import Settings
+    shards = range(Settings.current().num_shards)
+    stages = {
+        "remap_s": [RemapIds()],
+        "sequences_s": [BuildSequences(shard=s) for s in shards],
+        "tfrecords_s": [WriteTFRecords(shard=s) for s in shards],
+        "spec_s": [Preprocess()],
+    }
+    timings = {}
+    start = time.perf_counter()
+    for name, tasks in stages.items():
+        stage_start = time.perf_counter()
+        if not luigi.build(tasks, workers=args.workers, local_scheduler=True, log_level="WARNING"):
+            sys.exit(f"stage {name} failed")
+        timings[name] = round(time.perf_counter() - stage_start, 3)
+    total_s = time.perf_counter() - start
+
+    spec = json.loads((args.data_dir / "tfrecords" / "feature_spec.json").read_text())
+    stats = json.loads((args.data_dir / "remap" / "stats.json").read_text())
+    print(json.dumps({
+        "benchmark": "preprocess", "scale": args.scale, "workers": args.workers,
+        "num_shards": spec["num_shards"], "reviews": stats["reviews_in"], "users": stats["n_users"],
+        "items": stats["n_items"], "categories": stats["n_cats"],
+        **timings, "total_s": round(total_s, 3), **peak_rss_mb(),
+        "samples_written": {split: info["samples"] for split, info in spec["splits"].items()},
+        "generate_raw_s": round(generate_s, 3),
+    }))
+
+
+if __name__ == "__main__":
+    main()
