@@ -15,12 +15,21 @@ from pipeline.errors import InputError
 LUIGI_LOGGER = "luigi-interface"
 
 
+_FORMATTED_INPUT_ERROR = f"{InputError.__module__}.{InputError.__qualname__}: "
+
+
 class InputErrorFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        if logging.getLogger(LUIGI_LOGGER).isEnabledFor(logging.DEBUG):
+            return True
         error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, InputError) and not logging.getLogger(LUIGI_LOGGER).isEnabledFor(logging.DEBUG):
-            record.msg, record.args = "ERROR: %s", (error.message,)
+        if isinstance(error, InputError):
+            record.msg, record.args = "%s", (error.message,)
             record.exc_info, record.exc_text = None, None
+        elif isinstance(record.msg, str) and _FORMATTED_INPUT_ERROR in record.getMessage():
+            # Errors in complete()/requires() reach the log as an already formatted traceback.
+            message = record.getMessage().rsplit(_FORMATTED_INPUT_ERROR, 1)[1].strip()
+            record.msg, record.args = "%s", (message,)
         return True
 
 
