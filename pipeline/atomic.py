@@ -14,6 +14,8 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
+from pipeline.faults import kill_point
+
 TMP_MARK = ".tmp-"
 
 
@@ -30,6 +32,7 @@ def atomic_path(final_path: str | os.PathLike) -> Iterator[Path]:
     tmp = temporary_path(final_path)
     try:
         yield tmp
+        kill_point(f"atomic:{final_path.name}")
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, final_path)

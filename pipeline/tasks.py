@@ -65,7 +65,13 @@ class ManifestTask(luigi.Task):
                 and all(path.is_file() for path in self.data_files()))
 
     def invalidate(self) -> None:
+        """Before writing: drop the manifest and whatever temporaries a killed writer left."""
         self.manifest_path().unlink(missing_ok=True)
+        remove_stale_temporaries(self.output_dir())
+
+    def output_dir(self) -> Path:
+        """The directory holding everything this task writes."""
+        return self.manifest_path().parent
 
     def write_manifest(self, **content) -> None:
         write_json_atomic(self.manifest_path(), {"fingerprint": self.expected_fingerprint(), **content})
@@ -106,6 +112,10 @@ class PrepareRaw(ManifestTask):
                     raise missing_input_error(path, f"the {name} DataFrame pickle ([raw] source = pickle)")
         self._refuse_to_overwrite_user_files(settings)
         self.invalidate()
+        # Claim the pickles before writing them: if this run is killed half-way, the next
+        # one must still know the pipeline made them (and may replace them).
+        write_json_atomic(self.manifest_path(), {"fingerprint": None, "source": settings.source,
+                                                 "state": "writing"})
         self.report(f"preparing raw data from {settings.source}", 0)
         if settings.source == "synthetic":
             s = settings.synthetic
@@ -192,6 +202,9 @@ class ShardTask(ManifestTask):
     def manifest_path(self) -> Path:
         settings = Settings.current()
         return settings.shard_manifest(self.stage_dir(settings), self.shard)
+
+    def output_dir(self) -> Path:
+        return self.stage_dir(Settings.current())
 
     def files(self) -> dict[str, Path]:
         settings = Settings.current()
