@@ -8,6 +8,8 @@ leaves a manifest that vouches for half-replaced files.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 from pathlib import Path
 
@@ -31,6 +33,19 @@ from pipeline.tfrecord_io import write_samples_tfrecord
 # Sample tables are large, written once and read once: plain snappy pages write
 # ~35% faster than zstd with dictionaries (measured on a 276k-row shard).
 SAMPLE_PARQUET_OPTIONS = {"compression": "snappy", "use_dictionary": False}
+
+
+@contextlib.contextmanager
+def task_lock(data_dir: Path, task_id: str):
+    """An exclusive lock per task and data dir; the OS releases it if the process dies."""
+    lock_dir = data_dir / ".locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f"{task_id}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
@@ -63,6 +78,16 @@ class ManifestTask(luigi.Task):
         return (expected is not None
                 and read_manifest_fingerprint(self.manifest_path()) == expected
                 and all(path.is_file() for path in self.data_files()))
+
+    def run(self):
+        # Another pipeline process on the same data dir may be building this very task:
+        # take turns, and skip the work if it finished while we waited.
+        with task_lock(Settings.current().data_dir, self.task_id):
+            if not self.complete():
+                self.build()
+
+    def build(self) -> None:
+        raise NotImplementedError
 
     def invalidate(self) -> None:
         """Before writing: drop the manifest and whatever temporaries a killed writer left."""
@@ -104,7 +129,7 @@ class PrepareRaw(ManifestTask):
             return all(path.is_file() for path in self.data_files())
         return super().complete()
 
-    def run(self):
+    def build(self) -> None:
         settings = self.settings()
         if settings.source == "pickle":
             for name, path in settings.raw_pickles.items():
@@ -163,7 +188,7 @@ class RemapIds(ManifestTask):
     def data_files(self) -> list[Path]:
         return list(Settings.current().remap_tables().values())
 
-    def run(self):
+    def build(self) -> None:
         settings = Settings.current()
         self.invalidate()
         self.report("loading raw pickles", 5)
@@ -227,7 +252,7 @@ class BuildSequences(ShardTask):
     def expected_fingerprint(self) -> str | None:
         return Settings.current().sequences_fingerprint()
 
-    def run(self):
+    def build(self) -> None:
         settings = Settings.current()
         self.invalidate()
         self.report(f"building samples of shard {self.shard}", 10)
@@ -254,7 +279,7 @@ class WriteTFRecords(ShardTask):
     def expected_fingerprint(self) -> str | None:
         return Settings.current().tfrecords_fingerprint()
 
-    def run(self):
+    def build(self) -> None:
         settings = Settings.current()
         self.invalidate()
         sources = settings.shard_files(settings.sequences_dir, self.shard, ".parquet")
@@ -283,21 +308,24 @@ class Preprocess(ManifestTask):
     def complete(self) -> bool:
         return super().complete() and all(task.complete() for task in self.requires())
 
-    def run(self):
+    def build(self) -> None:
         settings = Settings.current()
         self.invalidate()
-        stats = json.loads((settings.remap_dir / "stats.json").read_text())
+        # Counts come from parquet footers, never from manifests: another run on the same
+        # data dir may be replacing a manifest right now, while data files are always whole.
         splits = {split: {"samples": 0, "records": 0, "files": []} for split in SPLITS}
         for shard in range(settings.num_shards):
-            manifest = json.loads(settings.shard_manifest(settings.tfrecords_dir, shard).read_text())
+            sources = settings.shard_files(settings.sequences_dir, shard, ".parquet")
             for split, path in settings.shard_files(settings.tfrecords_dir, shard, ".tfrecord").items():
-                splits[split]["samples"] += manifest["splits"][split]["samples"]
-                splits[split]["records"] += manifest["splits"][split]["records"]
+                samples = pq.read_metadata(sources[split]).num_rows
+                splits[split]["samples"] += samples
+                splits[split]["records"] += -(-samples // settings.prebatch)
                 splits[split]["files"].append(str(path.relative_to(settings.tfrecords_dir)))
+        n_rows = {name: pq.read_metadata(path).num_rows for name, path in settings.remap_tables().items()}
         self._remove_outputs_of_other_shard_counts(settings)
         self.write_manifest(format_version=1, maxlen=settings.maxlen, prebatch=settings.prebatch,
-                            num_shards=settings.num_shards, seed=settings.seed, n_items=stats["n_items"],
-                            n_cats=stats["n_cats"], n_users=stats["n_users"], splits=splits)
+                            num_shards=settings.num_shards, seed=settings.seed, n_items=n_rows["items"],
+                            n_cats=n_rows["categories"], n_users=n_rows["users"], splits=splits)
 
     @staticmethod
     def _remove_outputs_of_other_shard_counts(settings: Settings) -> None:

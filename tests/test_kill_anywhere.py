@@ -61,3 +61,30 @@ def test_stage1_killed_anywhere_reruns_to_identical_outputs(tmp_path, reference,
     assert finished.returncode == 0, finished.stderr
     assert stage1_bytes(data_dir) == reference
     assert leftovers(data_dir) == []
+
+
+@pytest.mark.parametrize("lock", ["default-lock", "no-lock"])
+def test_two_runs_at_once_on_one_data_dir_end_with_the_same_outputs(tmp_path, reference, lock):
+    """Luigi's process lock turns the second identical command away (exit 10, already running);
+    without the lock both run, and atomic writes keep the outputs whole."""
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if k != KILL_AT_VARIABLE}
+    command = [sys.executable, "-m", "luigi", "--module", "pipeline", "Preprocess", "--paths-data-dir",
+               str(data_dir), *TINY, *(["--no-lock"] if lock == "no-lock" else [])]
+    runs = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    codes = []
+    for run in runs:
+        _, stderr = run.communicate(timeout=600)
+        codes.append(run.returncode)
+        assert run.returncode in (0, 10), stderr
+    assert 0 in codes and (lock == "default-lock" or codes == [0, 0])
+    assert stage1_bytes(data_dir) == reference
+    assert leftovers(data_dir) == []
+
+
+def test_parallel_workers_give_the_same_outputs(tmp_path, reference):
+    data_dir = tmp_path / "data"
+    result = run_pipeline(data_dir, extra=["--workers", "2"])
+    assert result.returncode == 0, result.stderr
+    assert stage1_bytes(data_dir) == reference
