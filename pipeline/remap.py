@@ -109,6 +109,9 @@ def remap_ids(reviews: pd.DataFrame, meta: pd.DataFrame, *, source: str = "revie
         "n_cats": n_cats,
         "n_users": n_users,
         "users_with_2plus_reviews": int((n_reviews >= 2).sum()),
+        # Kept, as in the reference scripts (a re-posted review is still an event); counted here.
+        "duplicate_user_item_time_rows": int(((user_id[1:] == user_id[:-1]) & (item_id[1:] == item_id[:-1])
+                                              & (ts[1:] == ts[:-1])).sum()),
     }
     return RemapResult(
         items=pa.table({"item_id": pa.array(np.arange(1, n_items + 1, dtype=np.int32)),

@@ -50,3 +50,11 @@ def test_no_user_with_two_reviews_is_one_clear_error():
     reviews = fx.REVIEWS.drop_duplicates("reviewerID")
     with pytest.raises(InputError, match="no user has 2 or more reviews"):
         remap_ids(reviews, fx.META)
+
+
+def test_duplicate_user_item_time_rows_are_kept_and_counted():
+    reviews = fx.REVIEWS.copy()
+    reviews.loc[len(reviews)] = ["u_d", "i5", 4]  # same user, item and time as an existing row
+    result = remap_ids(reviews, fx.META)
+    assert result.stats["duplicate_user_item_time_rows"] == 1
+    assert result.reviews.num_rows == len(fx.REMAPPED_REVIEWS) + 1
