@@ -31,6 +31,8 @@ class RemapResult:
 def _strings(series: pd.Series) -> pa.Array:
     """The column as one arrow string array (zero-copy for pandas' arrow-backed strings)."""
     array = pa.array(series)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
     return array.cast(pa.large_string()) if array.type != pa.large_string() else array
 
 
