@@ -1,0 +1,14 @@
+"""Stage 2 of the pipeline: the Deep Interest Network (DIN) on pre-batched TFRecord shards.
+
+Modules (importable without Luigi):
+- `params`   TrainParams (the `[train]` settings, validated) and `run_id`.
+- `reader`   tf.data reader of the shards described by `feature_spec.json`.
+- `layers`   Dice, PReLU, the dense stack and the DIN attention pooling.
+- `model`    the DIN model builder.
+- `metrics`  AUC, GAUC, logloss (numpy) and the popularity baseline.
+- `device`   device (Ascend NPU, GPU, CPU) and precision selection.
+- `training` train / evaluate loops, checkpoints, resume, curves.
+- `export`   SavedModel with the `serving_default` / `score` signatures.
+
+This package file imports nothing heavy: `import din_model.metrics` does not load TensorFlow.
+"""

@@ -1,0 +1,64 @@
+"""SavedModel export of a trained DIN with named serving signatures.
+
+The exported module has signatures `serving_default` and `score` (the same function):
+inputs hist_item, hist_cate `[None, maxlen]` and target_item, target_cate `[None]`
+(int32; 0 = padding in the histories), output `{"probability": float32 [None]}`.
+The directory appears atomically: saved to a temporary sibling, then renamed.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import tensorflow as tf
+
+from pipeline.atomic import temporary_path
+
+SIGNATURE_NAMES = ("serving_default", "score")
+
+
+class ScoringModule(tf.Module):
+    """Holds the model and its scoring function, the object that gets saved."""
+
+    def __init__(self, model, maxlen: int):
+        super().__init__()
+        self.model = model
+        history = tf.TensorSpec([None, maxlen], tf.int32)
+        target = tf.TensorSpec([None], tf.int32)
+        self.score = tf.function(self._score, input_signature=[
+            tf.TensorSpec.from_spec(history, name="hist_item"), tf.TensorSpec.from_spec(history, name="hist_cate"),
+            tf.TensorSpec.from_spec(target, name="target_item"), tf.TensorSpec.from_spec(target, name="target_cate")])
+
+    def _score(self, hist_item, hist_cate, target_item, target_cate):
+        features = {"hist_item": hist_item, "hist_cate": hist_cate,
+                    "target_item": target_item, "target_cate": target_cate}
+        logits = self.model(features, training=False)
+        return {"probability": tf.sigmoid(tf.cast(logits, tf.float32))}
+
+
+def export_saved_model(model, maxlen: int, path: str | Path) -> Path:
+    """Save `model` as a SavedModel at `path` (replacing what is there); return the path."""
+    path = Path(path)
+    module = ScoringModule(model, maxlen)
+    signatures = {name: module.score for name in SIGNATURE_NAMES}
+    tmp = temporary_path(path)
+    try:
+        tf.saved_model.save(module, str(tmp), signatures=signatures)
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return path
+
+
+def load_scorer(path: str | Path, signature: str = "serving_default"):
+    """The named signature of an exported model: call it with keyword int32 tensors.
+
+    The loaded object rides along on the function so its variables stay alive.
+    """
+    loaded = tf.saved_model.load(str(path))
+    function = loaded.signatures[signature]
+    function.loaded_module = loaded
+    return function

@@ -1,0 +1,159 @@
+"""Keras layers of DIN: Dice, PReLU, a dense stack, and the DIN attention pooling.
+
+- `Dice` (paper eq. 9): p(s) = sigmoid((s - E[s]) / sqrt(Var[s] + eps)),
+  f(s) = p(s) * s + (1 - p(s)) * alpha * s; batch statistics while training, moving
+  averages at inference (like batch normalisation, without scale and shift).
+- `PReLU`: max(s, 0) + alpha * min(s, 0), one alpha per unit.
+- `DenseStack`: Dense -> activation -> dropout, per hidden size.
+- `AttentionPooling`: the DIN activation unit, an MLP over [q, k, q - k, q * k] giving one
+  score per history position; padded positions (id 0) get weight 0 (or -inf before a
+  softmax); the output is the score-weighted sum of the history embeddings.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+MASKED_SCORE = -1e9
+
+
+def _per_unit_shape(input_shape) -> tuple[int]:
+    return (int(input_shape[-1]),)
+
+
+class PReLU(keras.layers.Layer):
+    """Parametric ReLU with one slope per unit (shared over batch and sequence axes)."""
+
+    def __init__(self, alpha_init: float = 0.25, **kwargs):
+        super().__init__(**kwargs)
+        self.alpha_init = alpha_init
+
+    def build(self, input_shape):
+        self.alpha = self.add_weight(name="alpha", shape=_per_unit_shape(input_shape),
+                                     initializer=keras.initializers.Constant(self.alpha_init))
+
+    def call(self, inputs):
+        alpha = tf.cast(self.alpha, inputs.dtype)
+        return tf.nn.relu(inputs) - alpha * tf.nn.relu(-inputs)
+
+
+class Dice(keras.layers.Layer):
+    """Data-adaptive activation of the DIN paper; statistics over every axis but the last."""
+
+    def __init__(self, epsilon: float = 1e-8, momentum: float = 0.99, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+        self.momentum = momentum
+
+    def build(self, input_shape):
+        shape = _per_unit_shape(input_shape)
+        self.alpha = self.add_weight(name="alpha", shape=shape, initializer="zeros")
+        self.moving_mean = self.add_weight(name="moving_mean", shape=shape, initializer="zeros", trainable=False)
+        self.moving_variance = self.add_weight(name="moving_variance", shape=shape, initializer="ones",
+                                               trainable=False)
+
+    def call(self, inputs, training=False):
+        values = tf.cast(inputs, tf.float32)
+        if training:
+            axes = list(range(len(values.shape) - 1))
+            mean, variance = tf.nn.moments(values, axes=axes)
+            self._update_moving_statistics(mean, variance)
+        else:
+            mean = tf.convert_to_tensor(self.moving_mean)
+            variance = tf.convert_to_tensor(self.moving_variance)
+        probability = tf.sigmoid((values - mean) * tf.math.rsqrt(variance + self.epsilon))
+        probability = tf.cast(probability, inputs.dtype)
+        alpha = tf.cast(self.alpha, inputs.dtype)
+        return probability * inputs + (1.0 - probability) * alpha * inputs
+
+    def _update_moving_statistics(self, mean, variance):
+        keep = self.momentum
+        self.moving_mean.assign(keep * self.moving_mean + (1.0 - keep) * mean)
+        self.moving_variance.assign(keep * self.moving_variance + (1.0 - keep) * variance)
+
+
+def make_activation(name: str, dtype=None) -> keras.layers.Layer:
+    if name == "dice":
+        return Dice(dtype=dtype)
+    if name == "prelu":
+        return PReLU(dtype=dtype)
+    if name == "sigmoid":
+        return keras.layers.Activation("sigmoid", dtype=dtype)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+class DenseStack(keras.layers.Layer):
+    """Dense -> activation -> dropout for each hidden size."""
+
+    def __init__(self, units: tuple[int, ...], activation: str, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        dtype = kwargs.get("dtype")
+        self.dense_layers = [keras.layers.Dense(size, dtype=dtype) for size in units]
+        self.activations = [make_activation(activation, dtype) for _ in units]
+        self.dropouts = [keras.layers.Dropout(dropout, dtype=dtype) if dropout > 0 else None for _ in units]
+
+    def call(self, inputs, training=False):
+        outputs = inputs
+        for dense, activation, dropout in zip(self.dense_layers, self.activations, self.dropouts):
+            outputs = dense(outputs)
+            outputs = activation(outputs, training=training) if isinstance(activation, Dice) else activation(outputs)
+            if dropout is not None:
+                outputs = dropout(outputs, training=training)
+        return outputs
+
+
+class AttentionPooling(keras.layers.Layer):
+    """DIN activation unit + weighted sum of the history embeddings.
+
+    The unit is an MLP over [q, k, q - k, q * k] for the query (target) q and each
+    history key k, ending in one linear score per key.
+
+    Two layouts of the history, chosen at construction:
+    - dense (`compact=False`): inputs (query [B, d], keys [B, L, d], mask [B, L] bool);
+      padded positions are scored too, then masked (weight 0, or -inf before the
+      softmax). Static shapes (NPU, XLA).
+    - compact (`compact=True`): inputs (query [B, d], keys [N, d], rows [N] int32), the
+      N real history entries and the sample each belongs to; only real entries are
+      scored (a few times less work with short histories). Dynamic shapes (CPU, GPU).
+    Both return the pooled interest [B, d].
+    """
+
+    def __init__(self, units: tuple[int, ...], activation: str = "sigmoid", softmax: bool = False,
+                 compact: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if not units:
+            raise ValueError("the attention MLP needs at least one hidden layer")
+        dtype = kwargs.get("dtype")
+        self.softmax = softmax
+        self.compact = compact
+        self.hidden = DenseStack(units, activation, dtype=dtype)
+        self.score_layer = keras.layers.Dense(1, dtype=dtype)
+
+    def call(self, inputs, training=False):
+        query, keys, mask_or_rows = inputs
+        samples = tf.shape(query)[0]
+        if self.compact:
+            queries = tf.gather(query, mask_or_rows)
+        else:
+            queries = tf.broadcast_to(query[:, None, :], tf.shape(keys))
+        unit_inputs = tf.concat([queries, keys, queries - keys, queries * keys], axis=-1)
+        scores = tf.cast(tf.squeeze(self.score_layer(self.hidden(unit_inputs, training=training)), -1), tf.float32)
+        if self.compact:
+            weights = tf.cast(self._segment_weights(scores, mask_or_rows, samples), keys.dtype)
+            return tf.math.unsorted_segment_sum(weights[:, None] * keys, mask_or_rows, samples)
+        weights = tf.cast(self._masked_weights(scores, mask_or_rows), keys.dtype)
+        return tf.einsum("bl,bld->bd", weights, keys)
+
+    def _masked_weights(self, scores, mask):
+        mask_values = tf.cast(mask, tf.float32)
+        if not self.softmax:
+            return scores * mask_values
+        masked = tf.where(mask, scores, tf.fill(tf.shape(scores), MASKED_SCORE))
+        return tf.nn.softmax(masked, axis=-1) * mask_values
+
+    def _segment_weights(self, scores, rows, samples):
+        if not self.softmax:
+            return scores
+        shifted = scores - tf.gather(tf.math.unsorted_segment_max(scores, rows, samples), rows)
+        exponents = tf.exp(shifted)
+        return exponents / tf.gather(tf.math.unsorted_segment_sum(exponents, rows, samples), rows)

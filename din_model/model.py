@@ -1,0 +1,123 @@
+"""The DIN model: embeddings, attention pooling, output MLP, logit; and its regulariser.
+
+`build_model(params, spec, dtype_policy)` returns a `DeepInterestNetwork` whose call
+maps a features dict (hist_item/hist_cate `[B, L]`, target_item/target_cate `[B]`
+int32) to float32 logits `[B]` (sigmoid and loss stay in float32 under mixed precision).
+An item is represented by `[item_emb, cate_emb]` when `use_category` is on, else by
+`item_emb`; the tables are shared by history and target. `regularization_loss`
+is the plain L2 of all weights or the paper's mini-batch aware L2.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from din_model.layers import AttentionPooling, DenseStack
+from din_model.params import TrainParams
+
+
+class DeepInterestNetwork(keras.Model):
+    def __init__(self, *, n_items: int, n_cats: int, embed_dim: int, use_category: bool,
+                 attention_units: tuple[int, ...], attention_activation: str, attention_softmax: bool,
+                 mlp_units: tuple[int, ...], activation: str, dropout: float, sum_pooled_history: bool,
+                 l2: float, mini_batch_aware_l2: bool, compact_history: bool = True,
+                 dtype_policy: str = "float32"):
+        super().__init__(dtype=dtype_policy)
+        self.use_category = use_category
+        self.sum_pooled_history = sum_pooled_history
+        self.l2 = l2
+        self.mini_batch_aware_l2 = mini_batch_aware_l2
+        self.compact_history = compact_history
+        self.item_embedding = keras.layers.Embedding(n_items + 1, embed_dim, dtype=dtype_policy, name="item_embedding")
+        self.cate_embedding = (keras.layers.Embedding(n_cats + 1, embed_dim, dtype=dtype_policy, name="cate_embedding")
+                               if use_category else None)
+        self.attention = AttentionPooling(attention_units, attention_activation, attention_softmax,
+                                          compact=compact_history, dtype=dtype_policy, name="attention")
+        self.mlp = DenseStack(mlp_units, activation, dropout, dtype=dtype_policy, name="mlp")
+        self.logit_layer = keras.layers.Dense(1, dtype="float32", name="logit")
+
+    def embed(self, items, cates):
+        """Item representation: [item_emb, cate_emb] or item_emb; shape ids.shape + [width]."""
+        item_vectors = self.item_embedding(items)
+        if not self.use_category:
+            return item_vectors
+        return tf.concat([item_vectors, self.cate_embedding(cates)], axis=-1)
+
+    def call(self, features, training=False):
+        target = self.embed(features["target_item"], features["target_cate"])
+        mask = features["hist_item"] > 0
+        if self.compact_history:
+            interest, history_sum = self._pool_compact(features, target, mask, training)
+        else:
+            interest, history_sum = self._pool_dense(features, target, mask, training)
+        parts = [interest, target, history_sum] if self.sum_pooled_history else [interest, target]
+        hidden = self.mlp(tf.concat(parts, axis=-1), training=training)
+        return tf.squeeze(self.logit_layer(tf.cast(hidden, tf.float32)), axis=-1)
+
+    def _pool_dense(self, features, target, mask, training):
+        """Attention over the padded [B, L] history (static shapes)."""
+        history = self.embed(features["hist_item"], features["hist_cate"])
+        interest = self.attention((target, history, mask), training=training)
+        return interest, tf.reduce_sum(history * tf.cast(mask, history.dtype)[:, :, None], axis=1)
+
+    def _pool_compact(self, features, target, mask, training):
+        """Attention over the real history entries only (ids > 0), gathered into [N]."""
+        positions = tf.where(mask)
+        rows = tf.cast(positions[:, 0], tf.int32)
+        history = self.embed(tf.gather_nd(features["hist_item"], positions),
+                             tf.gather_nd(features["hist_cate"], positions))
+        interest = self.attention((target, history, rows), training=training)
+        return interest, tf.math.unsorted_segment_sum(history, rows, tf.shape(target)[0])
+
+    def regularization_loss(self, features):
+        """0, plain L2 on every trainable weight, or the mini-batch aware L2 on embeddings."""
+        if self.l2 <= 0:
+            return tf.constant(0.0)
+        if not self.mini_batch_aware_l2:
+            return self.l2 * tf.add_n([tf.reduce_sum(tf.square(tf.cast(w, tf.float32)))
+                                       for w in self.trainable_weights])
+        tables = [(self.item_embedding, "hist_item", "target_item")]
+        if self.use_category:
+            tables.append((self.cate_embedding, "hist_cate", "target_cate"))
+        return self.l2 * tf.add_n([_mini_batch_l2(layer.embeddings, features[h], features[t])
+                                   for layer, h, t in tables])
+
+
+def _mini_batch_l2(table, history_ids, target_ids):
+    """sum over ids j present in the batch of ||w_j||^2 / n_j, n_j = j's count in the batch.
+
+    Written per occurrence (sum_o ||w_o||^2 / n_o^2 equals the sum above) with counts
+    from a sort + searchsorted, so every shape is static (no tf.unique).
+    """
+    ids = tf.concat([tf.reshape(history_ids, [-1]), tf.reshape(target_ids, [-1])], axis=0)
+    ordered = tf.sort(ids)
+    counts = (tf.searchsorted(ordered, ids, side="right") - tf.searchsorted(ordered, ids, side="left"))
+    present = tf.cast(ids > 0, tf.float32)
+    squares = tf.reduce_sum(tf.square(tf.cast(tf.gather(table, ids), tf.float32)), axis=-1)
+    return tf.reduce_sum(present * squares / tf.square(tf.cast(counts, tf.float32)))
+
+
+def build_model(params: TrainParams, spec: dict, dtype_policy: str = "float32",
+                static_shapes: bool = False) -> DeepInterestNetwork:
+    """The DIN for these params and this feature spec, built (variables exist) for `maxlen`.
+
+    `static_shapes` (NPU) or `params.jit_compile` (XLA) select the dense history layout;
+    otherwise only the real history entries go through the attention MLP.
+    """
+    model = DeepInterestNetwork(
+        n_items=int(spec["n_items"]), n_cats=int(spec["n_cats"]), embed_dim=params.embed_dim,
+        use_category=params.use_category, attention_units=params.attention_units,
+        attention_activation=params.attention_activation, attention_softmax=params.attention_softmax,
+        mlp_units=params.mlp_units, activation=params.activation, dropout=params.dropout,
+        sum_pooled_history=params.sum_pooled_history, l2=params.l2,
+        mini_batch_aware_l2=params.mini_batch_aware_l2,
+        compact_history=not (static_shapes or params.jit_compile), dtype_policy=dtype_policy)
+    maxlen = params.maxlen or int(spec["maxlen"])
+    model(dummy_features(maxlen), training=False)
+    return model
+
+
+def dummy_features(maxlen: int, batch: int = 2) -> dict[str, tf.Tensor]:
+    ones = tf.ones([batch], tf.int32)
+    return {"hist_item": tf.ones([batch, maxlen], tf.int32), "hist_cate": tf.ones([batch, maxlen], tf.int32),
+            "target_item": ones, "target_cate": ones, "user_id": ones}

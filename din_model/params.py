@@ -1,0 +1,108 @@
+"""Training parameters: the `[train]` settings as a validated dataclass, and the run id.
+
+`TrainParams` mirrors the `train` section of pipeline/config.py name for name (plus
+`maxlen` and `jit_compile`, which have no config entry yet). `validate()` raises
+`InputError` naming the setting the way a user writes it (`[train] batch_size`).
+`run_id` hashes every parameter together with the TFRecord fingerprint, so a changed
+parameter or changed shards give a new run directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+from pipeline.errors import InputError
+
+ACTIVATIONS = ("dice", "prelu")
+DEVICES = ("auto", "npu", "gpu", "cpu")
+PRECISIONS = ("mixed", "fp32")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    batch_size: int = 4096
+    epochs: int = 5
+    learning_rate: float = 0.001
+    embed_dim: int = 32
+    attention_hidden: str = "80,40"
+    mlp_hidden: str = "200,80"
+    activation: str = "dice"
+    attention_softmax: bool = False
+    dropout: float = 0.0
+    l2: float = 0.0
+    mini_batch_aware_l2: bool = True
+    use_category: bool = True
+    device: str = "auto"
+    precision: str = "mixed"
+    seed: int = 42
+    maxlen: int | None = None
+    jit_compile: bool = False
+    # Activation of the attention MLP; "dice"/"prelu" follow `activation`, "sigmoid" is the reference DIN code's.
+    attention_activation: str = "sigmoid"
+    sum_pooled_history: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def attention_units(self) -> tuple[int, ...]:
+        return parse_hidden_sizes("attention_hidden", self.attention_hidden)
+
+    @property
+    def mlp_units(self) -> tuple[int, ...]:
+        return parse_hidden_sizes("mlp_hidden", self.mlp_hidden)
+
+    def validate(self) -> None:
+        for name in ("batch_size", "epochs", "embed_dim"):
+            _require(isinstance(getattr(self, name), int) and getattr(self, name) > 0, name,
+                     "a positive integer", getattr(self, name))
+        _require(self.learning_rate > 0, "learning_rate", "a positive number", self.learning_rate)
+        _require(0.0 <= self.dropout < 1.0, "dropout", "a number in [0, 1)", self.dropout)
+        _require(self.l2 >= 0.0, "l2", "a number >= 0", self.l2)
+        _require(self.activation in ACTIVATIONS, "activation", f"one of {ACTIVATIONS}", self.activation)
+        _require(self.attention_activation in ACTIVATIONS + ("sigmoid",), "attention_activation",
+                 "one of dice, prelu, sigmoid", self.attention_activation)
+        _require(self.device in DEVICES, "device", f"one of {DEVICES}", self.device)
+        _require(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
+        _require(self.maxlen is None or (isinstance(self.maxlen, int) and self.maxlen > 0), "maxlen",
+                 "empty or a positive integer", self.maxlen)
+        self.attention_units  # noqa: B018  (parsing validates)
+        self.mlp_units  # noqa: B018
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainParams":
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"[train] unknown setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+def _require(condition: bool, name: str, expected: str, value: Any) -> None:
+    if not condition:
+        raise InputError(f"[train] {name} must be {expected}, got {value!r} "
+                         f"(set it in luigi.cfg or with --train-{name.replace('_', '-')})")
+
+
+def parse_hidden_sizes(name: str, text: str) -> tuple[int, ...]:
+    """'80,40' -> (80, 40); an empty string means no hidden layer."""
+    parts = [part.strip() for part in str(text).split(",") if part.strip()]
+    try:
+        sizes = tuple(int(part) for part in parts)
+    except ValueError:
+        sizes = ()
+        parts = None
+    _require(parts is not None and all(size > 0 for size in sizes), name,
+             "comma-separated positive integers such as 80,40", text)
+    return sizes
+
+
+def run_id(params: TrainParams, tfrecord_fingerprint: str) -> str:
+    """Short stable hash of every training parameter and the shards' fingerprint."""
+    payload = json.dumps({"params": params.to_dict(), "tfrecords": tfrecord_fingerprint}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]

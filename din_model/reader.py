@@ -1,0 +1,192 @@
+"""tf.data reader of the pre-batched TFRecord shards (layout: data/README.md).
+
+Owns: loading `feature_spec.json`, turning a split's shard files into a dataset of
+`(features, label)` batches, and mapping corrupt shards to `InputError`.
+
+Pipeline: shard files (shuffled when training) -> parallel interleave of
+`TFRecordDataset`s -> record shuffle -> groups of records -> one parse per group
+(`parse_example`, the byte strings of the group joined and decoded once, ragged ->
+dense `[B, L]`, keeping the last `maxlen` entries) -> `rebatch(batch_size)` ->
+prefetch. No step works sample by sample and no split is held in memory.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterator
+
+import tensorflow as tf
+
+from pipeline.errors import InputError
+
+FEATURE_NAMES = ("hist_item", "hist_cate", "target_item", "target_cate", "user_id")
+PER_SAMPLE_FIELDS = ("hist_len", "target_item", "target_cate", "user_id", "label")
+HISTORY_FIELDS = ("hist_item", "hist_cate")
+SPLITS = ("train", "val", "test")
+SPEC_KEYS = ("maxlen", "prebatch", "n_items", "n_cats", "n_users", "splits")
+# Decoding errors a damaged shard raises while it is read.
+SHARD_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError)
+
+
+def load_spec(spec: str | Path | dict) -> dict:
+    """The feature spec as a dict, with `_dir` (the tfrecords directory) added; checks its keys."""
+    if isinstance(spec, dict):
+        loaded = dict(spec)
+        loaded.setdefault("_dir", ".")
+        source = loaded["_dir"]
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise InputError(f"{path}: feature spec not found (run the preprocessing first: Preprocess task)")
+        try:
+            loaded = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise InputError(f"{path}: not valid JSON ({error})") from None
+        loaded["_dir"] = str(path.parent)
+        source = path
+    missing = [key for key in SPEC_KEYS if key not in loaded]
+    if missing:
+        raise InputError(f"{source}: feature spec lacks {missing}; expected the keys of data/README.md")
+    return loaded
+
+
+def split_files(spec: dict, split: str) -> list[str]:
+    """Absolute shard paths of `split`; every one must exist."""
+    if split not in spec["splits"]:
+        raise InputError(f"feature spec has no split {split!r}; it has {sorted(spec['splits'])}")
+    files = [str(Path(spec["_dir"]) / name) for name in spec["splits"][split]["files"]]
+    missing = [path for path in files if not Path(path).is_file()]
+    if missing:
+        raise InputError(f"TFRecord shard(s) listed in feature_spec.json are missing: {missing[:3]}")
+    if not files:
+        raise InputError(f"feature spec lists no files for split {split!r}")
+    return files
+
+
+def effective_maxlen(spec: dict, maxlen: int | None) -> int:
+    if maxlen is None:
+        return int(spec["maxlen"])
+    if not 0 < maxlen <= int(spec["maxlen"]):
+        raise InputError(f"[train] maxlen must be between 1 and the shards' maxlen {spec['maxlen']}, got {maxlen}")
+    return int(maxlen)
+
+
+def _parse_description() -> dict[str, tf.io.FixedLenFeature]:
+    description = {name: tf.io.FixedLenFeature([], tf.string) for name in PER_SAMPLE_FIELDS + HISTORY_FIELDS}
+    description["size"] = tf.io.FixedLenFeature([1], tf.int64)
+    return description
+
+
+def _decode_joined(serialized: tf.Tensor) -> tf.Tensor:
+    """Raw little-endian int32 bytes of several records -> one flat int32 vector, records in order."""
+    return tf.io.decode_raw(tf.strings.reduce_join(serialized), tf.int32, little_endian=True)
+
+
+def _last_entries(flat: tf.Tensor, lengths: tf.Tensor, maxlen: int) -> tf.RaggedTensor:
+    """Ragged rows of `flat` split by `lengths`, each cut to its last `maxlen` entries."""
+    ends = tf.cumsum(lengths)
+    kept = tf.minimum(lengths, maxlen)
+    positions = tf.ragged.range(ends - kept, ends)
+    return tf.RaggedTensor.from_row_lengths(tf.gather(flat, positions.flat_values), kept)
+
+
+def make_record_parser(maxlen: int, stored_maxlen: int):
+    """A function: vector of serialized records -> (features, label) with `[B, maxlen]` histories."""
+    description = _parse_description()
+
+    def parse(serialized: tf.Tensor):
+        parsed = tf.io.parse_example(serialized, description)
+        columns = {name: _decode_joined(parsed[name]) for name in PER_SAMPLE_FIELDS}
+        lengths = columns["hist_len"]
+        features = {name: columns[name] for name in ("target_item", "target_cate", "user_id")}
+        for name in HISTORY_FIELDS:
+            flat = _decode_joined(parsed[name])
+            if maxlen < stored_maxlen:
+                rows = _last_entries(flat, lengths, maxlen)
+            else:
+                rows = tf.RaggedTensor.from_row_lengths(flat, lengths)
+            features[name] = rows.to_tensor(default_value=0, shape=[None, maxlen])
+        return features, tf.cast(columns["label"], tf.float32)
+
+    return parse
+
+
+def make_dataset(spec: str | Path | dict, split: str, batch_size: int, *, shuffle: bool = False,
+                 seed: int = 0, drop_remainder: bool = False, maxlen: int | None = None,
+                 file_shard: tuple[int, int] | None = None, repeat: bool = False,
+                 records_per_parse: int | None = None) -> tf.data.Dataset:
+    """Batches `(features, label)` of `split`: features hist_item/hist_cate `[B, L]`, target_item,
+    target_cate, user_id `[B]` (int32), label `[B]` float32.
+
+    `file_shard=(index, count)` keeps every count-th file (one worker's part).
+    `maxlen` below the shards' maxlen keeps the most recent entries.
+    """
+    spec = load_spec(spec)
+    if batch_size <= 0:
+        raise InputError(f"[train] batch_size must be a positive integer, got {batch_size}")
+    length = effective_maxlen(spec, maxlen)
+    files = split_files(spec, split)
+    if file_shard is not None:
+        index, count = file_shard
+        files = files[index::count]
+        if not files:
+            raise InputError(f"file_shard {file_shard} leaves no {split} file (only {len(spec['splits'][split]['files'])})")
+    prebatch = int(spec["prebatch"])
+    if records_per_parse is None:
+        records_per_parse = max(1, math.ceil(batch_size / prebatch))
+
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle:
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 4),
+                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+    if shuffle:
+        dataset = dataset.shuffle(max(8, 4 * records_per_parse), seed=seed + 1, reshuffle_each_iteration=True)
+    dataset = dataset.batch(records_per_parse)
+    dataset = dataset.map(make_record_parser(length, int(spec["maxlen"])),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+    dataset = dataset.rebatch(batch_size, drop_remainder=drop_remainder)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def iterate_checked(dataset: tf.data.Dataset, files: list[str]) -> Iterator[Any]:
+    """Iterate `dataset`; a damaged shard ends the iteration with `InputError` naming it."""
+    iterator = iter(dataset)
+    while True:
+        try:
+            element = next(iterator)
+        except StopIteration:
+            return
+        except SHARD_ERRORS as error:
+            raise shard_error(files, error) from None
+        yield element
+
+
+def _check_records(serialized: tf.Tensor) -> None:
+    """Decode every field of some records, raising what a damaged record raises."""
+    parsed = tf.io.parse_example(serialized, _parse_description())
+    lengths = _decode_joined(parsed["hist_len"])
+    for name in PER_SAMPLE_FIELDS[1:]:
+        tf.debugging.assert_equal(tf.size(_decode_joined(parsed[name])), tf.size(lengths), f"{name} length")
+    for name in HISTORY_FIELDS:
+        tf.RaggedTensor.from_row_lengths(_decode_joined(parsed[name]), lengths)
+
+
+def shard_error(files: list[str], error: Exception) -> InputError:
+    """The `InputError` for a read failure: find which shard is damaged by reading each alone."""
+    for path in files:
+        try:
+            for records in tf.data.TFRecordDataset(path).batch(64):
+                _check_records(records)
+        except SHARD_ERRORS as file_error:
+            return InputError(f"{path}: corrupt or truncated TFRecord shard ({_first_line(file_error)}); "
+                              "rerun the preprocessing (Preprocess task) to rewrite it")
+    return InputError(f"reading TFRecord shards failed: {_first_line(error)} (files: {files[:3]}...)")
+
+
+def _first_line(error: Exception) -> str:
+    message = getattr(error, "message", None) or str(error)
+    return message.strip().splitlines()[0][:300]

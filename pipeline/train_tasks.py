@@ -1,0 +1,103 @@
+"""Stage-2 Luigi tasks: TrainDIN and EvaluateDIN, thin shells over `din_model.training`.
+
+Both read the `[train]` section (pipeline.config.train) into `din_model.params.TrainParams`.
+The run directory is `<data_dir>/runs/<run_id>/`, `run_id` hashing every training
+parameter and the fingerprint that stage 1 writes into feature_spec.json; so a changed
+training parameter starts a new run and leaves stage 1 untouched, and new shards
+start a new run too.
+- TrainDIN: complete when the run's metrics.json says training is done with all epochs.
+  A killed TrainDIN resumes from its last checkpoint when rerun.
+- EvaluateDIN: adds test metrics and baselines to metrics.json and writes
+  evaluation.json (its completion marker).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import luigi
+
+from pipeline import config
+from pipeline.atomic import write_json_atomic
+
+
+def current_train_params():
+    from din_model.params import TrainParams
+
+    section = config.train()
+    names = ("batch_size", "epochs", "learning_rate", "embed_dim", "attention_hidden", "mlp_hidden", "activation",
+             "attention_softmax", "dropout", "l2", "mini_batch_aware_l2", "use_category", "device", "precision",
+             "seed")
+    return TrainParams(**{name: getattr(section, name) for name in names})
+
+
+def _tfrecords_fingerprint(preprocess_task) -> str:
+    """The fingerprint the current feature_spec.json has (or will have once Preprocess ran)."""
+    return preprocess_task.expected_fingerprint() or "inputs-missing"
+
+
+class RunTask(luigi.Task):
+    """Shared by the stage-2 tasks: params, run directory, progress reporting."""
+
+    def train_params(self):
+        return current_train_params()
+
+    def preprocess_task(self):
+        from pipeline.tasks import Preprocess
+
+        return Preprocess()
+
+    def spec_path(self) -> Path:
+        return Path(self.preprocess_task().output().path)
+
+    def run_dir(self) -> Path:
+        from din_model.params import run_id
+
+        identifier = run_id(self.train_params(), _tfrecords_fingerprint(self.preprocess_task()))
+        return Path(config.paths().data_dir) / "runs" / identifier
+
+    def report(self, fraction: float, message: str) -> None:
+        self.set_status_message(message)
+        self.set_progress_percentage(int(round(100 * fraction)))
+
+
+class TrainDIN(RunTask):
+    """Train DIN on the TFRecords (resuming a killed run); writes runs/<run_id>/metrics.json."""
+
+    def requires(self):
+        return self.preprocess_task()
+
+    def output(self):
+        return luigi.LocalTarget(str(self.run_dir() / "metrics.json"))
+
+    def complete(self) -> bool:
+        from din_model.training import training_complete
+
+        return training_complete(self.output().path, self.train_params())
+
+    def run(self):
+        from din_model.training import train
+
+        train(self.spec_path(), self.run_dir(), self.train_params(), progress_callback=self.report)
+
+
+class EvaluateDIN(RunTask):
+    """Test metrics, popularity (and oracle) baselines merged into metrics.json; writes evaluation.json."""
+
+    def requires(self):
+        return TrainDIN()
+
+    def output(self):
+        return luigi.LocalTarget(str(self.run_dir() / "evaluation.json"))
+
+    def run(self):
+        from din_model.training import evaluate
+
+        self.report(0.0, "evaluating on the test split")
+        result = evaluate(self.spec_path(), self.run_dir(), self.train_params())
+        summary = {name: result[name] for name in ("test", "popularity_test_auc", "oracle_test_auc", "gap_closed")
+                   if name in result}
+        write_json_atomic(self.output().path, summary)
+        self.report(1.0, "evaluation done")
+        run_dir = self.run_dir()
+        print(f"[evaluate] metrics: {run_dir / 'metrics.json'}\n[evaluate] saved model: {run_dir / 'saved_model'}",
+              flush=True)

@@ -1,0 +1,119 @@
+"""DIN layers and model: Dice, masking, dense vs compact history, L2, overfitting, export."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from din_model.export import SIGNATURE_NAMES, export_saved_model, load_scorer
+from din_model.layers import Dice, PReLU
+from din_model.model import build_model
+from din_model.params import TrainParams
+from din_model.training import make_train_step
+
+SPEC = {"n_items": 40, "n_cats": 6, "maxlen": 5}
+SMALL = dict(embed_dim=4, attention_hidden="8,4", mlp_hidden="8,4", batch_size=16)
+
+
+def features_batch(seed=0, batch=6, maxlen=5):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, maxlen + 1, batch)
+    hist_item = rng.integers(1, 41, (batch, maxlen)).astype(np.int32)
+    hist_item[np.arange(maxlen)[None, :] >= lengths[:, None]] = 0
+    hist_cate = np.where(hist_item > 0, hist_item % 6 + 1, 0).astype(np.int32)
+    target_item = rng.integers(1, 41, batch).astype(np.int32)
+    return {"hist_item": tf.constant(hist_item), "hist_cate": tf.constant(hist_cate),
+            "target_item": tf.constant(target_item), "target_cate": tf.constant(target_item % 6 + 1),
+            "user_id": tf.constant(np.arange(batch, dtype=np.int32))}
+
+
+def test_dice_uses_batch_statistics_in_training_and_moving_averages_at_inference():
+    dice = Dice(momentum=0.0)
+    values = tf.constant(np.random.default_rng(0).normal(3.0, 2.0, (64, 7, 5)), tf.float32)
+    trained = dice(values, training=True)
+    assert trained.shape == values.shape
+    np.testing.assert_allclose(dice.moving_mean.numpy(), tf.reduce_mean(values, [0, 1]).numpy(), rtol=1e-5)
+    # alpha = 0 at start: output = p(s) * s with p from the batch statistics
+    mean, variance = tf.nn.moments(values, [0, 1])
+    expected = tf.sigmoid((values - mean) / tf.sqrt(variance + 1e-8)) * values
+    np.testing.assert_allclose(trained.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+    single = values[:1]
+    inferred = dice(single, training=False)  # uses the moving averages, not the one-sample statistics
+    np.testing.assert_allclose(inferred.numpy(), expected[:1].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_prelu_slopes_negative_part():
+    layer = PReLU(alpha_init=0.25)
+    np.testing.assert_allclose(layer(tf.constant([[-4.0, 2.0]])).numpy(), [[-1.0, 2.0]])
+
+
+@pytest.mark.parametrize("softmax", [False, True])
+@pytest.mark.parametrize("activation", ["dice", "prelu"])
+def test_padding_changes_nothing(softmax, activation):
+    """Padded positions (id 0) do not count: neither the padding row's embedding nor extra padding columns."""
+    params = TrainParams(**SMALL, attention_softmax=softmax, activation=activation, attention_activation=activation,
+                         sum_pooled_history=True)
+    model = build_model(params, SPEC)
+    features = features_batch()
+    before = model(features).numpy()
+    for table in (model.item_embedding.embeddings, model.cate_embedding.embeddings):
+        table.assign(tf.tensor_scatter_nd_update(table, [[0]], [tf.fill([table.shape[1]], 50.0)]))
+    np.testing.assert_allclose(model(features).numpy(), before, rtol=1e-5, atol=1e-6)
+    wider = dict(features, hist_item=tf.pad(features["hist_item"], [[0, 0], [0, 3]]),
+                 hist_cate=tf.pad(features["hist_cate"], [[0, 0], [0, 3]]))
+    np.testing.assert_allclose(model(wider).numpy(), before, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("softmax", [False, True])
+def test_dense_and_compact_history_layouts_agree(softmax):
+    params = TrainParams(**SMALL, attention_softmax=softmax, activation="dice", sum_pooled_history=True)
+    compact = build_model(params, SPEC)
+    dense = build_model(params, SPEC, static_shapes=True)
+    dense.set_weights(compact.get_weights())
+    features = features_batch(seed=3)
+    np.testing.assert_allclose(dense(features).numpy(), compact(features).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_mini_batch_aware_l2_counts_each_present_row_once_over_its_frequency():
+    params = TrainParams(**SMALL, l2=0.5, use_category=False)
+    model = build_model(params, SPEC)
+    features = features_batch(seed=4)
+    table = model.item_embedding.embeddings.numpy()
+    ids = np.concatenate([features["hist_item"].numpy().ravel(), features["target_item"].numpy()])
+    unique, counts = np.unique(ids[ids > 0], return_counts=True)
+    expected = 0.5 * sum((table[j] ** 2).sum() / c for j, c in zip(unique, counts))
+    assert float(model.regularization_loss(features)) == pytest.approx(expected, rel=1e-5)
+    plain = build_model(TrainParams(**SMALL, l2=0.5, mini_batch_aware_l2=False), SPEC)
+    expected_plain = 0.5 * sum(float(np.sum(w.numpy() ** 2)) for w in plain.trainable_weights)
+    assert float(plain.regularization_loss(features)) == pytest.approx(expected_plain, rel=1e-5)
+
+
+def test_model_overfits_a_tiny_set():
+    import keras
+
+    keras.utils.set_random_seed(1)
+    params = TrainParams(embed_dim=8, attention_hidden="16,8", mlp_hidden="32,16", learning_rate=0.02,
+                         activation="prelu", batch_size=64)
+    model = build_model(params, SPEC)
+    optimizer = keras.optimizers.Adam(params.learning_rate)
+    step = make_train_step(model, optimizer, jit_compile=False)
+    features = features_batch(seed=7, batch=64)
+    labels = tf.constant(np.random.default_rng(7).integers(0, 2, 64).astype(np.float32))
+    for _ in range(300):
+        loss = float(step(features, labels))
+    from din_model.metrics import auc
+
+    assert loss < 0.05
+    assert auc(labels.numpy(), tf.sigmoid(model(features)).numpy()) == 1.0
+
+
+def test_export_reload_gives_the_same_predictions(tmp_path):
+    params = TrainParams(**SMALL, activation="dice")
+    model = build_model(params, SPEC)
+    features = features_batch(seed=2)
+    expected = tf.sigmoid(model(features, training=False)).numpy()
+    path = export_saved_model(model, 5, tmp_path / "saved_model")
+    inputs = {name: features[name] for name in ("hist_item", "hist_cate", "target_item", "target_cate")}
+    for name in SIGNATURE_NAMES:
+        scorer = load_scorer(path, name)
+        np.testing.assert_allclose(scorer(**inputs)["probability"].numpy(), expected, rtol=1e-6)
+    assert tf.saved_model.load(str(path)).signatures["serving_default"].structured_input_signature[1][
+        "hist_item"].shape.as_list() == [None, 5]

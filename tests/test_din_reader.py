@@ -1,0 +1,109 @@
+"""The tf.data reader: every sample once, padding, rebatching, maxlen, sharding, damaged shards."""
+import json
+
+import numpy as np
+import pytest
+
+from tests.din_fixtures import random_samples, write_fixture
+from din_model.reader import iterate_checked, load_spec, make_dataset, split_files
+from pipeline.errors import InputError
+
+N_SAMPLES = 203  # not a multiple of prebatch or batch size
+
+
+@pytest.fixture(scope="module")
+def fixture(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reader")
+    samples = random_samples(N_SAMPLES, maxlen=6, n_items=500, n_cats=7, n_users=30, mean_history=3.0, seed=5)
+    samples["target_item"] = np.arange(1, N_SAMPLES + 1, dtype=np.int32)  # a key per sample
+    splits = {"train": samples, "val": random_samples(10, maxlen=6, seed=1), "test": random_samples(10, maxlen=6)}
+    spec_path = write_fixture(root, splits, maxlen=6, prebatch=8, num_shards=3, n_items=500, n_cats=7, n_users=30)
+    return spec_path, samples
+
+
+def collect(dataset):
+    batches = list(dataset)
+    features = {name: np.concatenate([f[name].numpy() for f, _ in batches]) for name in batches[0][0]}
+    labels = np.concatenate([label.numpy() for _, label in batches])
+    return batches, features, labels
+
+
+def expected_row(samples, key, maxlen):
+    index = key - 1
+    history = samples["hist_item"][index][-maxlen:]
+    categories = samples["hist_cate"][index][-maxlen:]
+    padded = np.zeros((2, maxlen), np.int32)
+    padded[0, :len(history)] = history
+    padded[1, :len(categories)] = categories
+    return padded, samples["label"][index], samples["user_id"][index], samples["target_cate"][index]
+
+
+@pytest.mark.parametrize("batch_size, maxlen", [(16, None), (5, None), (64, 3), (1000, 1)])
+def test_every_sample_once_with_padding_and_truncation(fixture, batch_size, maxlen):
+    spec_path, samples = fixture
+    batches, features, labels = collect(make_dataset(spec_path, "train", batch_size, maxlen=maxlen))
+    length = maxlen or 6
+    assert sorted(features["target_item"].tolist()) == list(range(1, N_SAMPLES + 1))
+    assert all(int(label.shape[0]) == batch_size for _, label in batches[:-1])
+    assert features["hist_item"].shape == (N_SAMPLES, length)
+    assert labels.dtype == np.float32 and features["hist_item"].dtype == np.int32
+    for row, key in enumerate(features["target_item"]):
+        padded, label, user, cate = expected_row(samples, key, length)
+        np.testing.assert_array_equal(features["hist_item"][row], padded[0])
+        np.testing.assert_array_equal(features["hist_cate"][row], padded[1])
+        assert (labels[row], features["user_id"][row], features["target_cate"][row]) == (label, user, cate)
+
+
+def test_drop_remainder_gives_static_full_batches(fixture):
+    spec_path, _ = fixture
+    dataset = make_dataset(spec_path, "train", 16, drop_remainder=True, shuffle=True, seed=3)
+    assert dataset.element_spec[1].shape.as_list() == [16]
+    assert dataset.element_spec[0]["hist_item"].shape.as_list() == [16, 6]
+    batches, features, _ = collect(dataset)
+    assert len(batches) == N_SAMPLES // 16
+    assert len(set(features["target_item"].tolist())) == len(features["target_item"])
+
+
+def test_shuffle_changes_order_but_not_content(fixture):
+    spec_path, _ = fixture
+    _, plain, _ = collect(make_dataset(spec_path, "train", 32))
+    _, shuffled, _ = collect(make_dataset(spec_path, "train", 32, shuffle=True, seed=9))
+    assert sorted(shuffled["target_item"].tolist()) == sorted(plain["target_item"].tolist())
+    assert shuffled["target_item"].tolist() != plain["target_item"].tolist()
+
+
+def test_file_shards_partition_the_split(fixture):
+    spec_path, _ = fixture
+    keys = []
+    for index in range(2):
+        _, features, _ = collect(make_dataset(spec_path, "train", 32, file_shard=(index, 2)))
+        keys += features["target_item"].tolist()
+    assert sorted(keys) == list(range(1, N_SAMPLES + 1))
+
+
+def test_spec_dict_and_bad_maxlen(fixture):
+    spec_path, _ = fixture
+    spec = load_spec(spec_path)
+    assert split_files(spec, "val")[0].endswith("val/part-00000.tfrecord")
+    with pytest.raises(InputError, match="maxlen"):
+        make_dataset(spec, "train", 8, maxlen=7)
+
+
+def test_missing_spec_and_missing_shard(tmp_path, fixture):
+    with pytest.raises(InputError, match="feature spec not found"):
+        make_dataset(tmp_path / "feature_spec.json", "train", 8)
+    spec = json.loads(fixture[0].read_text())
+    spec["splits"]["train"]["files"].append("train/part-00099.tfrecord")
+    with pytest.raises(InputError, match="part-00099"):
+        make_dataset({**spec, "_dir": str(fixture[0].parent)}, "train", 8)
+
+
+def test_truncated_shard_is_named(tmp_path):
+    samples = random_samples(64, maxlen=6, seed=2)
+    spec_path = write_fixture(tmp_path, {"train": samples}, maxlen=6, prebatch=8, num_shards=2)
+    damaged = spec_path.parent / "train" / "part-00001.tfrecord"
+    damaged.write_bytes(damaged.read_bytes()[:-30])
+    spec = load_spec(spec_path)
+    with pytest.raises(InputError, match="part-00001.tfrecord: corrupt or truncated"):
+        for _ in iterate_checked(make_dataset(spec, "train", 8), split_files(spec, "train")):
+            pass
