@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import tensorflow as tf
 
-from pipeline.errors import InputError
+from din_common.errors import InputError
 
 NPU_PRECISION_MODES = {"mixed": "allow_mix_precision", "fp32": "must_keep_origin_dtype"}
 DEVICES = ("auto", "npu", "gpu", "cpu")

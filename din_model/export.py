@@ -12,7 +12,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from pipeline.atomic import temporary_path
+from din_common.atomic import temporary_path
 
 SIGNATURE_NAMES = ("serving_default", "score")
 

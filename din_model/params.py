@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any
 
-from pipeline.errors import InputError
+from din_common.errors import InputError
 
 ACTIVATIONS = ("dice", "prelu")
 DEVICES = ("auto", "npu", "gpu", "cpu")

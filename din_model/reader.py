@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import tensorflow as tf
 
-from pipeline.errors import InputError
+from din_common.errors import InputError
 
 FEATURE_NAMES = ("hist_item", "hist_cate", "target_item", "target_cate", "user_id")
 PER_SAMPLE_FIELDS = ("hist_len", "target_item", "target_cate", "user_id", "label")

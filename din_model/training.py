@@ -20,19 +20,21 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from din_common.atomic import atomic_path, write_json_atomic
+from din_common.errors import InputError
+from din_common.faults import kill_point
 from din_model import metrics as metric_functions
 from din_model.device import DeviceChoice, select_device
 from din_model.export import export_saved_model
 from din_model.model import build_model
 from din_model.params import TrainParams
 from din_model.reader import iterate_checked, load_spec, make_dataset, split_files
-from pipeline.atomic import atomic_path, write_json_atomic
-from pipeline.errors import InputError
 
 ProgressCallback = Callable[[float, str], None]
 EVAL_BATCH_SIZE = 8192
 PROGRESS_EVERY_STEPS = 50
 PARAMS_ALLOWED_TO_CHANGE_ON_RESUME = ("epochs",)
+CHECKPOINT_NAME = "ckpt"
 
 
 class TrainingDiverged(InputError):
@@ -73,13 +75,19 @@ class TrainingState:
         self.optimizer = optimizer
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=optimizer, epoch=self.epoch)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(checkpoint_dir), max_to_keep=3)
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(checkpoint_dir), max_to_keep=3,
+                                                  checkpoint_name=CHECKPOINT_NAME)
 
     def restore_latest(self) -> int:
         """Restore the last checkpoint if any; return the number of epochs already done."""
         if self.manager.latest_checkpoint:
             self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
         return int(self.epoch.numpy())
+
+    def checkpoint_path(self, epochs_done: int) -> str:
+        """Where `save(epochs_done)` puts its checkpoint (the manager's naming)."""
+        return str(self.checkpoint_dir / f"{CHECKPOINT_NAME}-{epochs_done}")
 
     def save(self, epochs_done: int) -> str:
         self.epoch.assign(epochs_done)
@@ -160,6 +168,7 @@ def run_epoch(train_step, state: TrainingState, spec, params: TrainParams, devic
             raise _diverged(loss, epoch, steps, state.manager, params)
         loss_sum += loss
         samples += int(labels.shape[0])
+        kill_point(f"train:epoch{epoch}:step{steps}")
         if steps % PROGRESS_EVERY_STEPS == 0:
             report(samples)
     elapsed = time.perf_counter() - started
@@ -268,9 +277,14 @@ def train(spec_path, run_dir, params: TrainParams, *,
                       "val": split_metrics(predict_split(predict_step, spec, "val", params, device))}
             epochs.append(record)
             _write_tensorboard(writer, epoch, record)
-            checkpoint = state.save(epoch)
-            result = _metrics_document(device, params, spec, epochs, done=False, checkpoint=checkpoint)
-            write_json_atomic(files.metrics, result)
+            # metrics.json first, then the checkpoint: a kill in between leaves a record for an
+            # epoch without its checkpoint, which the resume drops and retrains (never the reverse).
+            checkpoint = state.checkpoint_path(epoch)
+            write_json_atomic(files.metrics, _metrics_document(device, params, spec, epochs, done=False,
+                                                               checkpoint=checkpoint))
+            kill_point(f"train:epoch{epoch}:metrics-written")
+            state.save(epoch)
+            kill_point(f"train:epoch{epoch}:checkpointed")
             _print_and_report(progress_callback, epoch / params.epochs,
                               f"[train] epoch {epoch}/{params.epochs}: loss {loss:.4f}, {rate:,.0f} samples/s, "
                               f"val auc {record['val']['auc']:.4f} gauc {record['val']['gauc']:.4f} "

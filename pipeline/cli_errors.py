@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.errors import InputError
+from din_common.errors import InputError
 
 LUIGI_LOGGER = "luigi-interface"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.errors import InputError
+from din_common.errors import InputError
 
 RAW_SOURCES = ("synthetic", "pickle", "amazon-json", "remap-pickle")
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.errors import InputError
+from din_common.errors import InputError
 
 HISTORY_BUCKETS = (1, 2, 3, 4, 5, 6, 11, 21, 41)  # lower edges
 

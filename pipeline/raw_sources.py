@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.atomic import atomic_path
-from pipeline.errors import InputError
+from din_common.atomic import atomic_path
+from din_common.errors import InputError
 from pipeline.safe_pickle import safe_load
 
 REVIEW_COLUMNS = ("reviewerID", "asin", "unixReviewTime")

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.errors import InputError
+from din_common.errors import InputError
 
 
 @dataclass

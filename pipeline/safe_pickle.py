@@ -56,7 +56,7 @@ from pandas.core.generic import NDFrame
 from pandas.core.indexes.frozen import FrozenList
 from pandas.core.internals.managers import BaseBlockManager
 
-from pipeline.errors import InputError
+from din_common.errors import InputError
 
 DEFAULT_EXPECTED = "a pandas DataFrame written by DataFrame.to_pickle"
 

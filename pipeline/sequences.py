@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from pipeline.errors import InputError
+from din_common.errors import InputError
 from pipeline.tfrecord_io import samples_table
 
 SPLITS = ("train", "val", "test")

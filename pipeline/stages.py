@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import config
-from pipeline.errors import InputError
+from din_common.errors import InputError
 from pipeline.fingerprint import combine, file_digest
 
 # Bump when a stage's output format or algorithm changes, so old outputs rebuild.

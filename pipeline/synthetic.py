@@ -48,8 +48,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.atomic import atomic_path, write_json_atomic
-from pipeline.errors import InputError
+from din_common.atomic import atomic_path, write_json_atomic
+from din_common.errors import InputError
 
 GENERATOR_VERSION = 1
 MIN_REVIEWS_PER_USER = 5

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import raw_sources
-from pipeline.atomic import atomic_path, remove_stale_temporaries, write_json_atomic
-from pipeline.errors import InputError
+from din_common.atomic import atomic_path, remove_stale_temporaries, write_json_atomic
+from din_common.errors import InputError
 from pipeline.fingerprint import read_manifest_fingerprint
 from pipeline.raw_sources import load_meta, load_reviews
 from pipeline.remap import remap_ids

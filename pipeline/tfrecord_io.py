@@ -17,7 +17,7 @@ import google_crc32c
 import numpy as np
 import pyarrow as pa
 
-from pipeline.errors import InputError
+from din_common.errors import InputError
 
 # Order of the features inside each Example. Fixed so equal samples give equal bytes.
 PER_SAMPLE_FIELDS = ("hist_len", "target_item", "target_cate", "user_id", "label")

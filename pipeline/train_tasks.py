@@ -17,7 +17,7 @@ from pathlib import Path
 import luigi
 
 from pipeline import config
-from pipeline.atomic import write_json_atomic
+from din_common.atomic import write_json_atomic
 
 
 def current_train_params():

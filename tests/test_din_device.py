@@ -5,7 +5,7 @@ import types
 import pytest
 
 from din_model.device import select_device
-from pipeline.errors import InputError
+from din_common.errors import InputError
 
 
 class RecordingNpuDevice(types.ModuleType):

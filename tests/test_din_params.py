@@ -2,7 +2,7 @@
 import pytest
 
 from din_model.params import TrainParams, run_id
-from pipeline.errors import InputError
+from din_common.errors import InputError
 
 
 @pytest.mark.parametrize("field, value, named", [

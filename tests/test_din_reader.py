@@ -6,7 +6,7 @@ import pytest
 
 from tests.din_fixtures import random_samples, write_fixture
 from din_model.reader import iterate_checked, load_spec, make_dataset, split_files
-from pipeline.errors import InputError
+from din_common.errors import InputError
 
 N_SAMPLES = 203  # not a multiple of prebatch or batch size
 

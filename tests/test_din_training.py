@@ -110,7 +110,7 @@ def test_huge_learning_rate_diverges(spec_path, tmp_path):
 
 def test_other_parameters_in_an_existing_run_dir_are_refused(spec_path, tmp_path):
     train(spec_path, tmp_path / "run", TrainParams(**TINY, epochs=1))
-    from pipeline.errors import InputError
+    from din_common.errors import InputError
 
     with pytest.raises(InputError, match="embed_dim"):
         train(spec_path, tmp_path / "run", TrainParams(**{**TINY, "embed_dim": 8}, epochs=1))

@@ -1,4 +1,5 @@
 """SIGKILL the pipeline at many points; a rerun must finish with outputs identical to an uninterrupted run."""
+import json
 import os
 import subprocess
 import sys
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.faults import KILL_AT_VARIABLE
+from din_common.faults import KILL_AT_VARIABLE
 
 pytestmark = pytest.mark.slow
 
@@ -88,3 +89,25 @@ def test_parallel_workers_give_the_same_outputs(tmp_path, reference):
     result = run_pipeline(data_dir, extra=["--workers", "2"])
     assert result.returncode == 0, result.stderr
     assert stage1_bytes(data_dir) == reference
+
+
+TINY_TRAINING = ["--train-epochs", "3", "--train-batch-size", "256", "--train-embed-dim", "8",
+                 "--train-mlp-hidden", "16", "--train-attention-hidden", "8"]
+
+
+@pytest.mark.parametrize("kill_at, resumed_after", [("train:epoch2:step2", 1), ("train:epoch2:metrics-written", 1),
+                                                   ("train:epoch2:checkpointed", 2)])
+def test_training_killed_resumes_from_its_last_checkpoint(tmp_path, reference, kill_at, resumed_after):
+    data_dir = tmp_path / "data"
+    killed = run_pipeline(data_dir, task="AllTasks", kill_at=kill_at, extra=TINY_TRAINING)
+    assert killed.returncode != 0, f"the kill point {kill_at} was never reached"
+    finished = run_pipeline(data_dir, task="AllTasks", extra=TINY_TRAINING)
+    assert finished.returncode == 0, finished.stderr
+    assert "resuming" in finished.stdout and f"after epoch {resumed_after}" in finished.stdout
+    assert "epoch 1/3" not in finished.stdout, "the epoch counter restarted"
+    assert stage1_bytes(data_dir) == reference
+    (run_dir,) = (data_dir / "runs").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3] and metrics["training_done"]
+    assert "auc" in metrics["test"]
+    assert leftovers(data_dir) == []

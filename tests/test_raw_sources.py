@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from pipeline.errors import InputError
+from din_common.errors import InputError
 from pipeline.raw_sources import convert_amazon_json, convert_remap_pickle, load_meta, load_reviews
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pickles"

@@ -1,7 +1,7 @@
 """Remap: ID order, stable sort, dropped unknown asins, counts."""
 import pytest
 
-from pipeline.errors import InputError
+from din_common.errors import InputError
 from pipeline.remap import remap_ids
 from tests import stage1_fixtures as fx
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from pipeline.errors import InputError
+from din_common.errors import InputError
 from pipeline.safe_pickle import safe_load
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pickles"

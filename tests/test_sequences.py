@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.errors import InputError
+from din_common.errors import InputError
 from pipeline.remap import remap_ids
 from pipeline.sequences import build_shard_samples, draw_negatives, shard_rows
 from tests import stage1_fixtures as fx

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pipeline import synthetic
-from pipeline.errors import InputError
+from din_common.errors import InputError
 from pipeline.synthetic import generate, rank_auc, write_raw
 
 N_USERS, N_ITEMS, N_CATS, SEED = 300, 400, 30, 11

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pipeline.errors import InputError
+from din_common.errors import InputError
 from pipeline.tfrecord_io import read_samples_tfrecord, write_samples_tfrecord
 from tests.test_sequences import build
 

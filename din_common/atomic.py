@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.faults import kill_point
+from din_common.faults import kill_point
 
 TMP_MARK = ".tmp-"
 
