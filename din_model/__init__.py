@@ -12,3 +12,9 @@ Modules (importable without Luigi):
 
 This package file imports nothing heavy: `import din_model.metrics` does not load TensorFlow.
 """
+
+import os
+
+# TensorFlow's C++ start-up chatter (CUDA probing, CPU feature notes) is noise for users
+# of a CPU machine; errors still show. Set before any module here imports TensorFlow.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -48,7 +48,38 @@ def load_spec(spec: str | Path | dict) -> dict:
     missing = [key for key in SPEC_KEYS if key not in loaded]
     if missing:
         raise InputError(f"{source}: feature spec lacks {missing}; expected the keys of data/README.md")
+    check_shards_match_spec(loaded)
     return loaded
+
+
+def check_shards_match_spec(spec: dict) -> None:
+    """Each shard's stage-1 manifest (tfrecords/_shards/part-N.json) must vouch for the spec's files.
+
+    Catches shards of an older stage-1 run next to a newer feature_spec.json (or the
+    reverse): a different fingerprint, or a file whose size is not the one written.
+    Data dirs without stage-1 manifests (hand-made shards) are taken as they are.
+    """
+    directory = Path(spec["_dir"])
+    manifests = directory / "_shards"
+    if not manifests.is_dir():
+        return
+    for split, info in spec["splits"].items():
+        for name in info["files"]:
+            path = directory / name
+            manifest_path = manifests / (Path(name).stem + ".json")
+            try:
+                manifest = json.loads(manifest_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                raise InputError(f"{manifest_path}: missing or unreadable, so {path} cannot be matched to "
+                                 "feature_spec.json; rerun `luigi --module pipeline Preprocess`") from None
+            written = manifest.get("splits", {}).get(split, {}).get("bytes")
+            if manifest.get("fingerprint") != spec.get("fingerprint"):
+                raise InputError(f"{path} was written by another stage-1 run (fingerprint {manifest.get('fingerprint')}"
+                                 f", feature_spec.json expects {spec.get('fingerprint')}); rerun "
+                                 "`luigi --module pipeline Preprocess`")
+            if written is not None and path.is_file() and path.stat().st_size != written:
+                raise InputError(f"{path} has {path.stat().st_size} bytes but stage 1 wrote {written}: the shard was "
+                                 "replaced or cut short; rerun `luigi --module pipeline Preprocess`")
 
 
 def split_files(spec: dict, split: str) -> list[str]:

@@ -15,7 +15,7 @@ from din_common.errors import InputError
 from pipeline.fingerprint import combine, file_digest
 
 # Bump when a stage's output format or algorithm changes, so old outputs rebuild.
-FORMAT_VERSIONS = {"remap": 1, "sequences": 1, "tfrecords": 1}
+FORMAT_VERSIONS = {"remap": 1, "sequences": 1, "tfrecords": 2}
 SPLITS = ("train", "val", "test")
 GENERATED_SOURCES = ("synthetic", "amazon-json", "remap-pickle")
 
@@ -36,6 +36,9 @@ class Settings:
         raw, prep = config.raw(), config.preprocess()
         for name in ("maxlen", "num_shards", "prebatch"):
             config.require_positive("preprocess", name, getattr(prep, name))
+        if raw.source not in config.RAW_SOURCES:
+            raise InputError(f"[raw] source must be one of {', '.join(config.RAW_SOURCES)}, got {raw.source!r} "
+                             "(set it in luigi.cfg or with --raw-source)")
         return cls(
             data_dir=Path(config.paths().data_dir),
             source=raw.source,

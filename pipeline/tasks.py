@@ -289,7 +289,7 @@ class WriteTFRecords(ShardTask):
             table = read_parquet(sources[split])
             with atomic_path(path) as tmp:
                 records = write_samples_tfrecord(tmp, table, settings.prebatch)
-            counts[split] = {"samples": table.num_rows, "records": records}
+            counts[split] = {"samples": table.num_rows, "records": records, "bytes": path.stat().st_size}
         self.write_manifest(shard=self.shard, splits=counts)
 
 

@@ -5,12 +5,14 @@ import logging
 import os
 import pickle
 import re
+import shutil
 
 import luigi
 import numpy as np
 import pandas as pd
 import pytest
 
+from din_common.errors import InputError
 from pipeline.tasks import Preprocess
 from tests.luigi_config import luigi_settings
 
@@ -151,6 +153,26 @@ class Messages(logging.Handler):
         self.lines.append(self.format(record))
 
 
+def build_and_capture(task, **settings):
+    """luigi.build(task) with `settings`; returns (succeeded, the log lines at WARNING and above)."""
+    handler = Messages()
+    logger = logging.getLogger("luigi-interface")
+    logger.addHandler(handler)
+    try:
+        with luigi_settings(**settings):
+            ok = luigi.build([task], local_scheduler=True, log_level="WARNING")
+    finally:
+        logger.removeHandler(handler)
+    return ok, handler.lines
+
+
+def assert_one_clear_line(lines, message):
+    matching = [line for line in lines if "Traceback" not in line and re.search(message, line)]
+    assert matching, f"no message matching {message!r} in {lines}"
+    assert len(matching[0].splitlines()) == 1, "the message is one line"
+    assert not any("Traceback" in line for line in lines), "no traceback for a user mistake"
+
+
 @pytest.mark.parametrize("case_id, source, make_raw, preprocess, message", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_gives_one_clear_message_and_no_output(tmp_path, case_id, source, make_raw, preprocess, message):
     data_dir = tmp_path / "data"
@@ -158,25 +180,72 @@ def test_bad_input_gives_one_clear_message_and_no_output(tmp_path, case_id, sour
     raw.mkdir(parents=True)
     make_raw(raw)
     before = sorted(p.name for p in raw.iterdir())
-    handler = Messages()
-    logger = logging.getLogger("luigi-interface")
-    logger.addHandler(handler)
-    try:
-        with luigi_settings(paths={"data_dir": data_dir},
-                            raw={"source": source, "synthetic_users": 50, "synthetic_items": 60,
-                                 "synthetic_categories": 5},
-                            preprocess=preprocess):
-            ok = luigi.build([Preprocess()], local_scheduler=True, log_level="WARNING")
-    finally:
-        logger.removeHandler(handler)
+    ok, lines = build_and_capture(Preprocess(), paths={"data_dir": data_dir},
+                                  raw={"source": source, "synthetic_users": 50, "synthetic_items": 60,
+                                       "synthetic_categories": 5},
+                                  preprocess=preprocess)
     assert not ok
-    errors = [line for line in handler.lines if "Traceback" not in line and line.strip()]
-    matching = [line for line in errors if re.search(message, line)]
-    assert matching, f"no message matching {message!r} in {handler.lines}"
-    assert len(matching[0].splitlines()) == 1, "the message is one line"
-    assert not any("Traceback" in line for line in handler.lines), "no traceback for a user mistake"
+    assert_one_clear_line(lines, message)
     for stage in ("remap", "sequences", "tfrecords"):
         assert not (data_dir / stage).exists() or not any((data_dir / stage).rglob("*.*"))
     leftovers = [p.name for p in raw.iterdir() if p.name not in before]
     assert all(name == "manifest.json" for name in leftovers) or not leftovers, leftovers
     assert not (raw / "PWNED").exists()
+
+
+TINY = {"raw": {"synthetic_users": 60, "synthetic_items": 80, "synthetic_categories": 5},
+        "preprocess": {"num_shards": 2, "maxlen": 4, "prebatch": 32}}
+
+
+@pytest.fixture()
+def stage1_done(tmp_path):
+    data_dir = tmp_path / "data"
+    ok, lines = build_and_capture(Preprocess(), paths={"data_dir": data_dir}, **TINY)
+    assert ok, lines
+    return data_dir
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("batch_size", "0", r"\[train\] batch_size must be a positive integer, got 0"),
+    ("device", "tpu", r"\[train\] device must be one of .*got 'tpu'"),
+    ("precision", "fp8", r"\[train\] precision must be one of .*got 'fp8'"),
+    ("activation", "relu", r"\[train\] activation must be one of .*got 'relu'"),
+    ("learning_rate", "-1", r"\[train\] learning_rate must be a positive number"),
+])
+def test_bad_training_settings_are_one_clear_line(stage1_done, setting, value, message):
+    from pipeline.train_tasks import TrainDIN
+    ok, lines = build_and_capture(TrainDIN(), paths={"data_dir": stage1_done}, train={setting: value}, **TINY)
+    assert not ok
+    assert_one_clear_line(lines, message)
+    assert not (stage1_done / "runs").exists()
+
+
+def test_raw_source_typo_is_one_clear_line(tmp_path):
+    ok, lines = build_and_capture(Preprocess(), paths={"data_dir": tmp_path / "data"}, raw={"source": "csv"})
+    assert not ok
+    assert_one_clear_line(lines, r"\[raw\] source must be one of synthetic, pickle, amazon-json, remap-pickle, got 'csv'")
+
+
+def test_shards_of_an_older_run_are_refused_by_the_reader_and_rebuilt_by_luigi(stage1_done, tmp_path):
+    from din_model.reader import load_spec
+    old = tmp_path / "old-tfrecords"
+    shutil.copytree(stage1_done / "tfrecords", old)
+    newer = {**TINY, "preprocess": {**TINY["preprocess"], "maxlen": 3}}
+    ok, lines = build_and_capture(Preprocess(), paths={"data_dir": stage1_done}, **newer)
+    assert ok, lines
+    for part in ("train/part-00001.tfrecord", "_shards/part-00001.json"):
+        shutil.copy(old / part, stage1_done / "tfrecords" / part)
+    with pytest.raises(InputError, match=r"/part-00001\.tfrecord was written by another stage-1 run"):
+        load_spec(stage1_done / "tfrecords" / "feature_spec.json")
+    # Through Luigi the stale shard task is incomplete, so it is simply rebuilt.
+    ok, lines = build_and_capture(Preprocess(), paths={"data_dir": stage1_done}, **newer)
+    assert ok, lines
+    assert load_spec(stage1_done / "tfrecords" / "feature_spec.json")["maxlen"] == 3
+
+
+def test_a_cut_short_shard_is_named(stage1_done):
+    from din_model.reader import load_spec
+    shard = stage1_done / "tfrecords" / "val" / "part-00000.tfrecord"
+    shard.write_bytes(shard.read_bytes()[:-7])
+    with pytest.raises(InputError, match=r"val/part-00000\.tfrecord has \d+ bytes but stage 1 wrote \d+"):
+        load_spec(stage1_done / "tfrecords" / "feature_spec.json")
