@@ -1,0 +1,45 @@
+"""`python -m pipeline.inspect`: schema, rows, history histogram and label balance."""
+import io
+
+import pyarrow.parquet as pq
+import pytest
+
+from din_common.errors import InputError
+from pipeline.inspect import describe, main
+from pipeline.tfrecord_io import write_samples_tfrecord
+from tests.test_sequences import build
+
+
+@pytest.fixture()
+def sequences_dir(tmp_path):
+    for split, table in build(maxlen=2).items():
+        (tmp_path / "sequences" / split).mkdir(parents=True)
+        pq.write_table(table, tmp_path / "sequences" / split / "part-00000.parquet")
+    return tmp_path / "sequences"
+
+
+def test_sequence_directory_shows_histogram_and_label_balance(sequences_dir):
+    out = io.StringIO()
+    describe(sequences_dir, rows=2, out=out)
+    text = out.getvalue()
+    assert "3 file(s), 16 rows" in text
+    assert "hist_item: list<element: int32>" in text
+    # maxlen 2: histories of length 1 are the 3 first events, the rest have length 2.
+    assert "       1: 6" in text and "       2: 10" in text
+    for split, total in (("train", 4), ("val", 6), ("test", 6)):
+        assert f"  {split}: {total} samples, {total // 2} positive (50.0%)" in text
+
+
+def test_tfrecord_shards_read_back_like_parquet(sequences_dir, tmp_path):
+    table = pq.read_table(sequences_dir / "val" / "part-00000.parquet")
+    write_samples_tfrecord(tmp_path / "part-00000.tfrecord", table, prebatch=4)
+    out = io.StringIO()
+    describe(tmp_path / "part-00000.tfrecord", out=out)
+    assert "1 file(s), 6 rows" in out.getvalue()
+
+
+def test_missing_path_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(InputError, match="no such file or directory"):
+        describe(tmp_path / "nope")
+    assert main([str(tmp_path / "nope")]) == 2
+    assert "error:" in capsys.readouterr().err
