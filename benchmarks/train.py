@@ -46,6 +46,8 @@ def parse_args(argv=None):
     parser.add_argument("--dense-history", action="store_true",
                         help="score every padded history position (the NPU/XLA layout) instead of the real ones")
     parser.add_argument("--generate-samples", type=int, default=0)
+    parser.add_argument("--baseline-samples", type=int, default=400_000,
+                        help="rows held in memory for the reference Keras-fit baseline (0: skip it)")
     return parser.parse_args(argv)
 
 
@@ -108,12 +110,21 @@ def main(argv=None) -> None:
             return int(labels.shape[0])
 
         train_rates = window_rates(iter(dataset()), args.steps, args.warmup, consume)
+    baseline = {}
+    if args.baseline_samples:
+        from benchmarks.reference_din import in_memory_arrays, reference_fit_samples_per_s
+
+        features, labels = in_memory_arrays(make_dataset(spec, "train", 4096, shuffle=False, drop_remainder=True),
+                                            args.baseline_samples)
+        reference_rate = reference_fit_samples_per_s(int(spec["n_items"]), features, labels)
+        baseline = {"reference_keras_fit_samples_per_s": round(reference_rate),
+                    "speedup_vs_reference_fit": round(statistics.median(train_rates) / reference_rate, 2)}
     print(json.dumps({"train_samples_per_s": round(statistics.median(train_rates)),
                       "train_samples_per_s_best_window": round(max(train_rates)),
                       "input_samples_per_s": round(statistics.median(input_rates)),
                       **device.describe(), "preset": args.preset, "batch_size": params.batch_size,
                       "jit_compile": params.jit_compile, "history_layout": "dense" if device.static_shapes or
-                      params.jit_compile else "compact", "steps": args.steps}))
+                      params.jit_compile else "compact", "steps": args.steps, **baseline}))
 
 
 if __name__ == "__main__":
