@@ -72,9 +72,10 @@ def test_dense_and_compact_history_layouts_agree(softmax):
     np.testing.assert_allclose(dense(features).numpy(), compact(features).numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_mini_batch_aware_l2_counts_each_present_row_once_over_its_frequency():
+@pytest.mark.parametrize("static_shapes", [False, True], ids=["hashed", "sorted-static"])
+def test_mini_batch_aware_l2_counts_each_present_row_once_over_its_frequency(static_shapes):
     params = TrainParams(**SMALL, l2=0.5, use_category=False)
-    model = build_model(params, SPEC)
+    model = build_model(params, SPEC, static_shapes=static_shapes)
     features = features_batch(seed=4)
     table = model.item_embedding.embeddings.numpy()
     ids = np.concatenate([features["hist_item"].numpy().ravel(), features["target_item"].numpy()])
