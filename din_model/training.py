@@ -245,7 +245,16 @@ def _print_and_report(progress_callback: ProgressCallback | None, fraction: floa
 
 def train(spec_path, run_dir, params: TrainParams, *,
           progress_callback: ProgressCallback | None = None) -> dict:
-    """Train (or resume) the run in `run_dir`; return the metrics written to metrics.json."""
+    """Train (or resume) the run in `run_dir`; return the metrics written to metrics.json.
+
+    With a `TF_CONFIG` naming several workers, trains with MultiWorkerMirroredStrategy
+    (din_model.distribute; the chief writes the run directory).
+    """
+    from din_model import distribute
+
+    cluster = distribute.start_from_environment(params.device)  # first: it sets up the collective ops
+    if cluster is not None:
+        return distribute.train_multi_worker(cluster, spec_path, run_dir, params, progress_callback=progress_callback)
     import keras
 
     spec = load_spec(spec_path)
