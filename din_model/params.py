@@ -24,14 +24,14 @@ PRECISIONS = ("mixed", "fp32")
 class TrainParams:
     batch_size: int = 4096
     epochs: int = 5
-    learning_rate: float = 0.001
+    learning_rate: float = 0.01
     embed_dim: int = 32
     attention_hidden: str = "80,40"
     mlp_hidden: str = "200,80"
-    activation: str = "dice"
+    activation: str = "prelu"
     attention_softmax: bool = False
     dropout: float = 0.0
-    l2: float = 0.0
+    l2: float = 0.0001
     mini_batch_aware_l2: bool = True
     use_category: bool = True
     device: str = "auto"

@@ -26,7 +26,7 @@ def test_hidden_sizes_parse():
 def test_run_id_changes_with_params_and_fingerprint():
     base = run_id(TrainParams(), "abc")
     assert base == run_id(TrainParams(), "abc")
-    assert base != run_id(TrainParams(learning_rate=0.01), "abc")
+    assert base != run_id(TrainParams(learning_rate=0.02), "abc")
     assert base != run_id(TrainParams(), "abd")
     assert len(base) == 12
 

@@ -75,6 +75,6 @@ def test_evaluate_din_trains_then_evaluates_and_is_complete(configured, capsys):
 
 def test_changed_training_parameter_is_a_new_run(configured, overrides):
     first = train_tasks.TrainDIN().run_dir()
-    overrides.set("train", "learning_rate", "0.01")
+    overrides.set("train", "learning_rate", "0.02")
     assert train_tasks.TrainDIN().run_dir() != first
-    assert train_tasks.current_train_params().learning_rate == 0.01
+    assert train_tasks.current_train_params().learning_rate == 0.02
