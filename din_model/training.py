@@ -371,7 +371,10 @@ def evaluate(spec_path, run_dir, params: TrainParams, *, oracle_path: str | Path
         gap = oracle_auc - result["popularity_test_auc"]
         result["gap_closed"] = (result["test"]["auc"] - result["popularity_test_auc"]) / gap if gap else None
     write_json_atomic(files.metrics, {**read_metrics(files.metrics), **result})
+    oracle_text = (f"; oracle auc {oracle_auc:.4f}, gap to the oracle closed {result['gap_closed']:.1%}"
+                   if result.get("gap_closed") is not None else "")
     print(f"[evaluate] test auc {result['test']['auc']:.4f} gauc {result['test']['gauc']:.4f} "
-          f"logloss {result['test']['logloss']:.4f}; popularity auc {result['popularity_test_auc']:.4f}", flush=True)
+          f"logloss {result['test']['logloss']:.4f}; popularity auc {result['popularity_test_auc']:.4f}{oracle_text}",
+          flush=True)
     return read_metrics(files.metrics)
 
