@@ -8,12 +8,14 @@ directory (rename is atomic only within one file system).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import uuid
 from pathlib import Path
 from typing import Iterator
 
+from din_common.errors import InputError
 from din_common.faults import kill_point
 
 TMP_MARK = ".tmp-"
@@ -36,6 +38,11 @@ def atomic_path(final_path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, final_path)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InputError(f"no space left on the device while writing {final_path}: nothing was left "
+                             "half-written; free some space and rerun the same command") from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
