@@ -6,10 +6,6 @@ clear line instead of a traceback.
 """
 from pipeline.cli_errors import install_error_reporting
 from pipeline.tasks import AllTasks, BuildSequences, PrepareRaw, Preprocess, RemapIds, WriteTFRecords
-
-try:
-    from pipeline.train_tasks import EvaluateDIN, TrainDIN
-except ImportError:  # stage 2 not installed
-    pass
+from pipeline.train_tasks import EvaluateDIN, TrainDIN
 
 install_error_reporting()
