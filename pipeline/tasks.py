@@ -203,17 +203,26 @@ class RemapIds(ManifestTask):
         self.write_manifest(**result.stats, reviews_file=review_info, meta_file=meta_info)
 
 
+REVIEW_READ_BATCH = 1 << 20
+
+
 def _read_remap_for_shard(settings: Settings, shard: int) -> dict[str, np.ndarray]:
-    """The shard's reviews (sorted as in reviews.parquet) and the item -> category lookup."""
+    """The shard's reviews (sorted as in reviews.parquet) and the item -> category lookup.
+
+    Reads reviews.parquet in batches and keeps only the shard's rows, so a shard task's
+    memory follows its shard, not the data set.
+    """
     tables = settings.remap_tables()
-    reviews = read_parquet(tables["reviews"], ["user_id", "item_id", "cate_id"])
-    user_id = reviews.column("user_id").to_numpy()
-    rows = np.flatnonzero(user_id % settings.num_shards == shard)
+    kept = {name: [] for name in ("user_id", "item_id", "cate_id")}
+    for batch in pq.ParquetFile(tables["reviews"]).iter_batches(REVIEW_READ_BATCH, columns=list(kept)):
+        user_id = batch.column(0).to_numpy()
+        rows = np.flatnonzero(user_id % settings.num_shards == shard)
+        for index, name in enumerate(kept):
+            kept[name].append(batch.column(index).to_numpy()[rows])
     items = read_parquet(tables["items"], ["item_id", "cate_id"])
     item_cate = np.zeros(items.num_rows + 1, dtype=np.int32)
     item_cate[items.column("item_id").to_numpy()] = items.column("cate_id").to_numpy()
-    return {"user_id": user_id[rows], "item_id": reviews.column("item_id").to_numpy()[rows],
-            "cate_id": reviews.column("cate_id").to_numpy()[rows], "item_cate": item_cate}
+    return {**{name: np.concatenate(parts) for name, parts in kept.items()}, "item_cate": item_cate}
 
 
 class ShardTask(ManifestTask):
