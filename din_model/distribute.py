@@ -313,7 +313,6 @@ def train_multi_worker(cluster: Cluster, spec_path, run_dir, params: TrainParams
         cluster.scratch_dir = Path(tempfile.mkdtemp(prefix=f"din-{cluster.task_type}{cluster.task_index}-"))
     keras.utils.set_random_seed(params.seed)
     maxlen = params.maxlen or int(spec["maxlen"])
-    train_samples = max(1, int(spec["splits"]["train"].get("samples", 0)))
     steps = steps_per_epoch(spec, params.batch_size)
     try:
         with cluster.strategy.scope():
@@ -337,44 +336,17 @@ def train_multi_worker(cluster: Cluster, spec_path, run_dir, params: TrainParams
             if done:
                 print(f"[train] resuming {files.root} after epoch {done}", flush=True)
             train_step = make_train_step(cluster.strategy, state.model, state.optimizer, params.jit_compile)
-            if cluster.is_chief:
-                predict_step = training.make_predict_step(state.model)
-                writer = tf.summary.create_file_writer(str(files.tensorboard))
-            for epoch in range(done + 1, params.epochs + 1):
-                def report(samples, epoch=epoch):
-                    fraction = (epoch - 1 + samples / train_samples) / params.epochs
-                    training._print_and_report(progress_callback, fraction,
-                                               f"epoch {epoch}/{params.epochs}: {samples:,} samples", echo=False)
-
-                loss, rate = run_epoch(cluster, train_step, spec, params, epoch, steps, checkpoints, report)
-                record = {"epoch": epoch, "train_loss": loss, "train_samples_per_s": rate}
-                if cluster.is_chief:
-                    record["val"] = training.split_metrics(
-                        training.predict_split(predict_step, spec, "val", params, device))
-                    epochs.append(record)
-                    training._write_tensorboard(writer, epoch, record)
-                    write_json_atomic(files.metrics, {**training._metrics_document(
-                        device, params, spec, epochs, done=False, checkpoint=state.checkpoint_path(epoch)),
-                        **_cluster_fields(cluster)})
-                    kill_point(f"train:epoch{epoch}:metrics-written")
-                else:
-                    epochs.append(record)
-                state.save(epoch)  # every worker saves (collectively); non-chief ones into scratch_dir
-                kill_point(f"train:epoch{epoch}:checkpointed")
-                val = (f", val auc {record['val']['auc']:.4f} gauc {record['val']['gauc']:.4f} "
-                       f"logloss {record['val']['logloss']:.4f}" if "val" in record else "")
-                training._print_and_report(progress_callback, epoch / params.epochs,
-                                           f"[train] epoch {epoch}/{params.epochs}: loss {loss:.4f}, "
-                                           f"{rate:,.0f} samples/s (all workers){val} ({device.name}, "
-                                           f"{device.precision}, {cluster.task_type} {cluster.task_index})")
+            role = training.EpochRole(
+                run_epoch=lambda epoch, report: run_epoch(cluster, train_step, spec, params, epoch, steps,
+                                                          checkpoints, report),
+                writes_run_dir=cluster.is_chief, metrics_fields=_cluster_fields(cluster),
+                progress_label=f", {cluster.task_type} {cluster.task_index}; samples/s of all workers")
+            # Every worker saves (saving is collective); the non-chief ones into scratch_dir.
+            training.train_epochs(state, files, spec, params, device, done, epochs, role, progress_callback)
             if cluster.is_chief:
                 export_saved_model(state.model, maxlen, files.saved_model)
         if cluster.is_chief:
-            training.plot_curves(epochs, files.curves)
-            result = training._metrics_document(device, params, spec, epochs, done=True,
-                                                checkpoint=state.manager.latest_checkpoint)
-            result.update(saved_model=str(files.saved_model), curves=str(files.curves), **_cluster_fields(cluster))
-            write_json_atomic(files.metrics, {**training.read_metrics(files.metrics), **result})
+            training.finish_run(state, files, spec, params, device, epochs, _cluster_fields(cluster))
         barrier(cluster)  # the others leave once the chief's outputs are complete
         if cluster.is_chief:
             return training.read_metrics(files.metrics)

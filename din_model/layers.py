@@ -34,8 +34,7 @@ class PReLU(keras.layers.Layer):
 
     def call(self, inputs):
         alpha = tf.cast(self.alpha, inputs.dtype)
-        # max/min rather than relu(x) - alpha * relu(-x): same values, one op less each way (~10% faster step).
-        return tf.maximum(inputs, 0.0) + alpha * tf.minimum(inputs, 0.0)
+        return tf.nn.relu(inputs) - alpha * tf.nn.relu(-inputs)
 
 
 class Dice(keras.layers.Layer):

@@ -12,6 +12,7 @@ metrics.json curves.png`) and the loops:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -264,7 +265,6 @@ def train(spec_path, run_dir, params: TrainParams, *,
     write_json_atomic(files.params, {"params": params.to_dict(), "tfrecord_fingerprint": spec.get("fingerprint")})
     keras.utils.set_random_seed(params.seed)
     maxlen = params.maxlen or int(spec["maxlen"])
-    train_samples = max(1, int(spec["splits"]["train"].get("samples", 0)))
     with device.scope():
         state = TrainingState(params, spec, device, files.checkpoints)
         done = state.restore_latest()
@@ -273,37 +273,65 @@ def train(spec_path, run_dir, params: TrainParams, *,
         if done:
             print(f"[train] resuming {files.root} after epoch {done} ({state.manager.latest_checkpoint})", flush=True)
         train_step = make_train_step(state.model, state.optimizer, params.jit_compile)
+        role = EpochRole(run_epoch=lambda epoch, report: run_epoch(train_step, state, spec, params, device, epoch,
+                                                                   report))
+        train_epochs(state, files, spec, params, device, done, epochs, role, progress_callback)
+        export_saved_model(state.model, maxlen, files.saved_model)
+    return finish_run(state, files, spec, params, device, epochs)
+
+
+@dataclasses.dataclass
+class EpochRole:
+    """What one training process does each epoch: the single process, or a worker of a cluster."""
+    run_epoch: Callable[[int, Callable[[int], None]], tuple[float, float]]  # (epoch, report) -> (loss, samples/s)
+    writes_run_dir: bool = True  # evaluates val and writes metrics/TensorBoard (single process, or the chief)
+    metrics_fields: dict = dataclasses.field(default_factory=dict)  # extra keys for metrics.json
+    progress_label: str = ""  # appended to the per-epoch progress line
+
+
+def train_epochs(state: "TrainingState", files: RunFiles, spec: dict, params: TrainParams, device: DeviceChoice,
+                 done: int, epochs: list[dict], role: EpochRole,
+                 progress_callback: ProgressCallback | None) -> list[dict]:
+    """Epochs done+1..params.epochs: train, validate, record, checkpoint; `epochs` grows in place."""
+    train_samples = max(1, int(spec["splits"]["train"].get("samples", 0)))
+    if role.writes_run_dir:
         predict_step = make_predict_step(state.model)
         writer = tf.summary.create_file_writer(str(files.tensorboard))
-        for epoch in range(done + 1, params.epochs + 1):
-            def report(samples, epoch=epoch):
-                fraction = (epoch - 1 + samples / train_samples) / params.epochs
-                _print_and_report(progress_callback, fraction,
-                                  f"epoch {epoch}/{params.epochs}: {samples:,} samples", echo=False)
+    for epoch in range(done + 1, params.epochs + 1):
+        def report(samples, epoch=epoch):
+            fraction = (epoch - 1 + samples / train_samples) / params.epochs
+            _print_and_report(progress_callback, fraction,
+                              f"epoch {epoch}/{params.epochs}: {samples:,} samples", echo=False)
 
-            loss, rate = run_epoch(train_step, state, spec, params, device, epoch, report)
-            record = {"epoch": epoch, "train_loss": loss, "train_samples_per_s": rate,
-                      "val": split_metrics(predict_split(predict_step, spec, "val", params, device))}
-            epochs.append(record)
+        loss, rate = role.run_epoch(epoch, report)
+        record = {"epoch": epoch, "train_loss": loss, "train_samples_per_s": rate}
+        epochs.append(record)
+        if role.writes_run_dir:
+            record["val"] = split_metrics(predict_split(predict_step, spec, "val", params, device))
             _write_tensorboard(writer, epoch, record)
             # metrics.json first, then the checkpoint: a kill in between leaves a record for an
             # epoch without its checkpoint, which the resume drops and retrains (never the reverse).
-            checkpoint = state.checkpoint_path(epoch)
-            write_json_atomic(files.metrics, _metrics_document(device, params, spec, epochs, done=False,
-                                                               checkpoint=checkpoint))
-            kill_point(f"train:epoch{epoch}:metrics-written")
-            state.save(epoch)
-            kill_point(f"train:epoch{epoch}:checkpointed")
-            _print_and_report(progress_callback, epoch / params.epochs,
-                              f"[train] epoch {epoch}/{params.epochs}: loss {loss:.4f}, {rate:,.0f} samples/s, "
-                              f"val auc {record['val']['auc']:.4f} gauc {record['val']['gauc']:.4f} "
-                              f"logloss {record['val']['logloss']:.4f} ({device.name}, {device.precision})")
-        export_saved_model(state.model, maxlen, files.saved_model)
+            write_json_atomic(files.metrics, {**_metrics_document(device, params, spec, epochs, done=False,
+                                                                  checkpoint=state.checkpoint_path(epoch)),
+                                              **role.metrics_fields})
+        kill_point(f"train:epoch{epoch}:metrics-written")
+        state.save(epoch)
+        kill_point(f"train:epoch{epoch}:checkpointed")
+        val = (f", val auc {record['val']['auc']:.4f} gauc {record['val']['gauc']:.4f} "
+               f"logloss {record['val']['logloss']:.4f}" if "val" in record else "")
+        _print_and_report(progress_callback, epoch / params.epochs,
+                          f"[train] epoch {epoch}/{params.epochs}: loss {loss:.4f}, {rate:,.0f} samples/s{val} "
+                          f"({device.name}, {device.precision}{role.progress_label})")
+    return epochs
+
+
+def finish_run(state: "TrainingState", files: RunFiles, spec: dict, params: TrainParams, device: DeviceChoice,
+               epochs: list[dict], metrics_fields: dict | None = None) -> dict:
+    """After the last epoch (the SavedModel already exported): curves.png and the final metrics.json."""
     plot_curves(epochs, files.curves)
     result = _metrics_document(device, params, spec, epochs, done=True,
                                checkpoint=state.manager.latest_checkpoint)
-    result["saved_model"] = str(files.saved_model)
-    result["curves"] = str(files.curves)
+    result.update(saved_model=str(files.saved_model), curves=str(files.curves), **(metrics_fields or {}))
     write_json_atomic(files.metrics, {**read_metrics(files.metrics), **result})
     return read_metrics(files.metrics)
 
