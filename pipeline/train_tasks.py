@@ -16,8 +16,9 @@ from pathlib import Path
 
 import luigi
 
-from pipeline import config
 from din_common.atomic import write_json_atomic
+from pipeline import config
+from pipeline.tasks import task_lock
 
 
 def current_train_params():
@@ -55,6 +56,15 @@ class RunTask(luigi.Task):
         identifier = run_id(self.train_params(), _tfrecords_fingerprint(self.preprocess_task()))
         return Path(config.paths().data_dir) / "runs" / identifier
 
+    def run(self):
+        # Two pipeline processes on one data dir must not train the same run at once.
+        with task_lock(Path(config.paths().data_dir), self.task_id):
+            if not self.complete():
+                self.build()
+
+    def build(self) -> None:
+        raise NotImplementedError
+
     def report(self, fraction: float, message: str) -> None:
         self.set_status_message(message)
         self.set_progress_percentage(int(round(100 * fraction)))
@@ -74,7 +84,7 @@ class TrainDIN(RunTask):
 
         return training_complete(self.output().path, self.train_params())
 
-    def run(self):
+    def build(self) -> None:
         from din_model.training import train
 
         train(self.spec_path(), self.run_dir(), self.train_params(), progress_callback=self.report)
@@ -89,7 +99,7 @@ class EvaluateDIN(RunTask):
     def output(self):
         return luigi.LocalTarget(str(self.run_dir() / "evaluation.json"))
 
-    def run(self):
+    def build(self) -> None:
         from din_model.training import evaluate
 
         self.report(0.0, "evaluating on the test split")

@@ -111,3 +111,22 @@ def test_training_killed_resumes_from_its_last_checkpoint(tmp_path, reference, k
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3] and metrics["training_done"]
     assert "auc" in metrics["test"]
     assert leftovers(data_dir) == []
+
+
+def test_two_alltasks_at_once_share_one_run(tmp_path, reference):
+    """Without Luigi's process lock both AllTasks run; the per-task lock makes the second
+    wait for the first's training and then find it complete."""
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if k != KILL_AT_VARIABLE}
+    command = [sys.executable, "-m", "luigi", "--module", "pipeline", "AllTasks", "--paths-data-dir", str(data_dir),
+               *TINY, *TINY_TRAINING, "--no-lock"]
+    runs = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outputs = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err for _, err in outputs]
+    assert sum(out.count("[train] epoch 3/3") for out, _ in outputs) == 1, "the run was trained twice"
+    assert stage1_bytes(data_dir) == reference
+    (run_dir,) = (data_dir / "runs").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3] and "auc" in metrics["test"]
+    assert leftovers(data_dir) == []
