@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import raw_sources
+from pipeline import config, raw_sources
 from din_common.atomic import atomic_path, remove_stale_temporaries, write_json_atomic
 from din_common.errors import InputError
 from pipeline.fingerprint import read_manifest_fingerprint
@@ -58,7 +58,23 @@ def write_parquet_atomic(table: pa.Table, path: Path, **options) -> None:
         pq.write_table(table, tmp, **(options or {"compression": "zstd"}))
 
 
-class ManifestTask(luigi.Task):
+class LockedTask(luigi.Task):
+    """`run()` is `build()` under a per-task lock of the data dir.
+
+    Another pipeline process on the same data dir may be building this very task:
+    take turns, and skip the work if it finished while we waited.
+    """
+
+    def run(self):
+        with task_lock(Path(config.paths().data_dir), self.task_id):
+            if not self.complete():
+                self.build()
+
+    def build(self) -> None:
+        raise NotImplementedError
+
+
+class ManifestTask(LockedTask):
     """A task whose output is current only when its manifest carries the expected fingerprint."""
 
     def manifest_path(self) -> Path:
@@ -78,16 +94,6 @@ class ManifestTask(luigi.Task):
         return (expected is not None
                 and read_manifest_fingerprint(self.manifest_path()) == expected
                 and all(path.is_file() for path in self.data_files()))
-
-    def run(self):
-        # Another pipeline process on the same data dir may be building this very task:
-        # take turns, and skip the work if it finished while we waited.
-        with task_lock(Settings.current().data_dir, self.task_id):
-            if not self.complete():
-                self.build()
-
-    def build(self) -> None:
-        raise NotImplementedError
 
     def invalidate(self) -> None:
         """Before writing: drop the manifest and whatever temporaries a killed writer left."""

@@ -18,7 +18,7 @@ import luigi
 
 from din_common.atomic import write_json_atomic
 from pipeline import config
-from pipeline.tasks import task_lock
+from pipeline.tasks import LockedTask
 
 
 def current_train_params():
@@ -36,7 +36,7 @@ def _tfrecords_fingerprint(preprocess_task) -> str:
     return preprocess_task.expected_fingerprint() or "inputs-missing"
 
 
-class RunTask(luigi.Task):
+class RunTask(LockedTask):
     """Shared by the stage-2 tasks: params, run directory, progress reporting."""
 
     def train_params(self):
@@ -55,15 +55,6 @@ class RunTask(luigi.Task):
 
         identifier = run_id(self.train_params(), _tfrecords_fingerprint(self.preprocess_task()))
         return Path(config.paths().data_dir) / "runs" / identifier
-
-    def run(self):
-        # Two pipeline processes on one data dir must not train the same run at once.
-        with task_lock(Path(config.paths().data_dir), self.task_id):
-            if not self.complete():
-                self.build()
-
-    def build(self) -> None:
-        raise NotImplementedError
 
     def report(self, fraction: float, message: str) -> None:
         self.set_status_message(message)
