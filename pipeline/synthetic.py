@@ -50,6 +50,7 @@ import pyarrow as pa
 
 from din_common.atomic import atomic_path, write_json_atomic
 from din_common.errors import InputError
+from din_model.metrics import auc
 
 GENERATOR_VERSION = 1
 MIN_REVIEWS_PER_USER = 5
@@ -180,18 +181,10 @@ def _str_series(values: np.ndarray, take: np.ndarray | None = None) -> pd.Series
 
 
 def rank_auc(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
-    """Pooled AUC of positives vs negatives from average ranks (ties count half)."""
-    pos_scores = np.asarray(pos_scores, dtype=np.float64)
-    neg_scores = np.asarray(neg_scores, dtype=np.float64)
-    n_pos, n_neg = pos_scores.size, neg_scores.size
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    values, inverse, counts = np.unique(np.concatenate([pos_scores, neg_scores]),
-                                        return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    average_rank = ends - (counts - 1) / 2.0            # 1-based average rank of each value
-    pos_rank_sum = average_rank[inverse[:n_pos]].sum()
-    return float((pos_rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    """Pooled AUC of positives vs negatives (ties count half): the evaluation's own `auc`."""
+    pos_scores, neg_scores = np.asarray(pos_scores, np.float64), np.asarray(neg_scores, np.float64)
+    labels = np.concatenate([np.ones(pos_scores.size), np.zeros(neg_scores.size)])
+    return auc(labels, np.concatenate([pos_scores, neg_scores]))
 
 
 # --------------------------------------------------------------------------- model
