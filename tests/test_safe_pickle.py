@@ -303,28 +303,19 @@ def build_on_global(module: str, name: str, attribute: str, value_opcodes: bytes
     )
 
 
-def test_changing_an_allowed_class_is_refused_and_undone(tmp_path):
-    from pandas.core.indexes.frozen import FrozenList
-
-    union = FrozenList.union
+@pytest.mark.parametrize("module, name, attribute, value, message", [
+    ("pandas.core.indexes.frozen", "FrozenList", "union", b"K\x01", r"definition of pandas\..*FrozenList"),
+    ("pandas.core.indexes.base", "_new_Index", "__defaults__", b"K\x01\x85", r"definition of .*_new_Index"),
+], ids=["class", "function"])
+def test_changing_an_allowed_global_is_refused_and_undone(tmp_path, module, name, attribute, value, message):
+    target = getattr(importlib.import_module(module), name)
+    before = getattr(target, attribute)
     path = tmp_path / "reviews.pkl"
-    path.write_bytes(build_on_global("pandas.core.indexes.frozen", "FrozenList", "union", b"K\x01"))
+    path.write_bytes(build_on_global(module, name, attribute, value))
 
-    with pytest.raises(InputError, match=r"it asks for a change to the definition of pandas\..*FrozenList"):
+    with pytest.raises(InputError, match=r"it asks for a change to the " + message):
         safe_load(path)
-    assert FrozenList.union is union
-
-
-def test_changing_an_allowed_function_is_refused_and_undone(tmp_path):
-    from pandas.core.indexes.base import _new_Index
-
-    defaults = _new_Index.__defaults__
-    path = tmp_path / "reviews.pkl"
-    path.write_bytes(build_on_global("pandas.core.indexes.base", "_new_Index", "__defaults__", b"K\x01\x85"))
-
-    with pytest.raises(InputError, match=r"it asks for a change to the definition of .*_new_Index"):
-        safe_load(path)
-    assert _new_Index.__defaults__ is defaults
+    assert getattr(target, attribute) is before
 
 
 def test_codecs_encode_only_for_latin1_bytes(tmp_path):
