@@ -79,8 +79,7 @@ class DeepInterestNetwork(keras.Model):
         tables = [(self.item_embedding, "hist_item", "target_item")]
         if self.use_category:
             tables.append((self.cate_embedding, "hist_cate", "target_cate"))
-        penalty = _mini_batch_l2 if self.compact_history else _mini_batch_l2_static
-        return self.l2 * tf.add_n([penalty(layer.embeddings, features[h], features[t]) for layer, h, t in tables])
+        return self.l2 * tf.add_n([_mini_batch_l2(layer.embeddings, features[h], features[t]) for layer, h, t in tables])
 
 
 def _batch_ids(history_ids, target_ids):
@@ -90,27 +89,14 @@ def _batch_ids(history_ids, target_ids):
 def _mini_batch_l2(table, history_ids, target_ids):
     """sum over ids j present in the batch of ||w_j||^2 / n_j, n_j = j's count in the batch.
 
-    Hash-based (tf.unique), about 10x faster on CPU than the sort below; its output
-    shape depends on the batch, which is fine everywhere but on the NPU and under XLA.
-    """
-    ids, _, counts = tf.unique_with_counts(_batch_ids(history_ids, target_ids))
-    present = tf.cast(ids > 0, tf.float32)
-    squares = tf.reduce_sum(tf.square(tf.cast(tf.gather(table, ids), tf.float32)), axis=-1)
-    return tf.reduce_sum(present * squares / tf.cast(counts, tf.float32))
-
-
-def _mini_batch_l2_static(table, history_ids, target_ids):
-    """The same sum with static shapes only (NPU, XLA).
-
-    Written per occurrence (sum_o ||w_o||^2 / n_o^2 equals the sum above) with counts
-    from a sort + searchsorted, so every shape is static (no tf.unique).
+    Counting into a [rows] vector (one scatter-add) keeps every shape static and costs
+    O(batch ids + table rows); the table is touched in full anyway by the dense Adam update.
     """
     ids = _batch_ids(history_ids, target_ids)
-    ordered = tf.sort(ids)
-    counts = (tf.searchsorted(ordered, ids, side="right") - tf.searchsorted(ordered, ids, side="left"))
-    present = tf.cast(ids > 0, tf.float32)
-    squares = tf.reduce_sum(tf.square(tf.cast(tf.gather(table, ids), tf.float32)), axis=-1)
-    return tf.reduce_sum(present * squares / tf.square(tf.cast(counts, tf.float32)))
+    counts = tf.math.unsorted_segment_sum(tf.ones_like(ids, tf.float32), ids, tf.shape(table)[0])
+    present = tf.logical_and(counts > 0, tf.range(tf.shape(table)[0]) > 0)
+    squares = tf.reduce_sum(tf.square(tf.cast(table, tf.float32)), axis=-1)
+    return tf.reduce_sum(tf.where(present, squares / tf.maximum(counts, 1.0), 0.0))
 
 
 def build_model(params: TrainParams, spec: dict, dtype_policy: str = "float32",

@@ -72,10 +72,9 @@ def test_dense_and_compact_history_layouts_agree(softmax):
     np.testing.assert_allclose(dense(features).numpy(), compact(features).numpy(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("static_shapes", [False, True], ids=["hashed", "sorted-static"])
-def test_mini_batch_aware_l2_counts_each_present_row_once_over_its_frequency(static_shapes):
+def test_mini_batch_aware_l2_counts_each_present_row_once_over_its_frequency():
     params = TrainParams(**SMALL, l2=0.5, use_category=False)
-    model = build_model(params, SPEC, static_shapes=static_shapes)
+    model = build_model(params, SPEC)
     features = features_batch(seed=4)
     table = model.item_embedding.embeddings.numpy()
     ids = np.concatenate([features["hist_item"].numpy().ravel(), features["target_item"].numpy()])
@@ -85,6 +84,33 @@ def test_mini_batch_aware_l2_counts_each_present_row_once_over_its_frequency(sta
     plain = build_model(TrainParams(**SMALL, l2=0.5, mini_batch_aware_l2=False), SPEC)
     expected_plain = 0.5 * sum(float(np.sum(w.numpy() ** 2)) for w in plain.trainable_weights)
     assert float(plain.regularization_loss(features)) == pytest.approx(expected_plain, rel=1e-5)
+
+
+def test_mini_batch_aware_l2_of_a_hand_made_batch():
+    """Row 1 is used 3 times, row 3 twice; padding id 0 and the unused rows 2 and 4 add nothing."""
+    params = TrainParams(**SMALL, l2=1.0, use_category=False)
+    model = build_model(params, {"n_items": 4, "n_cats": 1, "maxlen": 3})
+    model.item_embedding.embeddings.assign(np.array([[9, 9, 9, 9], [1, 1, 1, 1], [2, 0, 0, 0], [0, 3, 0, 0],
+                                                     [5, 5, 5, 5]], np.float32))
+    features = {"hist_item": tf.constant([[1, 3, 0], [1, 0, 0]]), "target_item": tf.constant([3, 1]),
+                "hist_cate": tf.zeros([2, 3], tf.int32), "target_cate": tf.zeros([2], tf.int32)}
+    assert float(model.regularization_loss(features)) == pytest.approx(4 / 3 + 9 / 2)
+
+
+def test_xla_train_step_matches_the_plain_one():
+    """jit_compile needs static shapes all the way, the mini-batch aware L2 included."""
+    import keras
+
+    params = TrainParams(**SMALL, l2=0.01, activation="dice", jit_compile=True)
+    losses = {}
+    for jit in (False, True):
+        keras.utils.set_random_seed(5)
+        model = build_model(params, SPEC, static_shapes=True)
+        step = make_train_step(model, keras.optimizers.Adam(0.01), jit_compile=jit)
+        features = features_batch(seed=8, batch=16)
+        labels = tf.constant(np.random.default_rng(8).integers(0, 2, 16).astype(np.float32))
+        losses[jit] = [float(step(features, labels)) for _ in range(3)]
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
 
 
 def test_model_overfits_a_tiny_set():

@@ -1,0 +1,100 @@
+"""Where the time of one DIN training step goes, by TensorFlow op type; prints one JSON line.
+
+    python benchmarks/profile_step.py --data-dir DIR [--preset reference|default] [--steps 8]
+
+Preloads `--steps` train batches (so no input pipeline runs), warms the step up, times
+it, then traces the same steps with the TensorFlow profiler and sums the time each op
+type spent on the compute threads. `op_thread_ms_per_step` adds up over threads, so
+with 2 cores it can reach twice `step_ms`; `matmul_share` is the part of it spent in
+matrix products (MatMul, _FusedMatMul, BatchMatMul).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.train import PRESETS  # noqa: E402
+
+MATMUL_OPS = ("MatMul", "_FusedMatMul", "BatchMatMulV2", "BatchMatMulV3")
+
+
+def op_thread_ms(trace_dir: Path, steps: int) -> collections.Counter:
+    """Milliseconds per step by op type on the executor's compute threads, from the profiler's XSpace."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    totals = collections.Counter()
+    for path in trace_dir.rglob("*.xplane.pb"):
+        space = xplane_pb2.XSpace()
+        space.ParseFromString(path.read_bytes())
+        for plane in space.planes:
+            for line in plane.lines:
+                if not line.name.startswith("tf_Compute"):
+                    continue
+                for event in line.events:
+                    name = plane.event_metadata[event.metadata_id].name
+                    if ":" in name:  # "scope/op_name:OpType"; other events are executor bookkeeping
+                        totals[name.rsplit(":", 1)[1]] += event.duration_ps / 1e9 / steps
+    return totals
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True, type=Path)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="reference")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32")
+    args = parser.parse_args()
+
+    import tensorflow as tf
+
+    from din_model.device import select_device
+    from din_model.params import TrainParams
+    from din_model.reader import load_spec, make_dataset
+    from din_model.training import TrainingState, make_train_step
+
+    params = TrainParams(**PRESETS[args.preset], device=args.device, precision=args.precision)
+    spec = load_spec(args.data_dir / "tfrecords" / "feature_spec.json")
+    device = select_device(params.device, params.precision)
+    dataset = make_dataset(spec, "train", params.batch_size, shuffle=True, seed=1, repeat=True, drop_remainder=True,
+                           maxlen=params.maxlen)
+    batches = [batch for _, batch in zip(range(args.steps), dataset)]
+    with device.scope():
+        state = TrainingState(params, spec, device, Path("/nonexistent-checkpoints"))
+        train_step = make_train_step(state.model, state.optimizer, params.jit_compile)
+        for features, labels in batches:
+            float(train_step(features, labels))
+        step_seconds = []
+        for features, labels in batches * 3:
+            started = time.perf_counter()
+            float(train_step(features, labels))
+            step_seconds.append(time.perf_counter() - started)
+        with tempfile.TemporaryDirectory() as trace_dir:
+            tf.profiler.experimental.start(trace_dir)
+            for features, labels in batches:
+                float(train_step(features, labels))
+            tf.profiler.experimental.stop()
+            by_type = op_thread_ms(Path(trace_dir), len(batches))
+    total = sum(by_type.values())
+    matmul = sum(by_type[name] for name in MATMUL_OPS)
+    step_ms = statistics.median(step_seconds) * 1000
+    print(json.dumps({"preset": args.preset, **device.describe(), "batch_size": params.batch_size,
+                      "step_ms": round(step_ms, 1), "samples_per_s": round(params.batch_size / step_ms * 1000),
+                      "op_thread_ms_per_step": round(total, 1), "matmul_thread_ms_per_step": round(matmul, 1),
+                      "matmul_share": round(matmul / total, 3),
+                      "top_op_types_ms": {name: round(ms, 2) for name, ms in by_type.most_common(15)}}))
+
+
+if __name__ == "__main__":
+    main()
