@@ -43,7 +43,7 @@ def op_thread_ms(trace_dir: Path, steps: int) -> collections.Counter:
                     continue
                 for event in line.events:
                     name = plane.event_metadata[event.metadata_id].name
-                    if ":" in name:  # "scope/op_name:OpType"; other events are executor bookkeeping
+                    if ":" in name and "::" not in name:  # "scope/op_name:OpType"; not executor bookkeeping
                         totals[name.rsplit(":", 1)[1]] += event.duration_ps / 1e9 / steps
     return totals
 
