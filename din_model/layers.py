@@ -48,9 +48,12 @@ class Dice(keras.layers.Layer):
     def build(self, input_shape):
         shape = _per_unit_shape(input_shape)
         self.alpha = self.add_weight(name="alpha", shape=shape, initializer="zeros")
-        self.moving_mean = self.add_weight(name="moving_mean", shape=shape, initializer="zeros", trainable=False)
+        # autocast=False: under a mixed policy the statistics stay float32 when read in call,
+        # like the batch statistics they are blended with (as in Keras' BatchNormalization).
+        self.moving_mean = self.add_weight(name="moving_mean", shape=shape, initializer="zeros", trainable=False,
+                                           autocast=False)
         self.moving_variance = self.add_weight(name="moving_variance", shape=shape, initializer="ones",
-                                               trainable=False)
+                                               trainable=False, autocast=False)
 
     def call(self, inputs, training=False):
         values = tf.cast(inputs, tf.float32)

@@ -4,10 +4,12 @@ Written with `tf.train.Example` directly from data/README.md, independently of t
 stage-1 writer, so the reader is checked against the documented layout itself.
 `random_samples` draws Amazon-like samples (geometric history lengths) whose label is
 learnable by attention: positive iff the target's category occurs in the history.
+`RecordingNpuDevice` stands in for the Ascend adapter module `npu_device`.
 """
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +109,27 @@ def write_random_fixture(root: str | Path, *, sizes=(("train", 400), ("val", 120
               for i, (split, n) in enumerate(sizes)}
     return write_fixture(root, splits, maxlen=maxlen, prebatch=prebatch, num_shards=num_shards,
                          n_items=n_items, n_cats=n_cats, n_users=n_users)
+
+
+class RecordingNpuDevice(types.ModuleType):
+    """Stands in for `npu_device`: records the calls that select_device makes."""
+
+    def __init__(self):
+        super().__init__("npu_device")
+        self.calls = []
+        self.options = types.SimpleNamespace(precision_mode=None)
+
+    def global_options(self):
+        self.calls.append("global_options")
+        return self.options
+
+    def open(self):
+        self.calls.append(("open", self.options.precision_mode))
+        recorder = self
+
+        class Handle:
+            def as_default(self):
+                recorder.calls.append("as_default")
+                return self
+
+        return Handle()

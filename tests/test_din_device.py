@@ -1,35 +1,11 @@
 """Device and precision selection, with a recording stand-in for the Ascend adapter."""
 import sys
-import types
 
 import pytest
 
 from din_model.device import select_device
 from din_common.errors import InputError
-
-
-class RecordingNpuDevice(types.ModuleType):
-    """Stands in for `npu_device`: records the calls that select_device makes."""
-
-    def __init__(self):
-        super().__init__("npu_device")
-        self.calls = []
-        self.options = types.SimpleNamespace(precision_mode=None)
-
-    def global_options(self):
-        self.calls.append("global_options")
-        return self.options
-
-    def open(self):
-        self.calls.append(("open", self.options.precision_mode))
-        recorder = self
-
-        class Handle:
-            def as_default(self):
-                recorder.calls.append("as_default")
-                return self
-
-        return Handle()
+from tests.din_fixtures import RecordingNpuDevice
 
 
 @pytest.fixture

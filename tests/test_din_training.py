@@ -114,3 +114,85 @@ def test_other_parameters_in_an_existing_run_dir_are_refused(spec_path, tmp_path
 
     with pytest.raises(InputError, match="embed_dim"):
         train(spec_path, tmp_path / "run", TrainParams(**{**TINY, "embed_dim": 8}, epochs=1))
+
+
+@pytest.mark.parametrize("activation", ["dice", "prelu"])
+def test_gpu_mixed_precision_path_trains_resumes_and_exports_on_cpu(spec_path, tmp_path, monkeypatch, activation):
+    """The GPU code path (mixed_float16 policy + loss scaling) with its kernels placed on the CPU.
+
+    No GPU is needed to catch dtype mistakes of that path: float16 layers, float32 logits
+    and loss, the loss-scale optimizer in the checkpoint, export and reload.
+    """
+    import keras
+
+    from din_model.device import DeviceChoice
+    from din_model.export import load_scorer
+
+    gpu_like = DeviceChoice(name="gpu", precision="mixed", dtype_policy="mixed_float16", static_shapes=False,
+                            loss_scaling=True, tf_device="/CPU:0")
+    monkeypatch.setattr(training, "select_device", lambda *args: gpu_like)
+    states = []
+
+    class RecordedState(training.TrainingState):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            states.append(self)
+
+    monkeypatch.setattr(training, "TrainingState", RecordedState)
+    params = TrainParams(**{**TINY, "device": "gpu"}, precision="mixed", epochs=2, activation=activation)
+    try:
+        train(spec_path, tmp_path / "run", params)
+        result = train(spec_path, tmp_path / "run", TrainParams(**{**TINY, "device": "gpu"}, precision="mixed",
+                                                                  epochs=3, activation=activation))
+        evaluated = evaluate(spec_path, tmp_path / "run", params)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert (result["device"], result["precision"]) == ("gpu", "mixed")
+    model = states[-1].model
+    assert model.mlp.dense_layers[0].compute_dtype == "float16"
+    assert model.item_embedding.embeddings.dtype == "float32"  # variables stay float32
+    assert isinstance(states[-1].optimizer, keras.optimizers.LossScaleOptimizer)
+    assert [record["epoch"] for record in result["epochs"]] == [1, 2, 3]
+    assert result["epochs"][-1]["val"]["auc"] > 0.75 and evaluated["test"]["auc"] > 0.75
+    scorer = load_scorer(tmp_path / "run" / "saved_model", "serving_default")
+    ones = tf.ones([3, 5], tf.int32)
+    probability = scorer(hist_item=ones, hist_cate=ones, target_item=ones[:, 0], target_cate=ones[:, 0])["probability"]
+    assert probability.dtype == tf.float32 and np.all((probability.numpy() > 0) & (probability.numpy() < 1))
+
+
+def test_npu_path_trains_on_static_batches_and_scores_every_sample(spec_path, tmp_path, monkeypatch):
+    """The Ascend path end to end, with a recording stand-in for `npu_device` (kernels run on the CPU)."""
+    import sys
+
+    from tests.din_fixtures import RecordingNpuDevice
+
+    npu = RecordingNpuDevice()
+    monkeypatch.setitem(sys.modules, "npu_device", npu)
+    batch_shapes, scored_rows = [], []
+    real_make_train_step, real_predict_split = training.make_train_step, training.predict_split
+
+    def recording_train_step(*args, **kwargs):
+        step = real_make_train_step(*args, **kwargs)
+
+        def recorded(features, labels):
+            batch_shapes.append(tuple(features["hist_item"].shape))
+            return step(features, labels)
+
+        return recorded
+
+    def recording_predict_split(*args, **kwargs):
+        columns = real_predict_split(*args, **kwargs)
+        scored_rows.append(len(columns["label"]))
+        return columns
+
+    monkeypatch.setattr(training, "make_train_step", recording_train_step)
+    monkeypatch.setattr(training, "predict_split", recording_predict_split)
+    params = TrainParams(**{**TINY, "device": "npu"}, epochs=3)
+    result = train(spec_path, tmp_path / "run", params)
+    evaluated = evaluate(spec_path, tmp_path / "run", params)
+    assert npu.calls[:3] == ["global_options", ("open", "allow_mix_precision"), "as_default"]
+    assert (result["device"], result["precision"]) == ("npu", "mixed")
+    assert len(set(batch_shapes)) == 1 and batch_shapes[0][0] == TINY["batch_size"]  # drop_remainder, one shape
+    assert len(batch_shapes) == 3 * (3000 // TINY["batch_size"])
+    assert scored_rows == [600, 600, 600, 600]  # val after each epoch, then test: padded last batch, no extra rows
+    assert evaluated["test"]["auc"] > 0.75
