@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from din_model.export import SIGNATURE_NAMES, export_saved_model, load_scorer
-from din_model.layers import Dice, PReLU
+from din_model.layers import AttentionPooling, Dice, PReLU
 from din_model.model import build_model
 from din_model.params import TrainParams
 from din_model.training import make_train_step
@@ -60,6 +60,26 @@ def test_padding_changes_nothing(softmax, activation):
     wider = dict(features, hist_item=tf.pad(features["hist_item"], [[0, 0], [0, 3]]),
                  hist_cate=tf.pad(features["hist_cate"], [[0, 0], [0, 3]]))
     np.testing.assert_allclose(model(wider).numpy(), before, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("compact", [True, False], ids=["compact", "dense"])
+def test_attention_first_layer_is_the_dense_layer_over_q_k_difference_product(compact):
+    rng = np.random.default_rng(11)
+    query = tf.constant(rng.normal(size=(3, 4)), tf.float32)
+    layer = AttentionPooling((5, 2), compact=compact)
+    if compact:
+        rows = tf.constant([0, 0, 1, 2, 2, 2])
+        keys = tf.constant(rng.normal(size=(6, 4)), tf.float32)
+        queries, mask_or_rows = tf.gather(query, rows), rows
+    else:
+        keys = tf.constant(rng.normal(size=(3, 2, 4)), tf.float32)
+        queries, mask_or_rows = tf.broadcast_to(query[:, None, :], keys.shape), tf.ones([3, 2], tf.bool)
+    layer((query, keys, mask_or_rows))
+    first = layer.hidden.dense_layers[0]
+    first.bias.assign(rng.normal(size=5).astype(np.float32))
+    expected = first(tf.concat([queries, keys, queries - keys, queries * keys], axis=-1))
+    np.testing.assert_allclose(layer._first_projection(query, keys, mask_or_rows).numpy(), expected.numpy(),
+                               rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("softmax", [False, True])
