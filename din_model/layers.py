@@ -14,6 +14,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from din_model.segments import max_rows, repeat_rows, sum_rows
+
 MASKED_SCORE = -1e9
 
 
@@ -122,7 +124,8 @@ class AttentionPooling(keras.layers.Layer):
       padded positions are scored too, then masked (weight 0, or -inf before the
       softmax). Static shapes (NPU, XLA).
     - compact (`compact=True`): inputs (query [B, d], keys [N, d], rows [N] int32), the
-      N real history entries and the sample each belongs to; only real entries are
+      N real history entries and the sample each belongs to (sorted, see
+      din_model/segments.py); only real entries are
       scored (a few times less work with short histories). Dynamic shapes (CPU, GPU).
     Both return the pooled interest [B, d].
     """
@@ -145,7 +148,7 @@ class AttentionPooling(keras.layers.Layer):
         scores = tf.cast(tf.squeeze(self.score_layer(hidden), -1), tf.float32)
         if self.compact:
             weights = tf.cast(self._segment_weights(scores, mask_or_rows, samples), keys.dtype)
-            return tf.math.unsorted_segment_sum(weights[:, None] * keys, mask_or_rows, samples)
+            return sum_rows(weights[:, None] * keys, mask_or_rows, samples)
         weights = tf.cast(self._masked_weights(scores, mask_or_rows), keys.dtype)
         return tf.einsum("bl,bld->bd", weights, keys)
 
@@ -173,7 +176,7 @@ class AttentionPooling(keras.layers.Layer):
         w_query, w_key, w_difference, w_product = tf.split(tf.cast(first.kernel, keys.dtype), 4, axis=0)
         per_sample = tf.matmul(query, w_query + w_difference) + tf.cast(first.bias, keys.dtype)
         if self.compact:
-            queries, per_query = tf.gather(query, rows), tf.gather(per_sample, rows)
+            queries, per_query = repeat_rows(query, rows), repeat_rows(per_sample, rows)
         else:
             queries, per_query = query[:, None, :], per_sample[:, None, :]
         key_terms = tf.concat([keys, queries * keys], axis=-1)
@@ -189,6 +192,6 @@ class AttentionPooling(keras.layers.Layer):
     def _segment_weights(self, scores, rows, samples):
         if not self.softmax:
             return scores
-        shifted = scores - tf.gather(tf.math.unsorted_segment_max(scores, rows, samples), rows)
+        shifted = scores - repeat_rows(max_rows(scores, rows, samples), rows)
         exponents = tf.exp(shifted)
-        return exponents / tf.gather(tf.math.unsorted_segment_sum(exponents, rows, samples), rows)
+        return exponents / repeat_rows(sum_rows(exponents, rows, samples), rows)

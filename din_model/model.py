@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from din_model.layers import AttentionPooling, DenseStack
 from din_model.params import TrainParams
+from din_model.segments import sum_rows
 
 
 class DeepInterestNetwork(keras.Model):
@@ -62,12 +63,12 @@ class DeepInterestNetwork(keras.Model):
 
     def _pool_compact(self, features, target, mask, training):
         """Attention over the real history entries only (ids > 0), gathered into [N]."""
-        positions = tf.where(mask)
+        positions = tf.where(mask)  # row-major, so rows come out sorted (din_model/segments.py)
         rows = tf.cast(positions[:, 0], tf.int32)
         history = self.embed(tf.gather_nd(features["hist_item"], positions),
                              tf.gather_nd(features["hist_cate"], positions))
         interest = self.attention((target, history, rows), training=training)
-        return interest, tf.math.unsorted_segment_sum(history, rows, tf.shape(target)[0])
+        return interest, sum_rows(history, rows, tf.shape(target)[0])
 
     def regularization_loss(self, features):
         """0, plain L2 on every trainable weight, or the mini-batch aware L2 on embeddings."""
