@@ -4,7 +4,8 @@
 
 Measures, after `--warmup` steps: `train_samples_per_s` (input pipeline + train step,
 steady state; median of 5 windows, plus the best window) and `input_samples_per_s`
-(the tf.data reader alone). Preset
+(the tf.data reader alone), then (`--baseline-samples`, in a process of its own) the
+reference setup's in-memory Keras `fit` and our speed-up over it. Preset
 `reference` is the reference DIN TF2 setup: history cut to the last 20 entries,
 embedding 8, item id only, attention MLP 80-40 sigmoid with softmax, output MLP
 256-128-64 PReLU, dropout 0.5, Adam 1e-3, batch 4096. `--generate-samples N` first
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -90,6 +92,13 @@ def evict_from_page_cache(paths) -> None:
             os.close(fd)
 
 
+def reference_fit_in_own_process(data_dir: Path, samples: int) -> float:
+    """The baseline, measured in a fresh process of its own."""
+    finished = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "reference_din.py"), "--data-dir",
+                               str(data_dir), "--samples", str(samples)], capture_output=True, text=True, check=True)
+    return json.loads(finished.stdout.strip().splitlines()[-1])["reference_keras_fit_samples_per_s"]
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     spec_path = args.data_dir / "tfrecords" / "feature_spec.json"
@@ -133,11 +142,7 @@ def main(argv=None) -> None:
         train_rates = window_rates(iter(dataset()), args.steps, args.warmup, consume)
     baseline = {}
     if args.baseline_samples:
-        from benchmarks.reference_din import in_memory_arrays, reference_fit_samples_per_s
-
-        features, labels = in_memory_arrays(make_dataset(spec, "train", 4096, shuffle=False, drop_remainder=True),
-                                            args.baseline_samples)
-        reference_rate = reference_fit_samples_per_s(int(spec["n_items"]), features, labels)
+        reference_rate = reference_fit_in_own_process(args.data_dir, args.baseline_samples)
         baseline = {"reference_keras_fit_samples_per_s": round(reference_rate),
                     "speedup_vs_reference_fit": round(statistics.median(train_rates) / reference_rate, 2)}
     print(json.dumps({"train_samples_per_s": round(statistics.median(train_rates)),
