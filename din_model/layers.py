@@ -4,6 +4,7 @@
   f(s) = p(s) * s + (1 - p(s)) * alpha * s; batch statistics while training, moving
   averages at inference (like batch normalisation, without scale and shift).
 - `PReLU`: max(s, 0) + alpha * min(s, 0), one alpha per unit.
+- `Dropout`: inverted dropout drawing one random byte per value (rate in 1/256 steps).
 - `DenseStack`: Dense -> activation -> dropout, per hidden size.
 - `AttentionPooling`: the DIN activation unit, an MLP over [q, k, q - k, q * k] giving one
   score per history position; padded positions (id 0) get weight 0 (or -inf before a
@@ -87,6 +88,35 @@ def make_activation(name: str, dtype=None) -> keras.layers.Layer:
     raise ValueError(f"unknown activation {name!r}")
 
 
+class Dropout(keras.layers.Layer):
+    """Inverted dropout whose keep decisions come from one random byte per value.
+
+    Four decisions per 32-bit random word make the random numbers a quarter of what
+    Keras' Dropout draws (one float each); on CPU the reference preset's train step is
+    ~8 % faster, and under XLA it avoids Keras' Dropout, which made the XLA step ~9x slower.
+    The rate is therefore rounded to a multiple of 1/256 (0.5 stays exact; 0.1 becomes
+    26/256 = 0.1016); kept values are scaled by 1 / (kept fraction) so the expected output
+    equals the input. Seeds come from a Keras SeedGenerator: a new mask every call.
+    """
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = rate
+        self.dropped_of_256 = int(round(rate * 256))
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=False):
+        if not training or self.dropped_of_256 == 0:
+            return inputs
+        seed = tf.cast(self.seed_generator.next(), tf.int32)
+        values = tf.size(inputs)
+        words = tf.random.stateless_uniform([(values + 3) // 4], seed, minval=None, maxval=None, dtype=tf.uint32,
+                                            alg="philox")
+        random_bytes = tf.reshape(tf.bitcast(words, tf.uint8)[:values], tf.shape(inputs))
+        scale = tf.cast(256.0 / (256 - self.dropped_of_256), inputs.dtype)
+        return tf.where(random_bytes >= self.dropped_of_256, inputs * scale, tf.zeros_like(inputs))
+
+
 class DenseStack(keras.layers.Layer):
     """Dense -> activation -> dropout for each hidden size."""
 
@@ -95,7 +125,7 @@ class DenseStack(keras.layers.Layer):
         dtype = kwargs.get("dtype")
         self.dense_layers = [keras.layers.Dense(size, dtype=dtype) for size in units]
         self.activations = [make_activation(activation, dtype) for _ in units]
-        self.dropouts = [keras.layers.Dropout(dropout, dtype=dtype) if dropout > 0 else None for _ in units]
+        self.dropouts = [Dropout(dropout, dtype=dtype) if dropout > 0 else None for _ in units]
 
     def call(self, inputs, training=False):
         return self.from_first_projection(self.dense_layers[0](inputs), training=training)

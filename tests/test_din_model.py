@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from din_model.export import SIGNATURE_NAMES, export_saved_model, load_scorer
-from din_model.layers import AttentionPooling, Dice, PReLU
+from din_model.layers import AttentionPooling, Dice, Dropout, PReLU
 from din_model.model import build_model
 from din_model.params import TrainParams
 from din_model.training import make_train_step
@@ -60,6 +60,25 @@ def test_padding_changes_nothing(softmax, activation):
     wider = dict(features, hist_item=tf.pad(features["hist_item"], [[0, 0], [0, 3]]),
                  hist_cate=tf.pad(features["hist_cate"], [[0, 0], [0, 3]]))
     np.testing.assert_allclose(model(wider).numpy(), before, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rate, dropped_of_256", [(0.5, 128), (0.1, 26)])
+def test_dropout_drops_its_rounded_rate_and_rescales_the_rest(rate, dropped_of_256):
+    import keras
+
+    keras.utils.set_random_seed(3)
+    layer = Dropout(rate)
+    inputs = tf.ones([500, 203])  # 101,500 values: not a multiple of 4 bytes per word
+    outputs = layer(inputs, training=True).numpy()
+    kept = outputs != 0
+    np.testing.assert_allclose(outputs[kept], 256 / (256 - dropped_of_256), rtol=1e-6)
+    assert abs(1 - kept.mean() - dropped_of_256 / 256) < 0.005
+    assert abs(outputs.mean() - 1) < 0.01  # unbiased
+    again = layer(inputs, training=True).numpy() != 0
+    dropped = dropped_of_256 / 256
+    assert abs(np.mean(again != kept) - 2 * dropped * (1 - dropped)) < 0.01  # an independent mask every call
+    np.testing.assert_array_equal(layer(inputs, training=False).numpy(), inputs.numpy())
+    assert Dropout(rate, dtype="mixed_float16")(tf.ones([4, 6]), training=True).dtype == tf.float16
 
 
 @pytest.mark.parametrize("compact", [True, False], ids=["compact", "dense"])
