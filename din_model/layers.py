@@ -127,6 +127,13 @@ class DenseStack(keras.layers.Layer):
         self.activations = [make_activation(activation, dtype) for _ in units]
         self.dropouts = [Dropout(dropout, dtype=dtype) if dropout > 0 else None for _ in units]
 
+    def build(self, input_shape):
+        width = int(input_shape[-1])
+        for dense, activation in zip(self.dense_layers, self.activations):
+            dense.build((None, width))
+            activation.build((None, dense.units))
+            width = dense.units
+
     def call(self, inputs, training=False):
         return self.from_first_projection(self.dense_layers[0](inputs), training=training)
 
@@ -183,25 +190,19 @@ class AttentionPooling(keras.layers.Layer):
         return tf.einsum("bl,bld->bd", weights, keys)
 
     def build(self, input_shape):
-        # The first layer's kernel is read directly (see _first_projection), so build
-        # every sublayer here rather than on its first call.
-        width = 4 * int(input_shape[1][-1])
-        for dense, activation in zip(self.hidden.dense_layers, self.hidden.activations):
-            dense.build((None, width))
-            activation.build((None, dense.units))
-            width = dense.units
-        self.hidden.built = True
-        self.score_layer.build((None, width))
+        # The first layer's kernel is read directly (see _first_projection), so the
+        # sublayers are built here rather than on their first call.
+        self.hidden.build((None, 4 * int(input_shape[1][-1])))
+        self.score_layer.build((None, self.hidden.dense_layers[-1].units))
 
     def _first_projection(self, query, keys, rows):
         """x W + b of the unit's first layer for x = [q, k, q - k, q * k], without building x.
 
         With W split into its row blocks, x W = q (W_q + W_d) + k (W_k - W_d) + (q * k) W_p:
         the query term is computed once per sample rather than once per history entry,
-        and the 4d-wide x is never materialised (15 % faster training steps with the
-        default 64-wide items, 3 % with the reference preset's 8, in A/B runs).
+        and the 4d-wide x is never materialised (train steps 1.12-1.25x faster with the
+        default 64-wide items, within noise with the reference preset's 8, in A/B runs).
         """
-        width = keys.shape[-1]
         first = self.hidden.dense_layers[0]
         w_query, w_key, w_difference, w_product = tf.split(tf.cast(first.kernel, keys.dtype), 4, axis=0)
         per_sample = tf.matmul(query, w_query + w_difference) + tf.cast(first.bias, keys.dtype)

@@ -83,17 +83,13 @@ class DeepInterestNetwork(keras.Model):
         return self.l2 * tf.add_n([_mini_batch_l2(layer.embeddings, features[h], features[t]) for layer, h, t in tables])
 
 
-def _batch_ids(history_ids, target_ids):
-    return tf.concat([tf.reshape(history_ids, [-1]), tf.reshape(target_ids, [-1])], axis=0)
-
-
 def _mini_batch_l2(table, history_ids, target_ids):
     """sum over ids j present in the batch of ||w_j||^2 / n_j, n_j = j's count in the batch.
 
     Counting into a [rows] vector (one scatter-add) keeps every shape static and costs
     O(batch ids + table rows); the table is touched in full anyway by the dense Adam update.
     """
-    ids = _batch_ids(history_ids, target_ids)
+    ids = tf.concat([tf.reshape(history_ids, [-1]), tf.reshape(target_ids, [-1])], axis=0)
     counts = tf.math.unsorted_segment_sum(tf.ones_like(ids, tf.float32), ids, tf.shape(table)[0])
     present = tf.logical_and(counts > 0, tf.range(tf.shape(table)[0]) > 0)
     squares = tf.reduce_sum(tf.square(tf.cast(table, tf.float32)), axis=-1)
