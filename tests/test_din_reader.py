@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tests.din_fixtures import random_samples, write_fixture
-from din_model.reader import iterate_checked, load_spec, make_dataset, split_files
+from din_model.reader import batch_signature, iterate_checked, load_spec, make_dataset, split_files
 from din_common.errors import InputError
 
 N_SAMPLES = 203  # not a multiple of prebatch or batch size
@@ -62,6 +62,16 @@ def test_drop_remainder_gives_static_full_batches(fixture):
     batches, features, _ = collect(dataset)
     assert len(batches) == N_SAMPLES // 16
     assert len(set(features["target_item"].tolist())) == len(features["target_item"])
+
+
+@pytest.mark.parametrize("drop_remainder, batch_dimension", [(False, None), (True, 16)])
+def test_batches_match_the_step_signature_and_run_without_the_autotune_model(fixture, drop_remainder,
+                                                                             batch_dimension):
+    spec_path, _ = fixture
+    dataset = make_dataset(spec_path, "train", 16, maxlen=4, drop_remainder=drop_remainder)
+    assert dataset.element_spec == batch_signature(4, batch_dimension)
+    # its model thread made ends of iteration wait (see reader._options_without_autotune)
+    assert dataset.options().autotune.enabled is False
 
 
 def test_shuffle_changes_order_but_not_content(fixture):

@@ -46,6 +46,24 @@ def test_run_writes_its_files_learns_and_evaluates(spec_path, tmp_path):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"] == evaluated["test"]
 
 
+def test_steps_trace_once_although_the_last_batches_are_smaller(spec_path, tmp_path, monkeypatch):
+    steps = []
+
+    def recording(make_step):
+        def make(*args, **kwargs):
+            steps.append(make_step(*args, **kwargs))
+            return steps[-1]
+        return make
+
+    monkeypatch.setattr(training, "make_train_step", recording(training.make_train_step))
+    monkeypatch.setattr(training, "make_predict_step", recording(training.make_predict_step))
+    params = TrainParams(**TINY, epochs=2)  # 3000 train, 600 val samples: last batches of 56 and 24 rows
+    train(spec_path, tmp_path / "run", params)
+    evaluate(spec_path, tmp_path / "run", params)
+    assert len(steps) == 3  # train, predict (val), predict (test)
+    assert [step.experimental_get_tracing_count() for step in steps] == [1, 1, 1]
+
+
 def test_killed_run_resumes_from_its_last_checkpoint(spec_path, tmp_path, monkeypatch, capsys):
     params = TrainParams(**TINY, epochs=3)
     real_run_epoch = training.run_epoch
