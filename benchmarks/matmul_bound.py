@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import sys
 import time
+from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import din_model  # noqa: E402,F401  (TensorFlow's environment as in training: log level, oneDNN)
 import tensorflow as tf  # noqa: E402
 
 

@@ -20,13 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.train import PRESETS  # noqa: E402
 
-MATMUL_OPS = ("MatMul", "_FusedMatMul", "BatchMatMulV2", "BatchMatMulV3")
+MATMUL_OPS = ("MatMul", "_FusedMatMul", "BatchMatMulV2", "BatchMatMulV3",  # and their oneDNN versions:
+              "_MklMatMul", "_MklFusedMatMul", "_MklBatchMatMulV2", "_MklNativeMatMul", "_MklNativeFusedMatMul")
 
 
 def op_thread_ms(trace_dir: Path, steps: int) -> collections.Counter:

@@ -117,7 +117,8 @@ def main() -> None:
     rows = make_dataset(spec, "train", REFERENCE_BATCH, shuffle=False, drop_remainder=True)
     features, labels = in_memory_arrays(rows, args.samples)
     print(json.dumps({"reference_keras_fit_samples_per_s": round(
-        reference_fit_samples_per_s(int(spec["n_items"]), features, labels))}))
+        reference_fit_samples_per_s(int(spec["n_items"]), features, labels)),
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TensorFlow's default")}))
 
 
 if __name__ == "__main__":
