@@ -7,6 +7,7 @@ Modules (importable without Luigi):
 - `model`    the DIN model builder.
 - `metrics`  AUC, GAUC, logloss (numpy) and the popularity baseline.
 - `device`   device (Ascend NPU, GPU, CPU) and precision selection.
+- `optimizer` Adam with the fused update kernel.
 - `training` train / evaluate loops, checkpoints, resume, curves.
 - `export`   SavedModel with the `serving_default` / `score` signatures.
 

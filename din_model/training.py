@@ -28,6 +28,7 @@ from din_model import metrics as metric_functions
 from din_model.device import DeviceChoice, select_device
 from din_model.export import export_saved_model
 from din_model.model import build_model
+from din_model.optimizer import FusedAdam
 from din_model.params import TrainParams
 from din_model.reader import batch_signature, iterate_checked, load_spec, make_dataset, split_files
 
@@ -69,7 +70,7 @@ class TrainingState:
         import keras
 
         self.model = build_model(params, spec, device.dtype_policy, device.static_shapes)
-        optimizer = keras.optimizers.Adam(learning_rate=params.learning_rate)
+        optimizer = FusedAdam(learning_rate=params.learning_rate)
         if device.loss_scaling:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(self.model.trainable_variables)
