@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.train import PRESETS  # noqa: E402
+from benchmarks.train import PRESETS, fresh_train_step, preset_setup  # noqa: E402
 
 MATMUL_OPS = ("MatMul", "_FusedMatMul", "BatchMatMulV2", "BatchMatMulV3",  # and their oneDNN versions:
               "_MklMatMul", "_MklFusedMatMul", "_MklBatchMatMulV2", "_MklNativeMatMul", "_MklNativeFusedMatMul")
@@ -59,20 +59,14 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from din_model.device import select_device
-    from din_model.params import TrainParams
-    from din_model.reader import load_spec, make_dataset
-    from din_model.training import TrainingState, make_train_step
+    from din_model.reader import make_dataset
 
-    params = TrainParams(**PRESETS[args.preset], device=args.device, precision=args.precision)
-    spec = load_spec(args.data_dir / "tfrecords" / "feature_spec.json")
-    device = select_device(params.device, params.precision)
+    params, spec, device = preset_setup(args.data_dir, args.preset, device=args.device, precision=args.precision)
     dataset = make_dataset(spec, "train", params.batch_size, shuffle=True, seed=1, repeat=True, drop_remainder=True,
                            maxlen=params.maxlen)
     batches = [batch for _, batch in zip(range(args.steps), dataset)]
     with device.scope():
-        state = TrainingState(params, spec, device, Path("/nonexistent-checkpoints"))
-        train_step = make_train_step(state.model, state.optimizer, params.jit_compile)
+        train_step = fresh_train_step(params, spec, device)
         for features, labels in batches:
             float(train_step(features, labels))
         step_seconds = []

@@ -68,6 +68,25 @@ def generate_data(data_dir: Path, samples: int) -> None:
                          prebatch=1024, num_shards=8, n_items=63001, n_cats=801, n_users=192403, mean_history=6.0)
 
 
+def preset_setup(data_dir: Path, preset: str, **settings):
+    """(params, spec, device) of `preset` on DIR's shards; `settings` replace [train] values."""
+    from din_model.device import select_device
+    from din_model.params import TrainParams
+    from din_model.reader import load_spec
+
+    params = TrainParams(**{**PRESETS[preset], **settings})
+    spec = load_spec(data_dir / "tfrecords" / "feature_spec.json")
+    return params, spec, select_device(params.device, params.precision)
+
+
+def fresh_train_step(params, spec: dict, device):
+    """A new model and optimizer and their compiled train step, as training builds them (under device.scope())."""
+    from din_model.training import TrainingState, make_train_step, step_signature
+
+    state = TrainingState(params, spec, device, Path("/nonexistent-checkpoints"))
+    return make_train_step(state.model, state.optimizer, params.jit_compile, step_signature(spec, params, device))
+
+
 def window_rates(iterator, steps: int, warmup: int, consume, windows: int = 5) -> list[float]:
     """Samples per second in `windows` consecutive windows of `steps // windows` elements, after warm-up.
 
@@ -108,17 +127,12 @@ def main(argv=None) -> None:
     if not spec_path.is_file() and args.generate_samples:
         generate_data(args.data_dir, args.generate_samples)
 
-    from din_model.device import select_device
-    from din_model.params import TrainParams
-    from din_model.reader import load_spec, make_dataset
-    from din_model.training import TrainingState, make_train_step
+    from din_model.reader import make_dataset
 
-    settings = {**PRESETS[args.preset], "device": args.device, "precision": args.precision, "jit_compile": args.jit}
+    settings = {"device": args.device, "precision": args.precision, "jit_compile": args.jit}
     if args.batch_size:
         settings["batch_size"] = args.batch_size
-    params = TrainParams(**settings)
-    spec = load_spec(spec_path)
-    device = select_device(params.device, params.precision)
+    params, spec, device = preset_setup(args.data_dir, args.preset, **settings)
     device.static_shapes = device.static_shapes or args.dense_history
 
     def dataset():
@@ -134,8 +148,7 @@ def main(argv=None) -> None:
                           "preset": args.preset, "batch_size": params.batch_size, "steps": args.steps * 2}))
         return
     with device.scope():
-        state = TrainingState(params, spec, device, Path("/nonexistent-checkpoints"))
-        train_step = make_train_step(state.model, state.optimizer, params.jit_compile)
+        train_step = fresh_train_step(params, spec, device)
 
         def consume(batch):
             features, labels = batch
