@@ -15,10 +15,13 @@ This package file imports nothing heavy: `import din_model.metrics` does not loa
 """
 
 import os
+import platform
 
 # TensorFlow's C++ start-up chatter (CUDA probing, CPU feature notes) is noise for users
 # of a CPU machine; errors still show. Set before any module here imports TensorFlow.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# oneDNN kernels: TensorFlow leaves them off on CPUs without AVX512-VNNI/AMX, although with
-# AVX512 they made reference-preset train steps 1.05-1.10x faster here. Set to 0 to opt out.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# oneDNN kernels on x86-64: TensorFlow leaves them off on CPUs without AVX512-VNNI/AMX,
+# although with AVX-512 they made reference-preset train steps 1.05-1.10x faster here.
+# Other CPUs (Arm hosts of Ascend NPUs) keep TensorFlow's choice. Set it to 0 to opt out.
+if platform.machine().lower() in ("x86_64", "amd64"):
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
