@@ -23,7 +23,7 @@ PRECISIONS = ("mixed", "fp32")
 @dataclasses.dataclass(frozen=True)
 class TrainParams:
     batch_size: int = 4096
-    epochs: int = 5
+    epochs: int = 8
     learning_rate: float = 0.01
     embed_dim: int = 32
     attention_hidden: str = "80,40"

@@ -43,7 +43,7 @@ class preprocess(luigi.Config):
 
 class train(luigi.Config):
     batch_size = luigi.IntParameter(default=4096)
-    epochs = luigi.IntParameter(default=5)
+    epochs = luigi.IntParameter(default=8)
     learning_rate = luigi.FloatParameter(default=0.01)
     embed_dim = luigi.IntParameter(default=32)
     attention_hidden = luigi.Parameter(default="80,40", description="Comma-separated hidden sizes of the activation unit.")
