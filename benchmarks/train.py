@@ -165,8 +165,9 @@ def main(argv=None) -> None:
                       "train_samples_per_s_best_window": round(max(train_rates)),
                       "input_samples_per_s": round(statistics.median(input_rates)),
                       **device.describe(), "preset": args.preset, "batch_size": params.batch_size,
-                      "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "jit_compile": params.jit_compile, "history_layout": "dense" if device.static_shapes or
-                      params.jit_compile else "compact", "steps": args.steps, **baseline}))
+                      "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "jit_compile": params.jit_compile,
+                      "history_layout": "dense" if device.static_shapes or params.jit_compile else "compact",
+                      "steps": args.steps, **baseline}))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ from din_model.export import export_saved_model
 from din_model.model import build_model
 from din_model.optimizer import FusedAdam
 from din_model.params import TrainParams
-from din_model.reader import batch_signature, iterate_checked, load_spec, make_dataset, split_files
+from din_model.reader import (batch_signature, effective_maxlen, iterate_checked, load_spec, make_dataset,
+                              split_files)
 
 ProgressCallback = Callable[[float, str], None]
 EVAL_BATCH_SIZE = 8192
@@ -130,7 +131,7 @@ def make_predict_step(model, signature=None):
 
 def step_signature(spec: dict, params: TrainParams, device: DeviceChoice):
     """The batches the steps get: any number of rows, or exactly batch_size (static shapes, padded eval)."""
-    return batch_signature(params.maxlen or int(spec["maxlen"]), params.batch_size if device.static_shapes else None)
+    return batch_signature(effective_maxlen(spec, params.maxlen), params.batch_size if device.static_shapes else None)
 
 
 def _pad_to(tensor: tf.Tensor, rows: int) -> tf.Tensor:
