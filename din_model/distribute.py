@@ -45,6 +45,7 @@ import tensorflow as tf
 from din_common.atomic import write_json_atomic
 from din_common.errors import InputError
 from din_common.faults import kill_point
+from din_model import compat
 from din_model.device import select_device
 from din_model.params import TrainParams
 from din_model.reader import iterate_checked, load_spec, make_dataset, split_files
@@ -213,18 +214,18 @@ def make_train_step(strategy, model, optimizer, jit_compile: bool):
             loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
             loss += model.regularization_loss(features)
             # The optimizer sums the gradients over replicas: scaling by 1/replicas gives the global mean.
-            scaled_loss = optimizer.scale_loss(loss / replicas)
+            scaled_loss = compat.scale_loss(optimizer, loss / replicas)
         return loss, tape.gradient(scaled_loss, variables)
 
     if jit_compile:  # XLA for the local forward/backward; the all-reduce stays outside the cluster
-        loss_and_gradients = tf.function(loss_and_gradients, jit_compile=True, reduce_retracing=True)
+        loss_and_gradients = compat.function(loss_and_gradients, jit_compile=True)
 
     def replica_step(features, labels):
         loss, gradients = loss_and_gradients(features, labels)
-        optimizer.apply(gradients, variables)
+        compat.apply_gradients(optimizer, gradients, variables)
         return loss
 
-    @tf.function(reduce_retracing=True)
+    @compat.function
     def train_step(features, labels):
         losses = strategy.run(replica_step, args=(features, labels))
         return strategy.reduce(tf.distribute.ReduceOp.MEAN, losses, axis=None)
@@ -296,8 +297,6 @@ def _cluster_fields(cluster: Cluster) -> dict:
 def train_multi_worker(cluster: Cluster, spec_path, run_dir, params: TrainParams, *,
                        progress_callback=None) -> dict:
     """`training.train` on a cluster: same run directory, written by the chief only."""
-    import keras
-
     from din_model import training
     from din_model.export import export_saved_model
 
@@ -311,7 +310,7 @@ def train_multi_worker(cluster: Cluster, spec_path, run_dir, params: TrainParams
         write_json_atomic(files.params, {"params": params.to_dict(), "tfrecord_fingerprint": spec.get("fingerprint")})
     else:
         cluster.scratch_dir = Path(tempfile.mkdtemp(prefix=f"din-{cluster.task_type}{cluster.task_index}-"))
-    keras.utils.set_random_seed(params.seed)
+    compat.set_random_seed(params.seed)
     maxlen = params.maxlen or int(spec["maxlen"])
     steps = steps_per_epoch(spec, params.batch_size)
     try:

@@ -24,11 +24,13 @@ import tensorflow as tf
 from din_common.atomic import atomic_path, write_json_atomic
 from din_common.errors import InputError
 from din_common.faults import kill_point
+from din_model import compat
 from din_model import metrics as metric_functions
 from din_model.device import DeviceChoice, select_device
 from din_model.export import export_saved_model
 from din_model.model import build_model
 from din_model.optimizer import FusedAdam
+from din_model.portable_weights import NODE as PORTABLE_WEIGHTS, WeightsByName, restore_weights
 from din_model.params import TrainParams
 from din_model.reader import (batch_signature, effective_maxlen, iterate_checked, load_spec, make_dataset,
                               split_files)
@@ -68,16 +70,15 @@ class TrainingState:
     """Model, optimizer and epoch counter, checkpointed together."""
 
     def __init__(self, params: TrainParams, spec: dict, device: DeviceChoice, checkpoint_dir: Path):
-        import keras
-
         self.model = build_model(params, spec, device.dtype_policy, device.static_shapes)
         optimizer = FusedAdam(learning_rate=params.learning_rate)
         if device.loss_scaling:
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        optimizer.build(self.model.trainable_variables)
+            optimizer = compat.LossScaleOptimizer(optimizer)
+        compat.build_optimizer(optimizer, self.model.trainable_variables)
         self.optimizer = optimizer
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=optimizer, epoch=self.epoch)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=optimizer, epoch=self.epoch,
+                                              **{PORTABLE_WEIGHTS: WeightsByName(self.model.named_weights())})
         self.checkpoint_dir = Path(checkpoint_dir)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(checkpoint_dir), max_to_keep=3,
                                                   checkpoint_name=CHECKPOINT_NAME)
@@ -102,18 +103,18 @@ def make_train_step(model, optimizer, jit_compile: bool, signature=None):
     for the last, smaller batch of an epoch (~1.3 s of the first epoch on the default data)."""
     variables = model.trainable_variables
 
-    @tf.function(jit_compile=jit_compile, reduce_retracing=True, input_signature=signature)
+    @compat.function(jit_compile=jit_compile, input_signature=signature)
     def train_step(features, labels):
         with tf.GradientTape() as tape:
             logits = model(features, training=True)
             loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
             loss += model.regularization_loss(features)
-            scaled_loss = optimizer.scale_loss(loss)
+            scaled_loss = compat.scale_loss(optimizer, loss)
         # Keras' Adam densifies a sparse (embedding) gradient once per use, twice a step;
         # doing it here once is ~2 % of a CPU step.
         gradients = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
                      for g in tape.gradient(scaled_loss, variables)]
-        optimizer.apply(gradients, variables)
+        compat.apply_gradients(optimizer, gradients, variables)
         return loss
 
     return train_step
@@ -122,7 +123,7 @@ def make_train_step(model, optimizer, jit_compile: bool, signature=None):
 def make_predict_step(model, signature=None):
     features_signature = None if signature is None else [signature[0]]
 
-    @tf.function(reduce_retracing=True, input_signature=features_signature)
+    @compat.function(input_signature=features_signature)
     def predict_step(features):
         return tf.sigmoid(model(features, training=False))
 
@@ -271,14 +272,12 @@ def train(spec_path, run_dir, params: TrainParams, *,
     cluster = distribute.start_from_environment(params.device)  # first: it sets up the collective ops
     if cluster is not None:
         return distribute.train_multi_worker(cluster, spec_path, run_dir, params, progress_callback=progress_callback)
-    import keras
-
     spec = load_spec(spec_path)
     files = RunFiles(run_dir)
     _check_params_of_run(files, params)
     device = select_device(params.device, params.precision)
     write_json_atomic(files.params, {"params": params.to_dict(), "tfrecord_fingerprint": spec.get("fingerprint")})
-    keras.utils.set_random_seed(params.seed)
+    compat.set_random_seed(params.seed)
     maxlen = params.maxlen or int(spec["maxlen"])
     with device.scope():
         state = TrainingState(params, spec, device, files.checkpoints)
@@ -404,7 +403,7 @@ def evaluate(spec_path, run_dir, params: TrainParams, *, oracle_path: str | Path
         state = TrainingState(params, spec, device, files.checkpoints)
         if not state.manager.latest_checkpoint:
             raise InputError(f"{files.checkpoints}: no checkpoint to evaluate; run training first (TrainDIN)")
-        state.checkpoint.restore(state.manager.latest_checkpoint).expect_partial()
+        restore_weights(state.model, state.manager.latest_checkpoint, state.checkpoint)
         test = predict_split(make_predict_step(state.model, step_signature(spec, params, device)), spec, "test",
                              params, device)
     result = {"test": split_metrics(test),

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from din_common.errors import InputError
 from din_model import distribute
+from tests.checkpoints import optimizer_iterations
 from tests.din_fixtures import write_random_fixture
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,8 +126,7 @@ def test_two_workers_train_one_model_and_only_the_chief_writes(spec_path, tmp_pa
 
     # One global batch of TINY["batch_size"] per step: ceil(samples / batch) optimizer steps, on both workers.
     checkpoint = tf.train.latest_checkpoint(str(chief / "checkpoints"))
-    assert tf.train.load_variable(checkpoint, "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == \
-        math.ceil(TRAIN_SAMPLES / TINY["batch_size"])
+    assert optimizer_iterations(checkpoint) == math.ceil(TRAIN_SAMPLES / TINY["batch_size"])
     with np.load(weights[0]) as chief_weights, np.load(weights[1]) as worker_weights:
         assert len(chief_weights.files) == len(worker_weights.files) > 0
         for name in chief_weights.files:

@@ -8,6 +8,7 @@ import tensorflow as tf
 from din_model import training
 from din_model.params import TrainParams
 from din_model.training import TrainingDiverged, evaluate, train, training_complete
+from tests.checkpoints import optimizer_iterations
 from tests.din_fixtures import write_random_fixture
 
 TINY = dict(embed_dim=4, attention_hidden="8,4", mlp_hidden="8,4", batch_size=64, learning_rate=0.01, device="cpu")
@@ -87,8 +88,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(spec_path, tmp_path, monkey
     assert [record["epoch"] for record in result["epochs"]] == [1, 2, 3]
     checkpoint = tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))
     steps_per_epoch = int(np.ceil(3000 / 64))
-    assert tf.train.load_variable(checkpoint, "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == \
-        3 * steps_per_epoch
+    assert optimizer_iterations(checkpoint) == 3 * steps_per_epoch
     assert tf.train.load_variable(checkpoint, "epoch/.ATTRIBUTES/VARIABLE_VALUE") == 3
 
 
@@ -141,8 +141,7 @@ def test_gpu_mixed_precision_path_trains_resumes_and_exports_on_cpu(spec_path, t
     No GPU is needed to catch dtype mistakes of that path: float16 layers, float32 logits
     and loss, the loss-scale optimizer in the checkpoint, export and reload.
     """
-    import keras
-
+    from din_model.compat import LossScaleOptimizer, keras
     from din_model.device import DeviceChoice
     from din_model.export import load_scorer
 
@@ -169,7 +168,7 @@ def test_gpu_mixed_precision_path_trains_resumes_and_exports_on_cpu(spec_path, t
     model = states[-1].model
     assert model.mlp.dense_layers[0].compute_dtype == "float16"
     assert model.item_embedding.embeddings.dtype == "float32"  # variables stay float32
-    assert isinstance(states[-1].optimizer, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(states[-1].optimizer, LossScaleOptimizer)
     assert [record["epoch"] for record in result["epochs"]] == [1, 2, 3]
     assert result["epochs"][-1]["val"]["auc"] > 0.75 and evaluated["test"]["auc"] > 0.75
     scorer = load_scorer(tmp_path / "run" / "saved_model", "serving_default")
