@@ -8,7 +8,8 @@ Modules (importable without Luigi):
 - `metrics`  AUC, GAUC, logloss (numpy) and the popularity baseline.
 - `device`   device (Ascend NPU, GPU, CPU) and precision selection.
 - `optimizer` Adam with the fused update kernel.
-- `training` train / evaluate loops, checkpoints, resume, curves.
+- `training` train / evaluate loops, checkpoints, resume.
+- `reporting` what a run reports: curves.png, TensorBoard scalars.
 - `export`   SavedModel with the `serving_default` / `score` signatures.
 
 This package file imports nothing heavy: `import din_model.metrics` does not load TensorFlow.

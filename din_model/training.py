@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from din_common.atomic import atomic_path, write_json_atomic
+from din_common.atomic import write_json_atomic
 from din_common.errors import InputError
 from din_common.faults import kill_point
 from din_model import compat
@@ -32,6 +32,7 @@ from din_model.model import build_model
 from din_model.optimizer import FusedAdam
 from din_model.portable_weights import NODE as PORTABLE_WEIGHTS, WeightsByName, restore_weights
 from din_model.params import TrainParams
+from din_model.reporting import plot_curves, write_tensorboard
 from din_model.reader import (batch_signature, effective_maxlen, iterate_checked, load_spec, make_dataset,
                               split_files)
 
@@ -208,50 +209,6 @@ def _check_params_of_run(files: RunFiles, params: TrainParams) -> None:
                          "use a new run directory")
 
 
-def _scalar_metadata() -> bytes:
-    """Summary metadata of a TensorBoard scalar (what tensorboard's scalar op writes),
-    so event files need no tensorboard package at training time."""
-    from tensorflow.core.framework import summary_pb2
-
-    return summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
-        data_class=summary_pb2.DATA_CLASS_SCALAR).SerializeToString()
-
-
-def _write_tensorboard(writer, epoch: int, record: dict) -> None:
-    scalars = {"train/loss": record["train_loss"], "train/samples_per_s": record["train_samples_per_s"],
-               **{f"val/{name}": value for name, value in record["val"].items()}}
-    metadata = _scalar_metadata()
-    with writer.as_default():
-        for tag, value in scalars.items():
-            tf.summary.write(tag, tf.constant(value, tf.float32), step=epoch, metadata=metadata)
-    writer.flush()
-
-
-def plot_curves(epochs: list[dict], path: Path) -> None:
-    """Train loss and val AUC per epoch, side by side (matplotlib Agg), written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    numbers = [record["epoch"] for record in epochs]
-    figure, (loss_axes, auc_axes) = pyplot.subplots(1, 2, figsize=(9, 3.5))
-    loss_axes.plot(numbers, [r["train_loss"] for r in epochs], marker="o", label="train loss")
-    loss_axes.plot(numbers, [r["val"]["logloss"] for r in epochs], marker="o", label="val logloss")
-    auc_axes.plot(numbers, [r["val"]["auc"] for r in epochs], marker="o", label="val AUC")
-    auc_axes.plot(numbers, [r["val"]["gauc"] for r in epochs], marker="o", label="val GAUC")
-    for axes, title in ((loss_axes, "loss"), (auc_axes, "validation AUC")):
-        axes.set_xlabel("epoch")
-        axes.set_title(title)
-        axes.legend()
-        axes.grid(alpha=0.3)
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
-    pyplot.close(figure)
-
-
 def _print_and_report(progress_callback: ProgressCallback | None, fraction: float, message: str,
                       echo: bool = True) -> None:
     if echo:
@@ -323,7 +280,7 @@ def train_epochs(state: "TrainingState", files: RunFiles, spec: dict, params: Tr
         epochs.append(record)
         if role.writes_run_dir:
             record["val"] = split_metrics(predict_split(predict_step, spec, "val", params, device))
-            _write_tensorboard(writer, epoch, record)
+            write_tensorboard(writer, epoch, record)
             # metrics.json first, then the checkpoint: a kill in between leaves a record for an
             # epoch without its checkpoint, which the resume drops and retrains (never the reverse).
             write_json_atomic(files.metrics, {**_metrics_document(device, params, spec, epochs, done=False,
