@@ -75,7 +75,6 @@ def test_padding_changes_nothing(softmax, activation):
 
 @pytest.mark.parametrize("rate, dropped_of_256", [(0.5, 128), (0.1, 26)])
 def test_dropout_drops_its_rounded_rate_and_rescales_the_rest(rate, dropped_of_256):
-    from din_model.compat import keras
 
     set_random_seed(3)
     layer = Dropout(rate)

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from din_common.errors import InputError
 from din_model import distribute
+from din_model.placement import check_files_per_process
 from tests.checkpoints import optimizer_iterations
 from tests.din_fixtures import write_random_fixture
 
@@ -157,21 +158,21 @@ def test_tf_config_mistakes_are_input_errors():
     assert distribute.count_workers({"cluster": {"chief": ["a:1"], "worker": ["b:2", "c:3"], "ps": ["d:4"]}}) == 3
 
 
-def test_the_npu_path_stays_single_device(capsys):
+def test_the_npu_path_ignores_tf_config(capsys):
     two = json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}})
     assert distribute.start_from_environment("auto", environ={"TF_CONFIG": two},
                                              import_npu=lambda: types.ModuleType("npu_device")) is None
     assert distribute.start_from_environment("npu", environ={"TF_CONFIG": two}, import_npu=lambda: None) is None
-    assert "single device" in capsys.readouterr().out
+    assert "the Ascend NPU path ignores it" in capsys.readouterr().out
 
 
 def test_fewer_train_files_than_workers_and_an_indivisible_batch_are_refused(spec_path):
     from din_model.reader import load_spec
 
     spec = load_spec(spec_path)
-    distribute.check_train_files(spec, 4)
+    check_files_per_process(spec, 4, "workers")
     with pytest.raises(InputError, match="4 TFRecord file.*5 workers.*num_shards"):
-        distribute.check_train_files(spec, 5)
+        check_files_per_process(spec, 5, "workers")
     cluster = distribute.Cluster(num_workers=3, task_type="worker", task_index=0, is_chief=True, position=0,
                                  strategy=types.SimpleNamespace(num_replicas_in_sync=3))
     assert distribute.per_replica_batch_size(96, cluster) == 32
