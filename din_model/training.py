@@ -30,7 +30,7 @@ from din_model.export import export_saved_model
 from din_model.model import build_model
 from din_model.optimizer import FusedAdam
 from din_model.params import TrainParams
-from din_model.reporting import plot_curves, write_tensorboard
+from din_model.reporting import plot_curves, run_title, write_tensorboard
 from din_model.reader import (batch_signature, effective_maxlen, iterate_checked, load_spec, make_dataset,
                               split_files)
 
@@ -301,7 +301,7 @@ def train_epochs(state: "TrainingState", files: RunFiles, spec: dict, params: Tr
 def finish_run(state: "TrainingState", files: RunFiles, spec: dict, params: TrainParams, device: DeviceChoice,
                epochs: list[dict], metrics_fields: dict | None = None) -> dict:
     """After the last epoch (the SavedModel already exported): curves.png and the final metrics.json."""
-    plot_curves(epochs, files.curves)
+    plot_curves(epochs, files.curves, run_title(files.root))
     result = _metrics_document(device, params, spec, epochs, done=True,
                                checkpoint=state.manager.latest_checkpoint)
     result.update(saved_model=str(files.saved_model), curves=str(files.curves), **(metrics_fields or {}))

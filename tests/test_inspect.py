@@ -42,4 +42,10 @@ def test_missing_path_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(InputError, match="no such file or directory"):
         describe(tmp_path / "nope")
     assert main([str(tmp_path / "nope")]) == 2
-    assert "error:" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith("ERROR: ")
+
+
+def test_first_rows_say_which_split_and_file_they_come_from(sequences_dir):
+    out = io.StringIO()
+    describe(sequences_dir, rows=2, out=out)
+    assert f"first 2 rows (train split, from {sequences_dir / 'train' / 'part-00000.parquet'}):" in out.getvalue()
