@@ -11,6 +11,9 @@ documented exit code (luigi.cfg `[retcode]`), never with a traceback:
   names the setting, the value and the expected type. Exit 35.
 - an unknown task name (`AllTask`): Luigi raises it before it runs anything, so it
   reaches `sys.excepthook`; ours prints the closest task names. Exit 35.
+- a task parameter missing or unparsable on the command line (`BuildSequences` without
+  `--shard`, `--shard abc`): Luigi cannot build the task and logs "Uncaught exception";
+  the filter names the parameter. Exit 40 (Luigi's code for it).
 Tracebacks stay for every other exception (bugs), and for these too when the log
 level is DEBUG (`luigi --log-level DEBUG ...`).
 """
@@ -39,8 +42,9 @@ def _debugging() -> bool:
     return logging.getLogger(LUIGI_LOGGER).isEnabledFor(logging.DEBUG)
 
 
-def setting_flag(section: str, name: str) -> str:
-    return f"--{section}-{name.replace('_', '-')}"
+def command_line_flag(name: str, section: str = "") -> str:
+    """`--preprocess-maxlen` for a config setting, `--shard` for a task parameter."""
+    return "--" + (f"{section}-" if section else "") + name.replace("_", "-")
 
 
 def unparsable_setting_message(text: str) -> str | None:
@@ -52,7 +56,7 @@ def unparsable_setting_message(text: str) -> str | None:
     causes = [cause for cause in _PARSE_CAUSE.findall(text) if not _UNPARSABLE_SETTING.search(cause)]
     reason = f": {causes[0]}" if causes else ""
     return (f"[{section}] {name} has a value Luigi cannot parse{reason} "
-            f"(set it in luigi.cfg or with {setting_flag(section, name)})")
+            f"(set it in luigi.cfg or with {command_line_flag(name, section)})")
 
 
 def _as_error(record: logging.LogRecord, message: str) -> None:
@@ -71,6 +75,10 @@ class InputErrorFilter(logging.Filter):
         if isinstance(error, InputError):
             _as_error(record, error.message)
             return True
+        task_parameter = task_parameter_message(error, record.exc_info[2]) if error is not None else None
+        if task_parameter:
+            _as_error(record, task_parameter)
+            return True
         text = record.getMessage() if isinstance(record.msg, str) else ""
         if error is not None:
             text += "\n" + "\n".join(f"{type(e).__name__}: {e}" for e in _exception_chain(error))
@@ -82,6 +90,29 @@ class InputErrorFilter(logging.Filter):
             if unparsable:
                 _as_error(record, unparsable)
         return True
+
+
+def task_parameter_message(error: BaseException, tb) -> str | None:
+    """One line for a task parameter Luigi could not take from the command line, else None."""
+    from luigi.parameter import MissingParameterException
+
+    if isinstance(error, MissingParameterException):
+        # "BuildSequences[args=(), kwargs={}]: requires the 'shard' parameter to be set"
+        match = re.match(r"(\w+)\[.*\]: requires the '(\w+)' parameter", str(error))
+        if match:
+            task, name = match.groups()
+            return f"{task} needs its {name} parameter: add {command_line_flag(name)} VALUE"
+        return str(error)
+    if isinstance(error, ValueError):
+        # Luigi's command-line parser converts each task parameter in _get_task_kwargs, where
+        # the failing one is the local `param_name`.
+        while tb is not None:
+            frame = tb.tb_frame
+            if frame.f_code.co_name == "_get_task_kwargs" and "param_name" in frame.f_locals:
+                name = frame.f_locals["param_name"]
+                return f"{command_line_flag(name)} has a value Luigi cannot parse: {error}"
+            tb = tb.tb_next
+    return None
 
 
 def _exception_chain(error: BaseException) -> list[BaseException]:

@@ -85,7 +85,8 @@ class TrainDIN(RunTask):
         return luigi.LocalTarget(str(self.run_dir() / "metrics.json"))
 
     def complete(self) -> bool:
-        return training_module().training_complete(self.output().path, self.train_params())
+        metrics_path = self.output().path  # reads the settings first: a bad one is reported before TF starts
+        return training_module().training_complete(metrics_path, self.train_params())
 
     def build(self) -> None:
         run_dir = self.run_dir()

@@ -1,6 +1,8 @@
 """What the real `luigi --module pipeline ...` command prints: one ERROR line and the
 documented exit code for each user mistake, a line per task that ran, the summary block,
 the raw-manifest check, and no `.locks/` left behind."""
+from __future__ import annotations
+
 import json
 import os
 import re
@@ -14,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 LUIGI = Path(sys.executable).parent / "luigi"
 TINY = ["--raw-synthetic-users", "300", "--raw-synthetic-items", "400", "--raw-synthetic-categories", "12",
         "--preprocess-num-shards", "2", "--preprocess-maxlen", "5", "--preprocess-prebatch", "64"]
-TASK_FAILED, SCHEDULING_ERROR = 30, 35  # luigi.cfg [retcode], as README "Troubleshooting" documents
+TASK_FAILED, SCHEDULING_ERROR, TASK_NOT_BUILT = 30, 35, 40  # luigi.cfg [retcode], README "Troubleshooting"
 
 
 def luigi(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -47,6 +49,8 @@ def assert_one_error(result: subprocess.CompletedProcess, pattern: str, code: in
     (["TrainDIN", "--train-learning-rate", "fast"],
      r"^ERROR: \[train\] learning_rate has a value Luigi cannot parse: .*'fast'", SCHEDULING_ERROR),
     (["Preprocess", "--raw-source", "pickle"], r"^ERROR: missing .*raw/reviews\.pkl", TASK_FAILED),
+    (["BuildSequences"], r"^ERROR: BuildSequences needs its shard parameter: add --shard VALUE$", TASK_NOT_BUILT),
+    (["BuildSequences", "--shard", "abc"], r"^ERROR: --shard has a value Luigi cannot parse: .*'abc'$", TASK_NOT_BUILT),
 ])
 def test_each_mistake_is_one_error_line_and_a_documented_exit_code(tmp_path, args, pattern, code):
     data_dir = tmp_path / "data"

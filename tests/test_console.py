@@ -1,8 +1,9 @@
 """The summary block's pieces and the task lock that leaves nothing behind."""
 import json
+import time
 
 from pipeline.console import group_tasks, headline_metrics, run_lines
-from pipeline.tasks import BuildSequences, Preprocess, task_lock
+from pipeline.tasks import BuildSequences, Preprocess, RemapIds, task_lock
 
 EPOCHS = [{"epoch": e, "train_loss": 0.7 - 0.1 * e, "train_samples_per_s": 1000.0,
            "val": {"auc": 0.6 + 0.1 * e, "gauc": 0.6, "logloss": 0.6}} for e in (1, 2)]
@@ -37,3 +38,13 @@ def test_task_lock_leaves_no_lock_files_and_keeps_the_dir_while_another_lock_is_
             assert sorted(p.name for p in (tmp_path / ".locks").iterdir()) == ["A.lock", "B.lock"]
         assert [p.name for p in (tmp_path / ".locks").iterdir()] == ["A.lock"]
     assert not (tmp_path / ".locks").exists()
+
+
+def test_a_long_running_task_says_what_it_does_next(capsys):
+    task = RemapIds()
+    task.report("loading raw pickles", 5)  # not started by the worker: no line
+    task.started = time.perf_counter()
+    task.report("remapping ids", 40)  # just started: no line
+    task.started -= task.PROGRESS_AFTER_SECONDS
+    task.report("writing remap tables", 70)
+    assert capsys.readouterr().out == "[RemapIds] writing remap tables ...\n"
