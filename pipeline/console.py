@@ -13,17 +13,25 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import sys
 from pathlib import Path
 
 _SUMMARY_RULE = "=" * 72
 
 
+def emit(line: str) -> None:
+    """One line in one write: with `--workers N` task processes share the terminal, and
+    print()'s separate writes of text and newline could interleave between them."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def task_line(task_name: str, what: str, seconds: float) -> None:
-    print(f"[{task_name}] {what} ({seconds:.1f} s)", flush=True)
+    emit(f"[{task_name}] {what} ({seconds:.1f} s)")
 
 
 def progress_line(task_name: str, what: str) -> None:
-    print(f"[{task_name}] {what} ...", flush=True)
+    emit(f"[{task_name}] {what} ...")
 
 
 def count(number: int, noun: str, plural: str = "") -> str:
