@@ -50,10 +50,10 @@ def task_lock(data_dir: Path, task_id: str):
     lock_dir = data_dir / ".locks"
     path = lock_dir / f"{task_id}.lock"
     while True:
-        lock_dir.mkdir(parents=True, exist_ok=True)
         try:
+            lock_dir.mkdir(parents=True, exist_ok=True)
             handle = open(path, "a")
-        except FileNotFoundError:  # another process removed the empty lock dir in between
+        except (FileExistsError, FileNotFoundError):  # another process removed the empty lock dir meanwhile
             continue
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

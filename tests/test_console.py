@@ -41,7 +41,8 @@ def test_task_lock_leaves_no_lock_files_and_keeps_the_dir_while_another_lock_is_
 
 
 def test_a_long_running_task_says_what_it_does_next(capsys):
-    task = RemapIds()
+    task = RemapIds()  # Luigi hands out one instance per parameters: other tests may have run it
+    task.started = None
     task.report("loading raw pickles", 5)  # not started by the worker: no line
     task.started = time.perf_counter()
     task.report("remapping ids", 40)  # just started: no line
