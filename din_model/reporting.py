@@ -2,10 +2,12 @@
 
 - `write_tensorboard`: one epoch's train loss, speed and val metrics as TensorBoard
   scalars (event files written with TensorFlow alone, no tensorboard package needed).
-- `plot_curves`: train loss / val logloss and val AUC / GAUC per epoch in a PNG.
+- `plot_curves`: train loss / val logloss and val AUC / GAUC per epoch in a PNG,
+  titled with the run id and the data it was trained on (`run_title`).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import tensorflow as tf
@@ -33,12 +35,25 @@ def write_tensorboard(writer, epoch: int, record: dict) -> None:
     writer.flush()
 
 
-def plot_curves(epochs: list[dict], path: Path) -> None:
-    """Train loss and val AUC per epoch, side by side (matplotlib Agg), written atomically."""
+def run_title(run_dir: Path) -> str:
+    """`DIN run 63dfc8293945, data: data (synthetic)` for `<data_dir>/runs/<run_id>`."""
+    run_dir = Path(run_dir).resolve()
+    data_dir = run_dir.parent.parent
+    try:
+        source = json.loads((data_dir / "raw" / "manifest.json").read_text()).get("source")
+    except (OSError, ValueError, AttributeError):
+        source = None
+    data = f"{data_dir.name} ({source})" if source else data_dir.name
+    return f"DIN run {run_dir.name}, data: {data}"
+
+
+def curves_figure(epochs: list[dict], title: str = ""):
+    """The matplotlib figure of curves.png: train loss / val logloss and val AUC / GAUC per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
+    from matplotlib.ticker import MaxNLocator
 
     numbers = [record["epoch"] for record in epochs]
     figure, (loss_axes, auc_axes) = pyplot.subplots(1, 2, figsize=(9, 3.5))
@@ -46,12 +61,23 @@ def plot_curves(epochs: list[dict], path: Path) -> None:
     loss_axes.plot(numbers, [r["val"]["logloss"] for r in epochs], marker="o", label="val logloss")
     auc_axes.plot(numbers, [r["val"]["auc"] for r in epochs], marker="o", label="val AUC")
     auc_axes.plot(numbers, [r["val"]["gauc"] for r in epochs], marker="o", label="val GAUC")
-    for axes, title in ((loss_axes, "loss"), (auc_axes, "validation AUC")):
+    for axes, axes_title in ((loss_axes, "loss"), (auc_axes, "validation AUC")):
         axes.set_xlabel("epoch")
-        axes.set_title(title)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "1.5" epoch on short runs
+        axes.set_title(axes_title)
         axes.legend()
         axes.grid(alpha=0.3)
+    if title:
+        figure.suptitle(title)
     figure.tight_layout()
+    return figure
+
+
+def plot_curves(epochs: list[dict], path: Path, title: str = "") -> None:
+    """curves.png (matplotlib Agg), written atomically."""
+    from matplotlib import pyplot
+
+    figure = curves_figure(epochs, title)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=100)
     pyplot.close(figure)

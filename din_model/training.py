@@ -31,7 +31,7 @@ from din_model.export import export_saved_model
 from din_model.params import TrainParams
 from din_model.placement import Placement
 from din_model.reader import load_spec
-from din_model.reporting import plot_curves, write_tensorboard
+from din_model.reporting import plot_curves, run_title, write_tensorboard
 from din_model import run_state
 from din_model.run_state import RunFiles, TrainingState, make_train_step, read_metrics, step_signature  # noqa: F401
 
@@ -189,7 +189,7 @@ def train_epochs(train_step, state: TrainingState, files: RunFiles, spec: dict, 
 def finish_run(state: TrainingState, files: RunFiles, spec: dict, params: TrainParams, device: DeviceChoice,
                epochs: list[dict], metrics_fields: dict | None = None) -> dict:
     """After the last epoch (the SavedModel already exported): curves.png and the final metrics.json."""
-    plot_curves(epochs, files.curves)
+    plot_curves(epochs, files.curves, run_title(files.root))
     result = _metrics_document(device, params, spec, epochs, done=True,
                                checkpoint=state.manager.latest_checkpoint)
     result.update(saved_model=str(files.saved_model), curves=str(files.curves), **(metrics_fields or {}))

@@ -1,6 +1,6 @@
 """Raw input: read and check reviews.pkl/meta.pkl, and make them from other sources.
 
-This module owns the "Raw input" contract of DESIGN.md:
+This module owns the "Raw input" contract of docs/design.md:
   * `load_reviews` / `load_meta` open the user's pickles through
     `pipeline.safe_pickle`, check them, and return clean frames
     (`reviewerID, asin, unixReviewTime` and `asin, category`) plus counts for

@@ -27,7 +27,7 @@ and q_i Q^(R-1) * (same category term) for an item already reviewed.
 Most of the signal is order-free (interests, popularity) and visible in the bag
 of history categories; only the stickiness term needs the order.
 
-Test protocol (the DESIGN.md reference protocol): for each user the last review
+Test protocol (the docs/design.md reference protocol): for each user the last review
 is the positive (history = all earlier reviews) and the negative is drawn
 uniformly from the items the user never reviewed. The oracle scores a target by
 the likelihood ratio of the two: P(next = i) / P(negative = i), i.e. the true

@@ -18,6 +18,7 @@ import luigi
 
 from din_common.atomic import write_json_atomic
 from pipeline import config
+from pipeline.console import progress_line
 from pipeline.tasks import LockedTask
 
 
@@ -29,6 +30,16 @@ def current_train_params():
              "attention_softmax", "dropout", "l2", "mini_batch_aware_l2", "use_category", "device", "precision",
              "seed")
     return TrainParams(**{name: getattr(section, name) for name in names})
+
+
+def training_module():
+    """din_model.training, with TensorFlow started without its start-up noise (din_model.quiet_start)."""
+    from din_model.quiet_start import import_tensorflow
+
+    import_tensorflow()
+    from din_model import training
+
+    return training
 
 
 def _tfrecords_fingerprint(preprocess_task) -> str:
@@ -60,6 +71,9 @@ class RunTask(LockedTask):
         self.set_status_message(message)
         self.set_progress_percentage(int(round(100 * fraction)))
 
+    def wrote(self) -> str:
+        return f"-> {self.output().path}"
+
 
 class TrainDIN(RunTask):
     """Train DIN on the TFRecords (resuming a killed run); writes runs/<run_id>/metrics.json."""
@@ -71,14 +85,17 @@ class TrainDIN(RunTask):
         return luigi.LocalTarget(str(self.run_dir() / "metrics.json"))
 
     def complete(self) -> bool:
-        from din_model.training import training_complete
-
-        return training_complete(self.output().path, self.train_params())
+        metrics_path = self.output().path  # reads the settings first: a bad one is reported before TF starts
+        return training_module().training_complete(metrics_path, self.train_params())
 
     def build(self) -> None:
-        from din_model.training import train
+        run_dir = self.run_dir()
+        training = training_module()
+        print(f"[TrainDIN] run {run_dir.name}: {self.train_params().epochs} epochs into {run_dir}", flush=True)
+        training.train(self.spec_path(), run_dir, self.train_params(), progress_callback=self.report)
 
-        train(self.spec_path(), self.run_dir(), self.train_params(), progress_callback=self.report)
+    def wrote(self) -> str:
+        return f"saved model, curves.png, metrics.json -> {self.run_dir()}"
 
 
 class EvaluateDIN(RunTask):
@@ -91,14 +108,11 @@ class EvaluateDIN(RunTask):
         return luigi.LocalTarget(str(self.run_dir() / "evaluation.json"))
 
     def build(self) -> None:
-        from din_model.training import evaluate
-
+        training = training_module()
         self.report(0.0, "evaluating on the test split")
-        result = evaluate(self.spec_path(), self.run_dir(), self.train_params())
+        progress_line("EvaluateDIN", "scoring the test split, then the popularity baseline")
+        result = training.evaluate(self.spec_path(), self.run_dir(), self.train_params())
         summary = {name: result[name] for name in ("test", "popularity_test_auc", "oracle_test_auc", "gap_closed")
                    if name in result}
         write_json_atomic(self.output().path, summary)
         self.report(1.0, "evaluation done")
-        run_dir = self.run_dir()
-        print(f"[evaluate] metrics: {run_dir / 'metrics.json'}\n[evaluate] saved model: {run_dir / 'saved_model'}",
-              flush=True)
