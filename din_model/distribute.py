@@ -40,6 +40,7 @@ import tensorflow as tf
 
 from din_common.errors import InputError
 from din_model import compat
+from din_model.cluster_join import exit_on_sigterm, leave, wait_for_workers
 from din_model.params import TrainParams
 from din_model.placement import (Placement, check_files_per_process, epoch_seed, fixed_steps, per_process_batch_size,
                                  steps_per_epoch)
@@ -49,6 +50,7 @@ from din_model.run_state import RunFiles, TrainingState
 TF_CONFIG_VARIABLE = "TF_CONFIG"
 WORKER_TASK_TYPES = ("chief", "worker")
 STRATEGY_NAME = "MultiWorkerMirroredStrategy"
+DEFAULT_WORKER_TIMEOUT_S = 300.0
 
 
 @dataclasses.dataclass
@@ -62,6 +64,7 @@ class Cluster(Placement):
     position: int                     # among the workers, the chief task first: its files are position::num_workers
     strategy: Any = None
     scratch_dir: Path | None = None   # non-chief only: where its checkpoints go, removed at the end
+    announcement: Path | None = None  # this worker's file in the cluster's rendezvous directory
 
     def banner(self) -> str:
         chief = " (chief)" if self.is_chief and self.task_type != "chief" else ""
@@ -125,6 +128,9 @@ class Cluster(Placement):
         _sum_over_replicas(self.strategy, [1.0])
 
     def close(self) -> None:
+        if self.announcement is not None:
+            leave(self.announcement)
+            self.announcement = None
         if self.scratch_dir is not None:
             shutil.rmtree(self.scratch_dir, ignore_errors=True)
             self.scratch_dir = None
@@ -180,12 +186,15 @@ def _npu_selected(requested_device: str, import_npu: Callable[[], Any]) -> bool:
 
 
 def start_from_environment(requested_device: str, *, environ: Mapping[str, str] = os.environ,
-                           import_npu: Callable[[], Any] | None = None) -> Cluster | None:
+                           import_npu: Callable[[], Any] | None = None, rendezvous_dir: Path | None = None,
+                           worker_timeout: float = DEFAULT_WORKER_TIMEOUT_S) -> Cluster | None:
     """The Cluster of this process when `TF_CONFIG` names more than one worker, else None.
 
     Creates the MultiWorkerMirroredStrategy, so it must run before any other TF op in the
-    process (the strategy sets up the collective ops). On the NPU path it returns None:
-    several NPUs train as NPU ranks instead (din_model/npu_ranks.py).
+    process (the strategy sets up the collective ops); with `rendezvous_dir`, only once
+    every worker has started (din_model/cluster_join.py), else an InputError after
+    `worker_timeout` seconds. On the NPU path it returns None: several NPUs train as NPU
+    ranks instead (din_model/npu_ranks.py).
     """
     config = read_tf_config(environ)
     num_workers = count_workers(config)
@@ -202,12 +211,18 @@ def start_from_environment(requested_device: str, *, environ: Mapping[str, str] 
     if requested_device == "cpu" and tf.config.list_physical_devices("GPU"):
         # [train] device = cpu: the strategy would otherwise put its replicas on the GPUs.
         tf.config.set_visible_devices([], "GPU")
+    announcement = None
+    if rendezvous_dir is not None:
+        tasks = [(kind, index) for kind in WORKER_TASK_TYPES for index in range(len(config["cluster"].get(kind, [])))]
+        announcement = wait_for_workers(config["cluster"], tasks, (task_type, task_index), rendezvous_dir,
+                                     worker_timeout)
     strategy = tf.distribute.MultiWorkerMirroredStrategy(
         cluster_resolver=tf.distribute.cluster_resolver.TFConfigClusterResolver())
+    exit_on_sigterm(f"{task_type} {task_index}")  # after the constructor: it installs TensorFlow's own handler
     has_chief_task = bool(config["cluster"].get("chief"))
     position = 0 if task_type == "chief" else task_index + (1 if has_chief_task else 0)
     cluster = Cluster(num_workers=num_workers, task_type=task_type, task_index=task_index, is_chief=is_chief,
-                      position=position, strategy=strategy)
+                      position=position, strategy=strategy, announcement=announcement)
     print(cluster.banner(), flush=True)
     return cluster
 

@@ -93,36 +93,42 @@ def _print_and_report(progress_callback: ProgressCallback | None, fraction: floa
         progress_callback(min(1.0, fraction), message)
 
 
-def choose_placement(params: TrainParams, device_for_placement=None) -> Placement:
-    """This process's way of training, from the environment: a TF_CONFIG cluster (checked first: it
-    must set up collective ops before any other TensorFlow op), NPU ranks of one host, or alone."""
-    from din_model import distribute, npu_ranks
+def choose_placement(params: TrainParams, run_dir: Path, worker_timeout: float) -> Placement:
+    """A TF_CONFIG cluster's worker, if TF_CONFIG names several (first: it must set up collective
+    ops before any other TensorFlow op; the workers meet in `<runs>/.cluster/`), else alone."""
+    from din_model import distribute
 
-    cluster = distribute.start_from_environment(params.device)
-    if cluster is not None:
-        return cluster
-    if device_for_placement is not None and device_for_placement.name == "npu":
-        return npu_ranks.placement_for(device_for_placement) or Placement()
-    return Placement()
+    cluster = distribute.start_from_environment(params.device, rendezvous_dir=Path(run_dir).parent / ".cluster",
+                                                worker_timeout=worker_timeout)
+    return cluster if cluster is not None else Placement()
 
 
-def train(spec_path, run_dir, params: TrainParams, *,
-          progress_callback: Optional[ProgressCallback] = None) -> dict:
+def placement_on(device: DeviceChoice, placement: Placement) -> Placement:
+    """NPU ranks instead of a single process when the opened NPU is one rank of several."""
+    from din_model import npu_ranks
+
+    if type(placement) is Placement and device.name == "npu":
+        return npu_ranks.placement_for(device) or placement
+    return placement
+
+
+def train(spec_path, run_dir, params: TrainParams, *, progress_callback: Optional[ProgressCallback] = None,
+          worker_timeout: float = 300.0) -> dict:
     """Train (or resume) the run in `run_dir`; return the metrics written to metrics.json.
 
     With a `TF_CONFIG` naming several workers, this process is one worker of a
     MultiWorkerMirroredStrategy (din_model/distribute.py); with the Ascend adapter opened in
     a rank of several (`RANK_SIZE` > 1), one NPU rank (din_model/npu_ranks.py). Then only
-    the chief / rank 0 writes the run directory.
+    the chief / rank 0 writes the run directory. `worker_timeout`: how long a cluster
+    worker waits for the others to start.
     """
-    placement = choose_placement(params)
+    placement = choose_placement(params, run_dir, worker_timeout)
     try:
         spec = load_spec(spec_path)
         files = RunFiles(run_dir)
         _check_params_of_run(files, params)
         device = select_device(params.device, params.precision)
-        if type(placement) is Placement:
-            placement = choose_placement(params, device)
+        placement = placement_on(device, placement)
         placement.check(spec, params)
         if placement.writes_run_dir:
             write_json_atomic(files.params, {"params": params.to_dict(),
