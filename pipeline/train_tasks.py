@@ -1,6 +1,9 @@
 """Stage-2 Luigi tasks: TrainDIN and EvaluateDIN, thin shells over `din_model.training`.
 
-Both read the `[train]` section (pipeline.config.train) into `din_model.params.TrainParams`.
+Both read the `[train]` section (pipeline.config.train) into `din_model.params.TrainParams`
+and the `[npu]` section into `din_model.npu_options.NpuOptions`: checked when the task is
+scheduled (a bad value stops the run before stage 1) and handed to `din_model.device.configure_npu`
+before training or evaluating, so one process opens the NPU once with those options.
 The run directory is `<data_dir>/runs/<run_id>/`, `run_id` hashing every training
 parameter and the fingerprint that stage 1 writes into feature_spec.json; so a changed
 training parameter starts a new run and leaves stage 1 untouched, and new shards
@@ -29,6 +32,18 @@ def current_train_params():
              "attention_softmax", "dropout", "l2", "mini_batch_aware_l2", "use_category", "device", "precision",
              "seed")
     return TrainParams(**{name: getattr(section, name) for name in names})
+
+
+def current_npu_options():
+    from din_model.npu_options import NpuOptions
+
+    return NpuOptions.from_strings(config.section_values(config.npu()))
+
+
+def _use_npu_options() -> None:
+    from din_model.device import configure_npu
+
+    configure_npu(current_npu_options())
 
 
 def _tfrecords_fingerprint(preprocess_task) -> str:
@@ -65,6 +80,7 @@ class TrainDIN(RunTask):
     """Train DIN on the TFRecords (resuming a killed run); writes runs/<run_id>/metrics.json."""
 
     def requires(self):
+        current_npu_options()  # scheduling checks [npu]: a bad value stops the run before stage 1
         return self.preprocess_task()
 
     def output(self):
@@ -78,6 +94,7 @@ class TrainDIN(RunTask):
     def build(self) -> None:
         from din_model.training import train
 
+        _use_npu_options()
         train(self.spec_path(), self.run_dir(), self.train_params(), progress_callback=self.report)
 
 
@@ -85,6 +102,7 @@ class EvaluateDIN(RunTask):
     """Test metrics, popularity (and oracle) baselines merged into metrics.json; writes evaluation.json."""
 
     def requires(self):
+        current_npu_options()
         return TrainDIN()
 
     def output(self):
@@ -93,6 +111,7 @@ class EvaluateDIN(RunTask):
     def build(self) -> None:
         from din_model.training import evaluate
 
+        _use_npu_options()
         self.report(0.0, "evaluating on the test split")
         result = evaluate(self.spec_path(), self.run_dir(), self.train_params())
         summary = {name: result[name] for name in ("test", "popularity_test_auc", "oracle_test_auc", "gap_closed")
