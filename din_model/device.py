@@ -92,12 +92,15 @@ def _flatten(settings: dict, prefix: str = "") -> dict:
     return flat
 
 
-def _already_open(opened: _OpenedNpu, device_id: int, settings: dict) -> InputError:
+def _require_same_setup(opened: _OpenedNpu, device_id: int, settings: dict) -> None:
+    """The open NPU can serve only a request that would set it up the same way."""
+    if (settings, device_id) == (opened.settings, opened.device_id):
+        return
     old, new = _flatten({"device_id": opened.device_id, **opened.settings}), _flatten({"device_id": device_id,
                                                                                        **settings})
     changes = "; ".join(f"{name}: open with {old.get(name)!r}, now asked for {new.get(name)!r}"
                         for name in sorted(set(old) | set(new)) if old.get(name) != new.get(name))
-    return InputError(f"the NPU is already open in this process with other options ({changes}); the Ascend adapter "
+    raise InputError(f"the NPU is already open in this process with other options ({changes}); the Ascend adapter "
                       "applies options only when it opens the device, so use the same [npu] and [train] precision "
                       "settings for every task of one run, or run the task in a new process")
 
@@ -110,9 +113,7 @@ def configure_npu(options: NpuOptions) -> None:
     with _process_npu.lock:
         opened = _process_npu.opened
         if opened is not None:
-            settings, device_id = options.adapter_settings(opened.precision), options.resolved_device_id()
-            if (settings, device_id) != (opened.settings, opened.device_id):
-                raise _already_open(opened, device_id, settings)
+            _require_same_setup(opened, options.resolved_device_id(), options.adapter_settings(opened.precision))
         _process_npu.configured = options
 
 
@@ -143,8 +144,7 @@ def _open_npu(npu_module, precision: str, options: NpuOptions) -> DeviceChoice:
         opened = _process_npu.opened
         # A different module object only happens when tests swap stand-in adapters: a fresh adapter, fresh state.
         if opened is not None and opened.adapter is npu_module:
-            if (settings, device_id) != (opened.settings, opened.device_id):
-                raise _already_open(opened, device_id, settings)
+            _require_same_setup(opened, device_id, settings)
             handle = opened.handle
         else:
             _create_output_directories(options)
