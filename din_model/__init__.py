@@ -6,7 +6,8 @@ Modules (importable without Luigi):
 - `layers`   Dice, PReLU, the dense stack and the DIN attention pooling.
 - `model`    the DIN model builder.
 - `metrics`  AUC, GAUC, logloss (numpy) and the popularity baseline.
-- `device`   device (Ascend NPU, GPU, CPU) and precision selection.
+- `device`   device (Ascend NPU, GPU, CPU) and precision selection; the NPU opened once per process.
+- `npu_options` the `[npu]` settings (validated) and their mapping onto the Ascend adapter's options.
 - `optimizer` Adam with the fused update kernel.
 - `training` train / evaluate loops, checkpoints, resume.
 - `reporting` what a run reports: curves.png, TensorBoard scalars.

@@ -1,6 +1,9 @@
 """Stage-2 Luigi tasks: TrainDIN and EvaluateDIN, thin shells over `din_model.training`.
 
-Both read the `[train]` section (pipeline.config.train) into `din_model.params.TrainParams`.
+Both read the `[train]` section (pipeline.config.train) into `din_model.params.TrainParams`
+and the `[npu]` section into `din_model.npu_options.NpuOptions`: checked when the task is
+scheduled (a bad value stops the run before stage 1) and handed to `din_model.device.configure_npu`
+before training or evaluating, so one process opens the NPU once with those options.
 The run directory is `<data_dir>/runs/<run_id>/`, `run_id` hashing every training
 parameter and the fingerprint that stage 1 writes into feature_spec.json; so a changed
 training parameter starts a new run and leaves stage 1 untouched, and new shards
@@ -42,6 +45,18 @@ def training_module():
     return training
 
 
+def current_npu_options():
+    from din_model.npu_options import NpuOptions
+
+    return NpuOptions.from_strings(config.section_values(config.npu()))
+
+
+def _use_npu_options() -> None:
+    from din_model.device import configure_npu
+
+    configure_npu(current_npu_options())
+
+
 def _tfrecords_fingerprint(preprocess_task) -> str:
     """The fingerprint the current feature_spec.json has (or will have once Preprocess ran)."""
     return preprocess_task.expected_fingerprint() or "inputs-missing"
@@ -79,6 +94,7 @@ class TrainDIN(RunTask):
     """Train DIN on the TFRecords (resuming a killed run); writes runs/<run_id>/metrics.json."""
 
     def requires(self):
+        current_npu_options()  # scheduling checks [npu]: a bad value stops the run before stage 1
         return self.preprocess_task()
 
     def output(self):
@@ -91,6 +107,7 @@ class TrainDIN(RunTask):
     def build(self) -> None:
         run_dir = self.run_dir()
         training = training_module()
+        _use_npu_options()
         print(f"[TrainDIN] run {run_dir.name}: {self.train_params().epochs} epochs into {run_dir}", flush=True)
         training.train(self.spec_path(), run_dir, self.train_params(), progress_callback=self.report)
 
@@ -102,6 +119,7 @@ class EvaluateDIN(RunTask):
     """Test metrics, popularity (and oracle) baselines merged into metrics.json; writes evaluation.json."""
 
     def requires(self):
+        current_npu_options()
         return TrainDIN()
 
     def output(self):
@@ -109,6 +127,7 @@ class EvaluateDIN(RunTask):
 
     def build(self) -> None:
         training = training_module()
+        _use_npu_options()
         self.report(0.0, "evaluating on the test split")
         progress_line("EvaluateDIN", "scoring the test split, then the popularity baseline")
         result = training.evaluate(self.spec_path(), self.run_dir(), self.train_params())
