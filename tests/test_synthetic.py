@@ -98,6 +98,30 @@ def test_deterministic():
     assert first.oracle != other.oracle
 
 
+def test_same_seed_gives_the_same_values_on_every_stack():
+    # Written out on the modern stack (numpy 2.4, pandas 3.1) and checked as-is on the
+    # Ascend stack (numpy 1.19, pandas 1.3/1.4): the generator's draws and the oracle
+    # must not depend on the library versions.
+    small = generate(20, 40, 4, 3)
+    assert len(small.reviews) == 197 and len(small.meta) == 40
+    assert small.reviews.head(3).to_dict("list") == {
+        "reviewerID": ["ABAOYGY4UEH0U5", "AQV4A1M0P3IJ26", "A8IKRM2XBM7KGZ"],
+        "asin": ["B0018S01B5", "B0018S01B5", "B0018S01B5"],
+        "unixReviewTime": [1366243200, 1096243200, 1320019200],
+        "overall": [5.0, 5.0, 3.0],
+        "reviewTime": ["04 18, 2013", "09 27, 2004", "10 31, 2011"],
+    }
+    assert small.meta.head(2).to_dict("list") == {
+        "asin": ["B00NUIP28W", "B00B2TNVPF"],
+        "title": ["Dual Batteries Model 9650", "HD Headsets Model 6757"],
+        "categories": [[["Electronics", "Video Games", "Dual Batteries"]], [["Electronics", "Headphones", "HD Headsets"]]],
+    }
+    assert int(small.reviews["unixReviewTime"].sum()) == 233730576000
+    assert float(small.reviews["overall"].sum()) == 809.0
+    assert (small.oracle["oracle_test_auc"], small.oracle["popularity_test_auc"],
+            small.oracle["history_bag_test_auc"]) == (0.8825, 0.74125, 0.85875)
+
+
 def test_oracle_beats_popularity(data):
     oracle = data.oracle
     for key in ("oracle_test_auc", "popularity_test_auc", "history_bag_test_auc"):
