@@ -11,12 +11,21 @@ arrow buffers. pandas 1.x has no such dtype (`pd.array(x, dtype="str")` there
 makes a fixed-width numpy unicode array), so on the old stack text is the
 classic object column of Python str, which is also what the Amazon pickles
 hold. The values are the same either way; only the storage differs.
+
+Pickles. Python 3.8+ pickles with protocol 5 by default, which Python 3.7 cannot
+read; the raw pickles stage 1 writes use protocol 4, so a raw dir made by an old
+stack under Python 3.9 still loads on a Python 3.7 Ascend host. (Pickles of
+pandas 3's `str` columns need pandas >= 2.3 whatever the protocol.)
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
+
+# The highest protocol every supported Python (3.7 on) reads.
+RAW_PICKLE_PROTOCOL = 4
 
 
 def _arrow_str_dtype():

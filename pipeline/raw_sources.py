@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from din_common.atomic import atomic_path, remove_file
 from din_common.errors import InputError
-from pipeline.compat import as_text, is_arrow_string_dtype, text_array
+from pipeline.compat import RAW_PICKLE_PROTOCOL, as_text, is_arrow_string_dtype, text_array
 from pipeline.safe_pickle import safe_load
 
 REVIEW_COLUMNS = ("reviewerID", "asin", "unixReviewTime")
@@ -583,8 +583,8 @@ def _write_pickle_pair(raw_dir: Path, reviews: pd.DataFrame, meta: pd.DataFrame)
     both_written = False
     try:
         with atomic_path(reviews_path) as reviews_tmp, atomic_path(meta_path) as meta_tmp:
-            reviews.to_pickle(reviews_tmp)
-            meta.to_pickle(meta_tmp)
+            reviews.to_pickle(reviews_tmp, protocol=RAW_PICKLE_PROTOCOL)
+            meta.to_pickle(meta_tmp, protocol=RAW_PICKLE_PROTOCOL)
             both_written = True
     except BaseException:
         if both_written:

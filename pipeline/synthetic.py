@@ -49,7 +49,7 @@ import pandas as pd
 
 from din_common.atomic import atomic_path, write_json_atomic
 from din_common.errors import InputError
-from pipeline.compat import text_series
+from pipeline.compat import RAW_PICKLE_PROTOCOL, text_series
 from din_model.metrics import auc
 
 GENERATOR_VERSION = 1
@@ -493,8 +493,8 @@ def write_raw(raw_dir, n_users: int, n_items: int, n_categories: int, seed: int)
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(raw_dir / "reviews.pkl") as tmp:
-        data.reviews.to_pickle(tmp)
+        data.reviews.to_pickle(tmp, protocol=RAW_PICKLE_PROTOCOL)
     with atomic_path(raw_dir / "meta.pkl") as tmp:
-        data.meta.to_pickle(tmp)
+        data.meta.to_pickle(tmp, protocol=RAW_PICKLE_PROTOCOL)
     write_json_atomic(raw_dir / "oracle.json", data.oracle)
     return data.oracle

@@ -435,6 +435,8 @@ def test_convert_amazon_json_writes_both_pickles(tmp_path, suffix):
     raw_meta = pd.read_pickle(tmp_path / "meta.pkl")
     assert raw_meta["title"].tolist() == ['A "novel"', "Kids' puzzle"]
     assert raw_meta["categories"].tolist()[1] == [["Toys & Games"], ["Toys & Games", "Puzzles"]]
+    # protocol 4, which Python 3.7 reads (3.8+ would default to 5)
+    assert [(tmp_path / name).read_bytes()[:2] for name in ("reviews.pkl", "meta.pkl")] == [b"\x80\x04"] * 2
 
     reviews, _ = load_reviews(tmp_path / "reviews.pkl")
     meta, _ = load_meta(tmp_path / "meta.pkl")

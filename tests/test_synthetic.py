@@ -172,6 +172,8 @@ def test_write_raw_is_atomic_and_complete(tmp_path):
     reviews = pd.read_pickle(raw_dir / "reviews.pkl")
     meta = pd.read_pickle(raw_dir / "meta.pkl")
     assert len(reviews) == on_disk["n_reviews"] and len(meta) == 120
+    # protocol 4, which Python 3.7 reads (3.8+ would default to 5)
+    assert [(raw_dir / name).read_bytes()[:2] for name in ("reviews.pkl", "meta.pkl")] == [b"\x80\x04"] * 2
 
 
 @pytest.mark.parametrize("args, setting", [
