@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from pipeline import config, raw_sources
 from din_common.atomic import atomic_path, remove_file, remove_stale_temporaries, write_json_atomic
 from din_common.errors import InputError
+from pipeline.compat import PARQUET_WRITE_OPTIONS
 from pipeline.fingerprint import read_manifest_fingerprint
 from pipeline.raw_sources import load_meta, load_reviews
 from pipeline.remap import remap_ids
@@ -55,7 +56,7 @@ def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
 
 def write_parquet_atomic(table: pa.Table, path: Path, **options) -> None:
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, **(options or {"compression": "zstd"}))
+        pq.write_table(table, tmp, **PARQUET_WRITE_OPTIONS, **(options or {"compression": "zstd"}))
 
 
 class LockedTask(luigi.Task):
