@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import resource
 import shutil
 import sys
@@ -59,6 +60,9 @@ def peak_rss_mb() -> dict:
 
 def cpu_seconds() -> float:
     """User + system CPU time of this process and of its finished worker processes."""
+    # Luigi's task processes report back before they exit; wait for them, so their time counts now.
+    for child in multiprocessing.active_children():
+        child.join()
     return sum(usage.ru_utime + usage.ru_stime
                for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
 
