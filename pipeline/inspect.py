@@ -63,8 +63,7 @@ def rows_label(files: list[Path], rows: int) -> str:
 
 
 def history_histogram(table: pa.Table) -> dict[str, int]:
-    # combine_chunks first: ChunkedArray.to_numpy takes no arguments before pyarrow 13 (the py3.7 stack has 12)
-    lengths = pc.list_value_length(table.column("hist_item")).combine_chunks().to_numpy(zero_copy_only=False)
+    lengths = pc.list_value_length(table.column("hist_item")).to_numpy()  # chunked: pyarrow 12 takes no arguments
     edges = np.array(HISTORY_BUCKETS)
     counts = np.bincount(np.searchsorted(edges, lengths, side="right") - 1, minlength=len(edges))
     labels = [f"{lo}" if hi - lo == 1 else f"{lo}-{hi - 1}" for lo, hi in zip(edges[:-1], edges[1:])] + [f"{edges[-1]}+"]

@@ -21,8 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import config, raw_sources
-from din_common.atomic import atomic_path, remove_stale_temporaries, write_json_atomic
+from din_common.atomic import atomic_path, remove_file, remove_stale_temporaries, write_json_atomic
 from din_common.errors import InputError
+from pipeline.compat import PARQUET_WRITE_OPTIONS
 from pipeline.console import count, progress_line, split_counts, task_line
 from pipeline.fingerprint import read_manifest_fingerprint
 from pipeline.raw_manifest import check_files, file_records
@@ -78,7 +79,7 @@ def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
 
 def write_parquet_atomic(table: pa.Table, path: Path, **options) -> None:
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, **(options or {"compression": "zstd"}))
+        pq.write_table(table, tmp, **PARQUET_WRITE_OPTIONS, **(options or {"compression": "zstd"}))
 
 
 class LockedTask(luigi.Task):
@@ -129,7 +130,7 @@ class ManifestTask(LockedTask):
 
     def invalidate(self) -> None:
         """Before writing: drop the manifest and whatever temporaries a killed writer left."""
-        self.manifest_path().unlink(missing_ok=True)
+        remove_file(self.manifest_path())
         remove_stale_temporaries(self.output_dir())
 
     def output_dir(self) -> Path:
@@ -437,7 +438,7 @@ class Preprocess(ManifestTask):
         """Shard files beyond num_shards belong to an earlier setting; they would mislead a glob."""
         for stage_dir in (settings.sequences_dir, settings.tfrecords_dir):
             for path in stage_dir.glob("**/part-*"):
-                index = path.name.split(".")[0].removeprefix("part-")
+                index = path.name.split(".")[0][len("part-"):]  # the glob guarantees the prefix
                 if index.isdigit() and int(index) >= settings.num_shards:
                     path.unlink()
             remove_stale_temporaries(stage_dir)

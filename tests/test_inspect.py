@@ -7,6 +7,7 @@ import pytest
 
 from din_common.errors import InputError
 from pipeline.inspect import describe, main
+from pipeline.tasks import SAMPLE_PARQUET_OPTIONS, write_parquet_atomic
 from pipeline.tfrecord_io import write_samples_tfrecord
 from tests.test_sequences import build
 
@@ -15,7 +16,7 @@ from tests.test_sequences import build
 def sequences_dir(tmp_path):
     for split, table in build(maxlen=2).items():
         (tmp_path / "sequences" / split).mkdir(parents=True)
-        pq.write_table(table, tmp_path / "sequences" / split / "part-00000.parquet")
+        write_parquet_atomic(table, tmp_path / "sequences" / split / "part-00000.parquet", **SAMPLE_PARQUET_OPTIONS)
     return tmp_path / "sequences"
 
 
