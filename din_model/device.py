@@ -37,9 +37,20 @@ class DeviceChoice:
     precision: str            # precision actually used: "mixed" or "fp32"
     dtype_policy: str         # Keras dtype policy of the model's layers
     static_shapes: bool       # batches must all have the same shape (drop_remainder)
-    loss_scaling: bool        # wrap the optimizer in a LossScaleOptimizer
+    loss_scaling: bool        # wrap the optimizer in a loss-scale optimizer (`wrap_optimizer`)
     tf_device: str | None = None
     handle: Any = None        # the opened NPU device, kept alive for the run
+    loss_scale_class: Any = None  # the wrapper: the adapter's NpuLossScaleOptimizer on the NPU, else Keras'
+
+    def wrap_optimizer(self, optimizer):
+        """The optimizer as training uses it: wrapped for dynamic loss scaling when this device needs it."""
+        if not self.loss_scaling:
+            return optimizer
+        if self.loss_scale_class is None:
+            from din_model.compat import LossScaleOptimizer
+
+            return LossScaleOptimizer(optimizer)
+        return self.loss_scale_class(optimizer)
 
     def scope(self):
         return tf.device(self.tf_device) if self.tf_device else contextlib.nullcontext()
@@ -152,8 +163,11 @@ def _open_npu(npu_module, precision: str, options: NpuOptions) -> DeviceChoice:
             handle = npu_module.open(device_id)
             handle.as_default()
             _process_npu.opened = _OpenedNpu(npu_module, device_id, precision, settings, handle)
+    # Mixed precision on the NPU happens inside the graph (precision_mode), so the model stays float32 and
+    # the loss is scaled by the adapter's optimizer wrapper, dynamic as the adapter documents for it.
     return DeviceChoice(name="npu", precision=options.computes_in(precision), dtype_policy="float32",
-                        static_shapes=True, loss_scaling=False, handle=handle)
+                        static_shapes=True, loss_scaling=options.loss_scaled(precision), handle=handle,
+                        loss_scale_class=npu_module.train.optimizer.NpuLossScaleOptimizer)
 
 
 def _use_gpu(precision: str) -> DeviceChoice:

@@ -15,6 +15,8 @@ other adapter option keeps the adapter's default.
 | dump_path (enables data dump), dump_step, dump_mode | dump_config.enable_dump/dump_path/dump_step/dump_mode |
 | overflow_dump_path (enables overflow dump), dump_debug_mode | dump_config.enable_dump_debug/dump_path/dump_debug_mode |
 | profiling_output_dir (enables profiling), profiling_options | profiling_config.enable_profiling/profiling_options |
+| loss_scaling (dynamic or off) | npu_device.train.optimizer.NpuLossScaleOptimizer (mixed precision) |
+| devices, rank_table_file | NPU ranks: RANK_SIZE, RANK_ID, ASCEND_DEVICE_ID, RANK_TABLE_FILE per process |
 
 Data dump and overflow dump share the adapter's one `dump_path` and cannot run together (CANN documents
 enable_dump and enable_dump_debug as exclusive), so setting both directories is an error.
@@ -45,6 +47,7 @@ MIXLIST_CHANGES = ("to-remove", "to-add")
 # Tracing switches profiled when `[npu] profiling_options` is empty.
 DEFAULT_PROFILING_OPTIONS = {"training_trace": "on", "task_trace": "on"}
 DEVICE_ID_VARIABLE = "ASCEND_DEVICE_ID"
+LOSS_SCALING = ("dynamic", "off")
 _DUMP_STEP = re.compile(r"^\d+(-\d+)?(\|\d+(-\d+)?)*$")
 
 
@@ -123,6 +126,9 @@ class NpuOptions:
     dump_debug_mode: str = "all"
     profiling_output_dir: str = ""
     profiling_options: str = ""
+    loss_scaling: str = "dynamic"  # NpuLossScaleOptimizer when the NPU computes in reduced precision
+    devices: int = 1               # NPUs of this host to train on, one rank process each (din_model/npu_ranks.py)
+    rank_table_file: str = ""      # the host's HCCL rank table; needed when devices > 1
 
     def __post_init__(self):
         if self.precision_mode:
@@ -150,6 +156,13 @@ class NpuOptions:
             raise _problem("profiling_options", self.profiling_options,
                            "profiling is off: set [npu] profiling_output_dir to turn it on")
         _profiling_switches(self.profiling_options)
+        _one_of("loss_scaling", self.loss_scaling, LOSS_SCALING)
+        if not isinstance(self.devices, int) or self.devices < 1:
+            raise _problem("devices", self.devices, "expected the number of NPUs to train on: 1, 2, ..., 8")
+        _existing_file("rank_table_file", self.rank_table_file)
+        if self.devices > 1 and not self.rank_table_file:
+            raise _problem("devices", self.devices, "training on several NPUs needs the host's HCCL rank table: set "
+                                                    "[npu] rank_table_file (--npu-rank-table-file)")
 
     @classmethod
     def from_strings(cls, values: Mapping[str, str]) -> "NpuOptions":
@@ -163,7 +176,17 @@ class NpuOptions:
         if device_id and not device_id.isdigit():
             raise _problem("device_id", device_id, f"expected a device number 0, 1, ... (empty: {DEVICE_ID_VARIABLE} "
                                                    "or 0)")
-        return cls(device_id=int(device_id) if device_id else None, **given)
+        devices = given.pop("devices", "1") or "1"
+        if not devices.isdigit():
+            raise _problem("devices", devices, "expected the number of NPUs to train on: 1, 2, ..., 8")
+        return cls(device_id=int(device_id) if device_id else None, devices=int(devices), **given)
+
+    def for_rank(self, device_id: int) -> "NpuOptions":
+        """The options of one rank process: its own device, one device."""
+        return dataclasses.replace(self, device_id=device_id, devices=1)
+
+    def loss_scaled(self, precision: str) -> bool:
+        return self.loss_scaling == "dynamic" and self.computes_in(precision) == "mixed"
 
     def resolved_precision_mode(self, precision: str) -> str:
         return self.precision_mode or MODE_OF_TRAIN_PRECISION[precision]

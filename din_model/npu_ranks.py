@@ -16,6 +16,8 @@ device with `RANK_SIZE`, `RANK_ID`, `RANK_TABLE_FILE` (the HCCL rank table) and
 """
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
@@ -130,22 +132,25 @@ def rank_environment(rank: int, ranks: int, first_device: int, rank_table: str) 
             "RANK_TABLE_FILE": rank_table}
 
 
-def launch_ranks(ranks: int, spec_path, run_dir, params: TrainParams, npu_settings: dict, *, rank_table: str,
-                 first_device: int = 0, poll_seconds: float = 0.5) -> dict:
-    """Train with `ranks` NPU processes; rank 0's output is shown, the others' kept for errors.
+def launch_ranks(options, spec_path, run_dir, params: TrainParams, *, poll_seconds: float = 0.5) -> dict:
+    """Train on `options.devices` NPUs, one rank process each; rank 0's output is shown, the others' kept for errors.
 
     Returns rank 0's metrics. If a rank fails, the others are stopped and the error names
     the rank and ends with its last lines.
     """
-    if not Path(rank_table).is_file():
-        raise InputError(f"[npu] rank_table_file = {rank_table!r}: no such file; training on {ranks} NPUs needs the "
-                         "host's HCCL rank table (the JSON your CANN installation's hccl_tools.py writes)")
+    ranks, first_device = options.devices, options.resolved_device_id()
+    if params.device not in ("npu", "auto") or importlib.util.find_spec("npu_device") is None:
+        raise InputError(f"[npu] devices = {ranks} trains on {ranks} NPUs, but "
+                         + ("[train] device is " + params.device if params.device not in ("npu", "auto") else
+                            "the Ascend CANN TF adapter (npu_device) is not importable (source CANN's set_env.sh)"))
+    rank_table = os.path.abspath(options.rank_table_file)
+    settings = json.dumps(dataclasses.asdict(options))
     logs = Path(tempfile.mkdtemp(prefix="din-npu-ranks-"))
     processes = []
     try:
         for rank in range(ranks):
             command = [sys.executable, "-m", "din_model.npu_ranks", str(spec_path), str(run_dir),
-                       json.dumps(params.to_dict()), json.dumps(npu_settings)]
+                       json.dumps(params.to_dict()), settings]
             environment = {**os.environ, **rank_environment(rank, ranks, first_device, rank_table)}
             output = None if rank == 0 else open(logs / f"rank{rank}.log", "w")
             processes.append((rank, subprocess.Popen(command, env=environment, stdout=output,
@@ -192,7 +197,7 @@ def main(argv=None) -> int:
     from din_model.training import train
 
     spec_path, run_dir, params_json, settings_json = (argv or sys.argv[1:])[:4]
-    configure_npu(NpuOptions(**{**json.loads(settings_json), "device_id": int(os.environ["ASCEND_DEVICE_ID"])}))
+    configure_npu(NpuOptions(**json.loads(settings_json)).for_rank(int(os.environ["ASCEND_DEVICE_ID"])))
     try:
         train(spec_path, run_dir, TrainParams(**json.loads(params_json)))
     except InputError as error:

@@ -49,9 +49,7 @@ class TrainingState:
 
     def __init__(self, params: TrainParams, spec: dict, device: DeviceChoice, checkpoint_dir: Path):
         self.model = build_model(params, spec, device.dtype_policy, device.static_shapes)
-        optimizer = FusedAdam(learning_rate=params.learning_rate)
-        if device.loss_scaling:
-            optimizer = compat.LossScaleOptimizer(optimizer)
+        optimizer = device.wrap_optimizer(FusedAdam(learning_rate=params.learning_rate))
         compat.build_optimizer(optimizer, self.model.trainable_variables)
         self.optimizer = optimizer
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")

@@ -57,6 +57,9 @@ class train(luigi.Config):
     device = luigi.Parameter(default="auto", description="auto, npu, gpu or cpu")
     precision = luigi.Parameter(default="mixed", description="mixed or fp32")
     seed = luigi.IntParameter(default=42)
+    # Not a model setting (current_train_params leaves it out, so it is not in the run id).
+    worker_timeout = luigi.FloatParameter(default=300.0, description="TF_CONFIG clusters: seconds a worker waits "
+                                                                     "for the others to start.")
 
 
 class npu(luigi.Config):
@@ -81,6 +84,11 @@ class npu(luigi.Config):
     profiling_options = luigi.Parameter(default="", description='Profiling switches as JSON, e.g. '
                                                                 '{"training_trace": "on", "task_trace": "on"} '
                                                                 '(the default).')
+    loss_scaling = luigi.Parameter(default="dynamic", description="dynamic: NpuLossScaleOptimizer under mixed "
+                                                                  "precision; off: no loss scaling.")
+    devices = luigi.Parameter(default="1", description="NPUs of this host to train on (one rank process each, "
+                                                       "from device_id on).")
+    rank_table_file = luigi.Parameter(default="", description="The host's HCCL rank table JSON (devices > 1).")
 
 
 def section_values(section: luigi.Config) -> dict:

@@ -90,7 +90,7 @@ class LockedTask(luigi.Task):
     """
 
     def run(self):
-        with task_lock(Path(config.paths().data_dir), self.task_id):
+        with task_lock(Path(config.paths().data_dir), self.lock_name()):
             if not self.complete():
                 self.started = time.perf_counter()
                 self.build()
@@ -98,6 +98,10 @@ class LockedTask(luigi.Task):
 
     def build(self) -> None:
         raise NotImplementedError
+
+    def lock_name(self) -> str:
+        """Processes building the same task under the same lock name take turns."""
+        return self.task_id
 
     def display_name(self) -> str:
         return self.get_task_family()

@@ -15,6 +15,9 @@ start a new run too.
 """
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from pathlib import Path
 
 import luigi
@@ -55,6 +58,28 @@ def _use_npu_options() -> None:
     from din_model.device import configure_npu
 
     configure_npu(current_npu_options())
+
+
+def cluster_worker_name(environ=os.environ) -> str:
+    """"worker-1" when TF_CONFIG makes this process one of several workers, else "" (malformed TF_CONFIG: "",
+    the training reports it). Workers of one cluster run the same command on the same data dir, possibly on
+    one host: their Luigi process locks and TrainDIN locks must differ, or the first blocks the others."""
+    try:
+        config_json = json.loads(environ.get("TF_CONFIG", "") or "{}")
+        cluster, task = config_json.get("cluster", {}), config_json.get("task", {})
+        workers = sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
+        return f"{task['type']}-{int(task.get('index', 0))}" if workers > 1 else ""
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return ""
+
+
+def separate_process_locks_for_cluster_workers() -> None:
+    """Give each TF_CONFIG worker its own Luigi process-lock directory (unless luigi.cfg names one):
+    Luigi turns away a second process running the same command line ("already running")."""
+    worker = cluster_worker_name()
+    settings = luigi.configuration.get_config()
+    if worker and not settings.has_option("core", "lock_pid_dir"):
+        settings.set("core", "lock_pid_dir", os.path.join(tempfile.gettempdir(), "luigi", worker))
 
 
 def _tfrecords_fingerprint(preprocess_task) -> str:
@@ -107,12 +132,23 @@ class TrainDIN(RunTask):
     def build(self) -> None:
         run_dir = self.run_dir()
         training = training_module()
-        _use_npu_options()
+        options = current_npu_options()
         print(f"[TrainDIN] run {run_dir.name}: {self.train_params().epochs} epochs into {run_dir}", flush=True)
-        training.train(self.spec_path(), run_dir, self.train_params(), progress_callback=self.report)
+        if options.devices > 1:  # one rank process per NPU; this process opens none
+            from din_model.npu_ranks import launch_ranks
+
+            launch_ranks(options, self.spec_path(), run_dir, self.train_params())
+            return
+        _use_npu_options()
+        training.train(self.spec_path(), run_dir, self.train_params(), progress_callback=self.report,
+                       worker_timeout=config.train().worker_timeout)
 
     def wrote(self) -> str:
         return f"saved model, curves.png, metrics.json -> {self.run_dir()}"
+
+    def lock_name(self) -> str:
+        worker = cluster_worker_name()
+        return f"{self.task_id}.{worker}" if worker else self.task_id
 
 
 class EvaluateDIN(RunTask):
