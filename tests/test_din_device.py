@@ -162,3 +162,16 @@ def test_onednn_kernels_default_on_x86_only_and_a_user_setting_wins(machine, use
     printed = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
                              check=True).stdout.strip()
     assert printed == str(expected)
+
+
+@pytest.mark.parametrize("precision, options, wrapped", [
+    ("mixed", NpuOptions(), True), ("mixed", NpuOptions(loss_scaling="off"), False), ("fp32", NpuOptions(), False),
+    ("mixed", NpuOptions(precision_mode="force_fp32"), False)])
+def test_npu_mixed_precision_scales_the_loss_with_the_adapters_optimizer(npu, precision, options, wrapped):
+    from din_model.optimizer import FusedAdam
+
+    choice = select_device("npu", precision, npu_options=options)
+    optimizer = choice.wrap_optimizer(FusedAdam(learning_rate=0.01))
+    assert isinstance(optimizer, npu.module.train.optimizer.NpuLossScaleOptimizer) == wrapped
+    assert [name for name in npu.call_names() if name == "NpuLossScaleOptimizer"] == (["NpuLossScaleOptimizer"]
+                                                                                      if wrapped else [])

@@ -1,4 +1,6 @@
 """Multi-worker training from TF_CONFIG: two worker processes on 127.0.0.1, plus the TF_CONFIG rules."""
+from __future__ import annotations
+
 import json
 import math
 import os
