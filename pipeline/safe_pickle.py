@@ -115,25 +115,32 @@ class _TooFewObjects(Exception):
         self.found = found
 
 
-def _open(source: Source, name: str, expected: str) -> tuple[BinaryIO, int, bool]:
-    """(handle, size on disk, whether we opened it)."""
-    if hasattr(source, "read"):
-        handle, opened = source, False
-    else:
-        try:
-            handle, opened = open(source, "rb"), True
-        except FileNotFoundError:
-            raise InputError(f"{name} does not exist: expected {expected}") from None
-        except IsADirectoryError:
-            raise InputError(f"{name} is a directory: expected a file holding {expected}") from None
-        except OSError as error:
-            raise InputError(f"cannot read {name} ({error.strerror}): expected {expected}") from None
+def open_pickle(path: Path, name: str, expected: str) -> tuple[BinaryIO, int]:
+    """Open a pickle file for reading: (handle, size), or one InputError naming it."""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        raise InputError(f"{name} does not exist: expected {expected}") from None
+    except IsADirectoryError:
+        raise InputError(f"{name} is a directory: expected a file holding {expected}") from None
+    except OSError as error:
+        raise InputError(f"cannot read {name} ({error.strerror}): expected {expected}") from None
     size = os.fstat(handle.fileno()).st_size
     if size == 0:
-        if opened:
-            handle.close()
+        handle.close()
         raise InputError(f"{name} is empty: expected {expected}")
-    return handle, size, opened
+    return handle, size
+
+
+def _open(source: Source, name: str, expected: str) -> tuple[BinaryIO, int, bool]:
+    """(handle, size, whether we opened it) for a path or an open file."""
+    if not hasattr(source, "read"):
+        return (*open_pickle(Path(source), name, expected), True)
+    size = source.seek(0, io.SEEK_END)
+    source.seek(0)
+    if size == 0:
+        raise InputError(f"{name} is empty: expected {expected}")
+    return source, size, False
 
 
 def _read_objects(handle: BinaryIO, size: int, n_objects: int) -> list[Any]:
@@ -209,4 +216,4 @@ def safe_load(
     return objects if n_objects > 1 else objects[0]
 
 
-__all__ = ["safe_load", "DEFAULT_EXPECTED"]
+__all__ = ["safe_load", "open_pickle", "DEFAULT_EXPECTED"]
