@@ -153,7 +153,7 @@ _CALLABLES = {
     ("pyarrow.lib", "dictionary"): "plain",
     ("pyarrow.lib", "timestamp"): "arrow_timestamp",
     ("pyarrow.lib", "chunked_array"): "plain",
-    ("builtins", "set"): "plain", ("builtins", "frozenset"): "plain", ("builtins", "slice"): "plain",
+    ("builtins", "set"): "collection", ("builtins", "frozenset"): "collection", ("builtins", "slice"): "plain",
     ("builtins", "complex"): "plain", ("builtins", "range"): "plain", ("builtins", "bytearray"): "bytearray",
     ("builtins", "object"): "no_args",
     ("collections", "OrderedDict"): "plain",
@@ -622,6 +622,13 @@ def _arrow_timestamp(func, args):
     return func(*args)
 
 
+def _collection(func, args):
+    # set(range(10**12)) would fill memory: only the list that pickle writes.
+    if not (len(args) <= 1 and all(isinstance(arg, (list, tuple)) for arg in args)):
+        raise Refused(f"{_named(func)} of something other than a list")
+    return func(*args)
+
+
 def _bytearray(func, args):
     if args and not isinstance(args[0], (bytes, str)):  # bytearray(n) would allocate n bytes
         raise Refused(f"builtins.bytearray of {short(args[0])}")
@@ -655,7 +662,7 @@ _VALIDATORS: dict[str, Callable[[Any, tuple], Any]] = {
     "ndarray_backed": _ndarray_backed, "new_index": _new_index, "ints_then_tz": _ints_then_tz,
     "old_timestamp": _old_timestamp, "string_dtype": _string_dtype, "arrow_dtype": _arrow_dtype,
     "arrow_array": _arrow_array, "arrow_buffer": _arrow_buffer, "arrow_timestamp": _arrow_timestamp,
-    "bytearray": _bytearray, "datetime": _datetime, "partial": _partial,
+    "bytearray": _bytearray, "datetime": _datetime, "partial": _partial, "collection": _collection,
 }
 
 

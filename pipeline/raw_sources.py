@@ -21,6 +21,7 @@ import gzip
 import json
 import os
 import re
+import reprlib
 import zlib
 from pathlib import Path
 from typing import Any, Iterator
@@ -173,7 +174,7 @@ def _raise_not_strings(values: pd.Series, path, name: str, what: str) -> None:
         ((i, v) for i, v in enumerate(values.to_numpy()) if not isinstance(v, str)), (0, values.iloc[0])
     )
     raise InputError(
-        f"{path} column {name} {what} {position} holds {value!r} ({type(value).__name__}): expected strings (str)"
+        f"{path} column {name} {what} {position} holds {_shown(value)} ({type(value).__name__}): expected strings (str)"
     )
 
 
@@ -201,7 +202,7 @@ def _integer_values(column: pd.Series, path, name: str, expected: str) -> np.nda
             (0, values[0]),
         )
         raise InputError(
-            f"{path} column {name} row {position} holds {value!r} ({type(value).__name__}): expected {expected}"
+            f"{path} column {name} row {position} holds {_shown(value)} ({type(value).__name__}): expected {expected}"
         )
     hint = ""
     if pd.api.types.is_float_dtype(dtype):
@@ -234,20 +235,20 @@ def _is_sequence(value: Any) -> bool:
 def _category_problem(value: Any) -> str:
     """Say why `value` has no categories[-1][-1] (for a value _category_of rejected)."""
     if isinstance(value, str):
-        return f"is a plain string {value!r}, not a list of lists"
+        return f"is a plain string {_shown(value)}, not a list of lists"
     if not _is_sequence(value):
         if value is None or _is_missing_scalar(value):
             return "is missing"
-        return f"is {value!r} ({type(value).__name__}), not a list"
+        return f"is {_shown(value)} ({type(value).__name__}), not a list"
     if len(value) == 0:
         return "is an empty list"
     inner = value[-1]
     if not _is_sequence(inner):
-        return f"has last element {inner!r} ({type(inner).__name__}), not a list"
+        return f"has last element {_shown(inner)} ({type(inner).__name__}), not a list"
     if len(inner) == 0:
         return "has an empty innermost list (categories[-1] is empty)"
     leaf = inner[-1]
-    return f"has categories[-1][-1] = {leaf!r} ({type(leaf).__name__}), not a str"
+    return f"has categories[-1][-1] = {_shown(leaf)} ({type(leaf).__name__}), not a str"
 
 
 def _is_missing_scalar(value: Any) -> bool:
@@ -550,7 +551,7 @@ def _remap_keys(keys: Any, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
         if kind != "string":
             position, value = next(((i, v) for i, v in enumerate(array) if not isinstance(v, str)), (0, array[0]))
             raise InputError(
-                f"{path} {name} entry {position} is {value!r} ({type(value).__name__}): expected a list of str"
+                f"{path} {name} entry {position} is {_shown(value)} ({type(value).__name__}): expected a list of str"
             )
         arrays.append(array)
     return tuple(arrays)
@@ -593,13 +594,32 @@ def _check_remap_counts(counts: Any, path: Path, actual: tuple[int, int, int, in
         raise InputError(f"{path} object 3 is {_short_repr(counts)}: expected {expected}")
     for name, claimed, real in zip(names, counts, actual):
         if isinstance(claimed, bool) or not isinstance(claimed, (int, np.integer)) or claimed != real:
-            raise InputError(f"{path} {name} is {claimed!r} but the data has {real}: expected {expected}")
+            raise InputError(f"{path} {name} is {_shown(claimed)} but the data has {real}: expected {expected}")
 
 
 def _short_repr(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    text = text if len(text) <= limit else text[: limit - 3] + "..."
-    return f"{text} ({type(value).__name__})"
+    return f"{_shown(value, limit)} ({type(value).__name__})"
+
+
+class _BoundedRepr(reprlib.Repr):
+    """repr that stops after a few levels and items: values come from untrusted pickles, where a
+    small file can hold a list that references itself a million times over."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother = 3, limit, limit
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = self.maxfrozenset = 6
+
+    def repr_instance(self, value: Any, level: int) -> str:
+        # numpy/pandas containers would repr every element: show their type and size only.
+        if isinstance(value, (np.ndarray, pd.Series, pd.Index, pd.DataFrame)):
+            return f"<{type(value).__name__} of shape {value.shape}>"
+        return super().repr_instance(value, level)
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    text = _BoundedRepr(limit).repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ---------------------------------------------------------------- output

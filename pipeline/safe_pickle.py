@@ -37,7 +37,7 @@ from pipeline.pickle_allowlist import Refused
 DEFAULT_EXPECTED = "a pandas DataFrame written by DataFrame.to_pickle"
 # Decompressed bytes allowed per compressed byte (data pickles gzip far less than this).
 MAX_INFLATION = 64
-MIN_CAP_BYTES = 16 << 20
+MIN_CAP_BYTES = 4 << 20
 
 Source = Union[str, os.PathLike, BinaryIO]
 

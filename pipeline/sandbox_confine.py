@@ -135,8 +135,14 @@ def _apply_seccomp(seccomp: Any) -> None:
     rules.load()
 
 
+# True once this process has confined itself (tests' audit hooks look at it).
+CONFINED = False
+
+
 def confine(max_bytes: int, max_cpu_seconds: int) -> list[str]:
     """Apply every confinement this platform offers; return the names of the active layers."""
+    global CONFINED
+    CONFINED = True
     set_resource_limits(max_bytes, max_cpu_seconds)
     layers = ["rlimits"]
     if platform.system() != "Linux":
