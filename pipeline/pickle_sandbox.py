@@ -149,10 +149,21 @@ def _start(path: Path, job: SandboxJob) -> _Started:
         limits = limits_for(path, size)
         command = [sys.executable, "-m", "pipeline.pickle_sandbox", job.module, job.name, str(handle.fileno()),
                    str(path), str(limits.memory_bytes), str(limits.cpu_seconds)]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        env = _child_environment()
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, pass_fds=(handle.fileno(),), env=env)
     return _Started(path, job, limits, time.monotonic() + limits.timeout_s, process)
+
+
+# The child gets no secrets from the environment (tokens, keys): only what Python and the
+# project read. DIN_ covers the project's own switches (and the tests' audit log).
+_CHILD_ENV_PREFIXES = ("PYTHON", "LANG", "LC_", "TZ", "DIN_")
+
+
+def _child_environment() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key.startswith(_CHILD_ENV_PREFIXES)}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # the modules this process sees
+    return env
 
 
 def _finish(started: _Started) -> tuple[dict[str, pd.DataFrame], dict]:

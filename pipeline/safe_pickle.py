@@ -22,6 +22,7 @@ import gzip
 import io
 import os
 import pickle
+import struct
 import warnings
 import zlib
 from pathlib import Path
@@ -37,7 +38,7 @@ from pipeline.pickle_allowlist import Refused
 DEFAULT_EXPECTED = "a pandas DataFrame written by DataFrame.to_pickle"
 # Decompressed bytes allowed per compressed byte (data pickles gzip far less than this).
 MAX_INFLATION = 64
-MIN_CAP_BYTES = 4 << 20
+MIN_CAP_BYTES = 1 << 20
 
 Source = Union[str, os.PathLike, BinaryIO]
 
@@ -48,38 +49,50 @@ class _TooLarge(Exception):
         self.cap = cap
 
 
-class _CappedReader(io.RawIOBase):
-    """A file-like view that fails once more than `cap` bytes have been read."""
+class _CappedReader:
+    """The file as the unpickler reads it (read, readline, readinto), failing past `cap` bytes.
+
+    A read longer than what may remain is cut to it, so a forged length field
+    never makes Python allocate it: the unpickler then reports truncation.
+    """
 
     def __init__(self, inner: BinaryIO, cap: int):
-        super().__init__()
         self.inner, self.cap, self.used = inner, cap, 0
 
-    def readable(self) -> bool:
-        return True
+    def _allowed(self, size: int | None) -> int:
+        left = self.cap - self.used + 1  # one byte more tells "too large" from "truncated"
+        return left if size is None or size < 0 else min(size, left)
 
-    def _count(self, data: bytes) -> bytes:
-        self.used += len(data)
+    def _count(self, size: int) -> None:
+        self.used += size
         if self.used > self.cap:
             raise _TooLarge(self.cap)
-        return data
 
     def read(self, size: int = -1) -> bytes:
-        return self._count(self.inner.read(size if size is not None and size >= 0 else self.cap + 1 - self.used))
+        data = self.inner.read(self._allowed(size))
+        self._count(len(data))
+        return data
 
-    def readline(self, size: int = -1) -> bytes:
-        return self._count(self.inner.readline(size))
+    def readline(self) -> bytes:
+        data = self.inner.readline(self._allowed(None))
+        self._count(len(data))
+        return data
 
     def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+        size = self.inner.readinto(memoryview(buffer)[: self._allowed(len(buffer))])
+        self._count(size)
+        return size
 
 
 class _Unpickler(pickle_compat.Unpickler):
     """pandas' compatibility unpickler, each naming or calling opcode behind the allow-list."""
 
     dispatch = pickle_compat.Unpickler.dispatch.copy()
+
+    def __init__(self, reader: _CappedReader):
+        # encoding="latin1" only affects Python 2 str payloads (numpy's advice for them).
+        super().__init__(reader, encoding="latin1")
+        self.cap = reader.cap
 
     def find_class(self, module: str, name: str) -> Any:
         return allow.lookup(module, name)
@@ -103,10 +116,21 @@ class _Unpickler(pickle_compat.Unpickler):
         pickle._Unpickler.load_build(self)
         allow.after_build(inst)
 
+    def load_bytearray8(self) -> None:
+        # pickle allocates the bytearray before reading it: check the length against the file first.
+        (size,) = struct.unpack("<Q", self.read(8))
+        if size > self.cap:
+            raise pickle.UnpicklingError(f"a bytearray of {size} bytes in a file that can hold {self.cap}")
+        data = bytearray(size)
+        self.readinto(data)
+        self.append(data)
+
     dispatch[pickle.REDUCE[0]] = load_reduce
     dispatch[pickle.NEWOBJ[0]] = load_newobj
     dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
     dispatch[pickle.BUILD[0]] = load_build
+    if hasattr(pickle, "BYTEARRAY8"):  # protocol 5, Python 3.8+
+        dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
 
 
 class _TooFewObjects(Exception):
@@ -151,7 +175,7 @@ def _read_objects(handle: BinaryIO, size: int, n_objects: int) -> list[Any]:
         cap = max(MIN_CAP_BYTES, size * MAX_INFLATION)
     else:
         stream, cap = handle, size
-    reader = io.BufferedReader(_CappedReader(stream, cap), buffer_size=1 << 16)
+    reader = _CappedReader(stream, cap)
     objects = []
     with warnings.catch_warnings():
         # Old pickles make pandas/numpy warn about moved names; not the user's concern.
@@ -159,7 +183,7 @@ def _read_objects(handle: BinaryIO, size: int, n_objects: int) -> list[Any]:
         for index in range(n_objects):
             # One unpickler per object, as repeated pickle.load calls do.
             try:
-                objects.append(_Unpickler(reader, encoding="latin1").load())
+                objects.append(_Unpickler(reader).load())
             except EOFError:
                 if index == 0:
                     raise
@@ -198,8 +222,8 @@ def safe_load(
         ) from None
     except _TooLarge as large:
         raise InputError(
-            f"{name} inflates to more than {large.cap} bytes (gzip ratio above {MAX_INFLATION}): "
-            f"expected {expected}"
+            f"{name} asks for more than the {large.cap} bytes it can hold (its size, or {MAX_INFLATION} times "
+            f"that for gzip): expected {expected}"
         ) from None
     except MemoryError:
         raise InputError(f"{name} needs more memory than allowed to load: expected {expected}") from None

@@ -47,6 +47,10 @@ def _signal_parent(target):
     os.kill(os.getppid(), signal.SIGTERM)
 
 
+def _environment(target):
+    raise RuntimeError(f"{target}={os.environ.get(target, 'absent')}")  # the message reaches the parent
+
+
 def _allocate(target):
     hoard = []
     while True:
@@ -64,7 +68,7 @@ def _crash(target):
 
 ACTIONS = {
     "read_file": _read_file, "write_file": _write_file, "run_program": _run_program, "shell": _shell,
-    "connect": _connect, "signal_parent": _signal_parent, "allocate": _allocate, "spin": _spin, "crash": _crash,
+    "connect": _connect, "signal_parent": _signal_parent, "environment": _environment, "allocate": _allocate, "spin": _spin, "crash": _crash,
 }
 
 

@@ -157,7 +157,11 @@ PAYLOADS = [
      r"reviews\.pkl holds a builtins\.list: expected a pandas DataFrame"),
     ("shared-references", "meta.pkl", billion_laughs_meta(),
      r"meta\.pkl column categories row 0 .*has categories\[-1\]\[-1\] = \[\[\[\[\.\.\.\]"),
-    ("gzip-none-pop", "reviews.pkl", none_pop_gzip(), r"reviews\.pkl inflates to more than \d+ bytes"),
+    ("gzip-none-pop", "reviews.pkl", none_pop_gzip(), r"reviews\.pkl asks for more than the \d+ bytes it can hold"),
+    ("huge-bytes-length", "reviews.pkl", pickle_of(b"\x8e" + struct.pack("<Q", 1 << 40) + b"xyz"),
+     r"reviews\.pkl is truncated or not a pickle of data"),
+    ("huge-bytearray-length", "reviews.pkl", pickle_of(b"\x96" + struct.pack("<Q", 1 << 40) + b"xyz"),
+     r"reviews\.pkl is truncated or not a pickle of data"),
 ]
 IDS = [payload[0] for payload in PAYLOADS]
 

@@ -70,6 +70,12 @@ def test_no_signal_to_the_parent(tmp_path):
         pickle_sandbox.load(pickled(tmp_path, "x"), HOSTILE["signal_parent"])
 
 
+def test_the_child_does_not_see_secrets_in_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t")
+    with pytest.raises(InputError, match=r"AWS_SECRET_ACCESS_KEY=absent"):
+        pickle_sandbox.load(pickled(tmp_path, "AWS_SECRET_ACCESS_KEY"), HOSTILE["environment"])
+
+
 def test_memory_limit_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(pickle_sandbox, "BASE_MEMORY_BYTES", 2 << 30)
     with pytest.raises(InputError, match=r"reviews\.pkl needs more than the pickle sandbox's \d+ bytes of memory"):
