@@ -130,12 +130,12 @@ _CALLABLES = {
     ("pandas._libs.arrays", "__pyx_unpickle_NDArrayBacked"): "ndarray_backed",
     ("pandas.core.indexes.base", "_new_Index"): "new_index",
     ("pandas.core.indexes.datetimes", "_new_DatetimeIndex"): "new_index",
-    ("pandas._libs.tslibs.timestamps", "_unpickle_timestamp"): "ints_then_tz",
+    ("pandas._libs.tslibs.timestamps", "_unpickle_timestamp"): "timestamp",
     ("pandas._libs.tslibs.timestamps", "Timestamp"): "old_timestamp",
     ("pandas", "Timestamp"): "old_timestamp",
-    ("pandas", "Timedelta"): "ints_then_tz",
-    ("pandas._libs.tslibs.timedeltas", "_timedelta_unpickle"): "ints_then_tz",
-    ("pandas._libs.tslibs.timedeltas", "Timedelta"): "ints_then_tz",
+    ("pandas", "Timedelta"): "ints",
+    ("pandas._libs.tslibs.timedeltas", "_timedelta_unpickle"): "ints",
+    ("pandas._libs.tslibs.timedeltas", "Timedelta"): "ints",
     ("pandas._libs.tslibs.nattype", "_nat_unpickle"): "no_args",
     ("pandas._libs.tslibs.nattype", "__nat_unpickle"): "no_args",
     ("pandas", "StringDtype"): "string_dtype",
@@ -568,12 +568,18 @@ def _new_index(func, args):
     return index
 
 
-def _ints_then_tz(func, args):
-    for arg in args:
-        if not (arg is None or type(arg) is int or isinstance(arg, (np.integer, str, datetime.tzinfo))):
-            raise Refused(f"{_named(func)} with {short(arg)}")
-    if args and type(args[0]) not in (int, np.int64):
-        raise Refused(f"{_named(func)} of {short(args[0])}")
+def _ints(func, args):
+    if not (args and all(type(arg) is int or isinstance(arg, np.integer) for arg in args)):
+        raise Refused(f"{_named(func)} of something other than integers")
+    return func(*args)
+
+
+def _timestamp(func, args):
+    # _unpickle_timestamp(value, freq, tz[, reso]): a time zone only as an object, never a name
+    # (a name like "dateutil/<path>" makes pandas open that file).
+    if not (3 <= len(args) <= 4 and type(args[0]) is int and (args[1] is None or isinstance(args[1], str))
+            and (args[2] is None or isinstance(args[2], datetime.tzinfo)) and all(type(a) is int for a in args[3:])):
+        raise Refused(f"{_named(func)} with unusual arguments")
     return func(*args)
 
 
@@ -616,8 +622,13 @@ def _arrow_buffer(func, args):
     return func(*args)
 
 
+_FIXED_ZONE = re.compile(r"(UTC|[+-][0-9]{2}:[0-9]{2})\Z")
+
+
 def _arrow_timestamp(func, args):
-    if not all(arg is None or isinstance(arg, str) for arg in args):
+    # A zone name would be looked up in tz databases on conversion: only UTC and fixed offsets.
+    if not (1 <= len(args) <= 2 and isinstance(args[0], str)
+            and (len(args) == 1 or args[1] is None or (isinstance(args[1], str) and _FIXED_ZONE.match(args[1])))):
         raise Refused("a pyarrow timestamp type with unusual arguments")
     return func(*args)
 
@@ -659,7 +670,7 @@ _VALIDATORS: dict[str, Callable[[Any, tuple], Any]] = {
     "plain": _plain, "no_args": _no_args, "reconstructor": _reconstructor, "latin1_encode": _latin1_encode,
     "numpy_dtype": _numpy_dtype, "ndarray_reconstruct": _ndarray_reconstruct, "numpy_scalar": _numpy_scalar,
     "numpy_frombuffer": _numpy_frombuffer, "unpickle_block": _unpickle_block, "block_manager": _block_manager,
-    "ndarray_backed": _ndarray_backed, "new_index": _new_index, "ints_then_tz": _ints_then_tz,
+    "ndarray_backed": _ndarray_backed, "new_index": _new_index, "ints": _ints, "timestamp": _timestamp,
     "old_timestamp": _old_timestamp, "string_dtype": _string_dtype, "arrow_dtype": _arrow_dtype,
     "arrow_array": _arrow_array, "arrow_buffer": _arrow_buffer, "arrow_timestamp": _arrow_timestamp,
     "bytearray": _bytearray, "datetime": _datetime, "partial": _partial, "collection": _collection,

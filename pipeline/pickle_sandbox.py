@@ -2,17 +2,19 @@
 
 This module owns both ends of the sandbox:
   * the parent, `load(path, job)`: opens the file itself, starts
-    `python -m pipeline.pickle_sandbox` with only that open file descriptor,
-    stdin closed and stdout/stderr as pipes, waits with a wall-clock timeout
-    and an output cap, and turns a crash, a hang or a limit hit into one
-    InputError naming the file. What comes back is a JSON header and Arrow IPC
+    one child process (`_CHILD_BOOTSTRAP`) with only the open file
+    descriptors and an output pipe per file, stdin closed; waits with a
+    wall-clock timeout and an output cap, and turns a crash, a hang or a
+    limit hit into one InputError naming the file. What comes back is a JSON header and Arrow IPC
     streams, never a pickle: the parent checks the schema (exact columns and
     types), the values (no nulls, Arrow's full validation) and the info dict.
-  * the child, `_child_main`: imports and warms up everything first (a
-    sample of the job's data goes through the same path, so pandas/pyarrow's
-    lazy imports happen now), closes stdin, then `sandbox_confine.confine`
-    (resource limits, Landlock, seccomp), and only then reads the first
-    opcode with `safe_load` (layer 2) and runs the job's check in the child.
+  * the child, `_child_main`: imports once and forks one worker per file
+    (their start-up is shared, their work runs in parallel), then reports
+    how each worker ended. A worker warms up (a sample of the job's data
+    goes through the same path, so pandas/pyarrow's lazy imports happen
+    now), closes stdin, confines itself (`sandbox_confine.confine`: resource
+    limits, Landlock, seccomp), and only then reads the first opcode with
+    `safe_load` (layer 2) and runs the job's check.
 A `SandboxJob` says what a file must hold: it is defined next to its checks
 (`pipeline.raw_sources.SANDBOX_JOBS`) and found by name in the child.
 """
@@ -114,45 +116,67 @@ def _report_layers(layers: list[str]) -> None:
         )
 
 
-class _Started(NamedTuple):
+# The child runs this. It needs none of the Luigi tasks that pipeline/__init__.py imports
+# (a third of its start-up time), so it registers the package by its path and imports
+# only the modules the job uses.
+_CHILD_BOOTSTRAP = """
+import sys, types
+package = types.ModuleType("pipeline")
+package.__path__ = [sys.argv[1]]
+sys.modules["pipeline"] = package
+from pipeline.pickle_sandbox import _child_main
+_child_main(sys.argv[2:])
+"""
+
+
+class _Request(NamedTuple):
     path: Path
     job: SandboxJob
     limits: Limits
-    deadline: float
-    process: subprocess.Popen
+    source_fd: int  # the pickle, opened by the parent
+    out_fd: int  # the parent's read end of this worker's output pipe
+    worker_out_fd: int  # the write end, for the worker
 
 
 def load(path: str | os.PathLike, job: SandboxJob) -> tuple[dict[str, pd.DataFrame], dict]:
-    """Load `path` in a sandbox child; returns ({frame name: DataFrame}, info) as `job` declares."""
+    """Load `path` in the sandbox; returns ({frame name: DataFrame}, info) as `job` declares."""
     return load_many([(path, job)])[0]
 
 
 def load_many(requests: list[tuple[str | os.PathLike, SandboxJob]]) -> list[tuple[dict[str, pd.DataFrame], dict]]:
-    """Load several files, each in its own sandbox child, all started at once (their start-up overlaps)."""
-    started: list[_Started] = []
-    try:
-        for path, job in requests:
-            started.append(_start(Path(path), job))
-        return [_finish(one) for one in started]
-    finally:
-        for one in started:
-            if one.process.poll() is None:
-                one.process.kill()
-                one.process.wait()
-
-
-def _start(path: Path, job: SandboxJob) -> _Started:
+    """Load several files at once: one child imports once and forks a confined worker per file."""
     from pipeline.safe_pickle import open_pickle
 
-    handle, size = open_pickle(path, str(path), job.expected)
-    with handle:
-        limits = limits_for(path, size)
-        command = [sys.executable, "-m", "pipeline.pickle_sandbox", job.module, job.name, str(handle.fileno()),
-                   str(path), str(limits.memory_bytes), str(limits.cpu_seconds)]
-        env = _child_environment()
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, pass_fds=(handle.fileno(),), env=env)
-    return _Started(path, job, limits, time.monotonic() + limits.timeout_s, process)
+    opened: list[_Request] = []
+    try:
+        for path, job in requests:
+            handle, size = open_pickle(Path(path), str(path), job.expected)
+            read_end, write_end = os.pipe()
+            opened.append(_Request(Path(path), job, limits_for(Path(path), size), os.dup(handle.fileno()),
+                                   read_end, write_end))
+            handle.close()
+        process = _start(opened)
+        for request in opened:  # the child has its own copies now
+            os.close(request.source_fd)
+            os.close(request.worker_out_fd)
+        outputs, stopped = _collect(process, opened)
+        return [_finish(request, outputs, stopped, index) for index, request in enumerate(opened)]
+    finally:
+        for request in opened:
+            for fd in (request.source_fd, request.out_fd, request.worker_out_fd):
+                try:
+                    os.close(fd)
+                except OSError:  # already closed
+                    pass
+
+
+def _start(requests: list[_Request]) -> subprocess.Popen:
+    spec = [{"module": r.job.module, "job": r.job.name, "source": r.source_fd, "out": r.worker_out_fd,
+             "name": str(r.path), "memory": r.limits.memory_bytes, "cpu": r.limits.cpu_seconds} for r in requests]
+    command = [sys.executable, "-c", _CHILD_BOOTSTRAP, str(Path(__file__).parent), json.dumps(spec)]
+    fds = [fd for r in requests for fd in (r.source_fd, r.worker_out_fd)]
+    return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            pass_fds=fds, env=_child_environment())
 
 
 # The child gets no secrets from the environment (tokens, keys): only what Python and the
@@ -166,48 +190,68 @@ def _child_environment() -> dict[str, str]:
     return env
 
 
-def _finish(started: _Started) -> tuple[dict[str, pd.DataFrame], dict]:
-    path, job, limits, process = started.path, started.job, started.limits, started.process
-    out, err, stopped = _collect(process, limits, started.deadline)
+def _finish(request: _Request, outputs: dict, stopped: str | None, index: int) -> tuple[dict, dict]:
+    path, job, limits = request.path, request.job, request.limits
     if stopped:
         raise InputError(f"{path}: {stopped} in the pickle sandbox, so it was stopped: expected {job.expected}")
-    header, payload = _split_header(out)
-    if process.returncode != 0 or header is None:
-        raise InputError(f"{path}: {_describe_exit(process.returncode, limits, err)}: expected {job.expected}")
+    returncode = outputs["returncodes"].get(index, outputs["child_returncode"] or -signal.SIGKILL)
+    header, payload = _split_header(outputs[request.out_fd])
+    if returncode != 0 or header is None:
+        raise InputError(f"{path}: {_describe_exit(returncode, limits, outputs['stderr'])}: expected {job.expected}")
     _report_layers(_strings(header.get("layers"), path))
     if not header.get("ok"):
         raise InputError(_one_line(str(header.get("error", "the pickle sandbox failed"))))
     return _read_frames(payload, job, path), _read_info(header.get("info"), job, path)
 
 
-def _collect(process: subprocess.Popen, limits: Limits, deadline: float) -> tuple[bytes, bytes, str | None]:
-    """Read the child's stdout/stderr until it exits; stop it at the time or output limit."""
-    out_fd, err_fd = process.stdout.fileno(), process.stderr.fileno()
-    chunks: dict[int, list[bytes]] = {out_fd: [], err_fd: []}
+def _collect(process: subprocess.Popen, requests: list[_Request]) -> tuple[dict, str | None]:
+    """Read every pipe of the child until it exits; stop it at the time or output limit.
+
+    Returns {out fd: bytes, "stderr": bytes, "returncodes": {worker index: code}, "child_returncode": code}.
+    """
+    status_fd, err_fd = process.stdout.fileno(), process.stderr.fileno()
+    chunks: dict[int, list[bytes]] = {fd: [] for fd in [status_fd, err_fd] + [r.out_fd for r in requests]}
+    timeout = max(r.limits.timeout_s for r in requests)
+    deadline, cap = time.monotonic() + timeout, sum(r.limits.output_bytes for r in requests)
     total, stopped = 0, None
     with selectors.DefaultSelector() as selector:
-        for stream in (process.stdout, process.stderr):
-            selector.register(stream, selectors.EVENT_READ)
+        for fd in chunks:
+            selector.register(fd, selectors.EVENT_READ)
         while selector.get_map() and stopped is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                stopped = f"loading it took longer than {limits.timeout_s:.0f} s"
+                stopped = f"loading it took longer than {timeout:.0f} s"
                 break
             for key, _ in selector.select(timeout=remaining):
                 data = os.read(key.fd, 1 << 20)
                 if not data:
-                    selector.unregister(key.fileobj)
+                    selector.unregister(key.fd)
                     continue
                 chunks[key.fd].append(data)
                 total += len(data)
-                if total > limits.output_bytes:
-                    stopped = f"it produced more than {limits.output_bytes} bytes of data"
+                if total > cap:
+                    stopped = f"it produced more than {cap} bytes of data"
     if stopped is not None:
-        process.kill()
+        process.kill()  # its workers die with it (PR_SET_PDEATHSIG)
     process.wait()
     process.stdout.close()
     process.stderr.close()
-    return b"".join(chunks[out_fd]), b"".join(chunks[err_fd]), stopped
+    outputs: dict = {fd: b"".join(parts) for fd, parts in chunks.items()}
+    outputs["stderr"] = outputs.pop(err_fd)
+    outputs["returncodes"] = _worker_returncodes(outputs.pop(status_fd))
+    outputs["child_returncode"] = process.returncode
+    return outputs, stopped
+
+
+def _worker_returncodes(status: bytes) -> dict[int, int]:
+    codes = {}
+    for line in status.decode("utf-8", "replace").splitlines()[:64]:
+        try:
+            record = json.loads(line)
+            codes[int(record["index"])] = int(record["returncode"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return codes
 
 
 def _split_header(out: bytes) -> tuple[dict | None, bytes]:
@@ -333,23 +377,61 @@ def _child_error(error: BaseException, name: str, memory_bytes: int) -> str:
     return f"{name} could not be loaded ({type(error).__name__}: {_one_line(str(error), 200)})"
 
 
+_PR_SET_PDEATHSIG = 1
+
+
 def _child_main(argv: list[str]) -> None:
-    module, job_name, fd, name, memory_bytes, cpu_seconds = argv
-    from pipeline import sandbox_confine
+    """The child: import once, then fork one worker per file and report how each ended (on stdout)."""
+    requests = json.loads(argv[0])
+    from pipeline import sandbox_confine  # noqa: F401  (loads libseccomp before any fork)
 
-    job = importlib.import_module(module).SANDBOX_JOBS[job_name]
-    source = os.fdopen(int(fd), "rb")
-    _warm_up(job)
-    os.close(0)
-    layers = sandbox_confine.confine(int(memory_bytes), int(cpu_seconds))
+    jobs = [importlib.import_module(r["module"]).SANDBOX_JOBS[r["job"]] for r in requests]
+    workers = {}
+    for index, (request, job) in enumerate(zip(requests, jobs)):
+        request["child_pid"] = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            _worker(request, job, [fd for other in requests if other is not request
+                                   for fd in (other["source"], other["out"])])
+        workers[pid] = index
+    for request in requests:
+        os.close(request["source"])
+        os.close(request["out"])
+    status = os.fdopen(1, "w")
+    while workers:
+        pid, code = os.wait()
+        returncode = -os.WTERMSIG(code) if os.WIFSIGNALED(code) else os.WEXITSTATUS(code)
+        status.write(json.dumps({"index": workers.pop(pid), "returncode": returncode}) + "\n")
+        status.flush()
+    os._exit(0)
+
+
+def _worker(request: dict, job: SandboxJob, others: list[int]) -> None:
+    """One file: warm up, confine, read, check, send; never returns."""
+    import ctypes
+
+    code = 1
     try:
-        header, frames = _run_job(job, source, name)
-    except Exception as error:  # every failure becomes one message for the parent
-        header, frames = {"ok": False, "error": _one_line(_child_error(error, name, int(memory_bytes)))}, {}
-    header["layers"] = layers
-    _send(pa.PythonFile(os.fdopen(1, "wb", buffering=0), mode="w"), header, frames, job)
-    os._exit(0)  # skip freeing the loaded objects one by one
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the child (timeouts)
+        if os.getppid() != request["child_pid"]:  # the child died before that
+            return
+        for fd in others + [1]:  # other files' descriptors, and the status pipe: never forged
+            os.close(fd)
+        from pipeline import sandbox_confine
 
+        source = os.fdopen(request["source"], "rb")
+        out = pa.PythonFile(os.fdopen(request["out"], "wb", buffering=0), mode="w")
+        _warm_up(job)
+        os.close(0)
+        name, memory = request["name"], int(request["memory"])
+        layers = sandbox_confine.confine(memory, int(request["cpu"]))
+        try:
+            header, frames = _run_job(job, source, name)
+        except Exception as error:  # every failure becomes one message for the parent
+            header, frames = {"ok": False, "error": _one_line(_child_error(error, name, memory))}, {}
+        header["layers"] = layers
+        _send(out, header, frames, job)
+        code = 0
+    finally:
+        os._exit(code)  # skip freeing the loaded objects one by one
 
-if __name__ == "__main__":
-    _child_main(sys.argv[1:])
