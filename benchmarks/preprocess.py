@@ -6,9 +6,10 @@ Makes full-Electronics-scale raw pickles with the synthetic generator unless DIR
 already holds raw/reviews.pkl and raw/meta.pkl (not timed), removes earlier
 stage-1 outputs, then runs each stage as its own Luigi build (so each can be
 timed) with `[raw] source = pickle`. Prints one JSON line: seconds per stage,
-total_s, peak RSS (this process and its worker processes), samples written,
+total_s, CPU seconds per stage (this process and its worker processes: steadier
+than wall time on a shared machine), peak RSS (the same processes), samples written,
 and the cost of the pickle sandbox: loading and checking the two raw pickles
-as RemapIds does (each in a sandbox child) against the same in this process
+as RemapIds does (in the sandbox) against the same in this process
 (allow-list only) and against plain `pd.read_pickle` (no protection), best
 of `--load-repeats`, with the sandbox's share of total_s.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import resource
 import shutil
 import sys
@@ -25,6 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import luigi  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
 
 from pipeline import synthetic  # noqa: E402
 from pipeline.tasks import BuildSequences, Preprocess, RemapIds, WriteTFRecords  # noqa: E402
@@ -86,6 +91,15 @@ def raw_loading(raw_dir: Path, repeats: int, total_s: float) -> dict:
     }
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and of its finished worker processes."""
+    # Luigi's task processes report back before they exit; wait for them, so their time counts now.
+    for child in multiprocessing.active_children():
+        child.join()
+    return sum(usage.ru_utime + usage.ru_stime
+               for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/din-bench-preprocess"))
@@ -109,14 +123,15 @@ def main() -> None:
         "tfrecords_s": [WriteTFRecords(shard=s) for s in shards],
         "spec_s": [Preprocess()],
     }
-    timings = {}
-    start = time.perf_counter()
+    timings, cpu = {}, {}
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     for name, tasks in stages.items():
-        stage_start = time.perf_counter()
+        stage_start, stage_cpu = time.perf_counter(), cpu_seconds()
         if not luigi.build(tasks, workers=args.workers, local_scheduler=True, log_level="WARNING"):
             sys.exit(f"stage {name} failed")
         timings[name] = round(time.perf_counter() - stage_start, 3)
-    total_s = time.perf_counter() - start
+        cpu[name] = round(cpu_seconds() - stage_cpu, 3)
+    total_s, total_cpu_s = time.perf_counter() - start, cpu_seconds() - cpu_start
 
     spec = json.loads((args.data_dir / "tfrecords" / "feature_spec.json").read_text())
     stats = json.loads((args.data_dir / "remap" / "stats.json").read_text())
@@ -124,7 +139,9 @@ def main() -> None:
         "benchmark": "preprocess", "scale": args.scale, "workers": args.workers,
         "num_shards": spec["num_shards"], "reviews": stats["reviews_in"], "users": stats["n_users"],
         "items": stats["n_items"], "categories": stats["n_cats"],
-        **timings, "total_s": round(total_s, 3), **peak_rss_mb(),
+        **timings, "total_s": round(total_s, 3), "cpu_s": {**cpu, "total_s": round(total_cpu_s, 3)},
+        **peak_rss_mb(), "python": sys.version.split()[0],
+        "versions": {module.__name__: module.__version__ for module in (np, pd, pa, luigi)},
         "samples_written": {split: info["samples"] for split, info in spec["splits"].items()},
         "generate_raw_s": round(generate_s, 3),
         **raw_loading(args.data_dir / "raw", args.load_repeats, total_s),

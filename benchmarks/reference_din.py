@@ -51,7 +51,7 @@ def build_reference_model(n_items: int) -> keras.Model:
     target = keras.Input((), dtype="int32", name="target_item")
     embedding = keras.layers.Embedding(n_items + 1, 8)
     keys, query = embedding(hist), embedding(target)
-    interest = ReferenceAttention()((query, keys, keras.ops.greater(hist, 0)))
+    interest = ReferenceAttention()((query, keys, tf.greater(hist, 0)))
     hidden = keras.layers.Concatenate()([interest, query])
     for units in (256, 128, 64):
         hidden = keras.layers.Dense(units)(hidden)

@@ -48,6 +48,14 @@ def atomic_path(final_path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def remove_file(path: str | os.PathLike) -> None:
+    """Delete `path` if it exists (what `Path.unlink(missing_ok=True)` does from Python 3.8 on)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def write_json_atomic(final_path: str | os.PathLike, payload: dict) -> None:
     with atomic_path(final_path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
@@ -76,6 +84,6 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> int:
     for path in directory.rglob(f"*{TMP_MARK}*"):
         pid_text = path.name.rsplit(TMP_MARK, 1)[1].split("-", 1)[0]
         if path.is_file() and pid_text.isdigit() and not _writer_is_alive(int(pid_text)):
-            path.unlink(missing_ok=True)
+            remove_file(path)
             removed += 1
     return removed

@@ -6,9 +6,12 @@ Modules (importable without Luigi):
 - `layers`   Dice, PReLU, the dense stack and the DIN attention pooling.
 - `model`    the DIN model builder.
 - `metrics`  AUC, GAUC, logloss (numpy) and the popularity baseline.
-- `device`   device (Ascend NPU, GPU, CPU) and precision selection.
+- `device`   device (Ascend NPU, GPU, CPU) and precision selection; the NPU opened once per process.
+- `npu_options` the `[npu]` settings (validated) and their mapping onto the Ascend adapter's options.
 - `optimizer` Adam with the fused update kernel.
-- `training` train / evaluate loops, checkpoints, resume, curves.
+- `training` train / evaluate loops, checkpoints, resume.
+- `reporting` what a run reports: curves.png, TensorBoard scalars.
+- `quiet_start` importing TensorFlow without its start-up noise.
 - `export`   SavedModel with the `serving_default` / `score` signatures.
 
 This package file imports nothing heavy: `import din_model.metrics` does not load TensorFlow.
@@ -19,6 +22,8 @@ import platform
 
 # TensorFlow's C++ start-up chatter (CUDA probing, CPU feature notes) is noise for users
 # of a CPU machine; errors still show. Set before any module here imports TensorFlow.
+# A user's own setting wins, and also turns off the start-up filter of `quiet_start`.
+USER_SET_TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL" in os.environ
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # oneDNN kernels on x86-64: TensorFlow leaves them off on CPUs without AVX512-VNNI/AMX,
 # although with AVX-512 they made reference-preset train steps 1.05-1.10x faster here.

@@ -1,13 +1,16 @@
-"""Device and precision selection: Ascend NPU, else GPU, else CPU.
+"""Device and precision selection: Ascend NPU, else GPU, else CPU; the NPU opened once per process.
 
 `select_device(requested, precision)` returns a `DeviceChoice` saying which device
 trains, the precision actually used, the Keras dtype policy of the model, whether
 batches need static shapes, and a `scope()` to build and run the model in.
 
-- NPU (the CANN TF2 adapter, `import npu_device`): precision_mode
-  `allow_mix_precision` (mixed) or `must_keep_origin_dtype` (fp32) is set on
-  `npu_device.global_options()` before `npu_device.open().as_default()`. Batches are
-  fixed-size (drop_remainder) because the NPU compiles one graph per shape.
+- NPU (the CANN TF2 adapter, `import npu_device`): every `[npu]` setting
+  (`din_model.npu_options.NpuOptions`, given to `configure_npu` or as `npu_options=`) is set on
+  `npu_device.global_options()` before `npu_device.open(device_id).as_default()`; `[train] precision`
+  picks precision_mode when `[npu] precision_mode` is empty. The adapter reads options only when it
+  opens the device, so the opened device is kept for the whole process: a later `select_device` with
+  the same settings (EvaluateDIN after TrainDIN in one `luigi` run) reuses it, one with other settings
+  is an InputError. Batches are fixed-size (drop_remainder) because the NPU compiles one graph per shape.
 - GPU: the Keras `mixed_float16` policy (+ loss scaling in training) for mixed.
 - CPU: always float32; the recorded precision is "fp32" whatever was asked.
 """
@@ -16,13 +19,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
-from typing import Any, Callable
+import os
+import threading
+from typing import Any, Callable, Optional
 
 import tensorflow as tf
 
 from din_common.errors import InputError
-
-NPU_PRECISION_MODES = {"mixed": "allow_mix_precision", "fp32": "must_keep_origin_dtype"}
+from din_model.npu_options import NpuOptions
 DEVICES = ("auto", "npu", "gpu", "cpu")
 PRECISIONS = ("mixed", "fp32")
 
@@ -33,9 +37,20 @@ class DeviceChoice:
     precision: str            # precision actually used: "mixed" or "fp32"
     dtype_policy: str         # Keras dtype policy of the model's layers
     static_shapes: bool       # batches must all have the same shape (drop_remainder)
-    loss_scaling: bool        # wrap the optimizer in a LossScaleOptimizer
+    loss_scaling: bool        # wrap the optimizer in a loss-scale optimizer (`wrap_optimizer`)
     tf_device: str | None = None
     handle: Any = None        # the opened NPU device, kept alive for the run
+    loss_scale_class: Any = None  # the wrapper: the adapter's NpuLossScaleOptimizer on the NPU, else Keras'
+
+    def wrap_optimizer(self, optimizer):
+        """The optimizer as training uses it: wrapped for dynamic loss scaling when this device needs it."""
+        if not self.loss_scaling:
+            return optimizer
+        if self.loss_scale_class is None:
+            from din_model.compat import LossScaleOptimizer
+
+            return LossScaleOptimizer(optimizer)
+        return self.loss_scale_class(optimizer)
 
     def scope(self):
         return tf.device(self.tf_device) if self.tf_device else contextlib.nullcontext()
@@ -60,12 +75,99 @@ def _absent(device: str, what: str) -> InputError:
                       "(or --train-device auto) to use the best device present")
 
 
-def _open_npu(npu_module, precision: str) -> DeviceChoice:
-    npu_module.global_options().precision_mode = NPU_PRECISION_MODES[precision]
-    handle = npu_module.open()
-    handle.as_default()
-    return DeviceChoice(name="npu", precision=precision, dtype_policy="float32", static_shapes=True,
-                        loss_scaling=False, handle=handle)
+@dataclasses.dataclass
+class _OpenedNpu:
+    adapter: Any      # the `npu_device` module that opened the device
+    device_id: int
+    precision: str    # [train] precision it was opened for
+    settings: dict    # what was set on global_options()
+    handle: Any
+
+
+class _ProcessNpu:
+    """This process's NPU state: the `[npu]` options configured for it and, once opened, the device."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.configured = NpuOptions()
+        self.opened: Optional[_OpenedNpu] = None
+
+
+_process_npu = _ProcessNpu()
+
+
+def _flatten(settings: dict, prefix: str = "") -> dict:
+    flat = {}
+    for name, value in settings.items():
+        flat.update(_flatten(value, f"{prefix}{name}.") if isinstance(value, dict) else {prefix + name: value})
+    return flat
+
+
+def _require_same_setup(opened: _OpenedNpu, device_id: int, settings: dict) -> None:
+    """The open NPU can serve only a request that would set it up the same way."""
+    if (settings, device_id) == (opened.settings, opened.device_id):
+        return
+    old, new = _flatten({"device_id": opened.device_id, **opened.settings}), _flatten({"device_id": device_id,
+                                                                                       **settings})
+    changes = "; ".join(f"{name}: open with {old.get(name)!r}, now asked for {new.get(name)!r}"
+                        for name in sorted(set(old) | set(new)) if old.get(name) != new.get(name))
+    raise InputError(f"the NPU is already open in this process with other options ({changes}); the Ascend adapter "
+                      "applies options only when it opens the device, so use the same [npu] and [train] precision "
+                      "settings for every task of one run, or run the task in a new process")
+
+
+def configure_npu(options: NpuOptions) -> None:
+    """Make `options` the `[npu]` settings that `select_device` uses in this process (the Luigi tasks call it).
+
+    Once the NPU is open, options that would set it up differently are an InputError at once.
+    """
+    with _process_npu.lock:
+        opened = _process_npu.opened
+        if opened is not None:
+            _require_same_setup(opened, options.resolved_device_id(), options.adapter_settings(opened.precision))
+        _process_npu.configured = options
+
+
+def _set_options(config, settings: dict, prefix: str = "") -> None:
+    """Set {option: value} (nested dicts for option groups) on the adapter's global_options()."""
+    for name, value in settings.items():
+        try:
+            if isinstance(value, dict):
+                _set_options(getattr(config, name), value, f"{prefix}{name}.")
+            else:
+                setattr(config, name, value)
+        except (AttributeError, ValueError) as error:
+            raise InputError(f"the installed Ascend adapter rejects global_options().{prefix}{name} = {value!r} "
+                             f"({error}); check the [npu] settings against its CANN version") from None
+
+
+def _create_output_directories(options: NpuOptions) -> None:
+    for name, path in options.output_directories().items():
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as error:
+            raise InputError(f"[npu] {name} = {path!r}: cannot create the directory ({error})") from None
+
+
+def _open_npu(npu_module, precision: str, options: NpuOptions) -> DeviceChoice:
+    settings, device_id = options.adapter_settings(precision), options.resolved_device_id()
+    with _process_npu.lock:
+        opened = _process_npu.opened
+        # A different module object only happens when tests swap stand-in adapters: a fresh adapter, fresh state.
+        if opened is not None and opened.adapter is npu_module:
+            _require_same_setup(opened, device_id, settings)
+            handle = opened.handle
+        else:
+            _create_output_directories(options)
+            _set_options(npu_module.global_options(), settings)
+            handle = npu_module.open(device_id)
+            handle.as_default()
+            _process_npu.opened = _OpenedNpu(npu_module, device_id, precision, settings, handle)
+    # Mixed precision on the NPU happens inside the graph (precision_mode), so the model stays float32 and
+    # the loss is scaled by the adapter's optimizer wrapper, dynamic as the adapter documents for it.
+    return DeviceChoice(name="npu", precision=options.computes_in(precision), dtype_policy="float32",
+                        static_shapes=True, loss_scaling=options.loss_scaled(precision), handle=handle,
+                        loss_scale_class=npu_module.train.optimizer.NpuLossScaleOptimizer)
 
 
 def _use_gpu(precision: str) -> DeviceChoice:
@@ -80,12 +182,13 @@ def _use_cpu() -> DeviceChoice:
 
 
 def select_device(requested: str = "auto", precision: str = "mixed", *,
+                  npu_options: Optional[NpuOptions] = None,
                   import_npu: Callable[[], Any] = _import_npu_device,
                   gpu_present: Callable[[], bool] = _gpu_present) -> DeviceChoice:
     """The device to train on; an explicitly requested device that is absent is an InputError.
 
-    On the NPU the adapter keeps precision_mode for mixed precision, so the model stays
-    float32 in Keras and the NPU casts where it is safe.
+    On the NPU the adapter's precision_mode does mixed precision, so the model stays float32 in
+    Keras and the NPU casts where it is safe. `npu_options` default: those given to `configure_npu`.
     """
     if requested not in DEVICES:
         raise InputError(f"[train] device must be one of {DEVICES}, got {requested!r}")
@@ -94,7 +197,8 @@ def select_device(requested: str = "auto", precision: str = "mixed", *,
     if requested in ("auto", "npu"):
         npu_module = import_npu()
         if npu_module is not None:
-            return _open_npu(npu_module, precision)
+            return _open_npu(npu_module, precision,
+                             npu_options if npu_options is not None else _process_npu.configured)
         if requested == "npu":
             raise _absent("npu", "the Ascend CANN TF adapter (npu_device) is not importable: install the "
                                  "CANN toolkit and its TensorFlow adapter and source set_env.sh")

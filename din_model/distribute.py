@@ -1,10 +1,10 @@
 """Multi-worker data-parallel training driven by the `TF_CONFIG` environment variable.
 
 Owns: reading `TF_CONFIG`, starting `tf.distribute.MultiWorkerMirroredStrategy` when it
-names more than one worker (CPU/GPU path), each worker's part of the train split, the
-distributed train step, and the multi-worker version of the training loop
-(`train_multi_worker`, called by `din_model.training.train`). Without `TF_CONFIG`, or
-with a single worker, `start_from_environment` returns None and nothing here runs.
+names more than one worker (CPU/GPU path), and `ClusterPlacement`, this worker's part in
+the one training loop (din_model/training.py, din_model/placement.py): its part of the
+train split, the distributed train step, agreement and barriers between workers. Without
+`TF_CONFIG`, or with a single worker, `start_from_environment` returns None.
 
 - Workers: the "chief" task (if the cluster has one) and the "worker" tasks. The chief
   is the "chief" task, else worker 0. Worker i of n reads the train shard files
@@ -22,41 +22,40 @@ with a single worker, `start_from_environment` returns None and nothing here run
   split). The other workers restore from the chief's checkpoints and save theirs
   (TF needs every worker to take part in a save) into a temporary directory outside the
   run directory, removed at the end.
-- The Ascend NPU path keeps single-device training whatever `TF_CONFIG` says
-  (docs/scaling.md says how HCCL distribution would map onto this code).
+- The Ascend NPU path ignores `TF_CONFIG`: several NPUs train as NPU ranks
+  (din_model/npu_ranks.py, the adapter's HCCL collectives).
 """
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
-import math
 import os
 import shutil
 import tempfile
-import time
-import types
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import tensorflow as tf
 
-from din_common.atomic import write_json_atomic
 from din_common.errors import InputError
-from din_common.faults import kill_point
-from din_model.device import select_device
+from din_model import compat
+from din_model.cluster_join import exit_on_sigterm, leave, wait_for_workers
 from din_model.params import TrainParams
-from din_model.reader import iterate_checked, load_spec, make_dataset, split_files
+from din_model.placement import (Placement, check_files_per_process, epoch_seed, fixed_steps, per_process_batch_size,
+                                 steps_per_epoch)
+from din_model.reader import iterate_checked, make_dataset, split_files
+from din_model.run_state import RunFiles, TrainingState
 
 TF_CONFIG_VARIABLE = "TF_CONFIG"
 WORKER_TASK_TYPES = ("chief", "worker")
 STRATEGY_NAME = "MultiWorkerMirroredStrategy"
+DEFAULT_WORKER_TIMEOUT_S = 300.0
 
 
 @dataclasses.dataclass
-class Cluster:
-    """This process's place in a multi-worker cluster and its strategy."""
+class Cluster(Placement):
+    """This process's place in a multi-worker cluster and its strategy (a `Placement` of the training loop)."""
 
     num_workers: int
     task_type: str
@@ -65,11 +64,76 @@ class Cluster:
     position: int                     # among the workers, the chief task first: its files are position::num_workers
     strategy: Any = None
     scratch_dir: Path | None = None   # non-chief only: where its checkpoints go, removed at the end
+    announcement: Path | None = None  # this worker's file in the cluster's rendezvous directory
 
-    def describe(self) -> str:
+    def banner(self) -> str:
         chief = " (chief)" if self.is_chief and self.task_type != "chief" else ""
         return (f"[train] {STRATEGY_NAME}: {self.num_workers} workers, "
                 f"this is {self.task_type} {self.task_index}{chief}")
+
+    # -- the Placement interface --------------------------------------------------------------
+    @property
+    def writes_run_dir(self) -> bool:
+        return self.is_chief
+
+    @property
+    def progress_label(self) -> str:
+        return f", {self.task_type} {self.task_index}; samples/s of all workers"
+
+    def describe(self) -> dict:
+        return {"strategy": STRATEGY_NAME, "workers": self.num_workers}
+
+    def check(self, spec: dict, params: TrainParams) -> None:
+        check_files_per_process(spec, self.num_workers, "workers")
+        per_replica_batch_size(params.batch_size, self)
+
+    def scope(self, device):
+        return self.strategy.scope()
+
+    def checkpoint_dir(self, files: RunFiles) -> Path:
+        if self.is_chief:
+            return files.checkpoints
+        # Saving is collective: the other workers save too, into a directory of their own.
+        self.scratch_dir = Path(tempfile.mkdtemp(prefix=f"din-{self.task_type}{self.task_index}-"))
+        return self.scratch_dir / "checkpoints"
+
+    def restore(self, state: TrainingState, files: RunFiles) -> int:
+        # Creating a variable is collective (its initial value is broadcast), so every worker creates
+        # the same ones in the same order: the checkpoint's save counter too, which a restore or the
+        # first save would otherwise create on some workers only.
+        state.checkpoint.save_counter  # noqa: B018
+        done = state.restore_latest() if self.is_chief else restore_from(state, files.checkpoints)
+        self.agree_on(done, "the epochs already done in the run directory")
+        return done
+
+    def make_train_step(self, state: TrainingState, params: TrainParams, signature):
+        return make_train_step(self.strategy, state.model, state.optimizer, params.jit_compile)
+
+    def epoch_batches(self, spec: dict, params: TrainParams, device, epoch: int):
+        dataset = distributed_train_dataset(self, spec, params, seed=epoch_seed(params, epoch))
+        files = split_files(spec, "train")[self.position::self.num_workers]
+        return fixed_steps(iterate_checked(dataset, files), steps_per_epoch(spec, params.batch_size))
+
+    def samples_in(self, labels, params: TrainParams) -> int:
+        return params.batch_size  # labels are per replica; every step is one global batch
+
+    def agree_on(self, value: int, what: str) -> None:
+        total, squares, count = _sum_over_replicas(self.strategy, [float(value), float(value) ** 2, 1.0])
+        if squares * count != total * total:  # equal only when every value is the same
+            raise InputError(f"the workers disagree on {what} (this is {self.task_type} {self.task_index} with "
+                             f"{value}, mean over workers {total / count:g}); every worker must see the same run "
+                             "directory (put [paths] data_dir on storage shared by all machines)")
+
+    def barrier(self) -> None:
+        _sum_over_replicas(self.strategy, [1.0])
+
+    def close(self) -> None:
+        if self.announcement is not None:
+            leave(self.announcement)
+            self.announcement = None
+        if self.scratch_dir is not None:
+            shutil.rmtree(self.scratch_dir, ignore_errors=True)
+            self.scratch_dir = None
 
 
 # --- TF_CONFIG -------------------------------------------------------------------------
@@ -122,12 +186,15 @@ def _npu_selected(requested_device: str, import_npu: Callable[[], Any]) -> bool:
 
 
 def start_from_environment(requested_device: str, *, environ: Mapping[str, str] = os.environ,
-                           import_npu: Callable[[], Any] | None = None) -> Cluster | None:
+                           import_npu: Callable[[], Any] | None = None, rendezvous_dir: Path | None = None,
+                           worker_timeout: float = DEFAULT_WORKER_TIMEOUT_S) -> Cluster | None:
     """The Cluster of this process when `TF_CONFIG` names more than one worker, else None.
 
     Creates the MultiWorkerMirroredStrategy, so it must run before any other TF op in the
-    process (the strategy sets up the collective ops). On the NPU path it returns None:
-    that path trains on one device (see docs/scaling.md).
+    process (the strategy sets up the collective ops); with `rendezvous_dir`, only once
+    every worker has started (din_model/cluster_join.py), else an InputError after
+    `worker_timeout` seconds. On the NPU path it returns None: several NPUs train as NPU
+    ranks instead (din_model/npu_ranks.py).
     """
     config = read_tf_config(environ)
     num_workers = count_workers(config)
@@ -136,46 +203,35 @@ def start_from_environment(requested_device: str, *, environ: Mapping[str, str] 
     if import_npu is None:
         from din_model.device import _import_npu_device as import_npu
     if _npu_selected(requested_device, import_npu):
-        print(f"[train] {TF_CONFIG_VARIABLE} names {num_workers} workers, but the Ascend NPU path trains on a "
-              "single device here (HCCL distribution is not wired in; see docs/scaling.md)", flush=True)
+        print(f"[train] {TF_CONFIG_VARIABLE} names {num_workers} workers, but the Ascend NPU path ignores it: "
+              "train on several NPUs with [npu] devices (NPU ranks, docs/ascend.md)", flush=True)
         return None
     task_type, task_index = _task_of(config)
     is_chief = task_type == "chief" or (task_index == 0 and not config["cluster"].get("chief"))
     if requested_device == "cpu" and tf.config.list_physical_devices("GPU"):
         # [train] device = cpu: the strategy would otherwise put its replicas on the GPUs.
         tf.config.set_visible_devices([], "GPU")
+    announcement = None
+    if rendezvous_dir is not None:
+        tasks = [(kind, index) for kind in WORKER_TASK_TYPES for index in range(len(config["cluster"].get(kind, [])))]
+        announcement = wait_for_workers(config["cluster"], tasks, (task_type, task_index), rendezvous_dir,
+                                     worker_timeout)
     strategy = tf.distribute.MultiWorkerMirroredStrategy(
         cluster_resolver=tf.distribute.cluster_resolver.TFConfigClusterResolver())
+    exit_on_sigterm(f"{task_type} {task_index}")  # after the constructor: it installs TensorFlow's own handler
     has_chief_task = bool(config["cluster"].get("chief"))
     position = 0 if task_type == "chief" else task_index + (1 if has_chief_task else 0)
     cluster = Cluster(num_workers=num_workers, task_type=task_type, task_index=task_index, is_chief=is_chief,
-                      position=position, strategy=strategy)
-    print(cluster.describe(), flush=True)
+                      position=position, strategy=strategy, announcement=announcement)
+    print(cluster.banner(), flush=True)
     return cluster
 
 
 # --- data -------------------------------------------------------------------------------
 
-def check_train_files(spec: dict, num_workers: int) -> None:
-    files = split_files(spec, "train")
-    if len(files) < num_workers:
-        raise InputError(f"the train split has {len(files)} TFRecord file(s) for {num_workers} workers; each worker "
-                         "reads its own files, so set [preprocess] num_shards to at least the number of workers "
-                         "(or run fewer workers)")
-
-
 def per_replica_batch_size(batch_size: int, cluster: Cluster) -> int:
     replicas = cluster.strategy.num_replicas_in_sync
-    if batch_size % replicas:
-        raise InputError(f"[train] batch_size {batch_size} is the global batch and must be divisible by the "
-                         f"{replicas} replicas of the cluster ({cluster.num_workers} workers); "
-                         f"e.g. {max(replicas, batch_size // replicas * replicas)}")
-    return batch_size // replicas
-
-
-def steps_per_epoch(spec: dict, batch_size: int) -> int:
-    """Global steps of one epoch: every worker runs this many, so none waits on a missing batch."""
-    return max(1, math.ceil(int(spec["splits"]["train"].get("samples", 0)) / batch_size))
+    return per_process_batch_size(batch_size, replicas, f"replicas of the cluster ({cluster.num_workers} workers)")
 
 
 def distributed_train_dataset(cluster: Cluster, spec: dict, params: TrainParams, *,
@@ -213,18 +269,18 @@ def make_train_step(strategy, model, optimizer, jit_compile: bool):
             loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
             loss += model.regularization_loss(features)
             # The optimizer sums the gradients over replicas: scaling by 1/replicas gives the global mean.
-            scaled_loss = optimizer.scale_loss(loss / replicas)
+            scaled_loss = compat.scale_loss(optimizer, loss / replicas)
         return loss, tape.gradient(scaled_loss, variables)
 
     if jit_compile:  # XLA for the local forward/backward; the all-reduce stays outside the cluster
-        loss_and_gradients = tf.function(loss_and_gradients, jit_compile=True, reduce_retracing=True)
+        loss_and_gradients = compat.function(loss_and_gradients, jit_compile=True)
 
     def replica_step(features, labels):
         loss, gradients = loss_and_gradients(features, labels)
-        optimizer.apply(gradients, variables)
+        compat.apply_gradients(optimizer, gradients, variables)
         return loss
 
-    @tf.function(reduce_retracing=True)
+    @compat.function
     def train_step(features, labels):
         losses = strategy.run(replica_step, args=(features, labels))
         return strategy.reduce(tf.distribute.ReduceOp.MEAN, losses, axis=None)
@@ -241,117 +297,9 @@ def _sum_over_replicas(strategy, values: list[float]) -> np.ndarray:
     return reduce().numpy()
 
 
-def agree_on(cluster: Cluster, value: int, what: str) -> None:
-    """InputError on every worker unless all workers hold the same `value` (also a barrier)."""
-    total, squares, count = _sum_over_replicas(cluster.strategy, [float(value), float(value) ** 2, 1.0])
-    if squares * count != total * total:  # equal only when every value is the same
-        raise InputError(f"the workers disagree on {what} (this is {cluster.task_type} {cluster.task_index} with "
-                         f"{value}, mean over workers {total / count:g}); every worker must see the same run "
-                         "directory (put [paths] data_dir on storage shared by all machines)")
-
-
-def barrier(cluster: Cluster) -> None:
-    """Returns once every worker has reached it."""
-    _sum_over_replicas(cluster.strategy, [1.0])
-
-
 def restore_from(state, checkpoint_dir: Path) -> int:
     """Restore the latest checkpoint of `checkpoint_dir` (the chief's) into `state`; return its epoch."""
     latest = tf.train.latest_checkpoint(str(checkpoint_dir))
     if latest:
         state.checkpoint.restore(latest).assert_existing_objects_matched()
     return int(state.epoch.numpy())
-
-
-# --- the loop ---------------------------------------------------------------------------
-
-def run_epoch(cluster: Cluster, train_step, spec: dict, params: TrainParams, epoch: int, steps: int,
-              checkpoints, report: Callable[[int], None]) -> tuple[float, float]:
-    """Train one epoch (1-based) on this worker's part; return (mean global loss, global samples per second)."""
-    from din_model.training import PROGRESS_EVERY_STEPS, _diverged
-
-    dataset = distributed_train_dataset(cluster, spec, params, seed=params.seed * 1000 + epoch)
-    files = split_files(spec, "train")[cluster.position::cluster.num_workers]
-    loss_sum, done = 0.0, 0
-    started = time.perf_counter()
-    for features, labels in itertools.islice(iterate_checked(dataset, files), steps):
-        loss = float(train_step(features, labels))  # the same reduced value on every worker
-        done += 1
-        if not np.isfinite(loss):
-            raise _diverged(loss, epoch, done, checkpoints, params)
-        loss_sum += loss
-        kill_point(f"train:epoch{epoch}:step{done}")
-        if done % PROGRESS_EVERY_STEPS == 0:
-            report(done * params.batch_size)
-    elapsed = time.perf_counter() - started
-    if done == 0:
-        raise InputError(f"the train files of {cluster.task_type} {cluster.task_index} yield no batch")
-    return loss_sum / done, done * params.batch_size / elapsed
-
-
-def _cluster_fields(cluster: Cluster) -> dict:
-    return {"strategy": STRATEGY_NAME, "workers": cluster.num_workers}
-
-
-def train_multi_worker(cluster: Cluster, spec_path, run_dir, params: TrainParams, *,
-                       progress_callback=None) -> dict:
-    """`training.train` on a cluster: same run directory, written by the chief only."""
-    import keras
-
-    from din_model import training
-    from din_model.export import export_saved_model
-
-    spec = load_spec(spec_path)
-    files = training.RunFiles(run_dir)
-    training._check_params_of_run(files, params)
-    device = select_device(params.device, params.precision)
-    check_train_files(spec, cluster.num_workers)
-    per_replica_batch_size(params.batch_size, cluster)
-    if cluster.is_chief:
-        write_json_atomic(files.params, {"params": params.to_dict(), "tfrecord_fingerprint": spec.get("fingerprint")})
-    else:
-        cluster.scratch_dir = Path(tempfile.mkdtemp(prefix=f"din-{cluster.task_type}{cluster.task_index}-"))
-    keras.utils.set_random_seed(params.seed)
-    maxlen = params.maxlen or int(spec["maxlen"])
-    steps = steps_per_epoch(spec, params.batch_size)
-    try:
-        with cluster.strategy.scope():
-            # Creating a variable is collective (its initial value is broadcast), so every worker creates
-            # the same ones in the same order: the checkpoint's save counter too, which a restore or the
-            # first save would otherwise create on some workers only.
-            if cluster.is_chief:
-                state = training.TrainingState(params, spec, device, files.checkpoints)
-                state.checkpoint.save_counter  # noqa: B018
-                done = state.restore_latest()
-                checkpoints = state.manager
-            else:
-                state = training.TrainingState(params, spec, device, cluster.scratch_dir / "checkpoints")
-                state.checkpoint.save_counter  # noqa: B018
-                done = restore_from(state, files.checkpoints)
-                chief_latest = tf.train.latest_checkpoint(str(files.checkpoints))
-                checkpoints = types.SimpleNamespace(latest_checkpoint=chief_latest)  # named in error messages
-            agree_on(cluster, done, "the epochs already done in the run directory")
-            epochs = ([record for record in training.read_metrics(files.metrics).get("epochs", [])
-                       if record["epoch"] <= done] if cluster.is_chief else [])
-            if done:
-                print(f"[train] resuming {files.root} after epoch {done}", flush=True)
-            train_step = make_train_step(cluster.strategy, state.model, state.optimizer, params.jit_compile)
-            role = training.EpochRole(
-                run_epoch=lambda epoch, report: run_epoch(cluster, train_step, spec, params, epoch, steps,
-                                                          checkpoints, report),
-                writes_run_dir=cluster.is_chief, metrics_fields=_cluster_fields(cluster),
-                progress_label=f", {cluster.task_type} {cluster.task_index}; samples/s of all workers")
-            # Every worker saves (saving is collective); the non-chief ones into scratch_dir.
-            training.train_epochs(state, files, spec, params, device, done, epochs, role, progress_callback)
-            if cluster.is_chief:
-                export_saved_model(state.model, maxlen, files.saved_model)
-        if cluster.is_chief:
-            training.finish_run(state, files, spec, params, device, epochs, _cluster_fields(cluster))
-        barrier(cluster)  # the others leave once the chief's outputs are complete
-        if cluster.is_chief:
-            return training.read_metrics(files.metrics)
-        return training._metrics_document(device, params, spec, epochs, done=True, checkpoint=None)
-    finally:
-        if cluster.scratch_dir is not None:
-            shutil.rmtree(cluster.scratch_dir, ignore_errors=True)
-            cluster.scratch_dir = None

@@ -12,9 +12,10 @@
 """
 from __future__ import annotations
 
-import keras
+import numpy as np
 import tensorflow as tf
 
+from din_model.compat import keras, no_autocast, random_words
 from din_model.segments import max_rows, repeat_rows, sum_rows
 
 MASKED_SCORE = -1e9
@@ -22,6 +23,15 @@ MASKED_SCORE = -1e9
 
 def _per_unit_shape(input_shape) -> tuple[int]:
     return (int(input_shape[-1]),)
+
+
+def leaf_weights(prefix: str, layer) -> dict:
+    """A layer's own weights as {prefix_shortname: variable}, the same names on Keras 2 and 3.
+
+    Keras 2 names a variable by its full scope ("din/mlp/dense_3/kernel:0"), Keras 3 by its
+    short name ("kernel"); the last path component is the same on both.
+    """
+    return {f"{prefix}_{variable.name.split('/')[-1].split(':')[0]}": variable for variable in layer.weights}
 
 
 class PReLU(keras.layers.Layer):
@@ -34,6 +44,7 @@ class PReLU(keras.layers.Layer):
     def build(self, input_shape):
         self.alpha = self.add_weight(name="alpha", shape=_per_unit_shape(input_shape),
                                      initializer=keras.initializers.Constant(self.alpha_init))
+        super().build(input_shape)  # marks it built: Keras 2 would build again on the first call
 
     def call(self, inputs):
         alpha = tf.cast(self.alpha, inputs.dtype)
@@ -57,9 +68,10 @@ class Dice(keras.layers.Layer):
         # autocast=False: under a mixed policy the statistics stay float32 when read in call,
         # like the batch statistics they are blended with (as in Keras' BatchNormalization).
         self.moving_mean = self.add_weight(name="moving_mean", shape=shape, initializer="zeros", trainable=False,
-                                           autocast=False)
+                                           **no_autocast())
         self.moving_variance = self.add_weight(name="moving_variance", shape=shape, initializer="ones",
-                                               trainable=False, autocast=False)
+                                               trainable=False, **no_autocast())
+        super().build(input_shape)
 
     def call(self, inputs, training=False):
         values = tf.cast(inputs, tf.float32)
@@ -99,22 +111,28 @@ class Dropout(keras.layers.Layer):
     ~8 % faster, and under XLA it avoids Keras' Dropout, which made the XLA step ~9x slower.
     The rate is therefore rounded to a multiple of 1/256 (0.5 stays exact; 0.1 becomes
     26/256 = 0.1016); kept values are scaled by 1 / (kept fraction) so the expected output
-    equals the input. Seeds come from a Keras SeedGenerator: a new mask every call.
+    equals the input. The stateless seed is (layer seed, call counter), the counter a
+    non-trainable weight (checkpointed, the same on both Keras versions): a new mask every call.
     """
 
     def __init__(self, rate: float, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.rate = rate
         self.dropped_of_256 = int(round(rate * 256))
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed = int(np.random.randint(2 ** 31 - 1)) if seed is None else int(seed)
+
+    def build(self, input_shape):
+        self.seed_state = self.add_weight(name="seed_state", shape=(2,), dtype="int64", trainable=False,
+                                          initializer=keras.initializers.Constant([self.seed, 0]))
+        super().build(input_shape)
 
     def call(self, inputs, training=False):
         if not training or self.dropped_of_256 == 0:
             return inputs
-        seed = tf.cast(self.seed_generator.next(), tf.int32)
+        seed = tf.convert_to_tensor(self.seed_state)
+        self.seed_state.assign_add(tf.constant([0, 1], tf.int64))
         values = tf.size(inputs)
-        words = tf.random.stateless_uniform([(values + 3) // 4], seed, minval=None, maxval=None, dtype=tf.uint32,
-                                            alg="philox")
+        words = random_words([(values + 3) // 4], seed)
         random_bytes = tf.reshape(tf.bitcast(words, tf.uint8)[:values], tf.shape(inputs))
         scale = tf.cast(256.0 / (256 - self.dropped_of_256), inputs.dtype)
         # A mask of 0 or scale times the inputs: the backward pass is one product (no select).
@@ -137,9 +155,19 @@ class DenseStack(keras.layers.Layer):
             dense.build((None, width))
             activation.build((None, dense.units))
             width = dense.units
+        super().build(input_shape)
 
     def call(self, inputs, training=False):
         return self.from_first_projection(self.dense_layers[0](inputs), training=training)
+
+    def named_weights(self, prefix: str) -> dict:
+        """Every weight of the stack by a name independent of the Keras version (see `leaf_weights`)."""
+        named = {}
+        for index, layers in enumerate(zip(self.dense_layers, self.activations, self.dropouts)):
+            for kind, layer in zip(("dense", "activation", "dropout"), layers):
+                if layer is not None:
+                    named.update(leaf_weights(f"{prefix}_{kind}{index}", layer))
+        return named
 
     def from_first_projection(self, projected, training=False):
         """The stack's output given the first layer's x W + b, however that was computed."""
@@ -198,6 +226,10 @@ class AttentionPooling(keras.layers.Layer):
         # sublayers are built here rather than on their first call.
         self.hidden.build((None, 4 * int(input_shape[1][-1])))
         self.score_layer.build((None, self.hidden.dense_layers[-1].units))
+        super().build(input_shape)
+
+    def named_weights(self, prefix: str) -> dict:
+        return {**self.hidden.named_weights(f"{prefix}_hidden"), **leaf_weights(f"{prefix}_score", self.score_layer)}
 
     def _first_projection(self, query, keys, rows):
         """x W + b of the unit's first layer for x = [q, k, q - k, q * k], without building x.

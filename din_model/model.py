@@ -9,10 +9,10 @@ is the plain L2 of all weights or the paper's mini-batch aware L2.
 """
 from __future__ import annotations
 
-import keras
 import tensorflow as tf
 
-from din_model.layers import AttentionPooling, DenseStack
+from din_model.compat import keras
+from din_model.layers import AttentionPooling, DenseStack, leaf_weights
 from din_model.params import TrainParams
 from din_model.segments import sum_rows
 
@@ -69,6 +69,19 @@ class DeepInterestNetwork(keras.Model):
                              tf.gather_nd(features["hist_cate"], positions))
         interest = self.attention((target, history, rows), training=training)
         return interest, sum_rows(history, rows, tf.shape(target)[0])
+
+    def named_weights(self) -> dict:
+        """Every weight by a name that is the same on Keras 2 and Keras 3.
+
+        Training checkpoints store them under `weights/<name>` besides the Keras object
+        graph (whose paths differ between the Keras versions), so a model trained on the
+        Ascend stack (TF 2.6) restores and scores on the modern stack (`restore_weights`).
+        """
+        named = leaf_weights("item_embedding", self.item_embedding)
+        if self.use_category:
+            named.update(leaf_weights("cate_embedding", self.cate_embedding))
+        return {**named, **self.attention.named_weights("attention"), **self.mlp.named_weights("mlp"),
+                **leaf_weights("logit", self.logit_layer)}
 
     def regularization_loss(self, features):
         """0, plain L2 on every trainable weight, or the mini-batch aware L2 on embeddings."""

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import tensorflow as tf
 
 from din_common.errors import InputError
+from din_model.compat import options_without_autotune, rebatch
 
 FEATURE_NAMES = ("hist_item", "hist_cate", "target_item", "target_cate", "user_id")
 PER_SAMPLE_FIELDS = ("hist_len", "target_item", "target_cate", "user_id", "label")
@@ -179,7 +180,7 @@ def make_dataset(spec: str | Path | dict, split: str, batch_size: int, *, shuffl
     dataset = dataset.batch(records_per_parse)
     dataset = dataset.map(make_record_parser(length, int(spec["maxlen"])),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
-    dataset = dataset.rebatch(batch_size, drop_remainder=drop_remainder)
+    dataset = rebatch(dataset, batch_size, drop_remainder)
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(_options_without_autotune())
 
 
@@ -191,9 +192,7 @@ def _options_without_autotune() -> tf.data.Options:
     5.2 or 10.3 s whatever their work (first epochs 22.3 k samples/s, 3 of 3 runs); with it
     off, 25-26 k (the first epoch traces the step), later ones 47-50 k.
     """
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return options
+    return options_without_autotune()
 
 
 def batch_signature(maxlen: int, batch_size: int | None = None) -> tuple[dict[str, tf.TensorSpec], tf.TensorSpec]:

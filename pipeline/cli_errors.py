@@ -1,39 +1,168 @@
 """User-facing error reporting for the `luigi` command and the standalone tools.
 
-Luigi logs a failed task with its full traceback. For an `InputError` (a user
-mistake, already explained in one line) that traceback is noise, so a logging
-filter on Luigi's logger replaces it with the message alone. Tracebacks stay
-for every other exception, and for InputError too when the log level is DEBUG
-(`luigi --log-level DEBUG ...`).
+A user mistake ends a `luigi --module pipeline ...` run with one `ERROR:` line and a
+documented exit code (luigi.cfg `[retcode]`), never with a traceback:
+- an `InputError` (bad file, column, row or setting) raised while Luigi schedules
+  or runs a task: Luigi logs it with its traceback, often as a WARNING; a logging
+  filter on Luigi's logger turns that record into the message alone, as an ERROR.
+  Exit 35 when it happened while scheduling (settings, raw data checks), 30 when a
+  task's run failed.
+- a setting Luigi cannot parse (`--preprocess-maxlen abc`): same filter, the line
+  names the setting, the value and the expected type. Exit 35.
+- an unknown task name (`AllTask`): Luigi raises it before it runs anything, so it
+  reaches `sys.excepthook`; ours prints the closest task names. Exit 35.
+- a task parameter missing or unparsable on the command line (`BuildSequences` without
+  `--shard`, `--shard abc`): Luigi cannot build the task and logs "Uncaught exception";
+  the filter names the parameter. Exit 40 (Luigi's code for it).
+Tracebacks stay for every other exception (bugs), and for these too when the log
+level is DEBUG (`luigi --log-level DEBUG ...`).
 """
 from __future__ import annotations
 
+import difflib
 import logging
+import os
+import re
+import sys
 
 from din_common.errors import InputError
 
 LUIGI_LOGGER = "luigi-interface"
-
+SCHEDULING_ERROR_EXIT = 35  # luigi.cfg [retcode] scheduling_error; the fallback when no config is readable
 
 _FORMATTED_INPUT_ERROR = f"{InputError.__module__}.{InputError.__qualname__}: "
+# What Luigi says when a config value does not parse, e.g.
+# "preprocess[args=(), kwargs={}]: Error when parsing the default value of 'maxlen'".
+_UNPARSABLE_SETTING = re.compile(r"(\w+)\[args=.*?\]: Error when parsing the default value of '(\w+)'")
+# The parser's own complaint, chained before it: "ValueError: invalid literal for int() with base 10: 'abc'".
+_PARSE_CAUSE = re.compile(r"^\w*Error: (.+)$", re.MULTILINE)
+
+
+def _debugging() -> bool:
+    return logging.getLogger(LUIGI_LOGGER).isEnabledFor(logging.DEBUG)
+
+
+def command_line_flag(name: str, section: str = "") -> str:
+    """`--preprocess-maxlen` for a config setting, `--shard` for a task parameter."""
+    return "--" + (f"{section}-" if section else "") + name.replace("_", "-")
+
+
+def unparsable_setting_message(text: str) -> str | None:
+    """One line for Luigi's "Error when parsing the default value" in `text` (a message or traceback)."""
+    match = _UNPARSABLE_SETTING.search(text)
+    if not match:
+        return None
+    section, name = match.groups()
+    causes = [cause for cause in _PARSE_CAUSE.findall(text) if not _UNPARSABLE_SETTING.search(cause)]
+    reason = f": {causes[0]}" if causes else ""
+    return (f"[{section}] {name} has a value Luigi cannot parse{reason} "
+            f"(set it in luigi.cfg or with {command_line_flag(name, section)})")
+
+
+def _as_error(record: logging.LogRecord, message: str) -> None:
+    record.msg, record.args = "%s", (message,)
+    record.exc_info, record.exc_text = None, None
+    record.levelno, record.levelname = logging.ERROR, "ERROR"
 
 
 class InputErrorFilter(logging.Filter):
+    """Turns Luigi's log record of a user mistake into one ERROR line."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if logging.getLogger(LUIGI_LOGGER).isEnabledFor(logging.DEBUG):
+        if _debugging():
             return True
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, InputError):
-            record.msg, record.args = "%s", (error.message,)
-            record.exc_info, record.exc_text = None, None
-        elif isinstance(record.msg, str) and _FORMATTED_INPUT_ERROR in record.getMessage():
+            _as_error(record, error.message)
+            return True
+        task_parameter = task_parameter_message(error, record.exc_info[2]) if error is not None else None
+        if task_parameter:
+            _as_error(record, task_parameter)
+            return True
+        text = record.getMessage() if isinstance(record.msg, str) else ""
+        if error is not None:
+            text += "\n" + "\n".join(f"{type(e).__name__}: {e}" for e in _exception_chain(error))
+        if _FORMATTED_INPUT_ERROR in text:
             # Errors in complete()/requires() reach the log as an already formatted traceback.
-            message = record.getMessage().rsplit(_FORMATTED_INPUT_ERROR, 1)[1].strip()
-            record.msg, record.args = "%s", (message,)
+            _as_error(record, text.rsplit(_FORMATTED_INPUT_ERROR, 1)[1].strip())
+        else:
+            unparsable = unparsable_setting_message(text)
+            if unparsable:
+                _as_error(record, unparsable)
         return True
 
 
-def install_error_reporting() -> None:
+def task_parameter_message(error: BaseException, tb) -> str | None:
+    """One line for a task parameter Luigi could not take from the command line, else None."""
+    from luigi.parameter import MissingParameterException
+
+    if isinstance(error, MissingParameterException):
+        # "BuildSequences[args=(), kwargs={}]: requires the 'shard' parameter to be set"
+        match = re.match(r"(\w+)\[.*\]: requires the '(\w+)' parameter", str(error))
+        if match:
+            task, name = match.groups()
+            return f"{task} needs its {name} parameter: add {command_line_flag(name)} VALUE"
+        return str(error)
+    if isinstance(error, ValueError):
+        # Luigi's command-line parser converts each task parameter in _get_task_kwargs, where
+        # the failing one is the local `param_name`.
+        while tb is not None:
+            frame = tb.tb_frame
+            if frame.f_code.co_name == "_get_task_kwargs" and "param_name" in frame.f_locals:
+                name = frame.f_locals["param_name"]
+                return f"{command_line_flag(name)} has a value Luigi cannot parse: {error}"
+            tb = tb.tb_next
+    return None
+
+
+def _exception_chain(error: BaseException) -> list[BaseException]:
+    chain = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def unknown_task_message(name: str, task_names: list[str], module: str = "pipeline") -> str:
+    closest = difflib.get_close_matches(name, task_names, n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(closest)}? " if closest else ""
+    return f"no task named {name!r} in --module {module}; {hint}(tasks: {', '.join(task_names)})"
+
+
+def _exit_code(name: str, fallback: int) -> int:
+    try:
+        from luigi.retcodes import retcode
+
+        return int(getattr(retcode(), name))
+    except Exception:  # a broken luigi.cfg must not hide the error we are reporting
+        return fallback
+
+
+def _install_excepthook(task_names: list[str]) -> None:
+    from luigi.task_register import TaskClassNotFoundException
+
+    previous = sys.excepthook
+
+    def report_unknown_task(kind, error, tb):
+        if not isinstance(error, TaskClassNotFoundException) or _debugging():
+            previous(kind, error, tb)
+            return
+        match = re.match(r"No task (.+?)\. (?:Did you mean|Candidates are)", str(error))
+        name = match.group(1) if match else str(error)
+        sys.stdout.flush()
+        print(f"ERROR: {unknown_task_message(name, task_names)}", file=sys.stderr, flush=True)
+        # An excepthook cannot choose the exit status (the interpreter exits with 1 after
+        # it); nothing has started yet that needs a clean shutdown.
+        os._exit(_exit_code("scheduling_error", SCHEDULING_ERROR_EXIT))
+
+    if getattr(previous, "__name__", "") != report_unknown_task.__name__:
+        sys.excepthook = report_unknown_task
+
+
+def install_error_reporting(task_names: list[str] | None = None) -> None:
+    """The logging filter, and (given the public task names) the unknown-task hook."""
     logger = logging.getLogger(LUIGI_LOGGER)
     if not any(isinstance(f, InputErrorFilter) for f in logger.filters):
         logger.addFilter(InputErrorFilter())
+    if task_names:
+        _install_excepthook(sorted(task_names))

@@ -57,6 +57,50 @@ class train(luigi.Config):
     device = luigi.Parameter(default="auto", description="auto, npu, gpu or cpu")
     precision = luigi.Parameter(default="mixed", description="mixed or fp32")
     seed = luigi.IntParameter(default=42)
+    # Not a model setting (current_train_params leaves it out, so it is not in the run id).
+    worker_timeout = luigi.FloatParameter(default=300.0, description="TF_CONFIG clusters: seconds a worker waits "
+                                                                     "for the others to start.")
+
+
+class npu(luigi.Config):
+    """Options of the Ascend adapter (`npu_device.global_options()`), used when training runs on an NPU.
+
+    Plain text parameters, validated by `din_model.npu_options.NpuOptions` (one clear line per mistake).
+    docs/ascend.md has the table of what each maps to.
+    """
+    precision_mode = luigi.Parameter(default="", description="Adapter precision_mode; empty: from [train] precision "
+                                                             "(mixed: allow_mix_precision, fp32: "
+                                                             "must_keep_origin_dtype).")
+    device_id = luigi.Parameter(default="", description="NPU to open; empty: ASCEND_DEVICE_ID, else 0.")
+    modify_mixlist = luigi.Parameter(default="", description="Mixlist JSON changing which ops run in float16.")
+    fusion_switch_file = luigi.Parameter(default="", description="Fusion switch file turning graph/UB fusions off.")
+    dump_path = luigi.Parameter(default="", description="Directory for operator data dumps; empty: no data dump.")
+    dump_step = luigi.Parameter(default="", description='Steps to dump, e.g. "0|5|10-20"; empty: every step.')
+    dump_mode = luigi.Parameter(default="output", description="input, output or all.")
+    overflow_dump_path = luigi.Parameter(default="", description="Directory for overflow dumps; empty: none.")
+    dump_debug_mode = luigi.Parameter(default="all", description="aicore_overflow, atomic_overflow or all.")
+    profiling_output_dir = luigi.Parameter(default="", description="Directory for profiling data; empty: no "
+                                                                   "profiling.")
+    profiling_options = luigi.Parameter(default="", description='Profiling switches as JSON, e.g. '
+                                                                '{"training_trace": "on", "task_trace": "on"} '
+                                                                '(the default).')
+    loss_scaling = luigi.Parameter(default="dynamic", description="dynamic: NpuLossScaleOptimizer under mixed "
+                                                                  "precision; off: no loss scaling.")
+    devices = luigi.Parameter(default="1", description="NPUs of this host to train on (one rank process each, "
+                                                       "from device_id on).")
+    rank_table_file = luigi.Parameter(default="", description="The host's HCCL rank table JSON (devices > 1).")
+
+
+def section_values(section: luigi.Config) -> dict:
+    """{name: value} of a section's settings, plus any key luigi.cfg has in it that is no setting (Luigi would
+    ignore such a key silently; the section's validator names it instead)."""
+    names = [name for name, _ in section.get_params()]
+    values = {name: getattr(section, name) for name in names}
+    cfg = luigi.configuration.get_config()
+    family = section.get_task_family()
+    if cfg.has_section(family):
+        values.update({key: value for key, value in cfg.items(family) if key.replace("-", "_") not in names})
+    return values
 
 
 def require_positive(section: str, name: str, value: int) -> int:

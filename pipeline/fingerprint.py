@@ -24,7 +24,7 @@ def file_digest(path: str | os.PathLike) -> str:
     if key not in _file_digest_cache:
         digest = hashlib.blake2b(digest_size=16)
         with open(path, "rb") as handle:
-            while chunk := handle.read(_CHUNK):
+            for chunk in iter(lambda: handle.read(_CHUNK), b""):
                 digest.update(chunk)
         _file_digest_cache[key] = digest.hexdigest()
     return _file_digest_cache[key]

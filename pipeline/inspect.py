@@ -2,8 +2,9 @@
 
 PATH is a parquet file, a TFRecord shard, or a directory of them (e.g.
 `data/sequences` or `data/sequences/train`). Prints the schema, the row count
-and the first rows; for sample tables also the history-length histogram and
-the label balance per split.
+and the first rows (saying which file and split they come from: a directory's
+files are read train, val, test); for sample tables also the history-length
+histogram and the label balance per split.
 """
 from __future__ import annotations
 
@@ -19,13 +20,15 @@ import pyarrow.parquet as pq
 from din_common.errors import InputError
 
 HISTORY_BUCKETS = (1, 2, 3, 4, 5, 6, 11, 21, 41)  # lower edges
+SPLIT_ORDER = ("train", "val", "test")
 
 
 def table_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in (".parquet", ".tfrecord") and ".tmp-" not in p.name)
+        files = sorted((p for p in path.rglob("*") if p.suffix in (".parquet", ".tfrecord") and ".tmp-" not in p.name),
+                       key=_split_first)
         if files:
             return files
         raise InputError(f"{path}: no .parquet or .tfrecord files below this directory")
@@ -43,11 +46,24 @@ def read_table(path: Path) -> pa.Table:
 
 
 def split_of(path: Path) -> str:
-    return path.parent.name if path.parent.name in ("train", "val", "test") else path.stem
+    return path.parent.name if path.parent.name in SPLIT_ORDER else path.stem
+
+
+def _split_first(path: Path):
+    split = split_of(path)
+    return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER)), str(path)
+
+
+def rows_label(files: list[Path], rows: int) -> str:
+    """`first 5 rows (train split, from .../train/part-00000.parquet):`"""
+    first = files[0]
+    split = split_of(first)
+    where = f"{split} split, from {first}" if split in SPLIT_ORDER else f"from {first}"
+    return f"first {rows} rows ({where}):"
 
 
 def history_histogram(table: pa.Table) -> dict[str, int]:
-    lengths = pc.list_value_length(table.column("hist_item")).to_numpy(zero_copy_only=False)
+    lengths = pc.list_value_length(table.column("hist_item")).to_numpy()  # chunked: pyarrow 12 takes no arguments
     edges = np.array(HISTORY_BUCKETS)
     counts = np.bincount(np.searchsorted(edges, lengths, side="right") - 1, minlength=len(edges))
     labels = [f"{lo}" if hi - lo == 1 else f"{lo}-{hi - 1}" for lo, hi in zip(edges[:-1], edges[1:])] + [f"{edges[-1]}+"]
@@ -62,7 +78,7 @@ def describe(path: Path, rows: int = 5, out=sys.stdout) -> None:
     print("schema:", file=out)
     for field in table.schema:
         print(f"  {field.name}: {field.type}", file=out)
-    print(f"first {min(rows, table.num_rows)} rows:", file=out)
+    print(rows_label(files, min(rows, table.num_rows)), file=out)
     print(table.slice(0, rows).to_pandas().to_string(), file=out)
     if "hist_item" in table.column_names:
         print("history length histogram:", file=out)
@@ -88,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         describe(args.path, args.rows)
     except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"ERROR: {error}", file=sys.stderr)
         return 2
     return 0
 

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.ipc
 
 from din_common.errors import InputError
+from pipeline.compat import TEXT_DTYPE
 
 LOGGER = logging.getLogger("luigi-interface")
 # Limits, each scaled with the file: the pure-Python unpickler reads ~50 MB/s
@@ -328,11 +329,12 @@ def _checked_frame(reader: pa.BufferReader, columns: dict[str, str], path: Path,
         if not _ARROW_KINDS[kind](field.type) or table.column(column).null_count:
             raise InputError(f"{path}: the pickle sandbox sent {name} column {column} as {field.type} "
                              f"with {table.column(column).null_count} nulls, expected {kind} without nulls")
-    frame = table.replace_schema_metadata(None).to_pandas()
-    for column, kind in columns.items():
-        if kind == "str":
-            frame[column] = frame[column].astype("str")
-    return frame
+    # Built column by column from the Arrow data (text zero-copy where pandas allows), so nothing
+    # in the child's stream (no pandas metadata) decides what the parent builds.
+    return pd.DataFrame({
+        column: pd.Series(table.column(column), dtype=TEXT_DTYPE) if kind == "str" else table.column(column).to_numpy()
+        for column, kind in columns.items()
+    })
 
 
 def _read_info(info: Any, job: SandboxJob, path: Path) -> dict:

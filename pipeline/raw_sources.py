@@ -1,6 +1,6 @@
 """Raw input: read and check reviews.pkl/meta.pkl, and make them from other sources.
 
-This module owns the "Raw input" contract of DESIGN.md:
+This module owns the "Raw input" contract of docs/design.md:
   * `load_reviews` / `load_meta` open the user's pickles in the sandbox of
     `pipeline.pickle_sandbox` (which reads them with `pipeline.safe_pickle`
     and runs the `check_*` functions below in its child), and return clean frames
@@ -30,9 +30,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from din_common.atomic import atomic_path
+from din_common.atomic import atomic_path, remove_file
 from din_common.errors import InputError
 from pipeline import pickle_sandbox
+from pipeline.compat import RAW_PICKLE_PROTOCOL, as_text, is_arrow_string_dtype, text_array
 
 REVIEW_COLUMNS = ("reviewerID", "asin", "unixReviewTime")
 META_COLUMNS = ("asin", "categories")
@@ -103,7 +104,7 @@ def check_meta(objects: list, path) -> tuple[dict, dict]:
     positions = np.flatnonzero(first_seen)
     kept_asins = asins[positions]
     categories = _last_categories(frame["categories"], positions, kept_asins, path)
-    meta = pd.DataFrame({"asin": kept_asins, "category": pd.array(categories, dtype="str")})
+    meta = pd.DataFrame({"asin": kept_asins, "category": text_array(categories)})
     info = {"rows": len(meta), "duplicate_meta_asins_dropped": int(len(frame) - len(positions))}
     return {"meta": meta}, info
 
@@ -148,24 +149,18 @@ def _string_values(column: pd.Series, path, name: str) -> pd.api.extensions.Exte
     dtype = column.dtype
     if dtype == object and pd.api.types.infer_dtype(column, skipna=False) == "string":
         # The common case, checked in one pass: all str means none missing.
-        return column.astype("str").array
+        return as_text(column)
     _check_no_missing(column, path, name)
     if isinstance(dtype, pd.CategoricalDtype):
         # Categorical of strings is fine; check its categories, not every row.
         if pd.api.types.infer_dtype(dtype.categories, skipna=False) != "string":
             _raise_not_strings(pd.Series(dtype.categories), path, name, "category value")
-        return column.astype("str").array
-    if isinstance(dtype, pd.StringDtype) or _is_arrow_string(dtype):
-        return column.astype("str").array
+        return as_text(column)
+    if isinstance(dtype, pd.StringDtype) or is_arrow_string_dtype(dtype):
+        return as_text(column)
     if dtype == object:
         _raise_not_strings(column, path, name, "row")
     raise InputError(f"{path} column {name} has dtype {dtype}: expected strings (str), e.g. {name} ids as text")
-
-
-def _is_arrow_string(dtype: Any) -> bool:
-    return isinstance(dtype, pd.ArrowDtype) and (
-        pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(dtype.pyarrow_dtype)
-    )
 
 
 def _raise_not_strings(values: pd.Series, path, name: str, what: str) -> None:
@@ -410,8 +405,8 @@ def _parse_reviews(path: Path) -> pd.DataFrame:
     if not reviewer_ids:
         raise InputError(f"{path} has no reviews: expected {_EXPECTED_REVIEW_LINE}")
     columns = {
-        "reviewerID": pd.array(reviewer_ids, dtype="str"),
-        "asin": pd.array(asins, dtype="str"),
+        "reviewerID": text_array(reviewer_ids),
+        "asin": text_array(asins),
         "unixReviewTime": np.array(times, dtype=np.int64),
     }
     scores = np.array(overall, dtype=np.float64)
@@ -470,9 +465,9 @@ def _parse_meta(path: Path) -> tuple[pd.DataFrame, int]:
         titles.append(title if isinstance(title, str) else None)
     if not asins:
         raise InputError(f"{path} has no items: expected {expected}")
-    columns = {"asin": pd.array(asins, dtype="str"), "categories": pd.Series(categories, dtype=object)}
+    columns = {"asin": text_array(asins), "categories": pd.Series(categories, dtype=object)}
     if has_title:
-        columns["title"] = pd.array(titles, dtype="str")
+        columns["title"] = text_array(titles)
     return pd.DataFrame(columns), literal_lines
 
 
@@ -526,12 +521,12 @@ def check_remap(objects: list, path) -> tuple[dict, dict]:
 
     reviews = pd.DataFrame(
         {
-            "reviewerID": pd.array(revi_key[user_ids], dtype="str"),
-            "asin": pd.array(asin_key[item_ids], dtype="str"),
+            "reviewerID": text_array(revi_key[user_ids]),
+            "asin": text_array(asin_key[item_ids]),
             "unixReviewTime": times,
         }
     )
-    meta = pd.DataFrame({"asin": pd.array(asin_key, dtype="str"), "category": pd.array(cate_key[cate_ids], dtype="str")})
+    meta = pd.DataFrame({"asin": text_array(asin_key), "category": text_array(cate_key[cate_ids])})
     info = {"users": len(revi_key), "items": len(asin_key), "categories": len(cate_key), "reviews_rows": len(reviews)}
     return {"reviews": reviews, "meta": meta}, info
 
@@ -631,15 +626,15 @@ def _write_pickle_pair(raw_dir: Path, reviews: pd.DataFrame, meta: pd.DataFrame)
     both_written = False
     try:
         with atomic_path(reviews_path) as reviews_tmp, atomic_path(meta_path) as meta_tmp:
-            reviews.to_pickle(reviews_tmp)
-            meta.to_pickle(meta_tmp)
+            reviews.to_pickle(reviews_tmp, protocol=RAW_PICKLE_PROTOCOL)
+            meta.to_pickle(meta_tmp, protocol=RAW_PICKLE_PROTOCOL)
             both_written = True
     except BaseException:
         if both_written:
             # meta.pkl was renamed into place but reviews.pkl failed to: a lone
             # or mismatched half of the pair must not survive.
-            meta_path.unlink(missing_ok=True)
-            reviews_path.unlink(missing_ok=True)
+            remove_file(meta_path)
+            remove_file(reviews_path)
         raise
 
 

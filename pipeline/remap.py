@@ -1,6 +1,6 @@
 """Remap raw string keys to dense integer IDs: items, categories, users, reviews.
 
-Pure functions over pandas/pyarrow data; no file I/O. Conventions (DESIGN.md):
+Pure functions over pandas/pyarrow data; no file I/O. Conventions (docs/design.md):
 IDs start at 1 (0 is padding); `item_id` follows sorted `asin`, `cate_id` sorted
 category name, `user_id` sorted `reviewerID`; reviews sorted by (user_id, ts),
 stable, so equal timestamps keep their input order. Items are the asins that

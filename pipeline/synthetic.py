@@ -27,7 +27,7 @@ and q_i Q^(R-1) * (same category term) for an item already reviewed.
 Most of the signal is order-free (interests, popularity) and visible in the bag
 of history categories; only the stickiness term needs the order.
 
-Test protocol (the DESIGN.md reference protocol): for each user the last review
+Test protocol (the docs/design.md reference protocol): for each user the last review
 is the positive (history = all earlier reviews) and the negative is drawn
 uniformly from the items the user never reviewed. The oracle scores a target by
 the likelihood ratio of the two: P(next = i) / P(negative = i), i.e. the true
@@ -46,10 +46,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from din_common.atomic import atomic_path, write_json_atomic
 from din_common.errors import InputError
+from pipeline.compat import RAW_PICKLE_PROTOCOL, text_series
 from din_model.metrics import auc
 
 GENERATOR_VERSION = 1
@@ -74,7 +74,6 @@ KNOBS = {
 }
 
 _ALNUM = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", dtype=np.uint8)
-_STR_DTYPE = pd.StringDtype("pyarrow", na_value=np.nan)
 _DAY = 86400
 _FIRST_DAY = 10957   # 2000-01-01 in days since the epoch
 _LAST_DAY = 16274    # 2014-07-23, the last day of the Amazon 2014 dump
@@ -172,12 +171,6 @@ def _leaf_names(rng, n_categories: int) -> np.ndarray:
     names = combos + [f"{name} {r}" for r in range(2, rounds + 1) for name in combos]
     return np.array(names, dtype=object)[rng.permutation(len(names))[:n_categories]]
 
-
-def _str_series(values: np.ndarray, take: np.ndarray | None = None) -> pd.Series:
-    array = pa.array(values, type=pa.string())
-    if take is not None:
-        array = array.take(pa.array(take))
-    return pd.Series(array, dtype=_STR_DTYPE)
 
 
 def rank_auc(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
@@ -449,11 +442,11 @@ def _frames(rng, planted: _Planted, n_items: int, n_categories: int, knobs):
     asin_rank[np.argsort(asins)] = np.arange(n_items)
     rows = np.argsort(asin_rank[planted.review_item], kind="stable")
     reviews = pd.DataFrame({
-        "reviewerID": _str_series(reviewer_ids, user[rows]),
-        "asin": _str_series(asins, planted.review_item[rows]),
+        "reviewerID": text_series(reviewer_ids, user[rows]),
+        "asin": text_series(asins, planted.review_item[rows]),
         "unixReviewTime": unix_time[rows].astype(np.int64),
         "overall": overall[rows],
-        "reviewTime": _str_series(day_text, day_index[rows]),
+        "reviewTime": text_series(day_text, day_index[rows]),
     })
 
     leaves = _leaf_names(rng, n_categories)
@@ -465,8 +458,8 @@ def _frames(rng, planted: _Planted, n_items: int, n_categories: int, knobs):
     model_no = rng.integers(100, 10000, n_items)
     titles = np.array([f"{leaf} Model {k}" for leaf, k in zip(item_leaf, model_no)], dtype=object)
     meta = pd.DataFrame({
-        "asin": _str_series(asins, meta_order),
-        "title": _str_series(titles.astype(str)),
+        "asin": text_series(asins, meta_order),
+        "title": text_series(titles.astype(str)),
         "categories": pd.Series(categories, dtype=object),
     })
     return reviews, meta
@@ -500,8 +493,8 @@ def write_raw(raw_dir, n_users: int, n_items: int, n_categories: int, seed: int)
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(raw_dir / "reviews.pkl") as tmp:
-        data.reviews.to_pickle(tmp)
+        data.reviews.to_pickle(tmp, protocol=RAW_PICKLE_PROTOCOL)
     with atomic_path(raw_dir / "meta.pkl") as tmp:
-        data.meta.to_pickle(tmp)
+        data.meta.to_pickle(tmp, protocol=RAW_PICKLE_PROTOCOL)
     write_json_atomic(raw_dir / "oracle.json", data.oracle)
     return data.oracle

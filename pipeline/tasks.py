@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
+import time
 from pathlib import Path
 
 import luigi
@@ -19,9 +21,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import config, raw_sources
-from din_common.atomic import atomic_path, remove_stale_temporaries, write_json_atomic
+from din_common.atomic import atomic_path, remove_file, remove_stale_temporaries, write_json_atomic
 from din_common.errors import InputError
+from pipeline.compat import PARQUET_WRITE_OPTIONS
+from pipeline.console import count, progress_line, split_counts, task_line
 from pipeline.fingerprint import read_manifest_fingerprint
+from pipeline.raw_manifest import check_files, file_records
 from pipeline.raw_sources import load_raw_pickles
 from pipeline.remap import remap_ids
 from pipeline.sequences import build_shard_samples
@@ -37,15 +42,34 @@ SAMPLE_PARQUET_OPTIONS = {"compression": "snappy", "use_dictionary": False}
 
 @contextlib.contextmanager
 def task_lock(data_dir: Path, task_id: str):
-    """An exclusive lock per task and data dir; the OS releases it if the process dies."""
+    """An exclusive lock per task and data dir; the OS releases it if the process dies.
+
+    The holder deletes its lock file (and `.locks/` once empty) before releasing it, so
+    nothing is left behind. A waiter may then hold the lock of a deleted file: it checks
+    that the file it locked is still the one at the path, and otherwise tries again.
+    """
     lock_dir = data_dir / ".locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / f"{task_id}.lock", "w") as handle:
+    path = lock_dir / f"{task_id}.lock"
+    while True:
+        try:
+            lock_dir.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "a")
+        except (FileExistsError, FileNotFoundError):  # another process removed the empty lock dir meanwhile
+            continue
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
+        yield
+    finally:
+        path.unlink()
+        with contextlib.suppress(OSError):  # not empty: another task holds or waits for its lock
+            lock_dir.rmdir()
+        handle.close()
 
 
 def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
@@ -55,7 +79,7 @@ def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
 
 def write_parquet_atomic(table: pa.Table, path: Path, **options) -> None:
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, **(options or {"compression": "zstd"}))
+        pq.write_table(table, tmp, **PARQUET_WRITE_OPTIONS, **(options or {"compression": "zstd"}))
 
 
 class LockedTask(luigi.Task):
@@ -66,11 +90,24 @@ class LockedTask(luigi.Task):
     """
 
     def run(self):
-        with task_lock(Path(config.paths().data_dir), self.task_id):
+        with task_lock(Path(config.paths().data_dir), self.lock_name()):
             if not self.complete():
+                self.started = time.perf_counter()
                 self.build()
+                task_line(self.display_name(), self.wrote(), time.perf_counter() - self.started)
 
     def build(self) -> None:
+        raise NotImplementedError
+
+    def lock_name(self) -> str:
+        """Processes building the same task under the same lock name take turns."""
+        return self.task_id
+
+    def display_name(self) -> str:
+        return self.get_task_family()
+
+    def wrote(self) -> str:
+        """What build() wrote, for the line the task prints when it is done."""
         raise NotImplementedError
 
 
@@ -97,7 +134,7 @@ class ManifestTask(LockedTask):
 
     def invalidate(self) -> None:
         """Before writing: drop the manifest and whatever temporaries a killed writer left."""
-        self.manifest_path().unlink(missing_ok=True)
+        remove_file(self.manifest_path())
         remove_stale_temporaries(self.output_dir())
 
     def output_dir(self) -> Path:
@@ -107,11 +144,23 @@ class ManifestTask(LockedTask):
     def write_manifest(self, **content) -> None:
         write_json_atomic(self.manifest_path(), {"fingerprint": self.expected_fingerprint(), **content})
 
+    def read_manifest(self) -> dict:
+        try:
+            return json.loads(self.manifest_path().read_text())
+        except (OSError, ValueError):
+            return {}
+
+    # A task that has run this long is a long one (remap at 10x scale: ~30 s): say what it does next.
+    PROGRESS_AFTER_SECONDS = 2.0
+
     def report(self, message: str, percent: int) -> None:
         # Luigi's worker installs these callbacks; they are None when run() is called directly.
         if self.set_status_message:
             self.set_status_message(message)
             self.set_progress_percentage(percent)
+        started = getattr(self, "started", None)
+        if started is not None and time.perf_counter() - started >= self.PROGRESS_AFTER_SECONDS:
+            progress_line(self.display_name(), message)
 
 
 class PrepareRaw(ManifestTask):
@@ -133,7 +182,16 @@ class PrepareRaw(ManifestTask):
         settings = self.settings()
         if settings.source == "pickle":  # the user's own files: present is current
             return all(path.is_file() for path in self.data_files())
-        return super().complete()
+        if not super().complete():
+            return False
+        self.check_integrity()
+        return True
+
+    def check_integrity(self) -> None:
+        """Raise if raw pickles the pipeline made differ from what it recorded (pipeline.raw_manifest)."""
+        settings = self.settings()
+        if settings.source in GENERATED_SOURCES and all(path.is_file() for path in self.data_files()):
+            check_files(settings.raw_pickles, self.read_manifest().get("files"), settings.raw_manifest)
 
     def build(self) -> None:
         settings = self.settings()
@@ -160,8 +218,13 @@ class PrepareRaw(ManifestTask):
                                                               else "reviews_*.json[.gz]"),
                                           f"the input of [raw] source = {settings.source}")
             details = convert(settings.raw_dir)
-        self.write_manifest(source=settings.source, details=details)
+        self.write_manifest(source=settings.source, details=details, files=file_records(settings.raw_pickles))
         self.report("raw data ready", 100)
+
+    def wrote(self) -> str:
+        settings = self.settings()
+        sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in settings.raw_pickles.values())
+        return f"raw data from [raw] source = {settings.source}: {sizes} -> {settings.raw_dir}"
 
     @staticmethod
     def _refuse_to_overwrite_user_files(settings: Settings) -> None:
@@ -209,6 +272,12 @@ class RemapIds(ManifestTask):
             write_parquet_atomic(getattr(result, name), path)
         self.write_manifest(**result.stats, reviews_file=review_info, meta_file=meta_info)
 
+    def wrote(self) -> str:
+        stats = self.read_manifest()
+        return (f"{count(stats['reviews_kept'], 'review')} of {count(stats['n_users'], 'user')}, "
+                f"{count(stats['n_items'], 'item')}, {count(stats['n_cats'], 'category', 'categories')} "
+                f"-> {Settings.current().remap_dir}")
+
 
 REVIEW_READ_BATCH = 1 << 20
 
@@ -254,6 +323,13 @@ class ShardTask(ManifestTask):
     def data_files(self) -> list[Path]:
         return list(self.files().values())
 
+    def display_name(self) -> str:
+        return f"{self.get_task_family()} {self.shard + 1}/{Settings.current().num_shards}"
+
+    def files_pattern(self) -> str:
+        settings = Settings.current()
+        return str(self.stage_dir(settings) / "{train,val,test}" / f"{settings.part_name(self.shard)}{self.suffix}")
+
 
 class BuildSequences(ShardTask):
     """One shard's samples -> sequences/{train,val,test}/part-NNNNN.parquet."""
@@ -280,6 +356,10 @@ class BuildSequences(ShardTask):
         for split, path in self.files().items():
             write_parquet_atomic(tables[split], path, **SAMPLE_PARQUET_OPTIONS)
         self.write_manifest(shard=self.shard, samples={split: tables[split].num_rows for split in SPLITS})
+
+    def wrote(self) -> str:
+        samples = self.read_manifest()["samples"]
+        return f"{split_counts(samples)} samples -> {self.files_pattern()}"
 
 
 class WriteTFRecords(ShardTask):
@@ -308,6 +388,12 @@ class WriteTFRecords(ShardTask):
             counts[split] = {"samples": table.num_rows, "records": records, "bytes": path.stat().st_size}
         self.write_manifest(shard=self.shard, splits=counts)
 
+    def wrote(self) -> str:
+        splits = self.read_manifest()["splits"]
+        records = sum(info["records"] for info in splits.values())
+        samples = {split: info["samples"] for split, info in splits.items()}
+        return f"{split_counts(samples)} samples in {count(records, 'record')} -> {self.files_pattern()}"
+
 
 class Preprocess(ManifestTask):
     """All of stage 1; writes tfrecords/feature_spec.json, the contract with stage 2."""
@@ -322,6 +408,9 @@ class Preprocess(ManifestTask):
         return Settings.current().tfrecords_fingerprint()
 
     def complete(self) -> bool:
+        # Luigi looks no further upstream than a complete task: check the raw data here too, so a
+        # damaged raw pickle is reported even when everything built from it is up to date.
+        PrepareRaw().check_integrity()
         return super().complete() and all(task.complete() for task in self.requires())
 
     def build(self) -> None:
@@ -343,12 +432,18 @@ class Preprocess(ManifestTask):
                             num_shards=settings.num_shards, seed=settings.seed, n_items=n_rows["items"],
                             n_cats=n_rows["categories"], n_users=n_rows["users"], splits=splits)
 
+    def wrote(self) -> str:
+        spec = self.read_manifest()
+        samples = {split: info["samples"] for split, info in spec["splits"].items()}
+        return (f"stage 1 done: {split_counts(samples)} samples in {count(spec['num_shards'], 'shard')} "
+                f"-> {self.manifest_path()}")
+
     @staticmethod
     def _remove_outputs_of_other_shard_counts(settings: Settings) -> None:
         """Shard files beyond num_shards belong to an earlier setting; they would mislead a glob."""
         for stage_dir in (settings.sequences_dir, settings.tfrecords_dir):
             for path in stage_dir.glob("**/part-*"):
-                index = path.name.split(".")[0].removeprefix("part-")
+                index = path.name.split(".")[0][len("part-"):]  # the glob guarantees the prefix
                 if index.isdigit() and int(index) >= settings.num_shards:
                     path.unlink()
             remove_stale_temporaries(stage_dir)
@@ -360,3 +455,7 @@ class AllTasks(luigi.WrapperTask):
     def requires(self):
         from pipeline.train_tasks import EvaluateDIN  # stage 2 builds on the tasks here: import late
         return EvaluateDIN()
+
+    def complete(self) -> bool:
+        PrepareRaw().check_integrity()  # as in Preprocess.complete
+        return super().complete()

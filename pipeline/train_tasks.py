@@ -1,6 +1,9 @@
 """Stage-2 Luigi tasks: TrainDIN and EvaluateDIN, thin shells over `din_model.training`.
 
-Both read the `[train]` section (pipeline.config.train) into `din_model.params.TrainParams`.
+Both read the `[train]` section (pipeline.config.train) into `din_model.params.TrainParams`
+and the `[npu]` section into `din_model.npu_options.NpuOptions`: checked when the task is
+scheduled (a bad value stops the run before stage 1) and handed to `din_model.device.configure_npu`
+before training or evaluating, so one process opens the NPU once with those options.
 The run directory is `<data_dir>/runs/<run_id>/`, `run_id` hashing every training
 parameter and the fingerprint that stage 1 writes into feature_spec.json; so a changed
 training parameter starts a new run and leaves stage 1 untouched, and new shards
@@ -12,12 +15,16 @@ start a new run too.
 """
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from pathlib import Path
 
 import luigi
 
 from din_common.atomic import write_json_atomic
 from pipeline import config
+from pipeline.console import progress_line
 from pipeline.tasks import LockedTask
 
 
@@ -29,6 +36,50 @@ def current_train_params():
              "attention_softmax", "dropout", "l2", "mini_batch_aware_l2", "use_category", "device", "precision",
              "seed")
     return TrainParams(**{name: getattr(section, name) for name in names})
+
+
+def training_module():
+    """din_model.training, with TensorFlow started without its start-up noise (din_model.quiet_start)."""
+    from din_model.quiet_start import import_tensorflow
+
+    import_tensorflow()
+    from din_model import training
+
+    return training
+
+
+def current_npu_options():
+    from din_model.npu_options import NpuOptions
+
+    return NpuOptions.from_strings(config.section_values(config.npu()))
+
+
+def _use_npu_options() -> None:
+    from din_model.device import configure_npu
+
+    configure_npu(current_npu_options())
+
+
+def cluster_worker_name(environ=os.environ) -> str:
+    """"worker-1" when TF_CONFIG makes this process one of several workers, else "" (malformed TF_CONFIG: "",
+    the training reports it). Workers of one cluster run the same command on the same data dir, possibly on
+    one host: their Luigi process locks and TrainDIN locks must differ, or the first blocks the others."""
+    try:
+        config_json = json.loads(environ.get("TF_CONFIG", "") or "{}")
+        cluster, task = config_json.get("cluster", {}), config_json.get("task", {})
+        workers = sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
+        return f"{task['type']}-{int(task.get('index', 0))}" if workers > 1 else ""
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return ""
+
+
+def separate_process_locks_for_cluster_workers() -> None:
+    """Give each TF_CONFIG worker its own Luigi process-lock directory (unless luigi.cfg names one):
+    Luigi turns away a second process running the same command line ("already running")."""
+    worker = cluster_worker_name()
+    settings = luigi.configuration.get_config()
+    if worker and not settings.has_option("core", "lock_pid_dir"):
+        settings.set("core", "lock_pid_dir", os.path.join(tempfile.gettempdir(), "luigi", worker))
 
 
 def _tfrecords_fingerprint(preprocess_task) -> str:
@@ -60,45 +111,63 @@ class RunTask(LockedTask):
         self.set_status_message(message)
         self.set_progress_percentage(int(round(100 * fraction)))
 
+    def wrote(self) -> str:
+        return f"-> {self.output().path}"
+
 
 class TrainDIN(RunTask):
     """Train DIN on the TFRecords (resuming a killed run); writes runs/<run_id>/metrics.json."""
 
     def requires(self):
+        current_npu_options()  # scheduling checks [npu]: a bad value stops the run before stage 1
         return self.preprocess_task()
 
     def output(self):
         return luigi.LocalTarget(str(self.run_dir() / "metrics.json"))
 
     def complete(self) -> bool:
-        from din_model.training import training_complete
-
-        return training_complete(self.output().path, self.train_params())
+        metrics_path = self.output().path  # reads the settings first: a bad one is reported before TF starts
+        return training_module().training_complete(metrics_path, self.train_params())
 
     def build(self) -> None:
-        from din_model.training import train
+        run_dir = self.run_dir()
+        training = training_module()
+        options = current_npu_options()
+        print(f"[TrainDIN] run {run_dir.name}: {self.train_params().epochs} epochs into {run_dir}", flush=True)
+        if options.devices > 1:  # one rank process per NPU; this process opens none
+            from din_model.npu_ranks import launch_ranks
 
-        train(self.spec_path(), self.run_dir(), self.train_params(), progress_callback=self.report)
+            launch_ranks(options, self.spec_path(), run_dir, self.train_params())
+            return
+        _use_npu_options()
+        training.train(self.spec_path(), run_dir, self.train_params(), progress_callback=self.report,
+                       worker_timeout=config.train().worker_timeout)
+
+    def wrote(self) -> str:
+        return f"saved model, curves.png, metrics.json -> {self.run_dir()}"
+
+    def lock_name(self) -> str:
+        worker = cluster_worker_name()
+        return f"{self.task_id}.{worker}" if worker else self.task_id
 
 
 class EvaluateDIN(RunTask):
     """Test metrics, popularity (and oracle) baselines merged into metrics.json; writes evaluation.json."""
 
     def requires(self):
+        current_npu_options()
         return TrainDIN()
 
     def output(self):
         return luigi.LocalTarget(str(self.run_dir() / "evaluation.json"))
 
     def build(self) -> None:
-        from din_model.training import evaluate
-
+        training = training_module()
+        _use_npu_options()
         self.report(0.0, "evaluating on the test split")
-        result = evaluate(self.spec_path(), self.run_dir(), self.train_params())
+        progress_line("EvaluateDIN", "scoring the test split, then the popularity baseline")
+        result = training.evaluate(self.spec_path(), self.run_dir(), self.train_params())
         summary = {name: result[name] for name in ("test", "popularity_test_auc", "oracle_test_auc", "gap_closed")
                    if name in result}
         write_json_atomic(self.output().path, summary)
         self.report(1.0, "evaluation done")
-        run_dir = self.run_dir()
-        print(f"[evaluate] metrics: {run_dir / 'metrics.json'}\n[evaluate] saved model: {run_dir / 'saved_model'}",
-              flush=True)

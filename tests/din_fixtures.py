@@ -4,16 +4,18 @@ Written with `tf.train.Example` directly from data/README.md, independently of t
 stage-1 writer, so the reader is checked against the documented layout itself.
 `random_samples` draws Amazon-like samples (geometric history lengths) whose label is
 learnable by attention: positive iff the target's category occurs in the history.
-`RecordingNpuDevice` stands in for the Ascend adapter module `npu_device`.
+`RecordingNpuDevice` is the old name of the Ascend adapter stand-in (now `tests.npu_standin`).
 """
 from __future__ import annotations
 
 import json
-import types
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+
+from tests.npu_standin import NpuStandin
 
 
 def category_of(items: np.ndarray, n_cats: int) -> np.ndarray:
@@ -111,25 +113,31 @@ def write_random_fixture(root: str | Path, *, sizes=(("train", 400), ("val", 120
                          n_items=n_items, n_cats=n_cats, n_users=n_users)
 
 
-class RecordingNpuDevice(types.ModuleType):
-    """Stands in for `npu_device`: records the calls that select_device makes."""
+class _LegacyCallSummary(Sequence):
+    """The stand-in's calls in the old RecordingNpuDevice form: names, and ("open", precision_mode)."""
 
-    def __init__(self):
-        super().__init__("npu_device")
-        self.calls = []
-        self.options = types.SimpleNamespace(precision_mode=None)
+    def __init__(self, standin: NpuStandin):
+        self._standin = standin
 
-    def global_options(self):
-        self.calls.append("global_options")
-        return self.options
+    def _summary(self) -> list:
+        return [(name, details["options"].get("precision_mode") if "options" in details else "reused")
+                if name == "open" else name for name, details in self._standin.calls]
 
-    def open(self):
-        self.calls.append(("open", self.options.precision_mode))
-        recorder = self
+    def __getitem__(self, index):
+        return self._summary()[index]
 
-        class Handle:
-            def as_default(self):
-                recorder.calls.append("as_default")
-                return self
+    def __len__(self) -> int:
+        return len(self._standin.calls)
 
-        return Handle()
+
+def RecordingNpuDevice():
+    """Deprecated alias, kept for tests not yet moved to `tests.npu_standin`: the `npu_device` module of a fresh
+    stand-in, with `.calls` summarised as ["global_options", ("open", precision_mode), "as_default", ...].
+
+    Installing only this top module in sys.modules serves `import npu_device` and attribute access
+    (`npu_device.train.optimizer.NpuLossScaleOptimizer`); `from npu_device.x import y` needs the
+    `npu_standin` fixture, which installs every submodule.
+    """
+    standin = NpuStandin()
+    standin.module.__dict__["calls"] = _LegacyCallSummary(standin)
+    return standin.module

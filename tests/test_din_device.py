@@ -1,27 +1,118 @@
-"""Device and precision selection, with a recording stand-in for the Ascend adapter."""
+"""Device and precision selection; the NPU path against the strict stand-in of the Ascend adapter."""
+import json
 import sys
 
 import pytest
 
-from din_model.device import select_device
 from din_common.errors import InputError
-from tests.din_fixtures import RecordingNpuDevice
+from din_model import device
+from din_model.device import configure_npu, select_device
+from din_model.npu_options import NpuOptions
+from tests.npu_standin import NpuConfig, NpuStandin
+
+ADAPTER_DEFAULTS = NpuConfig().as_dict()
 
 
 @pytest.fixture
-def fake_npu(monkeypatch):
-    module = RecordingNpuDevice()
-    monkeypatch.setitem(sys.modules, "npu_device", module)
-    return module
+def npu(monkeypatch):
+    """A stand-in adapter installed as `npu_device`, and a process that has not opened an NPU yet."""
+    monkeypatch.setattr(device, "_process_npu", device._ProcessNpu())
+    return NpuStandin().install(monkeypatch)
+
+
+def opened_options(npu):
+    (opened,) = npu.named("open")
+    return opened["options"]
+
+
+def changed_from_defaults(options):
+    return {name: value for name, value in options.items() if ADAPTER_DEFAULTS.get(name) != value}
 
 
 @pytest.mark.parametrize("precision, mode", [("mixed", "allow_mix_precision"), ("fp32", "must_keep_origin_dtype")])
 @pytest.mark.parametrize("requested", ["auto", "npu"])
-def test_npu_is_opened_with_its_precision_mode(fake_npu, requested, precision, mode):
+def test_npu_is_opened_with_its_precision_mode(npu, requested, precision, mode):
     choice = select_device(requested, precision)
-    assert fake_npu.calls == ["global_options", ("open", mode), "as_default"]
+    assert npu.call_names() == ["global_options", "open", "as_default"]
+    assert npu.named("open")[0]["device_id"] == 0
+    assert changed_from_defaults(opened_options(npu)) == {"precision_mode": mode}
     assert (choice.name, choice.precision, choice.static_shapes) == ("npu", precision, True)
     assert choice.describe() == {"device": "npu", "precision": precision}
+    assert choice.handle is npu.default_handle
+
+
+def test_every_npu_option_reaches_global_options_by_its_adapter_name(npu, tmp_path):
+    mixlist = tmp_path / "mixlist.json"
+    mixlist.write_text(json.dumps({"black-list": {"to-add": ["MatMulV2"]}, "gray-list": {"to-remove": ["Cast"]}}))
+    fusion = tmp_path / "fusion_switch.cfg"
+    fusion.write_text('{"Switch": {"GraphFusion": {"ALL": "off"}}}')
+    options = NpuOptions(precision_mode="allow_fp32_to_fp16", device_id=3, modify_mixlist=str(mixlist),
+                         fusion_switch_file=str(fusion), dump_path=str(tmp_path / "dump"), dump_step="0|5|10-12",
+                         dump_mode="all", profiling_output_dir=str(tmp_path / "prof"),
+                         profiling_options='{"task_trace": "on", "aic_metrics": "PipeUtilization"}')
+    choice = select_device("npu", "fp32", npu_options=options)
+    assert npu.named("open")[0]["device_id"] == 3
+    options_sent = opened_options(npu)
+    profiling = json.loads(options_sent.pop("profiling_options"))
+    assert changed_from_defaults(options_sent) == {
+        "precision_mode": "allow_fp32_to_fp16", "modify_mixlist": str(mixlist), "fusion_switch_file": str(fusion),
+        "enable_dump": "1", "dump_path": str(tmp_path / "dump"), "dump_step": "0|5|10-12", "dump_mode": "all",
+        "enable_profiling": "1"}
+    assert profiling == {"output": str(tmp_path / "prof"), "task_trace": "on", "aic_metrics": "PipeUtilization"}
+    assert (tmp_path / "dump").is_dir() and (tmp_path / "prof").is_dir()  # created before the device opened
+    assert choice.precision == "mixed"  # allow_fp32_to_fp16 computes in float16 where it must
+
+
+def test_overflow_dump_sets_the_debug_half_of_dump_config(npu, tmp_path):
+    select_device("npu", "mixed", npu_options=NpuOptions(overflow_dump_path=str(tmp_path / "overflow"),
+                                                         dump_debug_mode="aicore_overflow"))
+    assert changed_from_defaults(opened_options(npu)) == {
+        "precision_mode": "allow_mix_precision", "enable_dump_debug": "1", "dump_path": str(tmp_path / "overflow"),
+        "dump_debug_mode": "aicore_overflow"}
+
+
+def test_device_id_comes_from_ascend_device_id_when_not_set(npu, monkeypatch):
+    monkeypatch.setenv("ASCEND_DEVICE_ID", "5")
+    select_device("npu", "mixed")
+    assert npu.named("open")[0]["device_id"] == 5
+
+
+def test_a_bad_ascend_device_id_is_named(npu, monkeypatch):
+    monkeypatch.setenv("ASCEND_DEVICE_ID", "npu5")
+    with pytest.raises(InputError, match=r"ASCEND_DEVICE_ID='npu5' is not a device number"):
+        select_device("npu", "mixed")
+    assert npu.calls == []
+
+
+def test_the_npu_is_opened_once_per_process(npu):
+    configure_npu(NpuOptions(precision_mode="force_fp16"))
+    first = select_device("npu", "mixed")
+    configure_npu(NpuOptions(precision_mode="force_fp16"))  # EvaluateDIN after TrainDIN, same settings
+    second = select_device("npu", "mixed")
+    assert npu.call_names() == ["global_options", "open", "as_default"]
+    assert second.handle is first.handle
+
+
+def test_other_options_once_the_npu_is_open_are_an_input_error(npu):
+    select_device("npu", "mixed")
+    with pytest.raises(InputError, match=r"NPU is already open in this process with other options \(precision_mode: "
+                                         r"open with 'allow_mix_precision', now asked for 'force_fp16'\)"):
+        configure_npu(NpuOptions(precision_mode="force_fp16"))
+    with pytest.raises(InputError, match=r"device_id: open with 0, now asked for 1"):
+        select_device("npu", "mixed", npu_options=NpuOptions(device_id=1))
+    with pytest.raises(InputError, match=r"precision_mode: open with 'allow_mix_precision', now asked for "
+                                         r"'must_keep_origin_dtype'"):
+        select_device("npu", "fp32")
+    assert npu.call_names() == ["global_options", "open", "as_default"]
+
+
+def test_an_option_the_installed_adapter_rejects_is_an_input_error(npu, monkeypatch):
+    """An older CANN adapter that lacks a precision mode: its ValueError becomes one clear line."""
+    monkeypatch.setitem(NpuConfig._OPTIONS, "precision_mode", (None, ("allow_mix_precision",)))
+    with pytest.raises(InputError, match=r"adapter rejects global_options\(\).precision_mode = 'force_fp16' "
+                                         r"\('force_fp16' not in optional list"):
+        select_device("npu", "mixed", npu_options=NpuOptions(precision_mode="force_fp16"))
+    assert "open" not in npu.call_names()
 
 
 def test_auto_without_npu_or_gpu_is_cpu_fp32(monkeypatch):
@@ -52,9 +143,9 @@ def test_unknown_device_or_precision():
         select_device("cpu", "bf16")
 
 
-def test_cpu_explicit_ignores_npu(fake_npu):
+def test_cpu_explicit_ignores_npu(npu):
     assert select_device("cpu", "mixed").name == "cpu"
-    assert fake_npu.calls == []
+    assert npu.calls == []
 
 
 @pytest.mark.parametrize("machine, user_setting, expected", [

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from din_model.compat import set_random_seed
 from din_model.export import SIGNATURE_NAMES, export_saved_model, load_scorer
 from din_model.layers import AttentionPooling, Dice, Dropout, PReLU
 from din_model.model import build_model
@@ -74,9 +75,8 @@ def test_padding_changes_nothing(softmax, activation):
 
 @pytest.mark.parametrize("rate, dropped_of_256", [(0.5, 128), (0.1, 26)])
 def test_dropout_drops_its_rounded_rate_and_rescales_the_rest(rate, dropped_of_256):
-    import keras
 
-    keras.utils.set_random_seed(3)
+    set_random_seed(3)
     layer = Dropout(rate)
     inputs = tf.ones([500, 203])  # 101,500 values: not a multiple of 4 bytes per word
     outputs = layer(inputs, training=True).numpy()
@@ -148,12 +148,12 @@ def test_mini_batch_aware_l2_of_a_hand_made_batch():
 
 def test_xla_train_step_matches_the_plain_one():
     """jit_compile needs static shapes all the way, the mini-batch aware L2 included."""
-    import keras
+    from din_model.compat import keras
 
     params = TrainParams(**SMALL, l2=0.01, activation="dice", jit_compile=True)
     losses = {}
     for jit in (False, True):
-        keras.utils.set_random_seed(5)
+        set_random_seed(5)
         model = build_model(params, SPEC, static_shapes=True)
         step = make_train_step(model, keras.optimizers.Adam(0.01), jit_compile=jit)
         features = features_batch(seed=8, batch=16)
@@ -163,9 +163,9 @@ def test_xla_train_step_matches_the_plain_one():
 
 
 def test_model_overfits_a_tiny_set():
-    import keras
+    from din_model.compat import keras
 
-    keras.utils.set_random_seed(1)
+    set_random_seed(1)
     params = TrainParams(embed_dim=8, attention_hidden="16,8", mlp_hidden="32,16", learning_rate=0.02,
                          activation="prelu", batch_size=64)
     model = build_model(params, SPEC)
@@ -193,3 +193,18 @@ def test_export_reload_gives_the_same_predictions(tmp_path):
         np.testing.assert_allclose(scorer(**inputs)["probability"].numpy(), expected, rtol=1e-6)
     assert tf.saved_model.load(str(path)).signatures["serving_default"].structured_input_signature[1][
         "hist_item"].shape.as_list() == [None, 5]
+
+
+@pytest.mark.parametrize("activation, dropout, use_category", [("dice", 0.5, True), ("prelu", 0.0, False)])
+def test_named_weights_name_every_weight_once_by_its_role(activation, dropout, use_category):
+    params = TrainParams(embed_dim=4, attention_hidden="8,4", mlp_hidden="6", activation=activation, dropout=dropout,
+                         use_category=use_category)
+    model = build_model(params, {"n_items": 50, "n_cats": 5, "maxlen": 6})
+    named = model.named_weights()
+    assert sorted(id(variable) for variable in named.values()) == sorted(id(variable) for variable in model.weights)
+    assert tuple(named["item_embedding_embeddings"].shape) == (51, 4)
+    assert tuple(named["attention_hidden_dense0_kernel"].shape) == (4 * (8 if use_category else 4), 8)
+    assert tuple(named["mlp_dense0_kernel"].shape) == (2 * (8 if use_category else 4), 6)
+    assert ("mlp_activation0_moving_mean" in named) == (activation == "dice")
+    assert ("mlp_dropout0_seed_state" in named) == (dropout > 0)
+    assert ("cate_embedding_embeddings" in named) == use_category

@@ -15,6 +15,8 @@ import tensorflow as tf
 
 from din_common.errors import InputError
 from din_model import distribute
+from din_model.placement import check_files_per_process
+from tests.checkpoints import optimizer_iterations
 from tests.din_fixtures import write_random_fixture
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,8 +127,7 @@ def test_two_workers_train_one_model_and_only_the_chief_writes(spec_path, tmp_pa
 
     # One global batch of TINY["batch_size"] per step: ceil(samples / batch) optimizer steps, on both workers.
     checkpoint = tf.train.latest_checkpoint(str(chief / "checkpoints"))
-    assert tf.train.load_variable(checkpoint, "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == \
-        math.ceil(TRAIN_SAMPLES / TINY["batch_size"])
+    assert optimizer_iterations(checkpoint) == math.ceil(TRAIN_SAMPLES / TINY["batch_size"])
     with np.load(weights[0]) as chief_weights, np.load(weights[1]) as worker_weights:
         assert len(chief_weights.files) == len(worker_weights.files) > 0
         for name in chief_weights.files:
@@ -157,23 +158,88 @@ def test_tf_config_mistakes_are_input_errors():
     assert distribute.count_workers({"cluster": {"chief": ["a:1"], "worker": ["b:2", "c:3"], "ps": ["d:4"]}}) == 3
 
 
-def test_the_npu_path_stays_single_device(capsys):
+def test_the_npu_path_ignores_tf_config(capsys):
     two = json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}})
     assert distribute.start_from_environment("auto", environ={"TF_CONFIG": two},
                                              import_npu=lambda: types.ModuleType("npu_device")) is None
     assert distribute.start_from_environment("npu", environ={"TF_CONFIG": two}, import_npu=lambda: None) is None
-    assert "single device" in capsys.readouterr().out
+    assert "the Ascend NPU path ignores it" in capsys.readouterr().out
 
 
 def test_fewer_train_files_than_workers_and_an_indivisible_batch_are_refused(spec_path):
     from din_model.reader import load_spec
 
     spec = load_spec(spec_path)
-    distribute.check_train_files(spec, 4)
+    check_files_per_process(spec, 4, "workers")
     with pytest.raises(InputError, match="4 TFRecord file.*5 workers.*num_shards"):
-        distribute.check_train_files(spec, 5)
+        check_files_per_process(spec, 5, "workers")
     cluster = distribute.Cluster(num_workers=3, task_type="worker", task_index=0, is_chief=True, position=0,
                                  strategy=types.SimpleNamespace(num_replicas_in_sync=3))
     assert distribute.per_replica_batch_size(96, cluster) == 32
     with pytest.raises(InputError, match="batch_size 64 is the global batch and must be divisible by the 3 replicas"):
         distribute.per_replica_batch_size(64, cluster)
+
+
+def luigi_train_worker(data_dir: Path, addresses: list, index: int, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "TF_CONFIG": tf_config(addresses, index), "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "luigi", "--module", "pipeline", "TrainDIN", "--paths-data-dir", str(data_dir),
+               "--raw-synthetic-users", "300", "--raw-synthetic-items", "200", "--raw-synthetic-categories", "10",
+               "--preprocess-num-shards", "2", "--preprocess-maxlen", "5", "--preprocess-prebatch", "64",
+               "--train-epochs", "1", "--train-batch-size", "128", "--train-embed-dim", "4",
+               "--train-mlp-hidden", "8", "--train-attention-hidden", "8", "--train-device", "cpu", *extra]
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture(scope="module")
+def preprocessed(tmp_path_factory):
+    """Stage 1 done once, as docs/scaling.md asks before a cluster starts."""
+    data_dir = tmp_path_factory.mktemp("cluster") / "data"
+    command = [sys.executable, "-m", "luigi", "--module", "pipeline", "Preprocess", "--paths-data-dir", str(data_dir),
+               "--raw-synthetic-users", "300", "--raw-synthetic-items", "200", "--raw-synthetic-categories", "10",
+               "--preprocess-num-shards", "2", "--preprocess-maxlen", "5", "--preprocess-prebatch", "64"]
+    finished = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    return data_dir
+
+
+@pytest.mark.slow
+def test_two_workers_on_one_host_started_with_the_same_luigi_command_train_one_run(preprocessed):
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    workers = [luigi_train_worker(preprocessed, addresses, index) for index in range(2)]
+    outputs = [worker.communicate(timeout=WORKER_TIMEOUT_S)[0] for worker in workers]
+    for index, (worker, output) in enumerate(zip(workers, outputs)):
+        assert worker.returncode == 0, f"worker {index} exited {worker.returncode}:\n{output[-3000:]}"
+        assert "already running" not in output
+    (run_dir,) = [path for path in (preprocessed / "runs").iterdir() if not path.name.startswith(".")]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (metrics["strategy"], metrics["workers"], metrics["training_done"]) == ("MultiWorkerMirroredStrategy", 2,
+                                                                                    True)
+    assert not (preprocessed / "runs" / ".cluster").exists() or not any((preprocessed / "runs" / ".cluster").iterdir())
+
+
+@pytest.mark.slow
+def test_a_worker_whose_peer_never_starts_stops_with_an_error_naming_it(preprocessed):
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    started = time.perf_counter()
+    worker = luigi_train_worker(preprocessed, addresses, 0, "--train-worker-timeout", "5", "--train-seed", "2")
+    output = worker.communicate(timeout=WORKER_TIMEOUT_S)[0]
+    assert worker.returncode == 30, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1 and f"worker 1 ({addresses[1]}) did not start within 5 s" in errors[0], output[-3000:]
+    assert time.perf_counter() - started < 90
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_waiting_worker(preprocessed):
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    worker = luigi_train_worker(preprocessed, addresses, 1, "--train-worker-timeout", "600", "--train-seed", "3")
+    rendezvous = preprocessed / "runs" / ".cluster"
+    deadline = time.perf_counter() + 120
+    while not list(rendezvous.glob("*/worker-1")) and time.perf_counter() < deadline:
+        time.sleep(0.2)
+    assert list(rendezvous.glob("*/worker-1")), "the worker never started waiting"
+    worker.terminate()
+    worker.communicate(timeout=20)
+    assert worker.returncode in (-15, 143)

@@ -6,6 +6,7 @@ import pytest
 
 from tests.din_fixtures import random_samples, write_fixture
 from din_model.reader import batch_signature, iterate_checked, load_spec, make_dataset, split_files
+from din_model.compat import autotune_enabled
 from din_common.errors import InputError
 
 N_SAMPLES = 203  # not a multiple of prebatch or batch size
@@ -71,7 +72,7 @@ def test_batches_match_the_step_signature_and_run_without_the_autotune_model(fix
     dataset = make_dataset(spec_path, "train", 16, maxlen=4, drop_remainder=drop_remainder)
     assert dataset.element_spec == batch_signature(4, batch_dimension)
     # its model thread made ends of iteration wait (see reader._options_without_autotune)
-    assert dataset.options().autotune.enabled is False
+    assert not autotune_enabled(dataset.options())
 
 
 def test_shuffle_changes_order_but_not_content(fixture):

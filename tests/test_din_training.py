@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from din_model import training
+from din_model import evaluation, run_state, training
 from din_model.params import TrainParams
 from din_model.training import TrainingDiverged, evaluate, train, training_complete
+from tests.checkpoints import optimizer_iterations
 from tests.din_fixtures import write_random_fixture
 
 TINY = dict(embed_dim=4, attention_hidden="8,4", mlp_hidden="8,4", batch_size=64, learning_rate=0.01, device="cpu")
@@ -55,8 +56,8 @@ def test_steps_trace_once_although_the_last_batches_are_smaller(spec_path, tmp_p
             return steps[-1]
         return make
 
-    monkeypatch.setattr(training, "make_train_step", recording(training.make_train_step))
-    monkeypatch.setattr(training, "make_predict_step", recording(training.make_predict_step))
+    monkeypatch.setattr(run_state, "make_train_step", recording(run_state.make_train_step))
+    monkeypatch.setattr(run_state, "make_predict_step", recording(run_state.make_predict_step))
     params = TrainParams(**TINY, epochs=2)  # 3000 train, 600 val samples: last batches of 56 and 24 rows
     train(spec_path, tmp_path / "run", params)
     evaluate(spec_path, tmp_path / "run", params)
@@ -87,8 +88,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(spec_path, tmp_path, monkey
     assert [record["epoch"] for record in result["epochs"]] == [1, 2, 3]
     checkpoint = tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))
     steps_per_epoch = int(np.ceil(3000 / 64))
-    assert tf.train.load_variable(checkpoint, "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == \
-        3 * steps_per_epoch
+    assert optimizer_iterations(checkpoint) == 3 * steps_per_epoch
     assert tf.train.load_variable(checkpoint, "epoch/.ATTRIBUTES/VARIABLE_VALUE") == 3
 
 
@@ -101,7 +101,7 @@ def test_more_epochs_in_the_same_run_dir_continue_the_epoch_counter(spec_path, t
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(spec_path, tmp_path, monkeypatch):
     train(spec_path, tmp_path / "run", TrainParams(**TINY, epochs=1))
-    real_make_train_step = training.make_train_step
+    real_make_train_step = run_state.make_train_step
 
     def nan_on_second_step(*args, **kwargs):
         step = real_make_train_step(*args, **kwargs)
@@ -114,7 +114,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(spec_path,
 
         return poisoned
 
-    monkeypatch.setattr(training, "make_train_step", nan_on_second_step)
+    monkeypatch.setattr(run_state, "make_train_step", nan_on_second_step)
     with pytest.raises(TrainingDiverged, match=r"training diverged: loss is nan at epoch 2 step 2; "
                                                r"last good checkpoint kept at .*ckpt-1; try a lower \[train\] learning_rate"):
         train(spec_path, tmp_path / "run", TrainParams(**TINY, epochs=2))
@@ -141,14 +141,14 @@ def test_gpu_mixed_precision_path_trains_resumes_and_exports_on_cpu(spec_path, t
     No GPU is needed to catch dtype mistakes of that path: float16 layers, float32 logits
     and loss, the loss-scale optimizer in the checkpoint, export and reload.
     """
-    import keras
-
+    from din_model.compat import LossScaleOptimizer, keras
     from din_model.device import DeviceChoice
     from din_model.export import load_scorer
 
     gpu_like = DeviceChoice(name="gpu", precision="mixed", dtype_policy="mixed_float16", static_shapes=False,
                             loss_scaling=True, tf_device="/CPU:0")
     monkeypatch.setattr(training, "select_device", lambda *args: gpu_like)
+    monkeypatch.setattr(evaluation, "select_device", lambda *args: gpu_like)
     states = []
 
     class RecordedState(training.TrainingState):
@@ -169,7 +169,7 @@ def test_gpu_mixed_precision_path_trains_resumes_and_exports_on_cpu(spec_path, t
     model = states[-1].model
     assert model.mlp.dense_layers[0].compute_dtype == "float16"
     assert model.item_embedding.embeddings.dtype == "float32"  # variables stay float32
-    assert isinstance(states[-1].optimizer, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(states[-1].optimizer, LossScaleOptimizer)
     assert [record["epoch"] for record in result["epochs"]] == [1, 2, 3]
     assert result["epochs"][-1]["val"]["auc"] > 0.75 and evaluated["test"]["auc"] > 0.75
     scorer = load_scorer(tmp_path / "run" / "saved_model", "serving_default")
@@ -187,7 +187,7 @@ def test_npu_path_trains_on_static_batches_and_scores_every_sample(spec_path, tm
     npu = RecordingNpuDevice()
     monkeypatch.setitem(sys.modules, "npu_device", npu)
     batch_shapes, scored_rows = [], []
-    real_make_train_step, real_predict_split = training.make_train_step, training.predict_split
+    real_make_train_step, real_predict_split = run_state.make_train_step, training.predict_split
 
     def recording_train_step(*args, **kwargs):
         step = real_make_train_step(*args, **kwargs)
@@ -203,8 +203,9 @@ def test_npu_path_trains_on_static_batches_and_scores_every_sample(spec_path, tm
         scored_rows.append(len(columns["label"]))
         return columns
 
-    monkeypatch.setattr(training, "make_train_step", recording_train_step)
+    monkeypatch.setattr(run_state, "make_train_step", recording_train_step)
     monkeypatch.setattr(training, "predict_split", recording_predict_split)
+    monkeypatch.setattr(evaluation, "predict_split", recording_predict_split)
     params = TrainParams(**{**TINY, "device": "npu"}, epochs=3)
     result = train(spec_path, tmp_path / "run", params)
     evaluated = evaluate(spec_path, tmp_path / "run", params)

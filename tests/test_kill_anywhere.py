@@ -1,4 +1,6 @@
 """SIGKILL the pipeline at many points; a rerun must finish with outputs identical to an uninterrupted run."""
+from __future__ import annotations
+
 import json
 import os
 import subprocess

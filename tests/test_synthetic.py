@@ -82,8 +82,8 @@ def test_reviews_per_user_and_increasing_time(data):
 
 def test_asin_order_is_not_popularity(data):
     counts = data.reviews["asin"].value_counts()
-    ranks_by_name = counts.index.to_series().rank().to_numpy()
-    correlation = np.corrcoef(ranks_by_name, counts.to_numpy())[0, 1]
+    ranks_by_name = np.asarray(counts.index, dtype=object).argsort().argsort()  # asins are unique
+    correlation = np.corrcoef(ranks_by_name, counts.to_numpy(dtype=np.int64))[0, 1]  # Int64 on pandas 1.x
     assert abs(correlation) < 0.3
 
 
@@ -96,6 +96,30 @@ def test_deterministic():
     other = generate(120, 200, 12, 6)
     assert not first.reviews.equals(other.reviews)
     assert first.oracle != other.oracle
+
+
+def test_same_seed_gives_the_same_values_on_every_stack():
+    # Written out on the modern stack (numpy 2.4, pandas 3.1) and checked as-is on the
+    # Ascend stack (numpy 1.19, pandas 1.3/1.4): the generator's draws and the oracle
+    # must not depend on the library versions.
+    small = generate(20, 40, 4, 3)
+    assert len(small.reviews) == 197 and len(small.meta) == 40
+    assert small.reviews.head(3).to_dict("list") == {
+        "reviewerID": ["ABAOYGY4UEH0U5", "AQV4A1M0P3IJ26", "A8IKRM2XBM7KGZ"],
+        "asin": ["B0018S01B5", "B0018S01B5", "B0018S01B5"],
+        "unixReviewTime": [1366243200, 1096243200, 1320019200],
+        "overall": [5.0, 5.0, 3.0],
+        "reviewTime": ["04 18, 2013", "09 27, 2004", "10 31, 2011"],
+    }
+    assert small.meta.head(2).to_dict("list") == {
+        "asin": ["B00NUIP28W", "B00B2TNVPF"],
+        "title": ["Dual Batteries Model 9650", "HD Headsets Model 6757"],
+        "categories": [[["Electronics", "Video Games", "Dual Batteries"]], [["Electronics", "Headphones", "HD Headsets"]]],
+    }
+    assert int(small.reviews["unixReviewTime"].sum()) == 233730576000
+    assert float(small.reviews["overall"].sum()) == 809.0
+    assert (small.oracle["oracle_test_auc"], small.oracle["popularity_test_auc"],
+            small.oracle["history_bag_test_auc"]) == (0.8825, 0.74125, 0.85875)
 
 
 def test_oracle_beats_popularity(data):
@@ -148,6 +172,8 @@ def test_write_raw_is_atomic_and_complete(tmp_path):
     reviews = pd.read_pickle(raw_dir / "reviews.pkl")
     meta = pd.read_pickle(raw_dir / "meta.pkl")
     assert len(reviews) == on_disk["n_reviews"] and len(meta) == 120
+    # protocol 4, which Python 3.7 reads (3.8+ would default to 5)
+    assert [(raw_dir / name).read_bytes()[:2] for name in ("reviews.pkl", "meta.pkl")] == [b"\x80\x04"] * 2
 
 
 @pytest.mark.parametrize("args, setting", [

@@ -1,0 +1,113 @@
+"""Scoring a split and evaluating a run: test metrics and the baselines they are compared with.
+
+- `predict_split`: probabilities of a whole split, streamed (static-shape devices get
+  their last batch padded and the padding dropped).
+- `evaluate`: test AUC, GAUC and logloss of the last checkpoint (written on either
+  supported stack), the item-popularity baseline and, on synthetic data
+  (`raw/oracle.json`), the oracle AUC and the share of the popularity-to-oracle gap closed;
+  merged into metrics.json.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from din_common.atomic import write_json_atomic
+from din_common.errors import InputError
+from din_model import metrics as metric_functions
+from din_model.device import DeviceChoice, select_device
+from din_model.params import TrainParams
+from din_model.portable_weights import restore_weights
+from din_model.reader import iterate_checked, load_spec, make_dataset, split_files
+from din_model import run_state
+from din_model.run_state import RunFiles, TrainingState, read_metrics, step_signature
+
+EVAL_BATCH_SIZE = 8192
+
+
+def _pad_to(tensor: tf.Tensor, rows: int) -> tf.Tensor:
+    padding = [[0, rows - int(tf.shape(tensor)[0])]] + [[0, 0]] * (len(tensor.shape) - 1)
+    return tf.pad(tensor, padding)
+
+
+def predict_split(predict_step, spec: dict, split: str, params: TrainParams, device: DeviceChoice) -> dict:
+    """Numpy columns user_id, target_item, label, probability of a whole split (no features kept)."""
+    batch_size = params.batch_size if device.static_shapes else max(params.batch_size, EVAL_BATCH_SIZE)
+    dataset = make_dataset(spec, split, batch_size, shuffle=False, maxlen=params.maxlen)
+    columns = {"user_id": [], "target_item": [], "label": [], "probability": []}
+    for features, label in iterate_checked(dataset, split_files(spec, split)):
+        rows = int(label.shape[0])
+        if device.static_shapes and rows < batch_size:
+            features = {name: _pad_to(value, batch_size) for name, value in features.items()}
+        columns["probability"].append(predict_step(features).numpy()[:rows])
+        columns["user_id"].append(features["user_id"].numpy()[:rows])
+        columns["target_item"].append(features["target_item"].numpy()[:rows])
+        columns["label"].append(label.numpy())
+    if not columns["label"]:
+        raise InputError(f"the {split} split of the TFRecords holds no samples")
+    return {name: np.concatenate(parts) for name, parts in columns.items()}
+
+
+def split_metrics(columns: dict) -> dict[str, float]:
+    return metric_functions.all_metrics(columns["user_id"], columns["label"], columns["probability"])
+
+
+def popularity_scores(spec: dict, test_items: np.ndarray) -> np.ndarray:
+    """How often each test target item is a positive target in the train split (one streamed pass)."""
+    counter = metric_functions.PopularityCounter(int(spec["n_items"]))
+    dataset = make_dataset(spec, "train", EVAL_BATCH_SIZE, maxlen=1)
+    for features, labels in iterate_checked(dataset, split_files(spec, "train")):
+        counter.add(features["target_item"].numpy(), labels.numpy())
+    return counter.scores(test_items)
+
+
+def read_oracle_auc(path: Path) -> float | None:
+    """The planted model's test AUC from raw/oracle.json (synthetic data), if present."""
+    if not path.is_file():
+        return None
+    document = json.loads(path.read_text())
+    for keys in (("oracle_test_auc",), ("test_auc",), ("test", "auc")):
+        value = document
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
+
+
+def default_oracle_path(spec_path) -> Path | None:
+    if isinstance(spec_path, dict):
+        return None
+    return Path(spec_path).resolve().parent.parent / "raw" / "oracle.json"
+
+
+def evaluate(spec_path, run_dir, params: TrainParams, *, oracle_path: str | Path | None = None) -> dict:
+    """Test metrics of the last checkpoint + baselines, merged into metrics.json under `test`."""
+    spec = load_spec(spec_path)
+    files = RunFiles(run_dir)
+    device = select_device(params.device, params.precision)
+    with device.scope():
+        state = TrainingState(params, spec, device, files.checkpoints)
+        if not state.manager.latest_checkpoint:
+            raise InputError(f"{files.checkpoints}: no checkpoint to evaluate; run training first (TrainDIN)")
+        restore_weights(state.model, state.manager.latest_checkpoint, state.checkpoint)
+        test = predict_split(run_state.make_predict_step(state.model, step_signature(spec, params, device)), spec, "test",
+                             params, device)
+    result = {"test": split_metrics(test),
+              "popularity_test_auc": metric_functions.auc(test["label"], popularity_scores(spec, test["target_item"]))}
+    oracle_path = Path(oracle_path) if oracle_path else default_oracle_path(spec_path)
+    oracle_auc = read_oracle_auc(oracle_path) if oracle_path else None
+    if oracle_auc is not None:
+        result["oracle_test_auc"] = oracle_auc
+        gap = oracle_auc - result["popularity_test_auc"]
+        result["gap_closed"] = (result["test"]["auc"] - result["popularity_test_auc"]) / gap if gap else None
+    write_json_atomic(files.metrics, {**read_metrics(files.metrics), **result})
+    oracle_text = (f"; oracle auc {oracle_auc:.4f}, gap to the oracle closed {result['gap_closed']:.1%}"
+                   if result.get("gap_closed") is not None else "")
+    print(f"[evaluate] test auc {result['test']['auc']:.4f} gauc {result['test']['gauc']:.4f} "
+          f"logloss {result['test']['logloss']:.4f}; popularity auc {result['popularity_test_auc']:.4f}{oracle_text}",
+          flush=True)
+    return read_metrics(files.metrics)

@@ -1,0 +1,210 @@
+"""Data-parallel training over several Ascend NPUs of one host: one process (rank) per NPU.
+
+The Ascend adapter's way, as its TF2 training scripts do it: every process opens its own
+device with `RANK_SIZE`, `RANK_ID`, `RANK_TABLE_FILE` (the HCCL rank table) and
+`ASCEND_DEVICE_ID` in its environment, and the adapter's HCCL collectives
+(`npu_device.distribute`) tie the processes together.
+
+- `NpuRankPlacement` (a `Placement` of the one training loop): rank r of n reads train
+  files r, r+n, ... in batches of batch_size / n (so a step is one global batch), for a
+  fixed number of steps per epoch, as MultiWorkerMirroredStrategy workers do. The step
+  averages the gradients over the ranks (`all_reduce(..., "mean")`) before the update;
+  the model's variables are broadcast from rank 0 after building and restoring. Rank 0
+  writes the run directory (checkpoints, metrics, SavedModel); the others write nothing.
+- `launch_ranks`: `TrainDIN` with `[npu] devices = n` starts the n rank processes
+  (`python -m din_model.npu_ranks ...`), waits for them, and stops them all when one fails.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from din_common.errors import InputError
+from din_model.params import TrainParams
+from din_model.placement import (Placement, check_files_per_process, epoch_seed, fixed_steps, per_process_batch_size,
+                                 steps_per_epoch)
+from din_model.reader import iterate_checked, make_dataset, split_files
+from din_model import run_state
+from din_model.run_state import RunFiles, TrainingState
+
+RANK_ENVIRONMENT = ("RANK_SIZE", "RANK_ID", "RANK_TABLE_FILE", "ASCEND_DEVICE_ID")
+STRATEGY_NAME = "NPU ranks (HCCL)"
+
+
+class NpuRankPlacement(Placement):
+    """This process as rank `rank` of `ranks` NPU processes."""
+
+    def __init__(self, adapter, rank: int, ranks: int):
+        self.adapter, self.rank, self.ranks = adapter, rank, ranks
+
+    @property
+    def writes_run_dir(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def progress_label(self) -> str:
+        return f", rank {self.rank} of {self.ranks}; samples/s of all ranks"
+
+    def describe(self) -> dict:
+        return {"strategy": STRATEGY_NAME, "workers": self.ranks}
+
+    def check(self, spec: dict, params: TrainParams) -> None:
+        check_files_per_process(spec, self.ranks, "NPU ranks")
+        per_process_batch_size(params.batch_size, self.ranks, "NPU ranks")
+
+    def restore(self, state: TrainingState, files: RunFiles) -> int:
+        """Every rank restores rank 0's last checkpoint (read-only), then takes rank 0's variables."""
+        latest = tf.train.latest_checkpoint(str(files.checkpoints))
+        if latest:
+            state.checkpoint.restore(latest).assert_existing_objects_matched()
+        done = int(state.epoch.numpy())
+        self.agree_on(done, "the epochs already done in the run directory")
+        self.adapter.distribute.broadcast(state.model.variables, root_rank=0)
+        return done
+
+    def make_train_step(self, state: TrainingState, params: TrainParams, signature):
+        per_rank = signature if signature is None else _per_rank_signature(signature, params.batch_size // self.ranks)
+        return run_state.make_train_step(state.model, state.optimizer, params.jit_compile, per_rank,
+                               reduce_gradients=lambda gradients: self.adapter.distribute.all_reduce(gradients, "mean"))
+
+    def epoch_batches(self, spec: dict, params: TrainParams, device, epoch: int):
+        files = split_files(spec, "train")
+        dataset = make_dataset(spec, "train", params.batch_size // self.ranks, shuffle=True,
+                               seed=epoch_seed(params, epoch), drop_remainder=True, maxlen=params.maxlen,
+                               repeat=True, file_shard=(self.rank, self.ranks))
+        return fixed_steps(iterate_checked(dataset, files[self.rank::self.ranks]),
+                           steps_per_epoch(spec, params.batch_size))
+
+    def samples_in(self, labels, params: TrainParams) -> int:
+        return params.batch_size
+
+    def save(self, state: TrainingState, epoch: int) -> None:
+        if self.writes_run_dir:
+            state.save(epoch)
+
+    def agree_on(self, value: int, what: str) -> None:
+        total, squares, count = self._sum([float(value), float(value) ** 2, 1.0])
+        if squares * count != total * total:
+            raise InputError(f"the NPU ranks disagree on {what} (rank {self.rank} has {value}, mean over ranks "
+                             f"{total / count:g}); every rank must see the same [paths] data_dir")
+
+    def barrier(self) -> None:
+        self._sum([1.0])
+
+    def _sum(self, values: list) -> np.ndarray:
+        (summed,) = self.adapter.distribute.all_reduce([tf.constant(values, tf.float32)], "sum")
+        return summed.numpy()
+
+
+def _per_rank_signature(signature, rows: int):
+    features, labels = signature
+    with_rows = {name: tf.TensorSpec([rows] + spec.shape.as_list()[1:], spec.dtype) for name, spec in features.items()}
+    return with_rows, tf.TensorSpec([rows], labels.dtype)
+
+
+def placement_for(device) -> Optional[NpuRankPlacement]:
+    """NPU ranks when the opened NPU belongs to a cluster of several ranks, else None."""
+    handle = device.handle
+    if handle is None or getattr(handle, "workers_num", 1) <= 1:
+        return None
+    import npu_device
+
+    placement = NpuRankPlacement(npu_device, int(handle.worker_id), int(handle.workers_num))
+    print(f"[train] {STRATEGY_NAME}: {placement.ranks} NPUs, this is rank {placement.rank}", flush=True)
+    return placement
+
+
+# --- launching the ranks ----------------------------------------------------------------
+
+def rank_environment(rank: int, ranks: int, first_device: int, rank_table: str) -> dict:
+    return {"RANK_SIZE": str(ranks), "RANK_ID": str(rank), "ASCEND_DEVICE_ID": str(first_device + rank),
+            "RANK_TABLE_FILE": rank_table}
+
+
+def launch_ranks(options, spec_path, run_dir, params: TrainParams, *, poll_seconds: float = 0.5) -> dict:
+    """Train on `options.devices` NPUs, one rank process each; rank 0's output is shown, the others' kept for errors.
+
+    Returns rank 0's metrics. If a rank fails, the others are stopped and the error names
+    the rank and ends with its last lines.
+    """
+    ranks, first_device = options.devices, options.resolved_device_id()
+    if params.device not in ("npu", "auto") or importlib.util.find_spec("npu_device") is None:
+        raise InputError(f"[npu] devices = {ranks} trains on {ranks} NPUs, but "
+                         + ("[train] device is " + params.device if params.device not in ("npu", "auto") else
+                            "the Ascend CANN TF adapter (npu_device) is not importable (source CANN's set_env.sh)"))
+    rank_table = os.path.abspath(options.rank_table_file)
+    settings = json.dumps(dataclasses.asdict(options))
+    logs = Path(tempfile.mkdtemp(prefix="din-npu-ranks-"))
+    processes = []
+    try:
+        for rank in range(ranks):
+            command = [sys.executable, "-m", "din_model.npu_ranks", str(spec_path), str(run_dir),
+                       json.dumps(params.to_dict()), settings]
+            environment = {**os.environ, **rank_environment(rank, ranks, first_device, rank_table)}
+            output = None if rank == 0 else open(logs / f"rank{rank}.log", "w")
+            processes.append((rank, subprocess.Popen(command, env=environment, stdout=output,
+                                                     stderr=subprocess.STDOUT if output else None), output))
+        _wait_all(processes, logs, poll_seconds)
+    finally:
+        for _, process, output in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            if output is not None:
+                output.close()
+        for log in logs.glob("*.log"):
+            log.unlink()
+        logs.rmdir()
+    from din_model.run_state import read_metrics
+
+    return read_metrics(RunFiles(run_dir).metrics)
+
+
+def _wait_all(processes, logs: Path, poll_seconds: float) -> None:
+    running = list(processes)
+    while running:
+        for entry in list(running):
+            rank, process, _ = entry
+            code = process.poll()
+            if code is None:
+                continue
+            running.remove(entry)
+            if code != 0:
+                for _, other, _ in running:
+                    other.terminate()
+                log = logs / f"rank{rank}.log"
+                tail = log.read_text().strip().splitlines()[-5:] if log.is_file() else []
+                raise InputError(f"NPU rank {rank} of {len(processes)} failed (exit code {code}); the other ranks "
+                                 "were stopped" + ("; its last lines:\n  " + "\n  ".join(tail) if tail else ""))
+        time.sleep(poll_seconds)
+
+
+def main(argv=None) -> int:
+    """One rank: `python -m din_model.npu_ranks SPEC RUN_DIR PARAMS_JSON NPU_SETTINGS_JSON` (launch_ranks runs it)."""
+    from din_model.device import configure_npu
+    from din_model.npu_options import NpuOptions
+    from din_model.training import train
+
+    spec_path, run_dir, params_json, settings_json = (argv or sys.argv[1:])[:4]
+    configure_npu(NpuOptions(**json.loads(settings_json)).for_rank(int(os.environ["ASCEND_DEVICE_ID"])))
+    try:
+        train(spec_path, run_dir, TrainParams(**json.loads(params_json)))
+    except InputError as error:
+        print(f"ERROR: {error}", file=sys.stderr, flush=True)
+        return 30
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

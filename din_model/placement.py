@@ -1,0 +1,106 @@
+"""How one training process takes part in a run: alone, as a TF_CONFIG worker, or as one NPU rank.
+
+The training loop (din_model/training.py) is written once, over a `Placement`. What
+differs between the ways of training sits behind its methods:
+- where variables are created (`scope`) and where checkpoints go (`checkpoint_dir`);
+- how the state is restored and made the same on every process (`restore`);
+- the train step (`make_train_step`: plain, a distribution strategy's, or with the
+  gradients all-reduced over NPU ranks) and the batches of an epoch (`epoch_batches`:
+  the whole split, or this process's part for a fixed number of steps);
+- who writes the run directory (`writes_run_dir`), agreement and barriers between processes.
+
+`Placement` itself is the single process (CPU, one GPU, one NPU). The others:
+`din_model.distribute.ClusterPlacement` (MultiWorkerMirroredStrategy from TF_CONFIG) and
+`din_model.npu_ranks.NpuRankPlacement` (the Ascend adapter's HCCL collectives).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+from typing import Iterator
+
+from din_common.errors import InputError
+from din_model.device import DeviceChoice
+from din_model.params import TrainParams
+from din_model.reader import iterate_checked, make_dataset, split_files
+from din_model import run_state
+from din_model.run_state import RunFiles, TrainingState
+
+
+class Placement:
+    """A single training process: the whole train split, its own checkpoints, it writes the run directory."""
+
+    writes_run_dir = True
+    progress_label = ""  # appended to the per-epoch progress line
+
+    def describe(self) -> dict:
+        """Extra metrics.json fields (strategy, number of processes)."""
+        return {}
+
+    def check(self, spec: dict, params: TrainParams) -> None:
+        """Settings that cannot work with this placement: InputError before anything is built."""
+
+    def scope(self, device: DeviceChoice):
+        return device.scope()
+
+    def checkpoint_dir(self, files: RunFiles) -> Path:
+        return files.checkpoints
+
+    def restore(self, state: TrainingState, files: RunFiles) -> int:
+        """Restore the run's last checkpoint into `state`; return the epochs already done."""
+        return state.restore_latest()
+
+    def make_train_step(self, state: TrainingState, params: TrainParams, signature):
+        return run_state.make_train_step(state.model, state.optimizer, params.jit_compile, signature)
+
+    def epoch_batches(self, spec: dict, params: TrainParams, device: DeviceChoice, epoch: int) -> Iterator:
+        """(features, labels) batches of one epoch (1-based `epoch`), shuffled with the epoch's seed."""
+        dataset = make_dataset(spec, "train", params.batch_size, shuffle=True, seed=epoch_seed(params, epoch),
+                               drop_remainder=device.static_shapes, maxlen=params.maxlen)
+        return iterate_checked(dataset, split_files(spec, "train"))
+
+    def samples_in(self, labels, params: TrainParams) -> int:
+        """Samples one step trained on (over every process)."""
+        return int(labels.shape[0])
+
+    def save(self, state: TrainingState, epoch: int) -> None:
+        state.save(epoch)
+
+    def agree_on(self, value: int, what: str) -> None:
+        """InputError unless every process holds the same value."""
+
+    def barrier(self) -> None:
+        """Returns once every process has reached it."""
+
+    def close(self) -> None:
+        """Release what the placement holds (temporary directories)."""
+
+
+def epoch_seed(params: TrainParams, epoch: int) -> int:
+    return params.seed * 1000 + epoch
+
+
+def steps_per_epoch(spec: dict, batch_size: int) -> int:
+    """Global steps of one epoch when processes share the split: every one runs this many,
+    so none waits at a collective for a batch another one does not have."""
+    return max(1, math.ceil(int(spec["splits"]["train"].get("samples", 0)) / batch_size))
+
+
+def check_files_per_process(spec: dict, processes: int, what: str) -> None:
+    files = split_files(spec, "train")
+    if len(files) < processes:
+        raise InputError(f"the train split has {len(files)} TFRecord file(s) for {processes} {what}; each one reads "
+                         "its own files, so set [preprocess] num_shards to at least that number (or run fewer)")
+
+
+def per_process_batch_size(batch_size: int, processes: int, what: str) -> int:
+    if batch_size % processes:
+        raise InputError(f"[train] batch_size {batch_size} is the global batch and must be divisible by the "
+                         f"{processes} {what}; e.g. {max(processes, batch_size // processes * processes)}")
+    return batch_size // processes
+
+
+def fixed_steps(batches: Iterator, steps: int) -> Iterator:
+    """The first `steps` batches of an endless iterator."""
+    return itertools.islice(batches, steps)

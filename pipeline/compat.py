@@ -1,0 +1,73 @@
+"""The version differences of the stage-1 libraries, in one place.
+
+Stage 1 runs on two stacks from one codebase: the modern one (pandas 3, pyarrow
+26, numpy 2) and the Ascend host's (pandas 1.3 / 1.4, pyarrow 12 / 21, numpy
+1.19, Python 3.7 - 3.9). Everything that the two disagree on lives here; the
+rest of `pipeline/` calls these names and never asks which version it runs on.
+
+Text columns are arrow-backed on both stacks (`TEXT_DTYPE`): building one from an
+arrow array is zero-copy, remapping reads its buffers without converting Python
+strings, and its pickle holds arrow buffers, which load ~5x faster than an object
+column of str. pandas 3 calls this dtype `str` (NaN for missing); pandas 1.3 - 2.2
+spell it `StringDtype("pyarrow")`, with pd.NA for missing, and have no `str`
+(`pd.array(x, dtype="str")` there makes a fixed-width numpy unicode array).
+Stage 1 keeps no missing text, so the two agree on every value it writes.
+
+Parquet. pyarrow 12 and 13+ differ in one default (`PARQUET_WRITE_OPTIONS`);
+with it set, stage 1's tables and their schemas are equal on both stacks.
+
+Pickles. Python 3.8+ pickles with protocol 5 by default, which Python 3.7 cannot
+read; the raw pickles stage 1 writes use protocol 4, so a raw dir made under
+Python 3.9 still loads on a Python 3.7 Ascend host. (pandas 3's `str` columns
+need pandas >= 2.3 to unpickle whatever the protocol; pandas 3 reads the pickles
+of pandas 1.x.)
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+# The highest protocol every supported Python (3.7 on) reads.
+RAW_PICKLE_PROTOCOL = 4
+
+# Parquet list columns name their items `element`, as the Parquet spec does: pyarrow's
+# default from 13 on; pyarrow 12 writes `item` unless asked, so ask on every stack.
+PARQUET_WRITE_OPTIONS = {"use_compliant_nested_type": True}
+
+
+def _text_dtype() -> pd.StringDtype:
+    try:
+        return pd.StringDtype("pyarrow", na_value=np.nan)  # pandas >= 2.3: pandas 3's `str`
+    except TypeError:  # pandas < 2.3: StringDtype() takes no na_value
+        return pd.StringDtype("pyarrow")
+
+
+# The dtype of every text column stage 1 builds.
+TEXT_DTYPE = _text_dtype()
+
+
+def text_array(values) -> pd.api.extensions.ExtensionArray:
+    """A TEXT_DTYPE array from a list or numpy array of str (None for missing)."""
+    return pd.array(values, dtype=TEXT_DTYPE)
+
+
+def text_series(values: np.ndarray, take: np.ndarray | None = None) -> pd.Series:
+    """A TEXT_DTYPE Series of `values[take]` (all of `values` without `take`); values are str."""
+    array = pa.array(values, type=pa.string())
+    if take is not None:
+        array = array.take(pa.array(take))
+    return pd.Series(array, dtype=TEXT_DTYPE)
+
+
+def as_text(column: pd.Series) -> pd.api.extensions.ExtensionArray:
+    """A column already known to hold only str values, as a TEXT_DTYPE array."""
+    return column.astype(TEXT_DTYPE).array
+
+
+def is_arrow_string_dtype(dtype) -> bool:
+    """True for pandas' `ArrowDtype(pa.string())` / `large_string` (pandas >= 1.5; absent before)."""
+    arrow_dtype = getattr(pd, "ArrowDtype", None)
+    return arrow_dtype is not None and isinstance(dtype, arrow_dtype) and (
+        pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(dtype.pyarrow_dtype)
+    )

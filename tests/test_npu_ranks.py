@@ -1,0 +1,83 @@
+"""NPU ranks of one host: each rank's part of the data, who writes, and the launcher's errors."""
+import types
+
+import pytest
+
+from din_common.errors import InputError
+from din_model import npu_ranks
+from din_model.npu_options import NpuOptions
+from din_model.params import TrainParams
+from tests.din_fixtures import write_random_fixture
+
+PARAMS = TrainParams(embed_dim=4, attention_hidden="8", mlp_hidden="8", batch_size=64, device="npu", epochs=1)
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory):
+    from din_model.reader import load_spec
+
+    root = tmp_path_factory.mktemp("data")
+    return load_spec(write_random_fixture(root, sizes=(("train", 1000), ("val", 100), ("test", 100)), num_shards=4))
+
+
+def test_each_rank_reads_its_own_files_in_per_rank_batches_for_the_same_number_of_steps(spec, monkeypatch):
+    asked = []
+    real_make_dataset = npu_ranks.make_dataset
+
+    def recording(spec, split, batch_size, **kwargs):
+        asked.append((batch_size, kwargs["file_shard"], kwargs["drop_remainder"]))
+        return real_make_dataset(spec, split, batch_size, **kwargs)
+
+    monkeypatch.setattr(npu_ranks, "make_dataset", recording)
+    device = types.SimpleNamespace(static_shapes=True)
+    steps = []
+    for rank in range(2):
+        placement = npu_ranks.NpuRankPlacement(adapter=None, rank=rank, ranks=2)
+        batches = list(placement.epoch_batches(spec, PARAMS, device, epoch=1))
+        assert {int(labels.shape[0]) for _, labels in batches} == {32}  # a step is one global batch of 64
+        assert placement.samples_in(batches[0][1], PARAMS) == 64
+        steps.append(len(batches))
+    assert asked == [(32, (0, 2), True), (32, (1, 2), True)]
+    assert steps == [16, 16]  # ceil(1000 / 64) on every rank: no rank waits at an all-reduce
+
+
+def test_only_rank_zero_writes_and_saves():
+    saved = []
+    state = types.SimpleNamespace(save=saved.append)
+    for rank in range(3):
+        placement = npu_ranks.NpuRankPlacement(adapter=None, rank=rank, ranks=3)
+        assert placement.writes_run_dir == (rank == 0)
+        placement.save(state, 1)
+    assert saved == [1]
+
+
+def test_ranks_need_divisible_batches_and_enough_files(spec):
+    placement = npu_ranks.NpuRankPlacement(adapter=None, rank=0, ranks=3)
+    with pytest.raises(InputError, match="batch_size 64 is the global batch and must be divisible by the 3 NPU ranks"):
+        placement.check(spec, PARAMS)
+    with pytest.raises(InputError, match="4 TFRecord file.*5 NPU ranks"):
+        npu_ranks.NpuRankPlacement(adapter=None, rank=0, ranks=5).check(spec, PARAMS)
+
+
+def test_launching_ranks_without_the_adapter_or_on_the_cpu_is_one_clear_error(tmp_path, monkeypatch):
+    table = tmp_path / "rank_table.json"
+    table.write_text("{}")
+    options = NpuOptions(devices=2, rank_table_file=str(table))
+    monkeypatch.setattr(npu_ranks.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(InputError, match=r"\[npu\] devices = 2 .*\(npu_device\) is not importable"):
+        npu_ranks.launch_ranks(options, "spec.json", tmp_path / "run", PARAMS)
+    with pytest.raises(InputError, match=r"\[npu\] devices = 2 .* \[train\] device is cpu"):
+        npu_ranks.launch_ranks(options, "spec.json", tmp_path / "run", TrainParams(device="cpu"))
+
+
+def test_several_devices_need_a_rank_table(tmp_path):
+    with pytest.raises(InputError, match=r"\[npu\] devices = 2: training on several NPUs needs the host's HCCL rank "
+                                         r"table: set \[npu\] rank_table_file"):
+        NpuOptions(devices=2)
+    with pytest.raises(InputError, match=r"\[npu\] rank_table_file = .*: no such file"):
+        NpuOptions(devices=2, rank_table_file=str(tmp_path / "missing.json"))
+    table = tmp_path / "rank_table.json"
+    table.write_text("{}")
+    assert NpuOptions.from_strings({"devices": "4", "rank_table_file": str(table)}).devices == 4
+    with pytest.raises(InputError, match=r"\[npu\] devices = '0x'"):
+        NpuOptions.from_strings({"devices": "0x"})
