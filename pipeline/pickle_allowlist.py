@@ -538,7 +538,7 @@ def _unpickle_block(func, args):
         check_dtype(values.dtype, "a pandas block")
     if ndim == 2 and (values.shape[0] if values.ndim == 2 else 1) != len(positions):
         raise Refused("a pandas block whose shape does not match its placement")
-    if func.__name__ == "new_block" and not isinstance(placement, slice):
+    if func.__name__ == "new_block":  # pandas >= 1.4 types it as a BlockPlacement
         placement = pd._libs.internals.BlockPlacement(placement)
     return func(values, placement, ndim=ndim) if func.__name__ == "new_block" else func(values, placement, ndim)
 

@@ -125,7 +125,7 @@ PAYLOADS = [
      REFUSED + r"a call of pandas.*DatetimeTZDtype"),
     ("timestamp-tz-path", "reviews.pkl",
      pickle_of(op_call(op_global("pandas._libs.tslibs.timestamps", "_unpickle_timestamp"), op_int(0), b"N",
-                       op_str("dateutil//etc/passwd"))), REFUSED + r"_unpickle_timestamp with unusual arguments"),
+                       op_str("dateutil//etc/passwd"))), REFUSED + r".*_unpickle_timestamp with unusual arguments"),
     ("reconstructor-tzfile", "reviews.pkl",
      pickle_of(op_call(op_global("copyreg", "_reconstructor"), op_global("dateutil.tz.tz", "tzfile"),
                        op_global("dateutil.tz.tz", "tzfile"), op_str("/etc/passwd"))), REFUSED + r"dateutil"),

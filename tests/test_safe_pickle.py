@@ -137,7 +137,7 @@ def test_plain_python_and_numpy_objects_load(tmp_path, protocol):
 
 @pytest.mark.parametrize(
     "name",
-    ["reviews_pd1.5_p2.pkl", "reviews_pd1.5_p4.pkl", "reviews_pd2.2_p2.pkl", "reviews_pd2.2_p4.pkl"],
+    sorted(p.name for p in FIXTURES.glob("reviews_pd*_p*.pkl") if "pyarrow" not in p.name),
 )
 def test_old_pandas_reviews_fixture_loads(name):
     loaded = safe_load(FIXTURES / name)
@@ -153,12 +153,12 @@ def test_pandas2_pyarrow_string_fixture_loads():
     assert loaded["asin"].tolist() == ["B1", "B2", "B2", "B1"]
 
 
-@pytest.mark.parametrize("name", ["meta_pd1.5_p2.pkl", "meta_pd1.5_p4.pkl", "meta_pd2.2_p2.pkl", "meta_pd2.2_p4.pkl"])
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("meta_pd*_p*.pkl")))
 def test_old_pandas_meta_fixture_loads(name):
     pd.testing.assert_frame_equal(safe_load(FIXTURES / name), OLD_META, check_column_type=False)
 
 
-@pytest.mark.parametrize("name", ["remap_pd1.5_p2.pkl", "remap_pd1.5_p4.pkl", "remap_pd2.2_p4.pkl"])
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("remap_pd*_p*.pkl")))
 def test_four_objects_back_to_back(name):
     reviews, cate_list, counts, keys = safe_load(FIXTURES / name, n_objects=4)
 
