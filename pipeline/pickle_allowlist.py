@@ -42,9 +42,9 @@ from pandas.core.arrays.masked import BaseMaskedArray
 from pandas.core.internals.blocks import Block
 
 PANDAS_MAJOR = int(pd.__version__.split(".")[0])
-MAX_ITEMSIZE = 1 << 20
+MAX_ITEMSIZE = 1 << 20  # a dtype like U1000000000 would make one element take GBs
 # Protocol 5 out-of-band buffers (Python 3.8+).
-_BUFFERS = (bytes, bytearray) + ((pickle.PickleBuffer,) if hasattr(pickle, "PickleBuffer") else ())  # a dtype like U1000000000 would make one element take GBs
+_BUFFERS = (bytes, bytearray) + ((pickle.PickleBuffer,) if hasattr(pickle, "PickleBuffer") else ())
 
 
 class Refused(pickle.UnpicklingError):
@@ -647,7 +647,9 @@ def _bytearray(func, args):
 
 
 def _datetime(func, args):
-    if not (args and isinstance(args[0], (bytes, str))) or (len(args) == 2 and not isinstance(args[1], datetime.tzinfo)):
+    if not (args and isinstance(args[0], (bytes, str))) or (
+        len(args) == 2 and not isinstance(args[1], datetime.tzinfo)
+    ):
         raise Refused(f"{_named(func)} with unusual arguments")
     return func(*args)
 

@@ -672,4 +672,5 @@ SANDBOX_JOBS = {
     ),
 }
 
-__all__ = ["load_reviews", "load_meta", "load_raw_pickles", "convert_amazon_json", "convert_remap_pickle", "SANDBOX_JOBS"]
+__all__ = ["load_reviews", "load_meta", "load_raw_pickles", "convert_amazon_json", "convert_remap_pickle",
+           "SANDBOX_JOBS"]

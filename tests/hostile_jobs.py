@@ -68,7 +68,8 @@ def _crash(target):
 
 ACTIONS = {
     "read_file": _read_file, "write_file": _write_file, "run_program": _run_program, "shell": _shell,
-    "connect": _connect, "signal_parent": _signal_parent, "environment": _environment, "allocate": _allocate, "spin": _spin, "crash": _crash,
+    "connect": _connect, "signal_parent": _signal_parent, "environment": _environment,
+    "allocate": _allocate, "spin": _spin, "crash": _crash,
 }
 
 

@@ -149,13 +149,18 @@ PAYLOADS = [
     ("frozenlist-bases", "reviews.pkl",
      pickle_of(op_global("pandas.core.indexes.frozen", "FrozenList"), b"N}", op_str("__bases__"), b"N\x85s\x86b"),
      REFUSED + r"pandas\.core\.indexes\.frozen\.FrozenList"),
-    ("huge-bytearray", "reviews.pkl", pickle_of(op_call(op_global("builtins", "bytearray"), b"\x8a\x05\x00\x28\x6b\xee\x00")),
+    ("huge-bytearray", "reviews.pkl",
+     pickle_of(op_call(op_global("builtins", "bytearray"), b"\x8a\x05\x00\x28\x6b\xee\x00")),  # 4e9
      REFUSED + r"builtins\.bytearray of"),
-    ("huge-set", "reviews.pkl", pickle_of(op_call(op_global("builtins", "set"), op_call(
-        op_global("builtins", "range"), b"\x8a\x06\x00\x10\xa5\xd4\xe8\x00"))), REFUSED + r"builtins\.set of"),
-    ("huge-itemsize", "reviews.pkl", pickle_of(op_call(op_global("numpy", "dtype"), op_str("U9999999"), b"\x89", b"\x88")),
+    ("huge-set", "reviews.pkl",
+     pickle_of(op_call(op_global("builtins", "set"),
+                       op_call(op_global("builtins", "range"), b"\x8a\x06\x00\x10\xa5\xd4\xe8\x00"))),  # 1e12
+     REFUSED + r"builtins\.set of"),
+    ("huge-itemsize", "reviews.pkl",
+     pickle_of(op_call(op_global("numpy", "dtype"), op_str("U9999999"), b"\x89", b"\x88")),
      REFUSED + r"numpy\.dtype with a dtype whose flags or sizes"),
-    ("build-on-int", "reviews.pkl", pickle_of(op_int(1), b"}", op_str("a"), op_int(1), b"sb"), r"reviews\.pkl is truncated or not a pickle of data"),
+    ("build-on-int", "reviews.pkl", pickle_of(op_int(1), b"}", op_str("a"), op_int(1), b"sb"),
+     r"reviews\.pkl is truncated or not a pickle of data"),
     ("deep-nesting", "reviews.pkl", b"\x80\x02" + b"]" * 100000 + b"a" * 99999 + b".",
      r"reviews\.pkl holds a builtins\.list: expected a pandas DataFrame"),
     ("shared-references", "meta.pkl", billion_laughs_meta(),
