@@ -324,7 +324,10 @@ def _placement(locs: Any, n_items: int, where: str) -> np.ndarray:
         locs = locs.indexer
     if isinstance(locs, slice):
         parts = (locs.start or 0, locs.stop, 1 if locs.step is None else locs.step)
-        if not all(type(p) is int for p in parts) or parts[2] <= 0 or parts[0] < 0 or parts[1] > n_items:
+        if not all(type(p) is int for p in parts) or parts[2] <= 0:
+            raise Refused(f"{where} with placement {short(locs)}")
+        positions = range(*parts)  # pandas may end a stepped slice past the last column
+        if len(positions) and (positions[0] < 0 or positions[-1] >= n_items):
             raise Refused(f"{where} placed outside the {n_items} columns")
         return np.arange(*parts)
     if not (type(locs) is np.ndarray and locs.ndim == 1 and locs.dtype.kind in "iu"):
