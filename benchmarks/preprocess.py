@@ -7,7 +7,11 @@ already holds raw/reviews.pkl and raw/meta.pkl (not timed), removes earlier
 stage-1 outputs, then runs each stage as its own Luigi build (so each can be
 timed) with `[raw] source = pickle`. Prints one JSON line: seconds per stage,
 total_s, CPU seconds per stage (this process and its worker processes: steadier
-than wall time on a shared machine), peak RSS (the same processes), samples written.
+than wall time on a shared machine), peak RSS (the same processes), samples written,
+and the cost of the pickle sandbox: loading and checking the two raw pickles
+as RemapIds does (in the sandbox) against the same in this process
+(allow-list only) and against plain `pd.read_pickle` (no protection), best
+of `--load-repeats`, with the sandbox's share of total_s.
 """
 from __future__ import annotations
 
@@ -58,6 +62,35 @@ def peak_rss_mb() -> dict:
             "peak_rss_workers_mb": round(workers, 1)}
 
 
+def best_of(repeats: int, load) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        load()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def raw_loading(raw_dir: Path, repeats: int, total_s: float) -> dict:
+    """Seconds to load and check reviews.pkl + meta.pkl with and without the sandbox, same run."""
+    import pandas as pd
+
+    from pipeline import raw_sources
+    from pipeline.safe_pickle import safe_load
+
+    paths = (raw_dir / "reviews.pkl", raw_dir / "meta.pkl")
+    checks = (raw_sources.check_reviews, raw_sources.check_meta)
+    sandboxed = best_of(repeats, lambda: raw_sources.load_raw_pickles(*paths))
+    in_process = best_of(repeats, lambda: [check([safe_load(p)], str(p)) for check, p in zip(checks, paths)])
+    plain = best_of(repeats, lambda: [check([pd.read_pickle(p)], str(p)) for check, p in zip(checks, paths)])
+    return {
+        "raw_load_sandboxed_s": round(sandboxed, 3), "raw_load_in_process_s": round(in_process, 3),
+        "raw_load_plain_read_pickle_s": round(plain, 3),
+        "sandbox_cost_fraction_of_stage1": round((sandboxed - in_process) / total_s, 4),
+        "protection_cost_fraction_of_stage1": round((sandboxed - plain) / total_s, 4),
+    }
+
+
 def cpu_seconds() -> float:
     """User + system CPU time of this process and of its finished worker processes."""
     # Luigi's task processes report back before they exit; wait for them, so their time counts now.
@@ -74,6 +107,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="Luigi worker processes for the shard tasks")
     parser.add_argument("--num-shards", type=int, default=0, help="override [preprocess] num_shards")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--load-repeats", type=int, default=3, help="timings of raw pickle loading (best of)")
     args = parser.parse_args()
 
     generate_s = ensure_raw(args.data_dir, args.scale, args.seed)
@@ -110,6 +144,7 @@ def main() -> None:
         "versions": {module.__name__: module.__version__ for module in (np, pd, pa, luigi)},
         "samples_written": {split: info["samples"] for split, info in spec["splits"].items()},
         "generate_raw_s": round(generate_s, 3),
+        **raw_loading(args.data_dir / "raw", args.load_repeats, total_s),
     }))
 
 

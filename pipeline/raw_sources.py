@@ -1,8 +1,9 @@
 """Raw input: read and check reviews.pkl/meta.pkl, and make them from other sources.
 
 This module owns the "Raw input" contract of docs/design.md:
-  * `load_reviews` / `load_meta` open the user's pickles through
-    `pipeline.safe_pickle`, check them, and return clean frames
+  * `load_reviews` / `load_meta` open the user's pickles in the sandbox of
+    `pipeline.pickle_sandbox` (which reads them with `pipeline.safe_pickle`
+    and runs the `check_*` functions below in its child), and return clean frames
     (`reviewerID, asin, unixReviewTime` and `asin, category`) plus counts for
     stats.json. Every problem is one InputError line naming the file, the
     column or row, and what was expected.
@@ -20,6 +21,7 @@ import gzip
 import json
 import os
 import re
+import reprlib
 import zlib
 from pathlib import Path
 from typing import Any, Iterator
@@ -30,8 +32,8 @@ import pyarrow as pa
 
 from din_common.atomic import atomic_path, remove_file
 from din_common.errors import InputError
+from pipeline import pickle_sandbox
 from pipeline.compat import RAW_PICKLE_PROTOCOL, as_text, is_arrow_string_dtype, text_array
-from pipeline.safe_pickle import safe_load
 
 REVIEW_COLUMNS = ("reviewerID", "asin", "unixReviewTime")
 META_COLUMNS = ("asin", "categories")
@@ -56,7 +58,21 @@ _INT64_MAX = np.iinfo(np.int64).max
 
 def load_reviews(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
     """Load reviews.pkl: returns (frame with reviewerID str, asin str, unixReviewTime int64; info)."""
-    frame = safe_load(path, expected=EXPECTED_REVIEWS)
+    frames, info = pickle_sandbox.load(path, SANDBOX_JOBS["reviews"])
+    return frames["reviews"], info
+
+
+def load_raw_pickles(reviews_path, meta_path) -> tuple[tuple[pd.DataFrame, dict], tuple[pd.DataFrame, dict]]:
+    """load_reviews and load_meta at once (their sandbox processes start together)."""
+    (reviews, review_info), (meta, meta_info) = pickle_sandbox.load_many(
+        [(reviews_path, SANDBOX_JOBS["reviews"]), (meta_path, SANDBOX_JOBS["meta"])]
+    )
+    return (reviews["reviews"], review_info), (meta["meta"], meta_info)
+
+
+def check_reviews(objects: list, path) -> tuple[dict, dict]:
+    """In the sandbox child: the object of reviews.pkl checked and cleaned."""
+    frame = objects[0]
     _check_frame(frame, path, REVIEW_COLUMNS, "reviews")
     reviews = pd.DataFrame(
         {
@@ -65,7 +81,7 @@ def load_reviews(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
             "unixReviewTime": _integer_values(frame["unixReviewTime"], path, "unixReviewTime", EXPECTED_SECONDS),
         }
     )
-    return reviews, {"rows": len(reviews)}
+    return {"reviews": reviews}, {"rows": len(reviews)}
 
 
 def load_meta(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
@@ -75,7 +91,13 @@ def load_meta(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
     Rows repeating an earlier asin are dropped (the first wins) and counted in
     info["duplicate_meta_asins_dropped"].
     """
-    frame = safe_load(path, expected=EXPECTED_META)
+    frames, info = pickle_sandbox.load(path, SANDBOX_JOBS["meta"])
+    return frames["meta"], info
+
+
+def check_meta(objects: list, path) -> tuple[dict, dict]:
+    """In the sandbox child: the object of meta.pkl checked, reduced to (asin, category)."""
+    frame = objects[0]
     _check_frame(frame, path, META_COLUMNS, "items")
     asins = _string_values(frame["asin"], path, "asin")
     first_seen = ~pd.Series(asins).duplicated(keep="first").to_numpy()
@@ -84,7 +106,7 @@ def load_meta(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
     categories = _last_categories(frame["categories"], positions, kept_asins, path)
     meta = pd.DataFrame({"asin": kept_asins, "category": text_array(categories)})
     info = {"rows": len(meta), "duplicate_meta_asins_dropped": int(len(frame) - len(positions))}
-    return meta, info
+    return {"meta": meta}, info
 
 
 def _check_frame(frame: Any, path, required: tuple[str, ...], what: str) -> None:
@@ -147,7 +169,7 @@ def _raise_not_strings(values: pd.Series, path, name: str, what: str) -> None:
         ((i, v) for i, v in enumerate(values.to_numpy()) if not isinstance(v, str)), (0, values.iloc[0])
     )
     raise InputError(
-        f"{path} column {name} {what} {position} holds {value!r} ({type(value).__name__}): expected strings (str)"
+        f"{path} column {name} {what} {position} holds {_shown(value)} ({type(value).__name__}): expected strings (str)"
     )
 
 
@@ -175,7 +197,7 @@ def _integer_values(column: pd.Series, path, name: str, expected: str) -> np.nda
             (0, values[0]),
         )
         raise InputError(
-            f"{path} column {name} row {position} holds {value!r} ({type(value).__name__}): expected {expected}"
+            f"{path} column {name} row {position} holds {_shown(value)} ({type(value).__name__}): expected {expected}"
         )
     hint = ""
     if pd.api.types.is_float_dtype(dtype):
@@ -208,20 +230,20 @@ def _is_sequence(value: Any) -> bool:
 def _category_problem(value: Any) -> str:
     """Say why `value` has no categories[-1][-1] (for a value _category_of rejected)."""
     if isinstance(value, str):
-        return f"is a plain string {value!r}, not a list of lists"
+        return f"is a plain string {_shown(value)}, not a list of lists"
     if not _is_sequence(value):
         if value is None or _is_missing_scalar(value):
             return "is missing"
-        return f"is {value!r} ({type(value).__name__}), not a list"
+        return f"is {_shown(value)} ({type(value).__name__}), not a list"
     if len(value) == 0:
         return "is an empty list"
     inner = value[-1]
     if not _is_sequence(inner):
-        return f"has last element {inner!r} ({type(inner).__name__}), not a list"
+        return f"has last element {_shown(inner)} ({type(inner).__name__}), not a list"
     if len(inner) == 0:
         return "has an empty innermost list (categories[-1] is empty)"
     leaf = inner[-1]
-    return f"has categories[-1][-1] = {leaf!r} ({type(leaf).__name__}), not a str"
+    return f"has categories[-1][-1] = {_shown(leaf)} ({type(leaf).__name__}), not a str"
 
 
 def _is_missing_scalar(value: Any) -> bool:
@@ -475,8 +497,20 @@ def convert_remap_pickle(raw_dir: str | os.PathLike) -> dict:
     (asin_key, cate_key, revi_key) mapping ids back to the original strings.
     """
     raw_dir = _existing_dir(raw_dir)
-    path = raw_dir / REMAP_FILE
-    reviews_df, cate_list, counts, keys = safe_load(path, n_objects=4, expected=EXPECTED_REMAP)
+    frames, info = pickle_sandbox.load(raw_dir / REMAP_FILE, SANDBOX_JOBS["remap"])
+    meta = pd.DataFrame(
+        {
+            "asin": frames["meta"]["asin"].array,
+            "categories": pd.Series([[[category]] for category in frames["meta"]["category"]], dtype=object),
+        }
+    )
+    _write_pickle_pair(raw_dir, frames["reviews"], meta)
+    return info
+
+
+def check_remap(objects: list, path) -> tuple[dict, dict]:
+    """In the sandbox child: the 4 objects of remap.pkl checked and turned into reviews and (asin, category)."""
+    reviews_df, cate_list, counts, keys = objects
     asin_key, cate_key, revi_key = _remap_keys(keys, path)
     cate_ids = _remap_cate_list(cate_list, path, len(asin_key), len(cate_key))
     _check_frame(reviews_df, f"{path} reviews_df", REVIEW_COLUMNS, "reviews")
@@ -492,19 +526,9 @@ def convert_remap_pickle(raw_dir: str | os.PathLike) -> dict:
             "unixReviewTime": times,
         }
     )
-    meta = pd.DataFrame(
-        {
-            "asin": text_array(asin_key),
-            "categories": pd.Series([[[cate_key[cate]]] for cate in cate_ids], dtype=object),
-        }
-    )
-    _write_pickle_pair(raw_dir, reviews, meta)
-    return {
-        "users": len(revi_key),
-        "items": len(asin_key),
-        "categories": len(cate_key),
-        "reviews_rows": len(reviews),
-    }
+    meta = pd.DataFrame({"asin": text_array(asin_key), "category": text_array(cate_key[cate_ids])})
+    info = {"users": len(revi_key), "items": len(asin_key), "categories": len(cate_key), "reviews_rows": len(reviews)}
+    return {"reviews": reviews, "meta": meta}, info
 
 
 def _remap_keys(keys: Any, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -522,7 +546,7 @@ def _remap_keys(keys: Any, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
         if kind != "string":
             position, value = next(((i, v) for i, v in enumerate(array) if not isinstance(v, str)), (0, array[0]))
             raise InputError(
-                f"{path} {name} entry {position} is {value!r} ({type(value).__name__}): expected a list of str"
+                f"{path} {name} entry {position} is {_shown(value)} ({type(value).__name__}): expected a list of str"
             )
         arrays.append(array)
     return tuple(arrays)
@@ -565,13 +589,32 @@ def _check_remap_counts(counts: Any, path: Path, actual: tuple[int, int, int, in
         raise InputError(f"{path} object 3 is {_short_repr(counts)}: expected {expected}")
     for name, claimed, real in zip(names, counts, actual):
         if isinstance(claimed, bool) or not isinstance(claimed, (int, np.integer)) or claimed != real:
-            raise InputError(f"{path} {name} is {claimed!r} but the data has {real}: expected {expected}")
+            raise InputError(f"{path} {name} is {_shown(claimed)} but the data has {real}: expected {expected}")
 
 
 def _short_repr(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    text = text if len(text) <= limit else text[: limit - 3] + "..."
-    return f"{text} ({type(value).__name__})"
+    return f"{_shown(value, limit)} ({type(value).__name__})"
+
+
+class _BoundedRepr(reprlib.Repr):
+    """repr that stops after a few levels and items: values come from untrusted pickles, where a
+    small file can hold a list that references itself a million times over."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother = 3, limit, limit
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = self.maxfrozenset = 6
+
+    def repr_instance(self, value: Any, level: int) -> str:
+        # numpy/pandas containers would repr every element: show their type and size only.
+        if isinstance(value, (np.ndarray, pd.Series, pd.Index, pd.DataFrame)):
+            return f"<{type(value).__name__} of shape {value.shape}>"
+        return super().repr_instance(value, level)
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    text = _BoundedRepr(limit).repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ---------------------------------------------------------------- output
@@ -595,4 +638,39 @@ def _write_pickle_pair(raw_dir: Path, reviews: pd.DataFrame, meta: pd.DataFrame)
         raise
 
 
-__all__ = ["load_reviews", "load_meta", "convert_amazon_json", "convert_remap_pickle"]
+# ---------------------------------------------------------------- sandbox jobs
+
+
+def _sample_reviews() -> list[list]:
+    frame = pd.DataFrame({"reviewerID": ["A1", "A2"], "asin": ["B1", "B2"], "unixReviewTime": np.array([1, 2])})
+    return [[frame], [frame.astype({"reviewerID": object, "asin": object})]]
+
+
+def _sample_meta() -> list[list]:
+    frame = pd.DataFrame({"asin": ["B1", "B2"], "categories": pd.Series([[["E", "Cam"]], [["TV"]]], dtype=object)})
+    return [[frame], [frame.astype({"asin": object})]]
+
+
+def _sample_remap() -> list[list]:
+    ids = pd.DataFrame({"reviewerID": [0, 1], "asin": [1, 0], "unixReviewTime": [1, 2]})
+    return [[ids, np.array([0, 0]), (2, 2, 1, 2), (["B1", "B2"], ["Cam"], ["A1", "A2"])]]
+
+
+_REVIEW_KINDS = {"reviewerID": "str", "asin": "str", "unixReviewTime": "int64"}
+SANDBOX_JOBS = {
+    "reviews": pickle_sandbox.SandboxJob(
+        "reviews", __name__, check_reviews, _sample_reviews, 1, EXPECTED_REVIEWS, {"reviews": _REVIEW_KINDS}, ("rows",)
+    ),
+    "meta": pickle_sandbox.SandboxJob(
+        "meta", __name__, check_meta, _sample_meta, 1, EXPECTED_META, {"meta": {"asin": "str", "category": "str"}},
+        ("rows", "duplicate_meta_asins_dropped"),
+    ),
+    "remap": pickle_sandbox.SandboxJob(
+        "remap", __name__, check_remap, _sample_remap, 4, EXPECTED_REMAP,
+        {"reviews": _REVIEW_KINDS, "meta": {"asin": "str", "category": "str"}},
+        ("users", "items", "categories", "reviews_rows"),
+    ),
+}
+
+__all__ = ["load_reviews", "load_meta", "load_raw_pickles", "convert_amazon_json", "convert_remap_pickle",
+           "SANDBOX_JOBS"]

@@ -27,7 +27,7 @@ from pipeline.compat import PARQUET_WRITE_OPTIONS
 from pipeline.console import count, progress_line, split_counts, task_line
 from pipeline.fingerprint import read_manifest_fingerprint
 from pipeline.raw_manifest import check_files, file_records
-from pipeline.raw_sources import load_meta, load_reviews
+from pipeline.raw_sources import load_raw_pickles
 from pipeline.remap import remap_ids
 from pipeline.sequences import build_shard_samples
 from pipeline.stages import GENERATED_SOURCES, SPLITS, Settings, missing_input_error
@@ -261,8 +261,9 @@ class RemapIds(ManifestTask):
         settings = Settings.current()
         self.invalidate()
         self.report("loading raw pickles", 5)
-        reviews, review_info = load_reviews(settings.raw_pickles["reviews"])
-        meta, meta_info = load_meta(settings.raw_pickles["meta"])
+        (reviews, review_info), (meta, meta_info) = load_raw_pickles(
+            settings.raw_pickles["reviews"], settings.raw_pickles["meta"]
+        )
         self.report("remapping ids", 40)
         result = remap_ids(reviews, meta, source=str(settings.raw_pickles["reviews"]))
         del reviews, meta

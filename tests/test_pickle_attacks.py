@@ -1,0 +1,294 @@
+"""Hostile pickles, one small payload per class of attack, made here from opcodes or objects.
+
+Two levels: `safe_load` alone (layer 2, on every supported interpreter), and
+the whole `luigi --module pipeline RemapIds` run (both layers, Python 3.8+
+for the audit hook), which must end with exit code 30, one `ERROR:` line,
+nothing under remap/, no program started and no file opened by the payload.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import pickle
+import re
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from din_common.errors import InputError
+from pipeline.safe_pickle import safe_load
+
+REPO = Path(__file__).resolve().parents[1]
+REFUSED = r"refusing to load .*: it asks for "
+
+
+# ---------------------------------------------------------------- opcodes
+
+
+def op_global(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def op_str(text: str) -> bytes:
+    data = text.encode()
+    return b"X" + struct.pack("<I", len(data)) + data
+
+
+def op_bytes(data: bytes) -> bytes:
+    return b"C" + bytes([len(data)]) + data
+
+
+def op_int(value: int) -> bytes:
+    return b"J" + struct.pack("<i", value)
+
+
+def op_tuple(*items: bytes) -> bytes:
+    return b"(" + b"".join(items) + b"t"
+
+
+def op_call(function: bytes, *args: bytes) -> bytes:
+    return function + op_tuple(*args) + b"R"
+
+
+def pickle_of(*opcodes: bytes) -> bytes:
+    return b"\x80\x02" + b"".join(opcodes) + b"."
+
+
+def i8_dtype(flags: int = 0, fields: bytes = b"N") -> bytes:
+    """numpy.dtype('i8') with the BUILD state numpy writes, flags and fields as given."""
+    state = op_tuple(op_int(3), op_str("<"), b"N", fields, fields, op_int(-1), op_int(-1), op_int(flags))
+    return op_call(op_global("numpy", "dtype"), op_str("i8"), b"\x89", b"\x88") + state + b"b"
+
+
+class Reduce:
+    """Pickles as `function(*args)`, with an optional BUILD state."""
+
+    def __init__(self, function, *args, state=None):
+        self.function, self.args, self.state = function, args, state
+
+    def __reduce__(self):
+        return (self.function, self.args) if self.state is None else (self.function, self.args, self.state)
+
+
+def out_of_range_block_frame() -> bytes:
+    from pandas._libs.internals import BlockPlacement
+    from pandas.core.internals.blocks import new_block
+    from pandas.core.internals.managers import BlockManager
+
+    values = np.array([[1, 2]])
+    block = new_block(values, placement=BlockPlacement(slice(0, 1)), ndim=2)
+    block.mgr_locs = BlockPlacement(slice(5, 6))  # column 5 of a one-column frame
+    return pickle.dumps(Reduce(BlockManager, (block,), [pd.Index(["a"]), pd.RangeIndex(2)]), 2)
+
+
+def shared_reference_list(depth: int = 60) -> list:
+    """A few hundred bytes pickled; its repr would be 2**60 items long."""
+    node: list = [{"leaf": 1}]
+    for _ in range(depth):
+        node = [node, node]
+    return node
+
+
+def billion_laughs_meta() -> bytes:
+    categories = np.empty(1, dtype=object)
+    categories[0] = shared_reference_list()  # numpy would walk the nested lists of np.array([...])
+    return pickle.dumps(pd.DataFrame({"asin": ["B1"], "categories": categories}), 2)
+
+
+def none_pop_gzip() -> bytes:
+    return gzip.compress(b"\x80\x02" + b"N0" * (8 << 20) + b"N.", 9)
+
+
+# (id, file, bytes, regex of the one error line)
+PAYLOADS = [
+    ("import-cpuinfo", "reviews.pkl", op_global("numpy.distutils.cpuinfo", "X") + b".",
+     REFUSED + r"numpy\.distutils\.cpuinfo\.X"),
+    ("import-f2py-tests", "reviews.pkl", pickle_of(op_global("numpy.f2py.tests.util", "build_meson")),
+     REFUSED + r"numpy\.f2py\.tests\.util"),
+    ("import-f2py-main", "reviews.pkl", pickle_of(op_global("numpy.f2py.__main__", "main")), REFUSED + r"numpy\.f2py"),
+    ("import-pandas-tests", "reviews.pkl",
+     pickle_of(op_global("pandas.tests.config.test_localization", "X")), REFUSED + r"pandas\.tests"),
+    ("import-antigravity", "reviews.pkl", pickle_of(op_global("antigravity", "geohash")), REFUSED + r"antigravity"),
+    ("tzfile-passwd", "reviews.pkl", pickle_of(op_call(op_global("dateutil.tz.tz", "tzfile"), op_str("/etc/passwd"))),
+     REFUSED + r"dateutil\.tz\.tz\.tzfile"),
+    ("tzfile-stdin", "reviews.pkl", pickle_of(op_call(op_global("dateutil.tz", "tzfile"), op_str("/dev/stdin"))),
+     REFUSED + r"dateutil\.tz\.tzfile"),
+    ("tz-dtype-path", "reviews.pkl", pickle_of(op_call(op_global("pandas.core.dtypes.dtypes", "DatetimeTZDtype"),
+                                                       op_str("ns"), op_str("dateutil//etc/passwd"))),
+     REFUSED + r"a call of pandas.*DatetimeTZDtype"),
+    ("timestamp-tz-path", "reviews.pkl",
+     pickle_of(op_call(op_global("pandas._libs.tslibs.timestamps", "_unpickle_timestamp"), op_int(0), b"N",
+                       op_str("dateutil//etc/passwd"))), REFUSED + r".*_unpickle_timestamp with unusual arguments"),
+    ("reconstructor-tzfile", "reviews.pkl",
+     pickle_of(op_call(op_global("copyreg", "_reconstructor"), op_global("dateutil.tz.tz", "tzfile"),
+                       op_global("dateutil.tz.tz", "tzfile"), op_str("/etc/passwd"))), REFUSED + r"dateutil"),
+    ("forged-object-dtype", "reviews.pkl",
+     pickle_of(op_call(op_global("numpy.core.multiarray", "scalar"), i8_dtype(flags=63), op_bytes(b"\x41" * 8))),
+     REFUSED + r"numpy\.dtype with a dtype whose flags or sizes were altered"),
+    ("forged-struct-dtype", "reviews.pkl", pickle_of(i8_dtype(fields=b"}")),
+     REFUSED + r"numpy\.dtype state with subarrays, fields"),
+    ("void-dtype", "reviews.pkl", pickle_of(op_call(op_global("numpy", "dtype"), op_str("V8"), b"\x89", b"\x88")),
+     REFUSED + r"numpy\.dtype 'V8'"),
+    ("array-short-data", "reviews.pkl",
+     pickle_of(op_call(op_global("numpy.core.multiarray", "_reconstruct"), op_global("numpy", "ndarray"),
+                       op_tuple(op_int(0)), op_bytes(b"b")),
+               op_tuple(op_int(1), op_tuple(op_int(1000)), i8_dtype(), b"\x89", op_bytes(b"\x00" * 8)), b"b"),
+     REFUSED + r"a numpy\.ndarray whose data does not match"),
+    ("block-out-of-range", "reviews.pkl", out_of_range_block_frame(),
+     REFUSED + r"a pandas BlockManager placed outside the 1 columns"),
+    ("build-on-class", "reviews.pkl",
+     pickle_of(op_global("pandas.core.frame", "DataFrame"), b"N}", op_str("__bases__"), b"N\x85s\x86b"),
+     REFUSED + r"a change to the definition of pandas.*DataFrame"),
+    ("frozenlist-bases", "reviews.pkl",
+     pickle_of(op_global("pandas.core.indexes.frozen", "FrozenList"), b"N}", op_str("__bases__"), b"N\x85s\x86b"),
+     REFUSED + r"pandas\.core\.indexes\.frozen\.FrozenList"),
+    ("huge-bytearray", "reviews.pkl",
+     pickle_of(op_call(op_global("builtins", "bytearray"), b"\x8a\x05\x00\x28\x6b\xee\x00")),  # 4e9
+     REFUSED + r"builtins\.bytearray of"),
+    ("huge-set", "reviews.pkl",
+     pickle_of(op_call(op_global("builtins", "set"),
+                       op_call(op_global("builtins", "range"), b"\x8a\x06\x00\x10\xa5\xd4\xe8\x00"))),  # 1e12
+     REFUSED + r"builtins\.set of"),
+    ("huge-itemsize", "reviews.pkl",
+     pickle_of(op_call(op_global("numpy", "dtype"), op_str("U9999999"), b"\x89", b"\x88")),
+     REFUSED + r"numpy\.dtype with a dtype whose flags or sizes"),
+    ("build-on-int", "reviews.pkl", pickle_of(op_int(1), b"}", op_str("a"), op_int(1), b"sb"),
+     r"reviews\.pkl is truncated or not a pickle of data"),
+    ("deep-nesting", "reviews.pkl", b"\x80\x02" + b"]" * 100000 + b"a" * 99999 + b".",
+     r"reviews\.pkl holds a builtins\.list: expected a pandas DataFrame"),
+    ("shared-references", "meta.pkl", billion_laughs_meta(),
+     r"meta\.pkl column categories row 0 .*has categories\[-1\]\[-1\] = \[\[\[\[\.\.\.\]"),
+    ("gzip-none-pop", "reviews.pkl", none_pop_gzip(), r"reviews\.pkl asks for more than the \d+ bytes it can hold"),
+    ("huge-bytes-length", "reviews.pkl", pickle_of(b"\x8e" + struct.pack("<Q", 1 << 40) + b"xyz"),
+     r"reviews\.pkl is truncated or not a pickle of data"),
+    ("huge-bytearray-length", "reviews.pkl", pickle_of(b"\x96" + struct.pack("<Q", 1 << 40) + b"xyz"),
+     r"reviews\.pkl is truncated or not a pickle of data"),
+]
+IDS = [payload[0] for payload in PAYLOADS]
+
+
+# ---------------------------------------------------------------- layer 2 alone
+
+
+@pytest.mark.parametrize("case, file_name, data, message", PAYLOADS, ids=IDS)
+def test_safe_load_refuses_each_payload_quickly(tmp_path, case, file_name, data, message):
+    if case == "shared-references":
+        pytest.skip("loads as data; the pipeline's check refuses it (see the pipeline test)")
+    if case == "deep-nesting":
+        pytest.skip("loads as data (a list); the pipeline's check refuses it")
+    path = tmp_path / file_name
+    path.write_bytes(data)
+    before = set(sys.modules)
+    start = time.monotonic()
+    with pytest.raises(InputError, match=message.replace("meta\\.pkl", "").replace("reviews\\.pkl", "")) as caught:
+        safe_load(path)
+    assert time.monotonic() - start < 5.0
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 600
+    assert not {m for m in set(sys.modules) - before if m.startswith(("numpy.", "pandas.", "dateutil", "antig"))}
+
+
+def test_block_placements_are_checked_by_position_not_by_slice_end():
+    from pipeline.pickle_allowlist import Refused, _placement
+
+    assert _placement(slice(2, 6, 2), 5, "a block").tolist() == [2, 4]  # how pandas writes columns 2 and 4
+    with pytest.raises(Refused, match="placed outside the 5 columns"):
+        _placement(slice(2, 7, 2), 5, "a block")
+    with pytest.raises(Refused, match="placed outside the 5 columns"):
+        _placement(np.array([0, 5]), 5, "a block")
+
+
+def test_shared_references_load_in_bounded_time(tmp_path):
+    path = tmp_path / "meta.pkl"
+    path.write_bytes(billion_laughs_meta())
+    assert len(path.read_bytes()) < 3000
+    start = time.monotonic()
+    frame = safe_load(path)
+    assert time.monotonic() - start < 5.0
+    assert frame["categories"][0][0] is frame["categories"][0][1]
+
+
+# ---------------------------------------------------------------- the whole pipeline
+
+AUDIT_HOOK = r'''
+import json, os, sys
+_log = os.open(os.environ["DIN_AUDIT_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+_PROCESS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
+            "pty.spawn", "socket.connect")
+def _hook(event, args):
+    if event in _PROCESS or (event == "open" and not isinstance(args[0], int)):  # an int: fdopen
+        confine = sys.modules.get("pipeline.sandbox_confine")
+        confined = bool(getattr(confine, "CONFINED", False))
+        if event == "open" and not confined and not str(args[0]).startswith(tuple(_WATCHED)):
+            return
+        record = {"pid": os.getpid(), "confined": confined, "event": event, "args": repr(args)[:300]}
+        os.write(_log, (json.dumps(record) + "\n").encode())
+_WATCHED = [p for p in os.environ.get("DIN_AUDIT_WATCH", "").split(os.pathsep) if p]
+sys.addaudithook(_hook)
+'''
+# What the sandbox child itself starts before it reads a byte: ctypes.util finding libseccomp.
+_OWN_PROGRAMS = ("ldconfig", "gcc", "cc", "ld", "objdump")
+
+
+def good_raw(raw: Path) -> None:
+    pd.DataFrame({"reviewerID": ["A1", "A1", "A2", "A2"], "asin": ["B1", "B2", "B1", "B2"],
+                  "unixReviewTime": np.array([1, 2, 3, 4])}).to_pickle(raw / "reviews.pkl")
+    pd.DataFrame({"asin": ["B1", "B2"], "categories": [[["E", "Cam"]], [["E", "TV"]]]}).to_pickle(raw / "meta.pkl")
+
+
+def run_remap(data_dir: Path, audit_dir: Path, watched: list[str]) -> subprocess.CompletedProcess:
+    (audit_dir / "sitecustomize.py").write_text(AUDIT_HOOK)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(audit_dir), str(REPO)]),
+               DIN_AUDIT_LOG=str(audit_dir / "audit.jsonl"), DIN_AUDIT_WATCH=os.pathsep.join(watched))
+    command = [sys.executable, "-m", "luigi", "--module", "pipeline", "RemapIds", "--paths-data-dir", str(data_dir),
+               "--raw-source", "pickle", "--local-scheduler"]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+
+def audit_records(audit_dir: Path) -> list[dict]:
+    path = audit_dir / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def started_program(record: dict) -> bool:
+    """A process event that is not the sandbox's own (its start, its fork per file, its library probe)."""
+    if record["event"] == "open":
+        return False
+    if record["confined"]:
+        return True
+    return not ("pipeline.pickle_sandbox" in record["args"] or record["event"] == "os.fork"
+                or any(f"'{p}'" in record["args"] or f"/{p}'" in record["args"] for p in _OWN_PROGRAMS))
+
+
+@pytest.mark.skipif(sys.version_info < (3, 8), reason="audit hooks need Python 3.8")
+@pytest.mark.parametrize("case, file_name, data, message", PAYLOADS, ids=IDS)
+def test_the_pipeline_stops_each_payload(tmp_path, case, file_name, data, message):
+    data_dir = tmp_path / "data"
+    raw = data_dir / "raw"
+    raw.mkdir(parents=True)
+    good_raw(raw)
+    (raw / file_name).write_bytes(data)
+    audit_dir = tmp_path / "audit"
+    audit_dir.mkdir()
+    outside = ["/etc/passwd", "/dev/stdin", str(tmp_path / "meson.build")]
+
+    start = time.monotonic()
+    result = run_remap(data_dir, audit_dir, outside)
+
+    assert result.returncode == 30, result.stderr[-3000:]
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert re.search(message, errors[0]), errors[0]
+    assert "Traceback" not in result.stderr
+    assert not (data_dir / "remap").exists() or not any((data_dir / "remap").rglob("*"))
+    records = audit_records(audit_dir)
+    assert any("pipeline.pickle_sandbox" in r["args"] for r in records), "the audit hook saw the sandbox start"
+    assert not [r for r in records if started_program(r)], "a program was started"
+    assert not [r for r in records if r["event"] == "open"], "a file outside the data dir was opened"
+    assert time.monotonic() - start < 30
