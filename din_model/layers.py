@@ -140,14 +140,16 @@ class Dropout(keras.layers.Layer):
 
 
 class DenseStack(keras.layers.Layer):
-    """Dense -> activation -> dropout for each hidden size."""
+    """Dense -> activation -> dropout for each hidden size (`dropout_last_only`: after the last one only)."""
 
-    def __init__(self, units: tuple[int, ...], activation: str, dropout: float = 0.0, **kwargs):
+    def __init__(self, units: tuple[int, ...], activation: str, dropout: float = 0.0, dropout_last_only: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         dtype = kwargs.get("dtype")
         self.dense_layers = [keras.layers.Dense(size, dtype=dtype) for size in units]
         self.activations = [make_activation(activation, dtype) for _ in units]
-        self.dropouts = [Dropout(dropout, dtype=dtype) if dropout > 0 else None for _ in units]
+        with_dropout = [dropout > 0 and (index == len(units) - 1 or not dropout_last_only) for index in range(len(units))]
+        self.dropouts = [Dropout(dropout, dtype=dtype) if wanted else None for wanted in with_dropout]
 
     def build(self, input_shape):
         width = int(input_shape[-1])

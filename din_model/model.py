@@ -22,19 +22,23 @@ class DeepInterestNetwork(keras.Model):
                  attention_units: tuple[int, ...], attention_activation: str, attention_softmax: bool,
                  mlp_units: tuple[int, ...], activation: str, dropout: float, sum_pooled_history: bool,
                  l2: float, mini_batch_aware_l2: bool, compact_history: bool = True,
+                 mlp_input_batch_norm: bool = False, dropout_last_only: bool = False, l2_weights: str = "all",
                  dtype_policy: str = "float32"):
         super().__init__(dtype=dtype_policy)
         self.use_category = use_category
         self.sum_pooled_history = sum_pooled_history
         self.l2 = l2
         self.mini_batch_aware_l2 = mini_batch_aware_l2
+        self.l2_weights = l2_weights
         self.compact_history = compact_history
         self.item_embedding = keras.layers.Embedding(n_items + 1, embed_dim, dtype=dtype_policy, name="item_embedding")
         self.cate_embedding = (keras.layers.Embedding(n_cats + 1, embed_dim, dtype=dtype_policy, name="cate_embedding")
                                if use_category else None)
         self.attention = AttentionPooling(attention_units, attention_activation, attention_softmax,
                                           compact=compact_history, dtype=dtype_policy, name="attention")
-        self.mlp = DenseStack(mlp_units, activation, dropout, dtype=dtype_policy, name="mlp")
+        self.mlp_input_norm = (keras.layers.BatchNormalization(dtype=dtype_policy, name="mlp_input_norm")
+                               if mlp_input_batch_norm else None)
+        self.mlp = DenseStack(mlp_units, activation, dropout, dropout_last_only, dtype=dtype_policy, name="mlp")
         self.logit_layer = keras.layers.Dense(1, dtype="float32", name="logit")
 
     def embed(self, items, cates):
@@ -52,7 +56,10 @@ class DeepInterestNetwork(keras.Model):
         else:
             interest, history_sum = self._pool_dense(features, target, mask, training)
         parts = [interest, target, history_sum] if self.sum_pooled_history else [interest, target]
-        hidden = self.mlp(tf.concat(parts, axis=-1), training=training)
+        mlp_input = tf.concat(parts, axis=-1)
+        if self.mlp_input_norm is not None:
+            mlp_input = self.mlp_input_norm(mlp_input, training=training)
+        hidden = self.mlp(mlp_input, training=training)
         return tf.squeeze(self.logit_layer(tf.cast(hidden, tf.float32)), axis=-1)
 
     def _pool_dense(self, features, target, mask, training):
@@ -80,19 +87,22 @@ class DeepInterestNetwork(keras.Model):
         named = leaf_weights("item_embedding", self.item_embedding)
         if self.use_category:
             named.update(leaf_weights("cate_embedding", self.cate_embedding))
+        if self.mlp_input_norm is not None:
+            named.update(leaf_weights("mlp_input_norm", self.mlp_input_norm))
         return {**named, **self.attention.named_weights("attention"), **self.mlp.named_weights("mlp"),
                 **leaf_weights("logit", self.logit_layer)}
 
     def regularization_loss(self, features):
-        """0, plain L2 on every trainable weight, or the mini-batch aware L2 on embeddings."""
+        """0, plain L2 on every trainable weight or on the embedding tables (`l2_weights`),
+        or the mini-batch aware L2 on embeddings."""
         if self.l2 <= 0:
             return tf.constant(0.0)
-        if not self.mini_batch_aware_l2:
-            return self.l2 * tf.add_n([tf.reduce_sum(tf.square(tf.cast(w, tf.float32)))
-                                       for w in self.trainable_weights])
         tables = [(self.item_embedding, "hist_item", "target_item")]
         if self.use_category:
             tables.append((self.cate_embedding, "hist_cate", "target_cate"))
+        if not self.mini_batch_aware_l2:
+            weights = self.trainable_weights if self.l2_weights == "all" else [layer.embeddings for layer, _, _ in tables]
+            return self.l2 * tf.add_n([tf.reduce_sum(tf.square(tf.cast(w, tf.float32))) for w in weights])
         return self.l2 * tf.add_n([_mini_batch_l2(layer.embeddings, features[h], features[t]) for layer, h, t in tables])
 
 
@@ -109,6 +119,13 @@ def _mini_batch_l2(table, history_ids, target_ids):
     return tf.reduce_sum(tf.where(present, squares / tf.maximum(counts, 1.0), 0.0))
 
 
+def resolve_history_layout(params: TrainParams, static_shapes: bool) -> str:
+    """The history layout `params.history_layout` means on a device with or without static shapes."""
+    if params.history_layout != "auto":
+        return params.history_layout
+    return "dense" if static_shapes or params.jit_compile else "compact"
+
+
 def build_model(params: TrainParams, spec: dict, dtype_policy: str = "float32",
                 static_shapes: bool = False) -> DeepInterestNetwork:
     """The DIN for these params and this feature spec, built (variables exist) for `maxlen`.
@@ -122,8 +139,9 @@ def build_model(params: TrainParams, spec: dict, dtype_policy: str = "float32",
         attention_activation=params.attention_activation, attention_softmax=params.attention_softmax,
         mlp_units=params.mlp_units, activation=params.activation, dropout=params.dropout,
         sum_pooled_history=params.sum_pooled_history, l2=params.l2,
-        mini_batch_aware_l2=params.mini_batch_aware_l2,
-        compact_history=not (static_shapes or params.jit_compile), dtype_policy=dtype_policy)
+        mini_batch_aware_l2=params.mini_batch_aware_l2, mlp_input_batch_norm=params.mlp_input_batch_norm,
+        dropout_last_only=params.dropout_last_only, l2_weights=params.l2_weights,
+        compact_history=resolve_history_layout(params, static_shapes) == "compact", dtype_policy=dtype_policy)
     maxlen = params.maxlen or int(spec["maxlen"])
     model(dummy_features(maxlen), training=False)
     return model

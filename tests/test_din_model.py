@@ -134,6 +134,10 @@ def test_mini_batch_aware_l2_counts_each_present_row_once_over_its_frequency():
     plain = build_model(TrainParams(**SMALL, l2=0.5, mini_batch_aware_l2=False), SPEC)
     expected_plain = 0.5 * sum(float(np.sum(w.numpy() ** 2)) for w in plain.trainable_weights)
     assert float(plain.regularization_loss(features)) == pytest.approx(expected_plain, rel=1e-5)
+    tables_only = build_model(TrainParams(**SMALL, l2=0.5, mini_batch_aware_l2=False, l2_weights="embeddings"), SPEC)
+    expected_tables = 0.5 * sum(float(np.sum(layer.embeddings.numpy() ** 2))
+                                for layer in (tables_only.item_embedding, tables_only.cate_embedding))
+    assert float(tables_only.regularization_loss(features)) == pytest.approx(expected_tables, rel=1e-5)
 
 
 def test_mini_batch_aware_l2_of_a_hand_made_batch():
@@ -196,10 +200,12 @@ def test_export_reload_gives_the_same_predictions(tmp_path):
         "hist_item"].shape.as_list() == [None, 5]
 
 
-@pytest.mark.parametrize("activation, dropout, use_category", [("dice", 0.5, True), ("prelu", 0.0, False)])
-def test_named_weights_name_every_weight_once_by_its_role(activation, dropout, use_category):
-    params = TrainParams(embed_dim=4, attention_hidden="8,4", mlp_hidden="6", activation=activation, dropout=dropout,
-                         use_category=use_category)
+@pytest.mark.parametrize("activation, dropout, use_category, reference_options",
+                         [("dice", 0.5, True, False), ("prelu", 0.0, False, False), ("prelu", 0.5, False, True)])
+def test_named_weights_name_every_weight_once_by_its_role(activation, dropout, use_category, reference_options):
+    params = TrainParams(embed_dim=4, attention_hidden="8,4", mlp_hidden="6,5", activation=activation, dropout=dropout,
+                         use_category=use_category, mlp_input_batch_norm=reference_options,
+                         dropout_last_only=reference_options)
     model = build_model(params, {"n_items": 50, "n_cats": 5, "maxlen": 6})
     named = model.named_weights()
     assert sorted(id(variable) for variable in named.values()) == sorted(id(variable) for variable in model.weights)
@@ -207,5 +213,7 @@ def test_named_weights_name_every_weight_once_by_its_role(activation, dropout, u
     assert tuple(named["attention_hidden_dense0_kernel"].shape) == (4 * (8 if use_category else 4), 8)
     assert tuple(named["mlp_dense0_kernel"].shape) == (2 * (8 if use_category else 4), 6)
     assert ("mlp_activation0_moving_mean" in named) == (activation == "dice")
-    assert ("mlp_dropout0_seed_state" in named) == (dropout > 0)
+    assert ("mlp_dropout0_seed_state" in named) == (dropout > 0 and not reference_options)
+    assert ("mlp_dropout1_seed_state" in named) == (dropout > 0)
+    assert ("mlp_input_norm_moving_variance" in named) == reference_options
     assert ("cate_embedding_embeddings" in named) == use_category
