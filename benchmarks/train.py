@@ -143,7 +143,9 @@ def main(argv=None) -> None:
     if args.batch_size:
         settings["batch_size"] = args.batch_size
     params, spec, device = preset_setup(args.data_dir, args.preset, **settings)
-    device.static_shapes = device.static_shapes or args.static_shapes
+    # XLA gets fixed-size batches too: the static layout's shapes must be known when the step
+    # is traced (din_model/segments.py `dimension`); the timed batches are all full anyway.
+    device.static_shapes = device.static_shapes or args.static_shapes or args.jit
 
     def dataset():
         return make_dataset(spec, "train", params.batch_size, shuffle=True, seed=params.seed, repeat=True,
