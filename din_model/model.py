@@ -155,7 +155,9 @@ def _densified(table):
 
 def _lookup_with_dense_gradient(layer, ids):
     """`layer(ids)` of a Keras Embedding whose table gets a dense gradient."""
-    return tf.cast(tf.gather(_densified(tf.convert_to_tensor(layer.embeddings)), ids), layer.compute_dtype)
+    # Cast like Embedding does: Keras 3 traces a float-typed serving signature when saving.
+    rows = tf.gather(_densified(tf.convert_to_tensor(layer.embeddings)), tf.cast(ids, tf.int32))
+    return tf.cast(rows, layer.compute_dtype)
 
 
 def _mini_batch_l2(table, history_ids, target_ids):
