@@ -2,14 +2,19 @@
 
 The static layout (din_model/model.py) gathers a batch's real history entries into a
 buffer whose size must be known when the step is compiled (XLA, the NPU). A batch of B
-samples holds the sum of B kept history lengths; with shuffled batches that sum is close
-to normal with mean B * mean and standard deviation sqrt(B) * std of the per-sample
-lengths, so `mean * B + Z * sqrt(B) * std` slots (Z = 4: about 3 batches in 100,000 above
-it) cover nearly every batch at a few percent over the real work. A batch above the
-capacity is not cut: the model takes the dense layout for it (same function, static shapes).
+samples holds the sum of B kept history lengths. Were the samples independent, that sum
+would be close to normal with mean B * mean and standard deviation sqrt(B) * std of the
+per-sample lengths; but the reader shuffles records of ~1,000 consecutive samples (one
+user's samples sit together, with growing histories), so batch totals spread wider: on the
+default data 10 of 448 batches went over a capacity computed from the per-sample spread.
+So the spread is measured on real training batches: `std` is the larger of the per-sample
+standard deviation and (standard deviation of batch totals) / sqrt(B), and
+`mean * B + Z * sqrt(B) * std` slots (Z = 4) cover nearly every batch at a few percent over
+the real work. A batch above the capacity is not cut: the model takes the dense layout
+for it (same function, static shapes).
 
-`measure_history_capacity` reads the per-sample lengths from the train split (at most
-`max_samples` of them, in a shuffled order of files and records).
+`measure_history_capacity` reads (up to `max_samples` of) the train split in shuffled
+batches of the training batch size, as training does.
 """
 from __future__ import annotations
 
@@ -53,24 +58,24 @@ class HistoryCapacity:
                 "maxlen": self.maxlen, "standard_deviations": self.standard_deviations}
 
 
-def capacity_of_lengths(lengths: np.ndarray, maxlen: int) -> HistoryCapacity:
-    """The capacity rule for these per-sample kept history lengths."""
-    if lengths.size == 0:
+def capacity_of_batches(batches: list, maxlen: int) -> HistoryCapacity:
+    """The capacity rule for the per-sample kept history lengths of real batches (a list of
+    1-D arrays; the batch size is the first one's, and only batches of that size give totals)."""
+    if not batches or batches[0].size == 0:
         raise InputError("history capacity: the train split holds no samples to measure history lengths on")
-    return HistoryCapacity(float(lengths.mean()), float(lengths.std()), maxlen)
+    batch_size = batches[0].size
+    lengths = np.concatenate(batches)
+    totals = [batch.sum() for batch in batches if batch.size == batch_size]
+    spread_of_totals = float(np.std(totals)) / math.sqrt(batch_size)
+    return HistoryCapacity(float(lengths.mean()), max(float(lengths.std()), spread_of_totals), maxlen)
 
 
-def measure_history_capacity(spec: dict, maxlen: int, max_samples: int = 262_144) -> HistoryCapacity:
-    """The capacity rule measured on (up to `max_samples` of) the train split's kept history lengths."""
+def measure_history_capacity(spec: dict, maxlen: int, batch_size: int, max_samples: int = 262_144) -> HistoryCapacity:
+    """The capacity rule measured on shuffled train batches of `batch_size`, at most `max_samples` samples."""
     from din_model.reader import make_dataset
 
-    batch_size = 8192
     dataset = make_dataset(spec, "train", batch_size, shuffle=True, seed=0, maxlen=maxlen)
     count_entries = tf.function(lambda history: tf.reduce_sum(tf.cast(history > 0, tf.int32), axis=1))
-    lengths, have = [], 0
-    for features, _ in dataset:
-        lengths.append(count_entries(features["hist_item"]).numpy())
-        have += len(lengths[-1])
-        if have >= max_samples:
-            break
-    return capacity_of_lengths(np.concatenate(lengths) if lengths else np.zeros([0]), maxlen)
+    batches = [count_entries(features["hist_item"]).numpy()
+               for features, _ in dataset.take(max(1, max_samples // batch_size))]
+    return capacity_of_batches(batches, maxlen)

@@ -191,7 +191,7 @@ def build_model(params: TrainParams, spec: dict, dtype_policy: str = "float32", 
     maxlen = params.maxlen or int(spec["maxlen"])
     layout = resolve_history_layout(params, static_shapes)
     if layout == "static_compact" and history_capacity is None:
-        history_capacity = measure_history_capacity(spec, maxlen)
+        history_capacity = measure_history_capacity(spec, maxlen, params.batch_size)
     model = DeepInterestNetwork(
         n_items=int(spec["n_items"]), n_cats=int(spec["n_cats"]), embed_dim=params.embed_dim,
         use_category=params.use_category, attention_units=params.attention_units,

@@ -1,10 +1,11 @@
-"""The static layout's capacity rule: mean * B + 4 sqrt(B) * std slots, rounded up, at most B * maxlen."""
+"""The static layout's capacity rule: mean * B + 4 sqrt(B) * std slots, rounded up, at most B * maxlen,
+with std widened by the spread of real batch totals."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from din_common.errors import InputError
-from din_model.history_capacity import HistoryCapacity, capacity_of_lengths
+from din_model.history_capacity import HistoryCapacity, capacity_of_batches
 
 
 def test_capacity_rule_for_an_int_and_a_tensor_batch():
@@ -20,9 +21,14 @@ def test_capacity_never_exceeds_every_position_and_rejects_impossible_statistics
     with pytest.raises(InputError, match="maxlen=5"):
         HistoryCapacity(6.0, 1.0, 5)
     with pytest.raises(InputError, match="no samples"):
-        capacity_of_lengths(np.zeros([0]), 5)
+        capacity_of_batches([], 5)
 
 
-def test_capacity_of_lengths_takes_their_mean_and_standard_deviation():
-    rule = capacity_of_lengths(np.array([1, 3, 3, 5]), 5)
-    assert (rule.mean_entries, rule.std_entries) == (3.0, pytest.approx(np.sqrt(2.0)))
+def test_the_spread_of_batch_totals_widens_the_capacity_when_batches_are_correlated():
+    independent = [np.array([1, 5, 1, 5]), np.array([5, 1, 5, 1])]  # equal totals: the per-sample spread counts
+    rule = capacity_of_batches(independent, 5)
+    assert (rule.mean_entries, rule.std_entries) == (3.0, 2.0)
+    correlated = [np.array([1, 1, 1, 1]), np.array([5, 5, 5, 5]), np.array([3, 3])]  # totals 4 and 20; 2 is partial
+    rule = capacity_of_batches(correlated, 5)
+    assert rule.mean_entries == pytest.approx(30 / 10)
+    assert rule.std_entries == pytest.approx(8.0 / 2.0)  # std of the full batches' totals / sqrt(4)
