@@ -1,6 +1,7 @@
 """Where the time of one DIN training step goes, by TensorFlow op type; prints one JSON line.
 
     python benchmarks/profile_step.py --data-dir DIR [--preset reference|default] [--steps 8]
+        [--history-layout dense|compact|static_compact] [--jit]
 
 Preloads `--steps` train batches (so no input pipeline runs), warms the step up, times
 it, then traces the same steps with the TensorFlow profiler and sums the time each op
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.train import PRESETS, fresh_train_step, preset_setup  # noqa: E402
+from din_model.params import HISTORY_LAYOUTS  # noqa: E402
 
 MATMUL_OPS = ("MatMul", "_FusedMatMul", "BatchMatMulV2", "BatchMatMulV3",  # and their oneDNN versions:
               "_MklMatMul", "_MklFusedMatMul", "_MklBatchMatMulV2", "_MklNativeMatMul", "_MklNativeFusedMatMul")
@@ -55,13 +57,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--history-layout", choices=HISTORY_LAYOUTS, default="auto")
+    parser.add_argument("--jit", action="store_true", help="XLA-compile the step (fixed-size batches)")
     args = parser.parse_args()
 
     import tensorflow as tf
 
+    from din_model.model import resolve_history_layout
     from din_model.reader import make_dataset
 
-    params, spec, device = preset_setup(args.data_dir, args.preset, device=args.device, precision=args.precision)
+    params, spec, device = preset_setup(args.data_dir, args.preset, device=args.device, precision=args.precision,
+                                        history_layout=args.history_layout, jit_compile=args.jit)
+    device.static_shapes = device.static_shapes or args.jit  # as benchmarks/train.py does for XLA
     dataset = make_dataset(spec, "train", params.batch_size, shuffle=True, seed=1, repeat=True, drop_remainder=True,
                            maxlen=params.maxlen)
     batches = [batch for _, batch in zip(range(args.steps), dataset)]
@@ -84,6 +91,7 @@ def main() -> None:
     matmul = sum(by_type[name] for name in MATMUL_OPS)
     step_ms = statistics.median(step_seconds) * 1000
     print(json.dumps({"preset": args.preset, **device.describe(), "batch_size": params.batch_size,
+                      "history_layout": resolve_history_layout(params, device.static_shapes), "jit_compile": args.jit,
                       "step_ms": round(step_ms, 1), "samples_per_s": round(params.batch_size / step_ms * 1000),
                       "op_thread_ms_per_step": round(total, 1), "matmul_thread_ms_per_step": round(matmul, 1),
                       "matmul_share": round(matmul / total, 3),

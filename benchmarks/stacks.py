@@ -32,7 +32,7 @@ def parse_args(argv=None):
 
 def run_once(interpreter: str, args) -> dict:
     command = [interpreter, str(ROOT / "benchmarks" / "train.py"), "--data-dir", str(args.data_dir), "--preset",
-               args.preset, "--steps", str(args.steps), "--baseline-samples", "0", *args.extra]
+               args.preset, "--steps", str(args.steps), *args.extra]
     printed = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return json.loads(printed.strip().splitlines()[-1])
 

@@ -4,11 +4,13 @@
 
 Measures, after `--warmup` steps: `train_samples_per_s` (input pipeline + train step,
 steady state; median of 5 windows, plus the best window) and `input_samples_per_s`
-(the tf.data reader alone), then (`--baseline-samples`, in a process of its own) the
-reference setup's in-memory Keras `fit` and our speed-up over it. Preset
-`reference` is the reference DIN TF2 setup: history cut to the last 20 entries,
-embedding 8, item id only, attention MLP 80-40 sigmoid with softmax, output MLP
-256-128-64 PReLU, dropout 0.5, Adam 1e-3, batch 4096, no L2. `--generate-samples N` first
+(the tf.data reader alone), then (`--baseline`, in a process of its own) the
+reference setup's in-memory Keras `fit` (benchmarks/reference_din.py, same windows) and our
+speed-up over it; benchmarks/vs_reference.py alternates the two over several pairs. Preset
+`reference` is the reference DIN TF2 model function: history cut to the last 20 entries,
+embedding 8, item id only, attention MLP 80-40 sigmoid with softmax, BatchNormalization
+of the output MLP's input, output MLP 256-128-64 PReLU, one dropout 0.5 after it, L2 1e-4
+on the item table, Adam 1e-3, batch 4096. `--generate-samples N` first
 writes a random data dir (fixture writer, maxlen 40, geometric histories of mean 6,
 63001 items, 801 categories) when DIR has no feature_spec.json.
 """
@@ -28,12 +30,13 @@ sys.path.insert(0, str(ROOT))
 # din_model sets TensorFlow's environment (log level, oneDNN kernels) before TensorFlow
 # loads; the baseline's process inherits it, so both sides run the same kernels.
 import din_model  # noqa: E402,F401
+from din_model.params import HISTORY_LAYOUTS  # noqa: E402
 
 PRESETS = {
     "reference": dict(batch_size=4096, embed_dim=8, use_category=False, attention_hidden="80,40",
-                      attention_activation="sigmoid", attention_softmax=True, mlp_hidden="256,128,64",
-                      activation="prelu", dropout=0.5, learning_rate=1e-3, maxlen=20,
-                      l2=0.0),  # the reference has no regulariser (our default mini-batch aware L2 costs ~7 %)
+                      attention_activation="sigmoid", attention_softmax=True, mlp_input_batch_norm=True,
+                      mlp_hidden="256,128,64", activation="prelu", dropout=0.5, dropout_last_only=True,
+                      learning_rate=1e-3, maxlen=20, l2=1e-4, mini_batch_aware_l2=False, l2_weights="embeddings"),
     "default": dict(),
 }
 
@@ -48,15 +51,19 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="mixed")
-    parser.add_argument("--dense-history", action="store_true",
-                        help="score every padded history position (the NPU/XLA layout) instead of the real ones")
+    parser.add_argument("--history-layout", choices=HISTORY_LAYOUTS, default="auto",
+                        help="dense: score every padded position; compact: the real entries (dynamic shapes); "
+                             "static_compact: the real entries in a fixed-capacity buffer (NPU/XLA); "
+                             "auto: what training picks")
+    parser.add_argument("--static-shapes", action="store_true",
+                        help="fixed-size batches as on the NPU (the layout auto picks then is static_compact)")
     parser.add_argument("--generate-samples", type=int, default=0)
     parser.add_argument("--cold", action="store_true",
                         help="evict the shards from the page cache first (posix_fadvise DONTNEED), as when the "
                              "data set is larger than memory")
     parser.add_argument("--input-only", action="store_true", help="measure the input pipeline alone")
-    parser.add_argument("--baseline-samples", type=int, default=400_000,
-                        help="rows held in memory for the reference Keras-fit baseline (0: skip it)")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also time the reference Keras fit (benchmarks/reference_din.py) over the same windows")
     return parser.parse_args(argv)
 
 
@@ -114,10 +121,11 @@ def evict_from_page_cache(paths) -> None:
             os.close(fd)
 
 
-def reference_fit_in_own_process(data_dir: Path, samples: int) -> float:
-    """The baseline, measured in a fresh process of its own."""
+def reference_fit_in_own_process(data_dir: Path, steps: int, warmup: int) -> float:
+    """The baseline over the same windows, measured in a fresh process of its own."""
     finished = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "reference_din.py"), "--data-dir",
-                               str(data_dir), "--samples", str(samples)], capture_output=True, text=True, check=True)
+                               str(data_dir), "--steps", str(steps), "--warmup", str(warmup)],
+                              capture_output=True, text=True, check=True)
     return json.loads(finished.stdout.strip().splitlines()[-1])["reference_keras_fit_samples_per_s"]
 
 
@@ -127,13 +135,17 @@ def main(argv=None) -> None:
     if not spec_path.is_file() and args.generate_samples:
         generate_data(args.data_dir, args.generate_samples)
 
+    from din_model.model import resolve_history_layout
     from din_model.reader import make_dataset
 
-    settings = {"device": args.device, "precision": args.precision, "jit_compile": args.jit}
+    settings = {"device": args.device, "precision": args.precision, "jit_compile": args.jit,
+                "history_layout": args.history_layout}
     if args.batch_size:
         settings["batch_size"] = args.batch_size
     params, spec, device = preset_setup(args.data_dir, args.preset, **settings)
-    device.static_shapes = device.static_shapes or args.dense_history
+    # XLA gets fixed-size batches too: the static layout's shapes must be known when the step
+    # is traced (din_model/segments.py `dimension`); the timed batches are all full anyway.
+    device.static_shapes = device.static_shapes or args.static_shapes or args.jit
 
     def dataset():
         return make_dataset(spec, "train", params.batch_size, shuffle=True, seed=params.seed, repeat=True,
@@ -157,8 +169,8 @@ def main(argv=None) -> None:
 
         train_rates = window_rates(iter(dataset()), args.steps, args.warmup, consume)
     baseline = {}
-    if args.baseline_samples:
-        reference_rate = reference_fit_in_own_process(args.data_dir, args.baseline_samples)
+    if args.baseline:
+        reference_rate = reference_fit_in_own_process(args.data_dir, args.steps, args.warmup)
         baseline = {"reference_keras_fit_samples_per_s": round(reference_rate),
                     "speedup_vs_reference_fit": round(statistics.median(train_rates) / reference_rate, 2)}
     print(json.dumps({"train_samples_per_s": round(statistics.median(train_rates)),
@@ -166,7 +178,7 @@ def main(argv=None) -> None:
                       "input_samples_per_s": round(statistics.median(input_rates)),
                       **device.describe(), "preset": args.preset, "batch_size": params.batch_size,
                       "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "jit_compile": params.jit_compile,
-                      "history_layout": "dense" if device.static_shapes or params.jit_compile else "compact",
+                      "history_layout": resolve_history_layout(params, device.static_shapes),
                       "steps": args.steps, **baseline}))
 
 

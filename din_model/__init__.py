@@ -4,7 +4,8 @@ Modules (importable without Luigi):
 - `params`   TrainParams (the `[train]` settings, validated) and `run_id`.
 - `reader`   tf.data reader of the shards described by `feature_spec.json`.
 - `layers`   Dice, PReLU, the dense stack and the DIN attention pooling.
-- `model`    the DIN model builder.
+- `model`    the DIN model builder and its history layouts (dense, compact, static capacity).
+- `segments` row operations of the compact layouts; `history_capacity` the static layout's buffer size.
 - `metrics`  AUC, GAUC, logloss (numpy) and the popularity baseline.
 - `device`   device (Ascend NPU, GPU, CPU) and precision selection; the NPU opened once per process.
 - `npu_options` the `[npu]` settings (validated) and their mapping onto the Ascend adapter's options.

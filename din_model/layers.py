@@ -8,7 +8,8 @@
 - `DenseStack`: Dense -> activation -> dropout, per hidden size.
 - `AttentionPooling`: the DIN activation unit, an MLP over [q, k, q - k, q * k] giving one
   score per history position; padded positions (id 0) get weight 0 (or -inf before a
-  softmax); the output is the score-weighted sum of the history embeddings.
+  softmax); the output is the score-weighted sum of the history embeddings. Dice in the
+  unit takes its batch statistics over the real history entries only, in every layout.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from din_model.compat import keras, no_autocast, random_words
-from din_model.segments import max_rows, repeat_rows, sum_rows
+from din_model.segments import dimension, row_operations
 
 MASKED_SCORE = -1e9
 
@@ -73,11 +74,16 @@ class Dice(keras.layers.Layer):
                                                trainable=False, **no_autocast())
         super().build(input_shape)
 
-    def call(self, inputs, training=False):
+    def call(self, inputs, training=False, valid=None):
+        """`valid` (bool, the shape of `inputs` without the last axis): which values the batch
+        statistics count; slots that hold no history entry do not."""
         values = tf.cast(inputs, tf.float32)
         if training:
             axes = list(range(len(values.shape) - 1))
-            mean, variance = tf.nn.moments(values, axes=axes)
+            if valid is None:
+                mean, variance = tf.nn.moments(values, axes=axes)
+            else:
+                mean, variance = _masked_moments(values, tf.cast(valid, tf.float32)[..., None], axes)
             self._update_moving_statistics(mean, variance)
         else:
             mean = tf.convert_to_tensor(self.moving_mean)
@@ -91,6 +97,13 @@ class Dice(keras.layers.Layer):
         keep = self.momentum
         self.moving_mean.assign(keep * self.moving_mean + (1.0 - keep) * mean)
         self.moving_variance.assign(keep * self.moving_variance + (1.0 - keep) * variance)
+
+
+def _masked_moments(values, weights, axes):
+    """Mean and variance over `axes` of the values whose weight is 1 (none: 0 and 0)."""
+    count = tf.maximum(tf.reduce_sum(weights, axis=axes), 1.0)
+    mean = tf.reduce_sum(values * weights, axis=axes) / count
+    return mean, tf.reduce_sum(tf.square(values - mean) * weights, axis=axes) / count
 
 
 def make_activation(name: str, dtype=None) -> keras.layers.Layer:
@@ -140,14 +153,16 @@ class Dropout(keras.layers.Layer):
 
 
 class DenseStack(keras.layers.Layer):
-    """Dense -> activation -> dropout for each hidden size."""
+    """Dense -> activation -> dropout for each hidden size (`dropout_last_only`: after the last one only)."""
 
-    def __init__(self, units: tuple[int, ...], activation: str, dropout: float = 0.0, **kwargs):
+    def __init__(self, units: tuple[int, ...], activation: str, dropout: float = 0.0, dropout_last_only: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         dtype = kwargs.get("dtype")
         self.dense_layers = [keras.layers.Dense(size, dtype=dtype) for size in units]
         self.activations = [make_activation(activation, dtype) for _ in units]
-        self.dropouts = [Dropout(dropout, dtype=dtype) if dropout > 0 else None for _ in units]
+        with_dropout = [dropout > 0 and (index == len(units) - 1 or not dropout_last_only) for index in range(len(units))]
+        self.dropouts = [Dropout(dropout, dtype=dtype) if wanted else None for wanted in with_dropout]
 
     def build(self, input_shape):
         width = int(input_shape[-1])
@@ -169,13 +184,17 @@ class DenseStack(keras.layers.Layer):
                     named.update(leaf_weights(f"{prefix}_{kind}{index}", layer))
         return named
 
-    def from_first_projection(self, projected, training=False):
-        """The stack's output given the first layer's x W + b, however that was computed."""
+    def from_first_projection(self, projected, training=False, valid=None):
+        """The stack's output given the first layer's x W + b, however that was computed;
+        `valid`: which rows Dice's batch statistics count (default all)."""
         outputs = projected
         for index, (dense, activation, dropout) in enumerate(zip(self.dense_layers, self.activations, self.dropouts)):
             if index > 0:
                 outputs = dense(outputs)
-            outputs = activation(outputs, training=training) if isinstance(activation, Dice) else activation(outputs)
+            if isinstance(activation, Dice):
+                outputs = activation(outputs, training=training, valid=valid)
+            else:
+                outputs = activation(outputs)
             if dropout is not None:
                 outputs = dropout(outputs, training=training)
         return outputs
@@ -188,36 +207,41 @@ class AttentionPooling(keras.layers.Layer):
     history key k, ending in one linear score per key (its first layer is computed
     from W's row blocks, see `_first_projection`).
 
-    Two layouts of the history, chosen at construction:
-    - dense (`compact=False`): inputs (query [B, d], keys [B, L, d], mask [B, L] bool);
-      padded positions are scored too, then masked (weight 0, or -inf before the
-      softmax). Static shapes (NPU, XLA).
-    - compact (`compact=True`): inputs (query [B, d], keys [N, d], rows [N] int32), the
-      N real history entries and the sample each belongs to (sorted, see
-      din_model/segments.py); only real entries are
-      scored (a few times less work with short histories). Dynamic shapes (CPU, GPU).
-    Both return the pooled interest [B, d].
+    Three layouts of the history (din_model/model.py), told apart by the inputs (one layer
+    serves all, as the static-capacity layout falls back to the dense one for a batch over
+    its capacity); each returns the pooled interest [S, d] for queries [S, d]:
+    - "dense": inputs (query [B, d], keys [B, L, d], mask [B, L] bool); padded positions
+      are scored too, then masked (weight 0, or -inf before the softmax). Static shapes.
+    - "compact": inputs (query [B, d], keys [N, d], rows [N] int32), the N real history
+      entries and the sample each belongs to (sorted, see din_model/segments.py); only
+      real entries are scored (a few times less work with short histories). Dynamic shapes.
+    - "static_compact": inputs (query [S, d], keys [C, d], rows [C] int32, filled [C] bool),
+      a fixed-capacity buffer of the real entries; empty slots belong to a sample of their
+      own (the caller's extra last query) and are left out of Dice's statistics. Static shapes.
     """
 
-    def __init__(self, units: tuple[int, ...], activation: str = "sigmoid", softmax: bool = False,
-                 compact: bool = False, **kwargs):
+    def __init__(self, units: tuple[int, ...], activation: str = "sigmoid", softmax: bool = False, **kwargs):
         super().__init__(**kwargs)
         if not units:
             raise ValueError("the attention MLP needs at least one hidden layer")
         dtype = kwargs.get("dtype")
         self.softmax = softmax
-        self.compact = compact
         self.hidden = DenseStack(units, activation, dtype=dtype)
         self.score_layer = keras.layers.Dense(1, dtype=dtype)
 
     def call(self, inputs, training=False):
-        query, keys, mask_or_rows = inputs
-        samples = tf.shape(query)[0]
-        hidden = self.hidden.from_first_projection(self._first_projection(query, keys, mask_or_rows), training=training)
+        query, keys, mask_or_rows = inputs[:3]
+        if len(keys.shape) == 3:  # dense: the mask tells Dice which positions are real
+            rows, valid = None, mask_or_rows
+        else:  # compact (every entry real) or static_compact (its filled slots)
+            rows, valid = row_operations(static=len(inputs) == 4), (inputs[3] if len(inputs) == 4 else None)
+        samples = dimension(query, 0)
+        projected = self._first_projection(query, keys, mask_or_rows, rows)
+        hidden = self.hidden.from_first_projection(projected, training=training, valid=valid)
         scores = tf.cast(tf.squeeze(self.score_layer(hidden), -1), tf.float32)
-        if self.compact:
-            weights = tf.cast(self._segment_weights(scores, mask_or_rows, samples), keys.dtype)
-            return sum_rows(weights[:, None] * keys, mask_or_rows, samples)
+        if rows is not None:
+            weights = tf.cast(self._segment_weights(scores, mask_or_rows, samples, rows), keys.dtype)
+            return rows.sum(weights[:, None] * keys, mask_or_rows, samples)
         weights = tf.cast(self._masked_weights(scores, mask_or_rows), keys.dtype)
         return tf.einsum("bl,bld->bd", weights, keys)
 
@@ -231,7 +255,7 @@ class AttentionPooling(keras.layers.Layer):
     def named_weights(self, prefix: str) -> dict:
         return {**self.hidden.named_weights(f"{prefix}_hidden"), **leaf_weights(f"{prefix}_score", self.score_layer)}
 
-    def _first_projection(self, query, keys, rows):
+    def _first_projection(self, query, keys, mask_or_rows, rows=None):
         """x W + b of the unit's first layer for x = [q, k, q - k, q * k], without building x.
 
         With W split into its row blocks, x W = q (W_q + W_d) + k (W_k - W_d) + (q * k) W_p:
@@ -242,8 +266,8 @@ class AttentionPooling(keras.layers.Layer):
         first = self.hidden.dense_layers[0]
         w_query, w_key, w_difference, w_product = tf.split(tf.cast(first.kernel, keys.dtype), 4, axis=0)
         per_sample = tf.matmul(query, w_query + w_difference) + tf.cast(first.bias, keys.dtype)
-        if self.compact:
-            queries, per_query = repeat_rows(query, rows), repeat_rows(per_sample, rows)
+        if rows is not None:  # row operations: a compact layout
+            queries, per_query = rows.repeat(query, mask_or_rows), rows.repeat(per_sample, mask_or_rows)
         else:
             queries, per_query = query[:, None, :], per_sample[:, None, :]
         key_terms = tf.concat([keys, queries * keys], axis=-1)
@@ -256,9 +280,9 @@ class AttentionPooling(keras.layers.Layer):
         masked = tf.where(mask, scores, tf.fill(tf.shape(scores), MASKED_SCORE))
         return tf.nn.softmax(masked, axis=-1) * mask_values
 
-    def _segment_weights(self, scores, rows, samples):
+    def _segment_weights(self, scores, sample_of_entry, samples, rows):
         if not self.softmax:
             return scores
-        shifted = scores - repeat_rows(max_rows(scores, rows, samples), rows)
+        shifted = scores - rows.repeat(rows.max(scores, sample_of_entry, samples), sample_of_entry)
         exponents = tf.exp(shifted)
-        return exponents / repeat_rows(sum_rows(exponents, rows, samples), rows)
+        return exponents / rows.repeat(rows.sum(exponents, sample_of_entry, samples), sample_of_entry)

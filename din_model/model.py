@@ -5,7 +5,15 @@ maps a features dict (hist_item/hist_cate `[B, L]`, target_item/target_cate `[B]
 int32) to float32 logits `[B]` (sigmoid and loss stay in float32 under mixed precision).
 An item is represented by `[item_emb, cate_emb]` when `use_category` is on, else by
 `item_emb`; the tables are shared by history and target. `regularization_loss`
-is the plain L2 of all weights or the paper's mini-batch aware L2.
+is the plain L2 of all weights (or of the embedding tables) or the paper's mini-batch aware L2.
+
+History layouts (`history_layout`), the same function with different work and shapes:
+- "dense": every one of the L padded positions goes through the attention MLP; static shapes.
+- "compact": only the N real entries (`tf.where` of the mask); N varies per batch (CPU, GPU).
+- "static_compact": the real entries gathered into a buffer of C slots, C fixed per batch
+  size and chosen from the data (din_model/history_capacity.py), so shapes are static (XLA,
+  the NPU) at close to the compact layout's work. A batch with more than C entries takes
+  the dense layout instead (a `tf.cond`): no entry is ever dropped.
 """
 from __future__ import annotations
 
@@ -14,50 +22,67 @@ import tensorflow as tf
 from din_model.compat import keras
 from din_model.layers import AttentionPooling, DenseStack, leaf_weights
 from din_model.params import TrainParams
-from din_model.segments import sum_rows
+from din_model.history_capacity import HistoryCapacity, measure_history_capacity
+from din_model.segments import dimension, gather_history, static_sum_rows, sum_rows
 
 
 class DeepInterestNetwork(keras.Model):
     def __init__(self, *, n_items: int, n_cats: int, embed_dim: int, use_category: bool,
                  attention_units: tuple[int, ...], attention_activation: str, attention_softmax: bool,
                  mlp_units: tuple[int, ...], activation: str, dropout: float, sum_pooled_history: bool,
-                 l2: float, mini_batch_aware_l2: bool, compact_history: bool = True,
-                 dtype_policy: str = "float32"):
+                 l2: float, mini_batch_aware_l2: bool, history_layout: str = "compact",
+                 history_capacity: HistoryCapacity | None = None, mlp_input_batch_norm: bool = False,
+                 dropout_last_only: bool = False, l2_weights: str = "all", dtype_policy: str = "float32"):
         super().__init__(dtype=dtype_policy)
         self.use_category = use_category
         self.sum_pooled_history = sum_pooled_history
         self.l2 = l2
         self.mini_batch_aware_l2 = mini_batch_aware_l2
-        self.compact_history = compact_history
+        self.l2_weights = l2_weights
+        if history_layout == "static_compact" and history_capacity is None:
+            raise ValueError("the static_compact history layout needs a history_capacity")
+        self.history_layout = history_layout
+        self.history_capacity = history_capacity
         self.item_embedding = keras.layers.Embedding(n_items + 1, embed_dim, dtype=dtype_policy, name="item_embedding")
         self.cate_embedding = (keras.layers.Embedding(n_cats + 1, embed_dim, dtype=dtype_policy, name="cate_embedding")
                                if use_category else None)
         self.attention = AttentionPooling(attention_units, attention_activation, attention_softmax,
-                                          compact=compact_history, dtype=dtype_policy, name="attention")
-        self.mlp = DenseStack(mlp_units, activation, dropout, dtype=dtype_policy, name="mlp")
+                                          dtype=dtype_policy, name="attention")
+        self.mlp_input_norm = (keras.layers.BatchNormalization(dtype=dtype_policy, name="mlp_input_norm")
+                               if mlp_input_batch_norm else None)
+        self.mlp = DenseStack(mlp_units, activation, dropout, dropout_last_only, dtype=dtype_policy, name="mlp")
         self.logit_layer = keras.layers.Dense(1, dtype="float32", name="logit")
 
-    def embed(self, items, cates):
-        """Item representation: [item_emb, cate_emb] or item_emb; shape ids.shape + [width]."""
-        item_vectors = self.item_embedding(items)
+    def embed(self, items, cates, dense_gradients: bool = False):
+        """Item representation: [item_emb, cate_emb] or item_emb; shape ids.shape + [width].
+
+        `dense_gradients`: the tables get dense gradients instead of IndexedSlices, for lookups
+        inside a `tf.cond`, whose branches must give gradients of one shape (TF 2.6 under XLA
+        does not reconcile IndexedSlices of different lengths). No extra work for training:
+        the train step densifies the embedding gradients anyway (din_model/training.py).
+        """
+        lookup = _lookup_with_dense_gradient if dense_gradients else _lookup
+        item_vectors = lookup(self.item_embedding, items)
         if not self.use_category:
             return item_vectors
-        return tf.concat([item_vectors, self.cate_embedding(cates)], axis=-1)
+        return tf.concat([item_vectors, lookup(self.cate_embedding, cates)], axis=-1)
 
     def call(self, features, training=False):
         target = self.embed(features["target_item"], features["target_cate"])
         mask = features["hist_item"] > 0
-        if self.compact_history:
-            interest, history_sum = self._pool_compact(features, target, mask, training)
-        else:
-            interest, history_sum = self._pool_dense(features, target, mask, training)
+        pool = {"dense": self._pool_dense, "compact": self._pool_compact,
+                "static_compact": self._pool_static_compact}[self.history_layout]
+        interest, history_sum = pool(features, target, mask, training)
         parts = [interest, target, history_sum] if self.sum_pooled_history else [interest, target]
-        hidden = self.mlp(tf.concat(parts, axis=-1), training=training)
+        mlp_input = tf.concat(parts, axis=-1)
+        if self.mlp_input_norm is not None:
+            mlp_input = self.mlp_input_norm(mlp_input, training=training)
+        hidden = self.mlp(mlp_input, training=training)
         return tf.squeeze(self.logit_layer(tf.cast(hidden, tf.float32)), axis=-1)
 
-    def _pool_dense(self, features, target, mask, training):
+    def _pool_dense(self, features, target, mask, training, dense_gradients=False):
         """Attention over the padded [B, L] history (static shapes)."""
-        history = self.embed(features["hist_item"], features["hist_cate"])
+        history = self.embed(features["hist_item"], features["hist_cate"], dense_gradients)
         interest = self.attention((target, history, mask), training=training)
         return interest, tf.reduce_sum(history * tf.cast(mask, history.dtype)[:, :, None], axis=1)
 
@@ -70,6 +95,26 @@ class DeepInterestNetwork(keras.Model):
         interest = self.attention((target, history, rows), training=training)
         return interest, sum_rows(history, rows, tf.shape(target)[0])
 
+    def _pool_static_compact(self, features, target, mask, training):
+        """Attention over the real entries in a buffer of fixed capacity; the dense layout for a
+        batch with more entries than slots."""
+        capacity = self.history_capacity.for_batch(dimension(mask, 0))  # an int for a static batch (NPU, XLA)
+        entries = tf.reduce_sum(tf.cast(mask, tf.int32))
+        return tf.cond(entries <= capacity,
+                       lambda: self._pool_buffer(features, target, mask, capacity, training),
+                       lambda: self._pool_dense(features, target, mask, training, dense_gradients=True))
+
+    def _pool_buffer(self, features, target, mask, capacity, training):
+        positions, rows = gather_history(mask, capacity)
+        samples = dimension(mask, 0)
+        filled = rows < samples
+        history = self.embed(tf.gather(tf.reshape(features["hist_item"], [-1]), positions),
+                             tf.gather(tf.reshape(features["hist_cate"], [-1]), positions), dense_gradients=True)
+        # The empty slots' sample: one more query row, whose results are sliced off.
+        queries = tf.concat([target, tf.zeros_like(target[:1])], axis=0)
+        interest = self.attention((queries, history, rows, filled), training=training)[:samples]
+        return interest, static_sum_rows(history, rows, samples + 1)[:samples]
+
     def named_weights(self) -> dict:
         """Every weight by a name that is the same on Keras 2 and Keras 3.
 
@@ -80,20 +125,39 @@ class DeepInterestNetwork(keras.Model):
         named = leaf_weights("item_embedding", self.item_embedding)
         if self.use_category:
             named.update(leaf_weights("cate_embedding", self.cate_embedding))
+        if self.mlp_input_norm is not None:
+            named.update(leaf_weights("mlp_input_norm", self.mlp_input_norm))
         return {**named, **self.attention.named_weights("attention"), **self.mlp.named_weights("mlp"),
                 **leaf_weights("logit", self.logit_layer)}
 
     def regularization_loss(self, features):
-        """0, plain L2 on every trainable weight, or the mini-batch aware L2 on embeddings."""
+        """0, plain L2 on every trainable weight or on the embedding tables (`l2_weights`),
+        or the mini-batch aware L2 on embeddings."""
         if self.l2 <= 0:
             return tf.constant(0.0)
-        if not self.mini_batch_aware_l2:
-            return self.l2 * tf.add_n([tf.reduce_sum(tf.square(tf.cast(w, tf.float32)))
-                                       for w in self.trainable_weights])
         tables = [(self.item_embedding, "hist_item", "target_item")]
         if self.use_category:
             tables.append((self.cate_embedding, "hist_cate", "target_cate"))
+        if not self.mini_batch_aware_l2:
+            weights = self.trainable_weights if self.l2_weights == "all" else [layer.embeddings for layer, _, _ in tables]
+            return self.l2 * tf.add_n([tf.reduce_sum(tf.square(tf.cast(w, tf.float32))) for w in weights])
         return self.l2 * tf.add_n([_mini_batch_l2(layer.embeddings, features[h], features[t]) for layer, h, t in tables])
+
+
+def _lookup(layer, ids):
+    return layer(ids)
+
+
+@tf.custom_gradient
+def _densified(table):
+    return tf.identity(table), tf.convert_to_tensor
+
+
+def _lookup_with_dense_gradient(layer, ids):
+    """`layer(ids)` of a Keras Embedding whose table gets a dense gradient."""
+    # Cast like Embedding does: Keras 3 traces a float-typed serving signature when saving.
+    rows = tf.gather(_densified(tf.convert_to_tensor(layer.embeddings)), tf.cast(ids, tf.int32))
+    return tf.cast(rows, layer.compute_dtype)
 
 
 def _mini_batch_l2(table, history_ids, target_ids):
@@ -109,22 +173,34 @@ def _mini_batch_l2(table, history_ids, target_ids):
     return tf.reduce_sum(tf.where(present, squares / tf.maximum(counts, 1.0), 0.0))
 
 
-def build_model(params: TrainParams, spec: dict, dtype_policy: str = "float32",
-                static_shapes: bool = False) -> DeepInterestNetwork:
+def resolve_history_layout(params: TrainParams, static_shapes: bool) -> str:
+    """The history layout `params.history_layout` means on a device with or without static shapes."""
+    if params.history_layout != "auto":
+        return params.history_layout
+    return "static_compact" if static_shapes or params.jit_compile else "compact"
+
+
+def build_model(params: TrainParams, spec: dict, dtype_policy: str = "float32", static_shapes: bool = False,
+                history_capacity: HistoryCapacity | None = None) -> DeepInterestNetwork:
     """The DIN for these params and this feature spec, built (variables exist) for `maxlen`.
 
-    `static_shapes` (NPU) or `params.jit_compile` (XLA) select the dense history layout;
-    otherwise only the real history entries go through the attention MLP.
+    The history layout follows `resolve_history_layout`: with static shapes (NPU) or
+    `params.jit_compile` (XLA) the static-capacity layout, whose capacity is measured on the
+    spec's train split unless `history_capacity` is given; otherwise the compact layout.
     """
+    maxlen = params.maxlen or int(spec["maxlen"])
+    layout = resolve_history_layout(params, static_shapes)
+    if layout == "static_compact" and history_capacity is None:
+        history_capacity = measure_history_capacity(spec, maxlen, params.batch_size)
     model = DeepInterestNetwork(
         n_items=int(spec["n_items"]), n_cats=int(spec["n_cats"]), embed_dim=params.embed_dim,
         use_category=params.use_category, attention_units=params.attention_units,
         attention_activation=params.attention_activation, attention_softmax=params.attention_softmax,
         mlp_units=params.mlp_units, activation=params.activation, dropout=params.dropout,
         sum_pooled_history=params.sum_pooled_history, l2=params.l2,
-        mini_batch_aware_l2=params.mini_batch_aware_l2,
-        compact_history=not (static_shapes or params.jit_compile), dtype_policy=dtype_policy)
-    maxlen = params.maxlen or int(spec["maxlen"])
+        mini_batch_aware_l2=params.mini_batch_aware_l2, mlp_input_batch_norm=params.mlp_input_batch_norm,
+        dropout_last_only=params.dropout_last_only, l2_weights=params.l2_weights,
+        history_layout=layout, history_capacity=history_capacity, dtype_policy=dtype_policy)
     model(dummy_features(maxlen), training=False)
     return model
 

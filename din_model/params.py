@@ -1,7 +1,8 @@
 """Training parameters: the `[train]` settings as a validated dataclass, and the run id.
 
 `TrainParams` mirrors the `train` section of pipeline/config.py name for name (plus
-`maxlen` and `jit_compile`, which have no config entry yet). `validate()` raises
+`maxlen`, `jit_compile` and the model options after them, which have no config entry yet;
+benchmarks/train.py's `reference` preset uses them to build the reference DIN's model function). `validate()` raises
 `InputError` naming the setting the way a user writes it (`[train] batch_size`).
 `run_id` hashes every parameter together with the TFRecord fingerprint, so a changed
 parameter or changed shards give a new run directory.
@@ -16,6 +17,8 @@ from typing import Any
 from din_common.errors import InputError
 
 ACTIVATIONS = ("dice", "prelu")
+L2_WEIGHTS = ("all", "embeddings")
+HISTORY_LAYOUTS = ("auto", "dense", "compact", "static_compact")
 DEVICES = ("auto", "npu", "gpu", "cpu")
 PRECISIONS = ("mixed", "fp32")
 
@@ -42,6 +45,16 @@ class TrainParams:
     # Activation of the attention MLP; "dice"/"prelu" follow `activation`, "sigmoid" is the reference DIN code's.
     attention_activation: str = "sigmoid"
     sum_pooled_history: bool = False
+    # BatchNormalization on the output MLP's input, as the reference DIN code has it.
+    mlp_input_batch_norm: bool = False
+    # One dropout after the last hidden layer of the output MLP (the reference) instead of one per layer.
+    dropout_last_only: bool = False
+    # The weights the plain L2 (mini_batch_aware_l2 off) covers: "all" trainable weights, or the
+    # embedding tables only (the reference's embeddings_regularizer).
+    l2_weights: str = "all"
+    # History layout (din_model/model.py): "auto" picks static_compact for static shapes or XLA,
+    # else compact; "dense", "compact" and "static_compact" force one.
+    history_layout: str = "auto"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -64,6 +77,9 @@ class TrainParams:
         _require(self.activation in ACTIVATIONS, "activation", f"one of {ACTIVATIONS}", self.activation)
         _require(self.attention_activation in ACTIVATIONS + ("sigmoid",), "attention_activation",
                  "one of dice, prelu, sigmoid", self.attention_activation)
+        _require(self.l2_weights in L2_WEIGHTS, "l2_weights", f"one of {L2_WEIGHTS}", self.l2_weights)
+        _require(self.history_layout in HISTORY_LAYOUTS, "history_layout", f"one of {HISTORY_LAYOUTS}",
+                 self.history_layout)
         _require(self.device in DEVICES, "device", f"one of {DEVICES}", self.device)
         _require(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
         _require(self.maxlen is None or (isinstance(self.maxlen, int) and self.maxlen > 0), "maxlen",

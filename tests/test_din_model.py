@@ -1,4 +1,6 @@
-"""DIN layers and model: Dice, masking, dense vs compact history, L2, overfitting, export."""
+"""DIN layers and model: Dice, masking, dense vs compact vs static-capacity history, L2, overfitting, export."""
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -6,7 +8,10 @@ import tensorflow as tf
 from din_model.compat import set_random_seed
 from din_model.export import SIGNATURE_NAMES, export_saved_model, load_scorer
 from din_model.layers import AttentionPooling, Dice, Dropout, PReLU
+from din_model.history_capacity import HistoryCapacity
 from din_model.model import build_model
+from din_model.reader import make_dataset
+from din_model.segments import row_operations
 from din_model.params import TrainParams
 from din_model.training import make_train_step
 
@@ -91,23 +96,26 @@ def test_dropout_drops_its_rounded_rate_and_rescales_the_rest(rate, dropped_of_2
     assert Dropout(rate, dtype="mixed_float16")(tf.ones([4, 6]), training=True).dtype == tf.float16
 
 
-@pytest.mark.parametrize("compact", [True, False], ids=["compact", "dense"])
-def test_attention_first_layer_is_the_dense_layer_over_q_k_difference_product(compact):
+@pytest.mark.parametrize("layout", ["compact", "static_compact", "dense"])
+def test_attention_first_layer_is_the_dense_layer_over_q_k_difference_product(layout):
     rng = np.random.default_rng(11)
     query = tf.constant(rng.normal(size=(3, 4)), tf.float32)
-    layer = AttentionPooling((5, 2), compact=compact)
-    if compact:
+    layer = AttentionPooling((5, 2))
+    if layout != "dense":
         rows = tf.constant([0, 0, 1, 2, 2, 2])
         keys = tf.constant(rng.normal(size=(6, 4)), tf.float32)
         queries, mask_or_rows = tf.gather(query, rows), rows
+        inputs = (query, keys, rows, tf.ones([6], tf.bool))[:4 if layout == "static_compact" else 3]
     else:
         keys = tf.constant(rng.normal(size=(3, 2, 4)), tf.float32)
         queries, mask_or_rows = tf.broadcast_to(query[:, None, :], keys.shape), tf.ones([3, 2], tf.bool)
-    layer((query, keys, mask_or_rows))
+        inputs = (query, keys, mask_or_rows)
+    layer(inputs)
     first = layer.hidden.dense_layers[0]
     first.bias.assign(rng.normal(size=5).astype(np.float32))
     expected = first(tf.concat([queries, keys, queries - keys, queries * keys], axis=-1))
-    np.testing.assert_allclose(layer._first_projection(query, keys, mask_or_rows).numpy(), expected.numpy(),
+    rows = None if layout == "dense" else row_operations(static=layout == "static_compact")
+    np.testing.assert_allclose(layer._first_projection(query, keys, mask_or_rows, rows).numpy(), expected.numpy(),
                                rtol=1e-5, atol=1e-6)
 
 
@@ -115,10 +123,66 @@ def test_attention_first_layer_is_the_dense_layer_over_q_k_difference_product(co
 def test_dense_and_compact_history_layouts_agree(softmax):
     params = TrainParams(**SMALL, attention_softmax=softmax, activation="dice", sum_pooled_history=True)
     compact = build_model(params, SPEC)
-    dense = build_model(params, SPEC, static_shapes=True)
+    dense = build_model(dataclasses.replace(params, history_layout="dense"), SPEC, static_shapes=True)
     dense.set_weights(compact.get_weights())
     features = features_batch(seed=3)
     np.testing.assert_allclose(dense(features).numpy(), compact(features).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_static_shapes_or_xla_pick_the_static_capacity_layout_measured_on_the_train_split(tmp_path):
+    from din_model.reader import load_spec
+    from tests.din_fixtures import write_random_fixture
+
+    write_random_fixture(tmp_path, sizes=(("train", 300), ("val", 20), ("test", 20)), maxlen=6, prebatch=64,
+                         num_shards=2, n_items=40, n_cats=6, n_users=50, mean_history=3.0)
+    spec = load_spec(tmp_path / "tfrecords" / "feature_spec.json")
+    params = TrainParams(**SMALL, maxlen=4)
+    assert build_model(params, spec).history_layout == "compact"
+    assert build_model(dataclasses.replace(params, jit_compile=True), spec).history_layout == "static_compact"
+    model = build_model(params, spec, static_shapes=True)
+    assert model.history_layout == "static_compact"
+    lengths = np.concatenate([np.sum(features["hist_item"].numpy() > 0, axis=1)
+                              for features, _ in make_dataset(spec, "train", 64, maxlen=4)])
+    assert model.history_capacity.mean_entries == pytest.approx(lengths.mean(), rel=1e-6)
+    assert model.history_capacity.std_entries >= lengths.std() * (1 - 1e-6)
+    assert model.history_capacity.maxlen == 4
+
+
+def logits_and_gradients(model, features, training):
+    """Logits and the gradients of a fixed weighted sum of them, for every trainable weight (dense)."""
+    with tf.GradientTape() as tape:
+        logits = model(features, training=training)
+        total = tf.reduce_sum(logits * tf.range(1.0, 1.0 + tf.cast(tf.shape(logits)[0], tf.float32)))
+    return logits, [tf.convert_to_tensor(g) for g in tape.gradient(total, model.trainable_variables)]
+
+
+# Capacity rules for a batch of 6 samples: 8 slots (fewer than the test batch's entries) and 40 (more).
+TOO_SMALL, LARGE_ENOUGH = HistoryCapacity(1.0, 0.0, 5), HistoryCapacity(3.0, 2.0, 5)
+
+
+@pytest.mark.parametrize("capacity", [TOO_SMALL, LARGE_ENOUGH], ids=["overflowing", "fitting"])
+@pytest.mark.parametrize("jit", [False, True], ids=["plain", "xla"])
+@pytest.mark.parametrize("softmax", [False, True])
+def test_static_capacity_layout_gives_the_logits_and_gradients_of_the_others(capacity, jit, softmax):
+    """Dice in the attention and the MLP (batch statistics over the real entries), training mode."""
+    params = TrainParams(**SMALL, attention_softmax=softmax, activation="dice", attention_activation="dice",
+                         sum_pooled_history=True)
+    features = features_batch(seed=3)
+    entries = int(tf.reduce_sum(tf.cast(features["hist_item"] > 0, tf.int32)))
+    assert (capacity.for_batch(6) < entries) == (capacity is TOO_SMALL)  # both branches are exercised
+    results = {}
+    for layout in ("compact", "dense", "static_compact"):
+        model = build_model(dataclasses.replace(params, history_layout=layout), SPEC, history_capacity=capacity)
+        if layout == "compact":
+            weights = model.get_weights()
+        model.set_weights(weights)
+        run = tf.function(logits_and_gradients, jit_compile=True) if jit and layout != "compact" else \
+            logits_and_gradients
+        results[layout] = run(model, features, True)
+    for layout in ("dense", "static_compact"):
+        np.testing.assert_allclose(results[layout][0].numpy(), results["compact"][0].numpy(), rtol=1e-5, atol=1e-6)
+        for ours, expected in zip(results[layout][1], results["compact"][1]):
+            np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=1e-4, atol=1e-6)
 
 
 def test_mini_batch_aware_l2_counts_each_present_row_once_over_its_frequency():
@@ -133,6 +197,10 @@ def test_mini_batch_aware_l2_counts_each_present_row_once_over_its_frequency():
     plain = build_model(TrainParams(**SMALL, l2=0.5, mini_batch_aware_l2=False), SPEC)
     expected_plain = 0.5 * sum(float(np.sum(w.numpy() ** 2)) for w in plain.trainable_weights)
     assert float(plain.regularization_loss(features)) == pytest.approx(expected_plain, rel=1e-5)
+    tables_only = build_model(TrainParams(**SMALL, l2=0.5, mini_batch_aware_l2=False, l2_weights="embeddings"), SPEC)
+    expected_tables = 0.5 * sum(float(np.sum(layer.embeddings.numpy() ** 2))
+                                for layer in (tables_only.item_embedding, tables_only.cate_embedding))
+    assert float(tables_only.regularization_loss(features)) == pytest.approx(expected_tables, rel=1e-5)
 
 
 def test_mini_batch_aware_l2_of_a_hand_made_batch():
@@ -154,7 +222,7 @@ def test_xla_train_step_matches_the_plain_one():
     losses = {}
     for jit in (False, True):
         set_random_seed(5)
-        model = build_model(params, SPEC, static_shapes=True)
+        model = build_model(params, SPEC, static_shapes=True, history_capacity=LARGE_ENOUGH)
         step = make_train_step(model, keras.optimizers.Adam(0.01), jit_compile=jit)
         features = features_batch(seed=8, batch=16)
         labels = tf.constant(np.random.default_rng(8).integers(0, 2, 16).astype(np.float32))
@@ -195,10 +263,12 @@ def test_export_reload_gives_the_same_predictions(tmp_path):
         "hist_item"].shape.as_list() == [None, 5]
 
 
-@pytest.mark.parametrize("activation, dropout, use_category", [("dice", 0.5, True), ("prelu", 0.0, False)])
-def test_named_weights_name_every_weight_once_by_its_role(activation, dropout, use_category):
-    params = TrainParams(embed_dim=4, attention_hidden="8,4", mlp_hidden="6", activation=activation, dropout=dropout,
-                         use_category=use_category)
+@pytest.mark.parametrize("activation, dropout, use_category, reference_options",
+                         [("dice", 0.5, True, False), ("prelu", 0.0, False, False), ("prelu", 0.5, False, True)])
+def test_named_weights_name_every_weight_once_by_its_role(activation, dropout, use_category, reference_options):
+    params = TrainParams(embed_dim=4, attention_hidden="8,4", mlp_hidden="6,5", activation=activation, dropout=dropout,
+                         use_category=use_category, mlp_input_batch_norm=reference_options,
+                         dropout_last_only=reference_options)
     model = build_model(params, {"n_items": 50, "n_cats": 5, "maxlen": 6})
     named = model.named_weights()
     assert sorted(id(variable) for variable in named.values()) == sorted(id(variable) for variable in model.weights)
@@ -206,5 +276,7 @@ def test_named_weights_name_every_weight_once_by_its_role(activation, dropout, u
     assert tuple(named["attention_hidden_dense0_kernel"].shape) == (4 * (8 if use_category else 4), 8)
     assert tuple(named["mlp_dense0_kernel"].shape) == (2 * (8 if use_category else 4), 6)
     assert ("mlp_activation0_moving_mean" in named) == (activation == "dice")
-    assert ("mlp_dropout0_seed_state" in named) == (dropout > 0)
+    assert ("mlp_dropout0_seed_state" in named) == (dropout > 0 and not reference_options)
+    assert ("mlp_dropout1_seed_state" in named) == (dropout > 0)
+    assert ("mlp_input_norm_moving_variance" in named) == reference_options
     assert ("cate_embedding_embeddings" in named) == use_category

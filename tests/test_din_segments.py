@@ -1,8 +1,8 @@
-"""Row operations of the compact history layout, on a hand-made batch with empty samples."""
+"""Row operations of the compact history layouts and the static buffer, on hand-made batches with empty samples."""
 import numpy as np
 import tensorflow as tf
 
-from din_model.segments import max_rows, repeat_rows, sum_rows
+from din_model.segments import gather_history, max_rows, repeat_rows, static_max_rows, static_sum_rows, sum_rows
 
 # 5 samples: 0 and 4 have no entries, 1 has two, 2 has one, 3 has three.
 ROWS = tf.constant([1, 1, 2, 3, 3, 3])
@@ -32,3 +32,28 @@ def test_repeat_rows_is_a_gather_with_the_gather_gradient():
     np.testing.assert_array_equal(ours.numpy(), gathered.numpy())
     np.testing.assert_allclose(tape.gradient(ours_loss, per_sample).numpy(),
                                tf.convert_to_tensor(tape.gradient(gathered_loss, per_sample)).numpy(), rtol=1e-6)
+
+
+def test_static_sum_and_max_give_the_same_rows_with_static_shapes():
+    np.testing.assert_allclose(static_sum_rows(VALUES, ROWS, 5).numpy(), sum_rows(VALUES, ROWS, 5).numpy())
+    np.testing.assert_allclose(static_max_rows(VALUES, ROWS, 5).numpy(), max_rows(VALUES, ROWS, 5).numpy())
+    assert static_sum_rows(VALUES, ROWS, 5).shape == (5, 2)
+
+
+def test_gather_history_fills_slots_in_row_major_order_and_marks_the_empty_ones():
+    mask = tf.constant([[False, False, False], [True, True, False], [True, False, False], [True, True, True]])
+    positions, rows = gather_history(mask, 8)  # 6 entries, 2 empty slots
+    np.testing.assert_array_equal(positions.numpy(), [3, 4, 6, 9, 10, 11, 0, 0])
+    np.testing.assert_array_equal(rows.numpy(), [1, 1, 2, 3, 3, 3, 4, 4])  # empty slots: sample 4 = B
+    exact_positions, exact_rows = gather_history(mask, 6)
+    np.testing.assert_array_equal(exact_positions.numpy(), [3, 4, 6, 9, 10, 11])
+    np.testing.assert_array_equal(exact_rows.numpy(), ROWS.numpy())
+
+
+def test_gather_history_under_xla_matches_the_eager_result():
+    mask = tf.constant(np.random.default_rng(1).random((7, 5)) < 0.4)
+    compiled = tf.function(lambda m: gather_history(m, 24), jit_compile=True)(mask)
+    for ours, expected in zip(compiled, gather_history(mask, 24)):
+        np.testing.assert_array_equal(ours.numpy(), expected.numpy())
+    real = np.argwhere(mask.numpy())
+    np.testing.assert_array_equal(compiled[0].numpy()[:len(real)], real[:, 0] * 5 + real[:, 1])
