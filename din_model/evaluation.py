@@ -23,7 +23,7 @@ from din_model.params import TrainParams
 from din_model.portable_weights import restore_weights
 from din_model.reader import iterate_checked, load_spec, make_dataset, split_files
 from din_model import run_state
-from din_model.run_state import RunFiles, TrainingState, read_metrics, step_signature
+from din_model.run_state import RunFiles, TrainingState, fixed_batches, read_metrics, step_signature
 
 EVAL_BATCH_SIZE = 8192
 
@@ -35,12 +35,13 @@ def _pad_to(tensor: tf.Tensor, rows: int) -> tf.Tensor:
 
 def predict_split(predict_step, spec: dict, split: str, params: TrainParams, device: DeviceChoice) -> dict:
     """Numpy columns user_id, target_item, label, probability of a whole split (no features kept)."""
-    batch_size = params.batch_size if device.static_shapes else max(params.batch_size, EVAL_BATCH_SIZE)
+    fixed = fixed_batches(params, device)  # the predict step's signature has batch_size rows: pad the last batch
+    batch_size = params.batch_size if fixed else max(params.batch_size, EVAL_BATCH_SIZE)
     dataset = make_dataset(spec, split, batch_size, shuffle=False, maxlen=params.maxlen)
     columns = {"user_id": [], "target_item": [], "label": [], "probability": []}
     for features, label in iterate_checked(dataset, split_files(spec, split)):
         rows = int(label.shape[0])
-        if device.static_shapes and rows < batch_size:
+        if fixed and rows < batch_size:
             features = {name: _pad_to(value, batch_size) for name, value in features.items()}
         columns["probability"].append(predict_step(features).numpy()[:rows])
         columns["user_id"].append(features["user_id"].numpy()[:rows])

@@ -25,7 +25,7 @@ from din_model.device import DeviceChoice
 from din_model.params import TrainParams
 from din_model.reader import iterate_checked, make_dataset, split_files
 from din_model import run_state
-from din_model.run_state import RunFiles, TrainingState
+from din_model.run_state import RunFiles, TrainingState, fixed_batches
 
 
 class Placement:
@@ -57,7 +57,7 @@ class Placement:
     def epoch_batches(self, spec: dict, params: TrainParams, device: DeviceChoice, epoch: int) -> Iterator:
         """(features, labels) batches of one epoch (1-based `epoch`), shuffled with the epoch's seed."""
         dataset = make_dataset(spec, "train", params.batch_size, shuffle=True, seed=epoch_seed(params, epoch),
-                               drop_remainder=device.static_shapes, maxlen=params.maxlen)
+                               drop_remainder=fixed_batches(params, device), maxlen=params.maxlen)
         return iterate_checked(dataset, split_files(spec, "train"))
 
     def samples_in(self, labels, params: TrainParams) -> int:

@@ -113,4 +113,11 @@ def make_predict_step(model, signature=None):
 
 def step_signature(spec: dict, params: TrainParams, device: DeviceChoice):
     """The batches the steps get: any number of rows, or exactly batch_size (static shapes, padded eval)."""
-    return batch_signature(effective_maxlen(spec, params.maxlen), params.batch_size if device.static_shapes else None)
+    return batch_signature(effective_maxlen(spec, params.maxlen),
+                           params.batch_size if fixed_batches(params, device) else None)
+
+
+def fixed_batches(params: TrainParams, device: DeviceChoice) -> bool:
+    """Every batch has exactly batch_size rows: the NPU compiles one graph per shape, and XLA needs the
+    batch size when it traces the step (so the last, smaller batch of an epoch is dropped)."""
+    return device.static_shapes or params.jit_compile
