@@ -57,6 +57,8 @@ class train(luigi.Config):
     device = luigi.Parameter(default="auto", description="auto, npu, gpu or cpu")
     precision = luigi.Parameter(default="mixed", description="mixed or fp32")
     seed = luigi.IntParameter(default=42)
+    history_layout = luigi.Parameter(default="auto", description="auto, compact, static_compact or dense "
+                                                                 "(docs/static_path.md)")
     # Not a model setting (current_train_params leaves it out, so it is not in the run id).
     worker_timeout = luigi.FloatParameter(default=300.0, description="TF_CONFIG clusters: seconds a worker waits "
                                                                      "for the others to start.")
