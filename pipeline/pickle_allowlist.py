@@ -15,7 +15,7 @@ This module owns the table behind `pipeline.safe_pickle`:
     BUILD on a table object itself (a class or function) is refused; dtype,
     ndarray, block manager and array states are checked before numpy/pandas
     see them, because numpy trusts the flags and offsets of a pickled dtype
-    and pandas trusts block placements.
+    and pandas trusts block placements (those checks: `pipeline.pickle_checks`).
 Errors are `Refused` with a bounded description: nothing from the file is
 `repr`'d beyond a few dozen characters.
 """
@@ -26,7 +26,6 @@ import datetime
 import functools
 import importlib
 import math
-import pickle
 import re
 import sys
 import warnings
@@ -41,30 +40,24 @@ from pandas.compat import pickle_compat
 from pandas.core.arrays.masked import BaseMaskedArray
 from pandas.core.internals.blocks import Block
 
-PANDAS_MAJOR = int(pd.__version__.split(".")[0])
-MAX_ITEMSIZE = 1 << 20  # a dtype like U1000000000 would make one element take GBs
-# Protocol 5 out-of-band buffers (Python 3.8+).
-_BUFFERS = (bytes, bytearray) + ((pickle.PickleBuffer,) if hasattr(pickle, "PickleBuffer") else ())
-
-
-class Refused(pickle.UnpicklingError):
-    """A pickle asked for something outside the allow-list (the path is added by safe_load)."""
-
-    def __init__(self, what: str):
-        super().__init__(what)
-        self.what = what
-
-
-def short(value: Any, limit: int = 40) -> str:
-    """A bounded description of a value from a file: never a full repr of a container."""
-    if value is None or isinstance(value, (bool, int, float, str, bytes)):
-        text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a huge int"
-        return text if len(text) <= limit else text[: limit - 3] + "..."
-    return f"a {type(value).__name__}"
-
-
-def _named(obj: Any) -> str:
-    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
+from pipeline.pickle_checks import (
+    BUFFERS,
+    Refused,
+    short,
+    named,
+    DTYPE_CODE,
+    check_dtype,
+    element_count,
+    check_dtype_state,
+    check_array_state,
+    placement_positions,
+    check_blocks,
+    check_manager_state,
+    check_backed_array,
+    check_masked_array,
+    arrow_state,
+    check_arrow_array,
+)
 
 
 # ---------------------------------------------------------------- the table
@@ -269,173 +262,23 @@ def is_table_object(obj: Any) -> bool:
     return id(obj) in _TABLE_IDS
 
 
-# ---------------------------------------------------------------- numpy checks
-
-_DTYPE_CODE = re.compile(r"[<>|=]?[biufcmMOSU?][0-9]{0,7}\Z")
-
-
-def check_dtype(dtype: Any, where: str) -> np.dtype:
-    """A dtype equal in every field numpy trusts to the one its type code names."""
-    if not isinstance(dtype, np.dtype):
-        raise Refused(f"{where} with {short(dtype)} as its dtype")
-    if dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in "biufcmMOSU":
-        raise Refused(f"{where} with a structured or void dtype")
-    canonical = np.dtype(dtype.str)
-    if (dtype.itemsize, dtype.alignment, dtype.flags, dtype.hasobject) != (
-        canonical.itemsize, canonical.alignment, canonical.flags, canonical.hasobject
-    ) or dtype.itemsize > MAX_ITEMSIZE:
-        raise Refused(f"{where} with a dtype whose flags or sizes were altered")
-    return dtype
-
-
-def _count(shape: Any, where: str) -> int:
-    if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
-        raise Refused(f"{where} with shape {short(shape)}")
-    count = 1
-    for n in shape:
-        count *= n
-    return count
-
-
-def _check_state_dtype(state: Any) -> None:
-    if not (isinstance(state, tuple) and len(state) in (8, 9) and all(part is None for part in state[2:5])):
-        raise Refused("numpy.dtype state with subarrays, fields or an unknown layout")
-
-
-def _check_array_state(array: np.ndarray, state: Any) -> None:
-    if type(array) is not np.ndarray or not (isinstance(state, tuple) and len(state) == 5):
-        raise Refused("numpy.ndarray state of an unknown layout")
-    _version, shape, dtype, _fortran, data = state
-    count = _count(shape, "numpy.ndarray")
-    dtype = check_dtype(dtype, "numpy.ndarray")
-    if dtype.hasobject:
-        if not (isinstance(data, list) and len(data) == count):
-            raise Refused("an object numpy.ndarray whose items do not match its shape")
-    elif not (isinstance(data, (bytes, bytearray, str)) and len(data) == count * dtype.itemsize):
-        raise Refused("a numpy.ndarray whose data does not match its shape and dtype")
-
-
-# ---------------------------------------------------------------- pandas checks
-
-
-def _placement(locs: Any, n_items: int, where: str) -> np.ndarray:
-    """The item positions a block claims, all inside 0..n_items-1."""
-    if hasattr(locs, "indexer"):  # a BlockPlacement
-        locs = locs.indexer
-    if isinstance(locs, slice):
-        parts = (locs.start or 0, locs.stop, 1 if locs.step is None else locs.step)
-        if not all(type(p) is int for p in parts) or parts[2] <= 0:
-            raise Refused(f"{where} with placement {short(locs)}")
-        positions = range(*parts)  # pandas may end a stepped slice past the last column
-        if len(positions) and (positions[0] < 0 or positions[-1] >= n_items):
-            raise Refused(f"{where} placed outside the {n_items} columns")
-        return np.arange(*parts)
-    if not (type(locs) is np.ndarray and locs.ndim == 1 and locs.dtype.kind in "iu"):
-        raise Refused(f"{where} with placement {short(locs)}")
-    if len(locs) and (locs.min() < 0 or locs.max() >= n_items):
-        raise Refused(f"{where} placed outside the {n_items} columns")
-    return locs.astype(np.int64)
-
-
-def _check_blocks(axes: Any, blocks: list[tuple[Any, Any]], where: str) -> None:
-    """Every block inside the axes, with the right shape, each column covered once."""
-    if not (isinstance(axes, (list, tuple)) and len(axes) in (1, 2) and all(isinstance(a, pd.Index) for a in axes)):
-        raise Refused(f"{where} with axes that are not 1 or 2 pandas Indexes")
-    n_items, n_rows = len(axes[0]), len(axes[-1])
-    covered = np.zeros(n_items, dtype=np.int64)
-    for values, locs in blocks:
-        positions = _placement(locs, n_items, where)
-        shape = getattr(values, "shape", None)
-        if not isinstance(values, (np.ndarray, pd.api.extensions.ExtensionArray)) or shape is None:
-            raise Refused(f"{where} with block values {short(values)}")
-        rows_ok = shape[-1] == n_rows if len(axes) == 2 else shape[0] == n_items
-        items_ok = (shape[0] if len(shape) == 2 else 1) == len(positions) or len(axes) == 1
-        if not (rows_ok and items_ok):
-            raise Refused(f"{where} with a block whose shape does not match its placement")
-        np.add.at(covered, positions, 1)
-    if len(axes) == 2 and not (covered == 1).all():
-        raise Refused(f"{where} whose blocks do not cover each column exactly once")
-
-
-def _check_manager_state(state: Any) -> None:
-    try:
-        inner = state[3]["0.14.1"]
-        axes, blocks = inner["axes"], [(b["values"], b["mgr_locs"]) for b in inner["blocks"]]
-    except (TypeError, KeyError, IndexError):
-        raise Refused("a pandas BlockManager state of an unknown layout") from None
-    _check_blocks(axes, blocks, "a pandas BlockManager")
-
-
-def _check_backed(array: Any) -> None:
-    """NDArrayBacked arrays: the ndarray inside must fit the pandas dtype outside."""
-    data = getattr(array, "_ndarray", None)
-    if type(data) is not np.ndarray:
-        raise Refused(f"a {type(array).__name__} without an ndarray inside")
-    check_dtype(data.dtype, type(array).__name__)
-    if isinstance(array, pd.Categorical):
-        if data.dtype.kind not in "iu" or (len(data) and (data.min() < -1 or data.max() >= len(array.categories))):
-            raise Refused("a pandas Categorical with codes outside its categories")
-    elif isinstance(array, (pd.arrays.DatetimeArray, pd.arrays.TimedeltaArray)):
-        if data.dtype.kind not in "Mm" or data.dtype.itemsize != 8:
-            raise Refused(f"a {type(array).__name__} over a {data.dtype} ndarray")
-    elif isinstance(array, pd.arrays.StringArray):
-        if not data.dtype.hasobject:
-            raise Refused("a pandas StringArray over a non-object ndarray")
-    else:
-        raise Refused(f"a {_named(type(array))} array")
-
-
-def _check_masked(array: Any) -> None:
-    data, mask = getattr(array, "_data", None), getattr(array, "_mask", None)
-    if not (type(data) is np.ndarray and type(mask) is np.ndarray and mask.dtype == np.bool_
-            and data.shape == mask.shape and check_dtype(data.dtype, type(array).__name__).kind in "biuf"):
-        raise Refused(f"a {type(array).__name__} whose data and mask do not match")
-
-
-_ARROW_DATA = "_pa_array" if PANDAS_MAJOR >= 2 else "_data"
-
-
-def _arrow_state(state: Any) -> Any:
-    # pandas 2+ keeps the chunked array in _pa_array, pandas 1.x in _data.
-    if isinstance(state, dict):
-        other = "_data" if _ARROW_DATA == "_pa_array" else "_pa_array"
-        if other in state and _ARROW_DATA not in state:
-            state = dict(state)
-            state[_ARROW_DATA] = state.pop(other)
-        data = state.get(_ARROW_DATA)
-        if PANDAS_MAJOR < 2 and isinstance(data, pa.Array):  # pandas 2.x wrote one large_string array
-            state = dict(state)
-            state[_ARROW_DATA] = pa.chunked_array([data.cast(pa.string()) if data.type == pa.large_string() else data])
-    return state
-
-
-def _check_arrow_array(array: Any) -> None:
-    data = getattr(array, _ARROW_DATA, None)
-    if not isinstance(data, pa.ChunkedArray):
-        raise Refused(f"a {type(array).__name__} without a pyarrow ChunkedArray inside")
-    dtype = getattr(array, "_dtype", None) or getattr(array, "dtype", None)
-    expected = getattr(dtype, "pyarrow_dtype", None)
-    if expected is not None and data.type != expected:
-        raise Refused(f"a {type(array).__name__} whose data type differs from its dtype")
-
-
 # ---------------------------------------------------------------- BUILD
 
 
 def check_build(inst: Any, state: Any) -> Any:
     """Check a BUILD before it runs; returns the state to apply."""
     if is_table_object(inst) or isinstance(inst, type):
-        raise Refused(f"a change to the definition of {_named(inst)}")
+        raise Refused(f"a change to the definition of {named(inst)}")
     if isinstance(inst, np.dtype):
-        _check_state_dtype(state)
+        check_dtype_state(state)
     elif isinstance(inst, np.ndarray):
-        _check_array_state(inst, state)
+        check_array_state(inst, state)
     elif isinstance(inst, functools.partial):
         _check_partial_state(inst, state)
     elif type(inst).__name__ in ("BlockManager", "SingleBlockManager"):
-        _check_manager_state(state)
+        check_manager_state(state)
     elif isinstance(inst, _ARROW_ARRAYS):
-        state = _arrow_state(state)
+        state = arrow_state(state)
     elif isinstance(inst, (np.generic, Block)):
         raise Refused(f"a BUILD on a {type(inst).__name__}")
     return state
@@ -446,11 +289,11 @@ def after_build(inst: Any) -> None:
     if isinstance(inst, np.dtype):
         check_dtype(inst, "numpy.dtype")
     elif isinstance(inst, NDArrayBacked):
-        _check_backed(inst)
+        check_backed_array(inst)
     elif isinstance(inst, BaseMaskedArray):
-        _check_masked(inst)
+        check_masked_array(inst)
     elif isinstance(inst, _ARROW_ARRAYS):
-        _check_arrow_array(inst)
+        check_arrow_array(inst)
 
 
 # ---------------------------------------------------------------- NEWOBJ
@@ -458,9 +301,9 @@ def after_build(inst: Any) -> None:
 
 def new_instance_allowed(cls: Any, args: Any) -> None:
     if id(cls) not in _NEW:
-        raise Refused(f"a new {_named(cls) if isinstance(cls, type) else short(cls)}")
+        raise Refused(f"a new {named(cls) if isinstance(cls, type) else short(cls)}")
     if args != ():
-        raise Refused(f"a new {_named(cls)} with arguments")
+        raise Refused(f"a new {named(cls)} with arguments")
 
 
 # ---------------------------------------------------------------- REDUCE
@@ -472,7 +315,7 @@ def _plain(func, args):
 
 def _no_args(func, args):
     if args != ():
-        raise Refused(f"{_named(func)} with arguments")
+        raise Refused(f"{named(func)} with arguments")
     return func()
 
 
@@ -495,7 +338,7 @@ def _numpy_dtype(func, args):
     code = args[0] if args else None
     if isinstance(code, bytes):  # Python 2 pickles
         code = code.decode("latin1")
-    if not (isinstance(code, str) and _DTYPE_CODE.match(code) and len(args) == 3
+    if not (isinstance(code, str) and DTYPE_CODE.match(code) and len(args) == 3
             and args[1] in (0, False) and args[2] in (1, True)):
         raise Refused(f"numpy.dtype {short(code)}")
     return check_dtype(np.dtype(code, False, True), "numpy.dtype")
@@ -523,8 +366,8 @@ def _numpy_frombuffer(func, args):
         raise Refused("numpy _frombuffer with unusual arguments")
     buffer, dtype, shape, order = args
     dtype = check_dtype(dtype, "numpy _frombuffer")
-    count = _count(shape, "numpy _frombuffer")
-    size = memoryview(buffer).nbytes if isinstance(buffer, _BUFFERS) else -1
+    count = element_count(shape, "numpy _frombuffer")
+    size = memoryview(buffer).nbytes if isinstance(buffer, BUFFERS) else -1
     if dtype.hasobject or size != count * dtype.itemsize or order not in ("C", "F"):
         raise Refused("numpy _frombuffer whose buffer does not match its shape and dtype")
     return func(*args)
@@ -534,7 +377,7 @@ def _unpickle_block(func, args):
     if len(args) != 3 or args[2] not in (1, 2):
         raise Refused("a pandas block with unusual arguments")
     values, placement, ndim = args
-    positions = _placement(placement, 1 << 62, "a pandas block")
+    positions = placement_positions(placement, 1 << 62, "a pandas block")
     if not isinstance(values, (np.ndarray, pd.api.extensions.ExtensionArray)):
         raise Refused(f"a pandas block of {short(values)}")
     if isinstance(values, np.ndarray):
@@ -549,7 +392,7 @@ def _unpickle_block(func, args):
 def _block_manager(func, args):
     if len(args) < 2 or not isinstance(args[0], (tuple, list)) or not all(isinstance(b, Block) for b in args[0]):
         raise Refused("a pandas BlockManager of something other than blocks")
-    _check_blocks(args[1], [(b.values, b.mgr_locs) for b in args[0]], "a pandas BlockManager")
+    check_blocks(args[1], [(b.values, b.mgr_locs) for b in args[0]], "a pandas BlockManager")
     return func(*args)
 
 
@@ -558,7 +401,7 @@ def _ndarray_backed(func, args):
         raise Refused("a pandas array of a class outside the allow-list")
     array = func(*args)
     if args[2] is not None:  # otherwise a BUILD fills it, checked by after_build
-        _check_backed(array)
+        check_backed_array(array)
     return array
 
 
@@ -573,7 +416,7 @@ def _new_index(func, args):
 
 def _ints(func, args):
     if not (args and all(type(arg) is int or isinstance(arg, np.integer) for arg in args)):
-        raise Refused(f"{_named(func)} of something other than integers")
+        raise Refused(f"{named(func)} of something other than integers")
     return func(*args)
 
 
@@ -582,7 +425,7 @@ def _timestamp(func, args):
     # (a name like "dateutil/<path>" makes pandas open that file).
     if not (3 <= len(args) <= 4 and type(args[0]) is int and (args[1] is None or isinstance(args[1], str))
             and (args[2] is None or isinstance(args[2], datetime.tzinfo)) and all(type(a) is int for a in args[3:])):
-        raise Refused(f"{_named(func)} with unusual arguments")
+        raise Refused(f"{named(func)} with unusual arguments")
     return func(*args)
 
 
@@ -620,7 +463,7 @@ def _arrow_array(func, args):
 
 
 def _arrow_buffer(func, args):
-    if not (len(args) == 1 and isinstance(args[0], _BUFFERS)):
+    if not (len(args) == 1 and isinstance(args[0], BUFFERS)):
         raise Refused("a pyarrow buffer of something other than bytes")
     return func(*args)
 
@@ -639,7 +482,7 @@ def _arrow_timestamp(func, args):
 def _collection(func, args):
     # set(range(10**12)) would fill memory: only the list that pickle writes.
     if not (len(args) <= 1 and all(isinstance(arg, (list, tuple)) for arg in args)):
-        raise Refused(f"{_named(func)} of something other than a list")
+        raise Refused(f"{named(func)} of something other than a list")
     return func(*args)
 
 
@@ -653,7 +496,7 @@ def _datetime(func, args):
     if not (args and isinstance(args[0], (bytes, str))) or (
         len(args) == 2 and not isinstance(args[1], datetime.tzinfo)
     ):
-        raise Refused(f"{_named(func)} with unusual arguments")
+        raise Refused(f"{named(func)} with unusual arguments")
     return func(*args)
 
 
@@ -689,9 +532,9 @@ def call(func: Any, args: Any) -> Any:
         func, args = func.func, args + (func.keywords["ndim"],)
     kind = _CALL_KIND.get(id(func))
     if kind is None:
-        raise Refused(f"a call of {_named(func) if callable(func) else short(func)}")
+        raise Refused(f"a call of {named(func) if callable(func) else short(func)}")
     if not isinstance(args, tuple):
-        raise Refused(f"a call of {_named(func)} without an argument tuple")
+        raise Refused(f"a call of {named(func)} without an argument tuple")
     return _VALIDATORS[kind](func, args)
 
 

@@ -195,13 +195,13 @@ def test_safe_load_refuses_each_payload_quickly(tmp_path, case, file_name, data,
 
 
 def test_block_placements_are_checked_by_position_not_by_slice_end():
-    from pipeline.pickle_allowlist import Refused, _placement
+    from pipeline.pickle_checks import Refused, placement_positions
 
-    assert _placement(slice(2, 6, 2), 5, "a block").tolist() == [2, 4]  # how pandas writes columns 2 and 4
+    assert placement_positions(slice(2, 6, 2), 5, "a block").tolist() == [2, 4]  # how pandas writes columns 2, 4
     with pytest.raises(Refused, match="placed outside the 5 columns"):
-        _placement(slice(2, 7, 2), 5, "a block")
+        placement_positions(slice(2, 7, 2), 5, "a block")
     with pytest.raises(Refused, match="placed outside the 5 columns"):
-        _placement(np.array([0, 5]), 5, "a block")
+        placement_positions(np.array([0, 5]), 5, "a block")
 
 
 def test_shared_references_load_in_bounded_time(tmp_path):
