@@ -7,6 +7,7 @@ The directory appears atomically: saved to a temporary sibling, then renamed.
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def export_saved_model(model, maxlen: int, path: str | Path) -> Path:
     signatures = {name: module.score for name in SIGNATURE_NAMES}
     tmp = temporary_path(path)
     try:
-        tf.saved_model.save(module, str(tmp), signatures=signatures)
+        with _without_absl_warnings():
+            tf.saved_model.save(module, str(tmp), signatures=signatures)
         if path.exists():
             shutil.rmtree(path)
         tmp.rename(path)
@@ -51,6 +53,20 @@ def export_saved_model(model, maxlen: int, path: str | Path) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp)
     return path
+
+
+@contextlib.contextmanager
+def _without_absl_warnings():
+    """TF 2.6's SavedModel writer logs an absl WARNING about "untraced functions" of the Keras
+    layers: they are not needed (the signatures above are traced) and the line reads like a failure."""
+    from absl import logging as absl_logging
+
+    previous = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(previous)
 
 
 def load_scorer(path: str | Path, signature: str = "serving_default"):

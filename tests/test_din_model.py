@@ -280,3 +280,14 @@ def test_named_weights_name_every_weight_once_by_its_role(activation, dropout, u
     assert ("mlp_dropout1_seed_state" in named) == (dropout > 0)
     assert ("mlp_input_norm_moving_variance" in named) == reference_options
     assert ("cate_embedding_embeddings" in named) == use_category
+
+
+def test_export_logs_no_warning_a_user_would_take_for_a_failure(tmp_path, caplog):
+    """TF 2.6's SavedModel writer warns about "untraced functions" of Keras layers; export keeps that quiet."""
+    import logging
+
+    model = build_model(TrainParams(embed_dim=4, attention_hidden="8", mlp_hidden="8", activation="dice"),
+                        {"n_items": 20, "n_cats": 4, "maxlen": 5})
+    with caplog.at_level(logging.WARNING):
+        export_saved_model(model, 5, tmp_path / "saved_model")
+    assert [record.getMessage()[:120] for record in caplog.records if record.levelno >= logging.WARNING] == []
