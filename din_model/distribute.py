@@ -102,7 +102,7 @@ class Cluster(Placement):
         # the same ones in the same order: the checkpoint's save counter too, which a restore or the
         # first save would otherwise create on some workers only.
         state.checkpoint.save_counter  # noqa: B018
-        done = state.restore_latest() if self.is_chief else restore_from(state, files.checkpoints)
+        done = state.restore_latest(files.checkpoints)  # the chief's own, read by the others too
         self.agree_on(done, "the epochs already done in the run directory")
         return done
 
@@ -117,15 +117,14 @@ class Cluster(Placement):
     def samples_in(self, labels, params: TrainParams) -> int:
         return params.batch_size  # labels are per replica; every step is one global batch
 
-    def agree_on(self, value: int, what: str) -> None:
-        total, squares, count = _sum_over_replicas(self.strategy, [float(value), float(value) ** 2, 1.0])
-        if squares * count != total * total:  # equal only when every value is the same
-            raise InputError(f"the workers disagree on {what} (this is {self.task_type} {self.task_index} with "
-                             f"{value}, mean over workers {total / count:g}); every worker must see the same run "
-                             "directory (put [paths] data_dir on storage shared by all machines)")
+    processes = "workers"
 
-    def barrier(self) -> None:
-        _sum_over_replicas(self.strategy, [1.0])
+    @property
+    def this_process(self) -> str:
+        return f"{self.task_type} {self.task_index}"
+
+    def sum_over_processes(self, values: list) -> np.ndarray:
+        return _sum_over_replicas(self.strategy, values)
 
     def close(self) -> None:
         if self.announcement is not None:
@@ -295,11 +294,3 @@ def _sum_over_replicas(strategy, values: list[float]) -> np.ndarray:
         return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
     return reduce().numpy()
-
-
-def restore_from(state, checkpoint_dir: Path) -> int:
-    """Restore the latest checkpoint of `checkpoint_dir` (the chief's) into `state`; return its epoch."""
-    latest = tf.train.latest_checkpoint(str(checkpoint_dir))
-    if latest:
-        state.checkpoint.restore(latest).assert_existing_objects_matched()
-    return int(state.epoch.numpy())

@@ -65,10 +65,7 @@ class NpuRankPlacement(Placement):
 
     def restore(self, state: TrainingState, files: RunFiles) -> int:
         """Every rank restores rank 0's last checkpoint (read-only), then takes rank 0's variables."""
-        latest = tf.train.latest_checkpoint(str(files.checkpoints))
-        if latest:
-            state.checkpoint.restore(latest).assert_existing_objects_matched()
-        done = int(state.epoch.numpy())
+        done = state.restore_latest(files.checkpoints)
         self.agree_on(done, "the epochs already done in the run directory")
         self.adapter.distribute.broadcast(state.model.variables, root_rank=0)
         return done
@@ -93,16 +90,13 @@ class NpuRankPlacement(Placement):
         if self.writes_run_dir:
             state.save(epoch)
 
-    def agree_on(self, value: int, what: str) -> None:
-        total, squares, count = self._sum([float(value), float(value) ** 2, 1.0])
-        if squares * count != total * total:
-            raise InputError(f"the NPU ranks disagree on {what} (rank {self.rank} has {value}, mean over ranks "
-                             f"{total / count:g}); every rank must see the same [paths] data_dir")
+    processes = "NPU ranks"
 
-    def barrier(self) -> None:
-        self._sum([1.0])
+    @property
+    def this_process(self) -> str:
+        return f"rank {self.rank}"
 
-    def _sum(self, values: list) -> np.ndarray:
+    def sum_over_processes(self, values: list) -> np.ndarray:
         (summed,) = self.adapter.distribute.all_reduce([tf.constant(values, tf.float32)], "sum")
         return summed.numpy()
 
@@ -166,9 +160,7 @@ def launch_ranks(options, spec_path, run_dir, params: TrainParams, *, poll_secon
         for log in logs.glob("*.log"):
             log.unlink()
         logs.rmdir()
-    from din_model.run_state import read_metrics
-
-    return read_metrics(RunFiles(run_dir).metrics)
+    return run_state.read_metrics(RunFiles(run_dir).metrics)
 
 
 def _wait_all(processes, logs: Path, poll_seconds: float) -> None:

@@ -20,6 +20,8 @@ import math
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 from din_common.errors import InputError
 from din_model.device import DeviceChoice
 from din_model.params import TrainParams
@@ -67,11 +69,24 @@ class Placement:
     def save(self, state: TrainingState, epoch: int) -> None:
         state.save(epoch)
 
+    processes = "processes"  # what the processes of a cluster are called in messages
+    this_process = "this process"
+
+    def sum_over_processes(self, values: list) -> np.ndarray:
+        """Element-wise sum of `values` over every process (a collective, hence also a barrier)."""
+        return np.asarray(values, dtype=np.float64)
+
     def agree_on(self, value: int, what: str) -> None:
         """InputError unless every process holds the same value."""
+        total, squares, count = self.sum_over_processes([float(value), float(value) ** 2, 1.0])
+        if squares * count != total * total:  # equal only when every value is the same
+            raise InputError(f"the {self.processes} disagree on {what} ({self.this_process} has {value}, mean over "
+                             f"the {self.processes} {total / count:g}); every one must see the same run directory "
+                             "(put [paths] data_dir on storage shared by all machines)")
 
     def barrier(self) -> None:
         """Returns once every process has reached it."""
+        self.sum_over_processes([1.0])
 
     def close(self) -> None:
         """Release what the placement holds (temporary directories)."""

@@ -59,10 +59,12 @@ class TrainingState:
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(checkpoint_dir), max_to_keep=3,
                                                   checkpoint_name=CHECKPOINT_NAME)
 
-    def restore_latest(self) -> int:
-        """Restore the last checkpoint if any; return the number of epochs already done."""
-        if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+    def restore_latest(self, checkpoint_dir: Optional[Path] = None) -> int:
+        """Restore the last checkpoint of `checkpoint_dir` (default: this state's own; a cluster's other
+        processes read the writer's) if there is one; return the number of epochs already done."""
+        latest = tf.train.latest_checkpoint(str(checkpoint_dir or self.checkpoint_dir))
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
         return int(self.epoch.numpy())
 
     def checkpoint_path(self, epochs_done: int) -> str:
