@@ -30,13 +30,14 @@ sys.path.insert(0, str(ROOT))
 # din_model sets TensorFlow's environment (log level, oneDNN kernels) before TensorFlow
 # loads; the baseline's process inherits it, so both sides run the same kernels.
 import din_model  # noqa: E402,F401
-from din_model.params import HISTORY_LAYOUTS  # noqa: E402
+from din_model.params import HISTORY_LAYOUTS, MODELS  # noqa: E402
 
 PRESETS = {
     "reference": dict(batch_size=4096, embed_dim=8, use_category=False, attention_hidden="80,40",
                       attention_activation="sigmoid", attention_softmax=True, mlp_input_batch_norm=True,
                       mlp_hidden="256,128,64", activation="prelu", dropout=0.5, dropout_last_only=True,
-                      learning_rate=1e-3, maxlen=20, l2=1e-4, mini_batch_aware_l2=False, l2_weights="embeddings"),
+                      learning_rate=1e-3, maxlen=20, l2=1e-4, mini_batch_aware_l2=False, l2_weights="embeddings",
+                      model="din"),
     "default": dict(),
 }
 
@@ -57,6 +58,8 @@ def parse_args(argv=None):
                              "auto: what training picks")
     parser.add_argument("--static-shapes", action="store_true",
                         help="fixed-size batches as on the NPU (the layout auto picks then is static_compact)")
+    parser.add_argument("--model", choices=MODELS, default=None, help="default: the preset's")
+    parser.add_argument("--sequence-features", default=None, help="din_seq's order-aware inputs, e.g. recency,last_item")
     parser.add_argument("--generate-samples", type=int, default=0)
     parser.add_argument("--cold", action="store_true",
                         help="evict the shards from the page cache first (posix_fadvise DONTNEED), as when the "
@@ -140,8 +143,9 @@ def main(argv=None) -> None:
 
     settings = {"device": args.device, "precision": args.precision, "jit_compile": args.jit,
                 "history_layout": args.history_layout}
-    if args.batch_size:
-        settings["batch_size"] = args.batch_size
+    for name in ("batch_size", "model", "sequence_features"):
+        if getattr(args, name):
+            settings[name] = getattr(args, name)
     params, spec, device = preset_setup(args.data_dir, args.preset, **settings)
     # XLA gets fixed-size batches too: the static layout's shapes must be known when the step
     # is traced (din_model/segments.py `dimension`); the timed batches are all full anyway.
@@ -179,6 +183,7 @@ def main(argv=None) -> None:
                       **device.describe(), "preset": args.preset, "batch_size": params.batch_size,
                       "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "jit_compile": params.jit_compile,
                       "history_layout": resolve_history_layout(params, device.static_shapes),
+                      "model": params.model, "sequence_features": list(params.active_sequence_features),
                       "steps": args.steps, **baseline}))
 
 

@@ -26,12 +26,17 @@ def last_json_line(command: list) -> dict:
     return json.loads(printed.strip().splitlines()[-1])
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_pair_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of a benchmark that alternates two processes over several pairs."""
     parser.add_argument("--data-dir", required=True, type=Path)
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=15)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_pair_arguments(parser)
     parser.add_argument("extra", nargs="*", help="further arguments of benchmarks/train.py (after --)")
     args = parser.parse_args(argv)
     windows = ["--data-dir", str(args.data_dir), "--steps", str(args.steps), "--warmup", str(args.warmup)]

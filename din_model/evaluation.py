@@ -5,10 +5,12 @@
 - `evaluate`: test AUC, GAUC and logloss of the last checkpoint (written on either
   supported stack), the item-popularity baseline and, on synthetic data
   (`raw/oracle.json`), the oracle AUC and the share of the popularity-to-oracle gap closed;
-  merged into metrics.json.
+  RelaImpr against popularity and against plain DIN (the `model = din` run of the same
+  settings and shards, when it has been evaluated); merged into metrics.json.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from din_common.atomic import write_json_atomic
 from din_common.errors import InputError
 from din_model import metrics as metric_functions
 from din_model.device import DeviceChoice, select_device
-from din_model.params import TrainParams
+from din_model.params import TrainParams, run_id
 from din_model.portable_weights import restore_weights
 from din_model.reader import iterate_checked, load_spec, make_dataset, split_files
 from din_model import run_state
@@ -85,8 +87,26 @@ def default_oracle_path(spec_path) -> Path | None:
     return Path(spec_path).resolve().parent.parent / "raw" / "oracle.json"
 
 
-def evaluate(spec_path, run_dir, params: TrainParams, *, oracle_path: str | Path | None = None) -> dict:
-    """Test metrics of the last checkpoint + baselines, merged into metrics.json under `test`."""
+def plain_din_test_auc(run_dir: Path, params: TrainParams, spec: dict) -> float | None:
+    """Test AUC of the plain-DIN twin of this run (same settings but `model = din`, same shards),
+    a sibling run directory under the same runs/ folder, if it has been evaluated."""
+    twin = Path(run_dir).parent / run_id(dataclasses.replace(params, model="din"), spec.get("fingerprint", ""))
+    return read_metrics(RunFiles(twin).metrics).get("test", {}).get("auc")
+
+
+def relative_improvements(test_auc: float, popularity_auc: float, din_auc: float | None) -> dict:
+    """RelaImpr of this run's test AUC against item popularity and against plain DIN (None if unknown)."""
+    return {"vs_popularity": metric_functions.rela_impr(test_auc, popularity_auc),
+            "vs_din": None if din_auc is None else metric_functions.rela_impr(test_auc, din_auc)}
+
+
+def evaluate(spec_path, run_dir, params: TrainParams, *, oracle_path: str | Path | None = None,
+             plain_din_auc: float | None = None) -> dict:
+    """Test metrics of the last checkpoint + baselines, merged into metrics.json under `test`.
+
+    `plain_din_auc`: the plain-DIN test AUC to compute RelaImpr against; by default that of
+    this run's plain-DIN twin (`plain_din_test_auc`), or this run's own for a plain-DIN run.
+    """
     spec = load_spec(spec_path)
     files = RunFiles(run_dir)
     device = select_device(params.device, params.precision)
@@ -99,6 +119,9 @@ def evaluate(spec_path, run_dir, params: TrainParams, *, oracle_path: str | Path
                              params, device)
     result = {"test": split_metrics(test),
               "popularity_test_auc": metric_functions.auc(test["label"], popularity_scores(spec, test["target_item"]))}
+    if plain_din_auc is None:
+        plain_din_auc = result["test"]["auc"] if params.model == "din" else plain_din_test_auc(run_dir, params, spec)
+    result["rela_impr"] = relative_improvements(result["test"]["auc"], result["popularity_test_auc"], plain_din_auc)
     oracle_path = Path(oracle_path) if oracle_path else default_oracle_path(spec_path)
     oracle_auc = read_oracle_auc(oracle_path) if oracle_path else None
     if oracle_auc is not None:
@@ -109,6 +132,19 @@ def evaluate(spec_path, run_dir, params: TrainParams, *, oracle_path: str | Path
     oracle_text = (f"; oracle auc {oracle_auc:.4f}, gap to the oracle closed {result['gap_closed']:.1%}"
                    if result.get("gap_closed") is not None else "")
     print(f"[evaluate] test auc {result['test']['auc']:.4f} gauc {result['test']['gauc']:.4f} "
-          f"logloss {result['test']['logloss']:.4f}; popularity auc {result['popularity_test_auc']:.4f}{oracle_text}",
-          flush=True)
+          f"logloss {result['test']['logloss']:.4f}; popularity auc {result['popularity_test_auc']:.4f}{oracle_text}"
+          f"; {_rela_impr_text(result['rela_impr'], params)}", flush=True)
     return read_metrics(files.metrics)
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.1%}"
+
+
+def _rela_impr_text(improvements: dict, params: TrainParams) -> str:
+    text = f"RelaImpr vs popularity {_percent(improvements['vs_popularity'])}"
+    if params.model == "din":
+        return text
+    if improvements["vs_din"] is None:
+        return text + " (RelaImpr vs plain DIN: evaluate the same settings with --train-model din first)"
+    return text + f", vs plain DIN {_percent(improvements['vs_din'])}"

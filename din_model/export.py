@@ -1,8 +1,9 @@
 """SavedModel export of a trained DIN with named serving signatures.
 
 The exported module has signatures `serving_default` and `score` (the same function):
-inputs hist_item, hist_cate `[None, maxlen]` and target_item, target_cate `[None]`
-(int32; 0 = padding in the histories), output `{"probability": float32 [None]}`.
+inputs hist_item, hist_cate (and hist_gap, seconds to the target, for a model with the time-gap
+feature) `[None, maxlen]` and target_item, target_cate `[None]` (int32; 0 = padding in the
+histories), output `{"probability": float32 [None]}`.
 The directory appears atomically: saved to a temporary sibling, then renamed.
 """
 from __future__ import annotations
@@ -24,16 +25,13 @@ class ScoringModule(tf.Module):
     def __init__(self, model, maxlen: int):
         super().__init__()
         self.model = model
-        history = tf.TensorSpec([None, maxlen], tf.int32)
-        target = tf.TensorSpec([None], tf.int32)
-        self.score = tf.function(self._score, input_signature=[
-            tf.TensorSpec.from_spec(history, name="hist_item"), tf.TensorSpec.from_spec(history, name="hist_cate"),
-            tf.TensorSpec.from_spec(target, name="target_item"), tf.TensorSpec.from_spec(target, name="target_cate")])
+        self.input_names = model.history_inputs + ("target_item", "target_cate")
+        specs = [tf.TensorSpec([None, maxlen] if name.startswith("hist_") else [None], tf.int32, name=name)
+                 for name in self.input_names]
+        self.score = tf.function(self._score, input_signature=specs)
 
-    def _score(self, hist_item, hist_cate, target_item, target_cate):
-        features = {"hist_item": hist_item, "hist_cate": hist_cate,
-                    "target_item": target_item, "target_cate": target_cate}
-        logits = self.model(features, training=False)
+    def _score(self, *inputs):
+        logits = self.model(dict(zip(self.input_names, inputs)), training=False)
         return {"probability": tf.sigmoid(tf.cast(logits, tf.float32))}
 
 

@@ -6,6 +6,7 @@
   tie-averaged ranks within each user, per-user sums with `np.add.reduceat`.
 - `logloss`: mean binary cross-entropy with probabilities clipped away from 0 and 1.
 - `PopularityCounter`: how often each item is a positive target (np.bincount per batch).
+- `rela_impr`: the DIN paper's relative improvement of one AUC over a base AUC.
 """
 from __future__ import annotations
 
@@ -97,3 +98,10 @@ class PopularityCounter:
 
     def scores(self, target_items: np.ndarray) -> np.ndarray:
         return self.counts[np.asarray(target_items)].astype(np.float64)
+
+
+def rela_impr(model_auc: float, base_auc: float) -> float | None:
+    """RelaImpr (DIN paper eq. 11): (AUC(model) - 0.5) / (AUC(base) - 0.5) - 1; None for a base at 0.5."""
+    if base_auc is None or base_auc == 0.5:
+        return None
+    return (model_auc - 0.5) / (base_auc - 0.5) - 1.0

@@ -14,6 +14,17 @@ History layouts (`history_layout`), the same function with different work and sh
   size and chosen from the data (din_model/history_capacity.py), so shapes are static (XLA,
   the NPU) at close to the compact layout's work. A batch with more than C entries takes
   the dense layout instead (a `tf.cond`): no entry is ever dropped.
+
+Order-aware inputs (`sequence_features`, model "din_seq"; plain DIN has none), all static-shape
+and cheap (lookups of small tables):
+- "recency": a learned embedding of each history entry's position from the end (0 = the most
+  recent), added to the entry's representation inside the attention unit;
+- "time_gap": a learned embedding of the time from the entry to the target (`hist_gap`
+  seconds, bucketised by log2 of hours, `time_gap_buckets`), added the same way (the buckets
+  need no learning of scale: 1 day and 2 days fall in different buckets, 1 and 1.2 years in one);
+- "last_item": the most recent entry's representation (with its time gap, if on) as a direct
+  input to the output MLP.
+Positions count real entries (ids > 0) from the end, so they do not depend on where padding sits.
 """
 from __future__ import annotations
 
@@ -25,6 +36,17 @@ from din_model.params import TrainParams
 from din_model.history_capacity import HistoryCapacity, measure_history_capacity
 from din_model.segments import dimension, gather_history, static_sum_rows, sum_rows
 
+# Time-gap buckets: floor(log2(1 + hours)), the last one open-ended (2^15 - 1 hours, ~3.7 years, and more).
+TIME_GAP_BUCKETS = 16
+# Bucket k starts at (2^k - 1) hours; whole seconds, so the bucketing is exact integer comparisons.
+_BUCKET_STARTS_SECONDS = [(2 ** k - 1) * 3600 for k in range(1, TIME_GAP_BUCKETS)]
+
+
+def time_gap_buckets(gap_seconds: tf.Tensor) -> tf.Tensor:
+    """int32 bucket of each gap: 0 under an hour, 1 under 3 hours, 2 under 7, ..., 15 from 32767 hours."""
+    starts = tf.constant(_BUCKET_STARTS_SECONDS, tf.int32)
+    return tf.reduce_sum(tf.cast(gap_seconds[..., None] >= starts, tf.int32), axis=-1)
+
 
 class DeepInterestNetwork(keras.Model):
     def __init__(self, *, n_items: int, n_cats: int, embed_dim: int, use_category: bool,
@@ -32,8 +54,11 @@ class DeepInterestNetwork(keras.Model):
                  mlp_units: tuple[int, ...], activation: str, dropout: float, sum_pooled_history: bool,
                  l2: float, mini_batch_aware_l2: bool, history_layout: str = "compact",
                  history_capacity: HistoryCapacity | None = None, mlp_input_batch_norm: bool = False,
-                 dropout_last_only: bool = False, l2_weights: str = "all", dtype_policy: str = "float32"):
+                 dropout_last_only: bool = False, l2_weights: str = "all", sequence_features: tuple[str, ...] = (),
+                 maxlen: int = 1, dtype_policy: str = "float32"):
         super().__init__(dtype=dtype_policy)
+        self.sequence_features = tuple(sequence_features)
+        self.maxlen = maxlen
         self.use_category = use_category
         self.sum_pooled_history = sum_pooled_history
         self.l2 = l2
@@ -46,6 +71,15 @@ class DeepInterestNetwork(keras.Model):
         self.item_embedding = keras.layers.Embedding(n_items + 1, embed_dim, dtype=dtype_policy, name="item_embedding")
         self.cate_embedding = (keras.layers.Embedding(n_cats + 1, embed_dim, dtype=dtype_policy, name="cate_embedding")
                                if use_category else None)
+        width = embed_dim * (2 if use_category else 1)
+        self.recency_embedding = (keras.layers.Embedding(maxlen, width, dtype=dtype_policy, name="recency_embedding")
+                                  if "recency" in self.sequence_features else None)
+        self.time_gap_embedding = (keras.layers.Embedding(TIME_GAP_BUCKETS, width, dtype=dtype_policy,
+                                                          name="time_gap_embedding")
+                                   if "time_gap" in self.sequence_features else None)
+        for table in (self.recency_embedding, self.time_gap_embedding):
+            if table is not None:  # built now: the static layout's first lookup reads the table directly
+                table.build((None,))
         self.attention = AttentionPooling(attention_units, attention_activation, attention_softmax,
                                           dtype=dtype_policy, name="attention")
         self.mlp_input_norm = (keras.layers.BatchNormalization(dtype=dtype_policy, name="mlp_input_norm")
@@ -67,49 +101,87 @@ class DeepInterestNetwork(keras.Model):
             return item_vectors
         return tf.concat([item_vectors, lookup(self.cate_embedding, cates)], axis=-1)
 
+    @property
+    def history_inputs(self) -> tuple[str, ...]:
+        """The `[B, L]` history features the model reads."""
+        return ("hist_item", "hist_cate") + (("hist_gap",) if self.time_gap_embedding is not None else ())
+
+    def embed_history(self, ids: dict, dense_gradients: bool = False):
+        """Representation of history entries from their ids (`history_ids`, any shape): the item
+        representation plus the recency and time-gap embeddings that are on."""
+        lookup = _lookup_with_dense_gradient if dense_gradients else _lookup
+        vectors = self.embed(ids["item"], ids["cate"], dense_gradients)
+        if self.recency_embedding is not None:
+            vectors += lookup(self.recency_embedding, ids["recency"])
+        if self.time_gap_embedding is not None:
+            vectors += lookup(self.time_gap_embedding, ids["gap"])
+        return vectors
+
+    def history_ids(self, features, mask) -> dict:
+        """`[B, L]` int32 ids of every history entry: item, cate, and the recency position and
+        time-gap bucket when those features are on (what each layout gathers before embedding)."""
+        # int32 whatever the caller passed: Keras 3 hands a model's first (tracing) call float inputs
+        ids = {"item": tf.cast(features["hist_item"], tf.int32), "cate": tf.cast(features["hist_cate"], tf.int32)}
+        if self.recency_embedding is not None or "last_item" in self.sequence_features:
+            # real entries after this one: 0 for the most recent, wherever the padding is
+            after = tf.cumsum(tf.cast(mask, tf.int32), axis=1, exclusive=True, reverse=True)
+            ids["recency"] = tf.minimum(after, self.maxlen - 1)
+        if self.time_gap_embedding is not None:
+            ids["gap"] = time_gap_buckets(tf.cast(features["hist_gap"], tf.int32))
+        return ids
+
     def call(self, features, training=False):
         target = self.embed(features["target_item"], features["target_cate"])
         mask = features["hist_item"] > 0
+        ids = self.history_ids(features, mask)
         pool = {"dense": self._pool_dense, "compact": self._pool_compact,
                 "static_compact": self._pool_static_compact}[self.history_layout]
-        interest, history_sum = pool(features, target, mask, training)
+        interest, history_sum = pool(ids, target, mask, training)
         parts = [interest, target, history_sum] if self.sum_pooled_history else [interest, target]
+        if "last_item" in self.sequence_features:
+            parts.append(self._most_recent_entry(ids, mask))
         mlp_input = tf.concat(parts, axis=-1)
         if self.mlp_input_norm is not None:
             mlp_input = self.mlp_input_norm(mlp_input, training=training)
         hidden = self.mlp(mlp_input, training=training)
         return tf.squeeze(self.logit_layer(tf.cast(hidden, tf.float32)), axis=-1)
 
-    def _pool_dense(self, features, target, mask, training, dense_gradients=False):
+    def _most_recent_entry(self, ids, mask):
+        """[B, width]: the representation of each sample's most recent history entry (0 without history)."""
+        latest = tf.cast(mask & tf.equal(ids["recency"], 0), tf.int32)
+        picked = {name: tf.reduce_sum(values * latest, axis=1) for name, values in ids.items()}
+        vectors = self.embed_history(picked)
+        return vectors * tf.cast(tf.reduce_any(mask, axis=1), vectors.dtype)[:, None]
+
+    def _pool_dense(self, ids, target, mask, training, dense_gradients=False):
         """Attention over the padded [B, L] history (static shapes)."""
-        history = self.embed(features["hist_item"], features["hist_cate"], dense_gradients)
+        history = self.embed_history(ids, dense_gradients)
         interest = self.attention((target, history, mask), training=training)
         return interest, tf.reduce_sum(history * tf.cast(mask, history.dtype)[:, :, None], axis=1)
 
-    def _pool_compact(self, features, target, mask, training):
+    def _pool_compact(self, ids, target, mask, training):
         """Attention over the real history entries only (ids > 0), gathered into [N]."""
         positions = tf.where(mask)  # row-major, so rows come out sorted (din_model/segments.py)
         rows = tf.cast(positions[:, 0], tf.int32)
-        history = self.embed(tf.gather_nd(features["hist_item"], positions),
-                             tf.gather_nd(features["hist_cate"], positions))
+        history = self.embed_history({name: tf.gather_nd(values, positions) for name, values in ids.items()})
         interest = self.attention((target, history, rows), training=training)
         return interest, sum_rows(history, rows, tf.shape(target)[0])
 
-    def _pool_static_compact(self, features, target, mask, training):
+    def _pool_static_compact(self, ids, target, mask, training):
         """Attention over the real entries in a buffer of fixed capacity; the dense layout for a
         batch with more entries than slots."""
         capacity = self.history_capacity.for_batch(dimension(mask, 0))  # an int for a static batch (NPU, XLA)
         entries = tf.reduce_sum(tf.cast(mask, tf.int32))
         return tf.cond(entries <= capacity,
-                       lambda: self._pool_buffer(features, target, mask, capacity, training),
-                       lambda: self._pool_dense(features, target, mask, training, dense_gradients=True))
+                       lambda: self._pool_buffer(ids, target, mask, capacity, training),
+                       lambda: self._pool_dense(ids, target, mask, training, dense_gradients=True))
 
-    def _pool_buffer(self, features, target, mask, capacity, training):
+    def _pool_buffer(self, ids, target, mask, capacity, training):
         positions, rows = gather_history(mask, capacity)
         samples = dimension(mask, 0)
         filled = rows < samples
-        history = self.embed(tf.gather(tf.reshape(features["hist_item"], [-1]), positions),
-                             tf.gather(tf.reshape(features["hist_cate"], [-1]), positions), dense_gradients=True)
+        history = self.embed_history({name: tf.gather(tf.reshape(values, [-1]), positions)
+                                      for name, values in ids.items()}, dense_gradients=True)
         # The empty slots' sample: one more query row, whose results are sliced off.
         queries = tf.concat([target, tf.zeros_like(target[:1])], axis=0)
         interest = self.attention((queries, history, rows, filled), training=training)[:samples]
@@ -125,8 +197,9 @@ class DeepInterestNetwork(keras.Model):
         named = leaf_weights("item_embedding", self.item_embedding)
         if self.use_category:
             named.update(leaf_weights("cate_embedding", self.cate_embedding))
-        if self.mlp_input_norm is not None:
-            named.update(leaf_weights("mlp_input_norm", self.mlp_input_norm))
+        for name in ("recency_embedding", "time_gap_embedding", "mlp_input_norm"):
+            if getattr(self, name) is not None:
+                named.update(leaf_weights(name, getattr(self, name)))
         return {**named, **self.attention.named_weights("attention"), **self.mlp.named_weights("mlp"),
                 **leaf_weights("logit", self.logit_layer)}
 
@@ -200,6 +273,7 @@ def build_model(params: TrainParams, spec: dict, dtype_policy: str = "float32", 
         sum_pooled_history=params.sum_pooled_history, l2=params.l2,
         mini_batch_aware_l2=params.mini_batch_aware_l2, mlp_input_batch_norm=params.mlp_input_batch_norm,
         dropout_last_only=params.dropout_last_only, l2_weights=params.l2_weights,
+        sequence_features=params.active_sequence_features, maxlen=maxlen,
         history_layout=layout, history_capacity=history_capacity, dtype_policy=dtype_policy)
     model(dummy_features(maxlen), training=False)
     return model
@@ -207,5 +281,6 @@ def build_model(params: TrainParams, spec: dict, dtype_policy: str = "float32", 
 
 def dummy_features(maxlen: int, batch: int = 2) -> dict[str, tf.Tensor]:
     ones = tf.ones([batch], tf.int32)
-    return {"hist_item": tf.ones([batch, maxlen], tf.int32), "hist_cate": tf.ones([batch, maxlen], tf.int32),
+    history = tf.ones([batch, maxlen], tf.int32)
+    return {"hist_item": history, "hist_cate": history, "hist_gap": history,
             "target_item": ones, "target_cate": ones, "user_id": ones}

@@ -21,6 +21,10 @@ L2_WEIGHTS = ("all", "embeddings")
 HISTORY_LAYOUTS = ("auto", "dense", "compact", "static_compact")
 DEVICES = ("auto", "npu", "gpu", "cpu")
 PRECISIONS = ("mixed", "fp32")
+# "din": the paper's model, whose attention pools the history as a set; "din_seq": DIN plus the
+# order-aware inputs named in `sequence_features` (din_model/model.py, docs/accuracy.md).
+MODELS = ("din", "din_seq")
+SEQUENCE_FEATURES = ("recency", "time_gap", "last_item")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +59,9 @@ class TrainParams:
     # History layout (din_model/model.py): "auto" picks static_compact for static shapes or XLA,
     # else compact; "dense", "compact" and "static_compact" force one.
     history_layout: str = "auto"
+    model: str = "din"
+    # Comma-separated subset of SEQUENCE_FEATURES, used when model is din_seq.
+    sequence_features: str = "recency,time_gap,last_item"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -66,6 +73,13 @@ class TrainParams:
     @property
     def mlp_units(self) -> tuple[int, ...]:
         return parse_hidden_sizes("mlp_hidden", self.mlp_hidden)
+
+    @property
+    def active_sequence_features(self) -> tuple[str, ...]:
+        """The order-aware inputs the model gets: none for plain DIN."""
+        if self.model == "din":
+            return ()
+        return parse_sequence_features(self.sequence_features)
 
     def validate(self) -> None:
         for name in ("batch_size", "epochs", "embed_dim"):
@@ -84,8 +98,10 @@ class TrainParams:
         _require(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
         _require(self.maxlen is None or (isinstance(self.maxlen, int) and self.maxlen > 0), "maxlen",
                  "empty or a positive integer", self.maxlen)
+        _require(self.model in MODELS, "model", f"one of {MODELS}", self.model)
         self.attention_units  # noqa: B018  (parsing validates)
         self.mlp_units  # noqa: B018
+        parse_sequence_features(self.sequence_features)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -116,6 +132,15 @@ def parse_hidden_sizes(name: str, text: str) -> tuple[int, ...]:
     _require(parts is not None and all(size > 0 for size in sizes), name,
              "comma-separated positive integers such as 80,40", text)
     return sizes
+
+
+def parse_sequence_features(text: str) -> tuple[str, ...]:
+    """'recency,last_item' -> ('recency', 'last_item'); empty or 'none' means none."""
+    names = tuple(part.strip() for part in str(text).split(",") if part.strip() and part.strip() != "none")
+    unknown = [name for name in names if name not in SEQUENCE_FEATURES]
+    _require(not unknown and len(set(names)) == len(names), "sequence_features",
+             f"comma-separated names out of {', '.join(SEQUENCE_FEATURES)} (or none), each once", text)
+    return names
 
 
 def run_id(params: TrainParams, tfrecord_fingerprint: str) -> str:

@@ -59,6 +59,11 @@ class train(luigi.Config):
     seed = luigi.IntParameter(default=42)
     history_layout = luigi.Parameter(default="auto", description="auto, compact, static_compact or dense "
                                                                  "(docs/static_path.md)")
+    model = luigi.Parameter(default="din", description="din (the paper's order-blind DIN) or din_seq (DIN plus "
+                                                       "the sequence_features; docs/accuracy.md)")
+    sequence_features = luigi.Parameter(default="recency,time_gap,last_item",
+                                        description="din_seq's order-aware inputs, comma-separated: recency, "
+                                                    "time_gap, last_item (or none)")
     # Not a model setting (current_train_params leaves it out, so it is not in the run id).
     worker_timeout = luigi.FloatParameter(default=300.0, description="TF_CONFIG clusters: seconds a worker waits "
                                                                      "for the others to start.")

@@ -122,6 +122,9 @@ def headline_metrics(metrics: dict) -> str:
             text += f"; popularity AUC {metrics['popularity_test_auc']:.4f}"
         if metrics.get("gap_closed") is not None:
             text += f"; oracle AUC {metrics['oracle_test_auc']:.4f}, gap closed {metrics['gap_closed']:.1%}"
+        vs_din = metrics.get("rela_impr", {}).get("vs_din")
+        if vs_din is not None and metrics.get("params", {}).get("model", "din") != "din":
+            text += f"; RelaImpr vs plain DIN {vs_din:+.1%}"
         return text
     epochs = [record for record in metrics.get("epochs", []) if "val" in record]
     if not epochs:

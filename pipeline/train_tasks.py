@@ -34,7 +34,7 @@ def current_train_params():
     section = config.train()
     names = ("batch_size", "epochs", "learning_rate", "embed_dim", "attention_hidden", "mlp_hidden", "activation",
              "attention_softmax", "dropout", "l2", "mini_batch_aware_l2", "use_category", "device", "precision",
-             "seed", "history_layout")
+             "seed", "history_layout", "model", "sequence_features")
     return TrainParams(**{name: getattr(section, name) for name in names})
 
 
@@ -167,7 +167,8 @@ class EvaluateDIN(RunTask):
         self.report(0.0, "evaluating on the test split")
         progress_line("EvaluateDIN", "scoring the test split, then the popularity baseline")
         result = training.evaluate(self.spec_path(), self.run_dir(), self.train_params())
-        summary = {name: result[name] for name in ("test", "popularity_test_auc", "oracle_test_auc", "gap_closed")
+        summary = {name: result[name] for name in ("test", "popularity_test_auc", "oracle_test_auc", "gap_closed",
+                                                      "rela_impr")
                    if name in result}
         write_json_atomic(self.output().path, summary)
         self.report(1.0, "evaluation done")
