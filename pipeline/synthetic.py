@@ -520,7 +520,7 @@ def _evaluate(planted: _Planted, knobs, n_items: int, n_categories: int, seed: i
     smoothing = 1.0
 
     def bag_auc(counted):
-        """AUC of the bag estimator over the history reviews where `counted` is True."""
+        """AUC of the bag estimator counting each history review with weight `counted` (1 or 0)."""
         user_cat_count = np.bincount(user_cat_row, counted, minlength=user_cat_keys.size)
         hist_len = np.bincount(hist_user, counted, minlength=planted.n_reviews.size)[users]
 
