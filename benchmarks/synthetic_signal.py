@@ -1,11 +1,16 @@
 """Measure the synthetic generator: speed, size and the planted-signal AUCs.
 
 Prints one JSON line: generation seconds, n_reviews, the oracle / item-popularity /
-bag-of-history test AUCs and the share of the popularity->oracle gap that the
-bag-of-history estimator closes. Defaults: full Amazon Electronics scale.
+bag-of-history / recent-bag (last RECENT_BAG_LENGTH history reviews) test AUCs and
+the share of the popularity->oracle gap each estimator closes, plus how often
+consecutive reviews share a category after a same-session gap (<= 3 days) and after
+a longer one. The order knobs default to the generator's; pass them to tune.
+Defaults: full Amazon Electronics scale.
 
     python benchmarks/synthetic_signal.py
     python benchmarks/synthetic_signal.py --users 20000 --items 6500 --categories 300
+    python benchmarks/synthetic_signal.py --users 11400 --items 4000 --categories 150 \\
+        --stickiness 0.15 --half-life 0 --drift 0
 """
 from __future__ import annotations
 
@@ -15,9 +20,35 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.synthetic import generate  # noqa: E402
+from pipeline.synthetic import KNOBS, generate  # noqa: E402
+
+SESSION_DAYS = 3
+
+
+def gap_closure(oracle: dict, key: str):
+    gap = oracle["oracle_test_auc"] - oracle["popularity_test_auc"]
+    return round((oracle[key] - oracle["popularity_test_auc"]) / gap, 3) if gap > 0 else None
+
+
+def same_category_shares(data) -> dict:
+    """Share of consecutive reviews (same user) in the same leaf category, by the gap between them."""
+    leaf = data.meta.set_index("asin")["categories"].map(lambda c: c[-1][-1])
+    reviews = data.reviews.sort_values(["reviewerID", "unixReviewTime"], kind="stable")
+    user = reviews["reviewerID"].to_numpy()
+    cat = leaf.reindex(reviews["asin"]).to_numpy()
+    days = reviews["unixReviewTime"].to_numpy() // 86400
+    follows = user[1:] == user[:-1]
+    same = (cat[1:] == cat[:-1])[follows]
+    gap = np.diff(days)[follows]
+    short = gap <= SESSION_DAYS
+    return {"same_category_after_session_gap": round(float(same[short].mean()), 4),
+            "same_category_after_break": round(float(same[~short].mean()), 4),
+            "session_gap_share": round(float(short.mean()), 4),
+            "median_gap_days": float(np.median(gap))}
 
 
 def main(argv=None) -> None:
@@ -26,28 +57,34 @@ def main(argv=None) -> None:
     parser.add_argument("--items", type=int, default=63001)
     parser.add_argument("--categories", type=int, default=801)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--stickiness", type=float, default=KNOBS["stickiness"])
+    parser.add_argument("--half-life", type=float, default=KNOBS["stickiness_half_life_days"],
+                        help="stickiness half-life in days (0: constant)")
+    parser.add_argument("--drift", type=float, default=KNOBS["interest_drift"])
     args = parser.parse_args(argv)
+    knobs = {"stickiness": args.stickiness, "stickiness_half_life_days": args.half_life,
+             "interest_drift": args.drift}
 
     start = time.perf_counter()
-    data = generate(args.users, args.items, args.categories, args.seed)
+    data = generate(args.users, args.items, args.categories, args.seed, knobs=knobs)
     seconds = time.perf_counter() - start
     oracle = data.oracle
-    gap = oracle["oracle_test_auc"] - oracle["popularity_test_auc"]
-    closure = (oracle["history_bag_test_auc"] - oracle["popularity_test_auc"]) / gap if gap > 0 else None
     per_user = data.reviews.groupby("reviewerID").size()
     print(json.dumps({
         "users": args.users, "items": args.items, "categories": args.categories, "seed": args.seed,
+        **knobs,
         "generate_seconds": round(seconds, 2),
         "n_reviews": oracle["n_reviews"],
         "reviews_per_user_mean": round(float(per_user.mean()), 3),
         "reviews_per_user_max": int(per_user.max()),
-        "oracle_test_auc": round(oracle["oracle_test_auc"], 4),
-        "oracle_prob_only_test_auc": round(oracle["oracle_prob_only_test_auc"], 4),
-        "popularity_test_auc": round(oracle["popularity_test_auc"], 4),
-        "history_bag_test_auc": round(oracle["history_bag_test_auc"], 4),
-        "oracle_minus_popularity": round(gap, 4),
-        "history_bag_gap_closure": None if closure is None else round(closure, 3),
+        **{key: round(oracle[key], 4) for key in ("oracle_test_auc", "oracle_prob_only_test_auc",
+                                                  "popularity_test_auc", "history_bag_test_auc",
+                                                  "recent_bag_test_auc")},
+        "oracle_minus_popularity": round(oracle["oracle_test_auc"] - oracle["popularity_test_auc"], 4),
+        "history_bag_gap_closure": gap_closure(oracle, "history_bag_test_auc"),
+        "recent_bag_gap_closure": gap_closure(oracle, "recent_bag_test_auc"),
         "test_positive_in_history_rate": round(oracle["test_positive_in_history_rate"], 4),
+        **same_category_shares(data),
     }))
 
 

@@ -25,7 +25,7 @@ class Settings:
     """The validated `[raw]` and `[preprocess]` settings of this run."""
     data_dir: Path
     source: str
-    synthetic: dict
+    synthetic: dict     # users, items, categories, seed; with source synthetic also knobs (the order knobs)
     maxlen: int
     num_shards: int
     prebatch: int
@@ -39,11 +39,16 @@ class Settings:
         if raw.source not in config.RAW_SOURCES:
             raise InputError(f"[raw] source must be one of {', '.join(config.RAW_SOURCES)}, got {raw.source!r} "
                              "(set it in luigi.cfg or with --raw-source)")
+        synthetic = {"users": raw.synthetic_users, "items": raw.synthetic_items,
+                     "categories": raw.synthetic_categories, "seed": raw.synthetic_seed}
+        if raw.source == "synthetic":
+            from pipeline.synthetic import ORDER_KNOB_SETTINGS, check_order_knobs
+            synthetic["knobs"] = check_order_knobs({knob: getattr(raw, setting)
+                                                    for knob, (setting, _) in ORDER_KNOB_SETTINGS.items()})
         return cls(
             data_dir=Path(config.paths().data_dir),
             source=raw.source,
-            synthetic={"users": raw.synthetic_users, "items": raw.synthetic_items,
-                       "categories": raw.synthetic_categories, "seed": raw.synthetic_seed},
+            synthetic=synthetic,
             maxlen=prep.maxlen, num_shards=prep.num_shards, prebatch=prep.prebatch, seed=prep.seed,
         )
 

@@ -10,33 +10,53 @@ The planted model (knobs in `KNOBS`):
 - categories have Zipf popularity `p_c`; every category owns >= 1 item, the rest
   of the items are spread over categories by (tempered) popularity; within a
   category, items have Zipf popularity `q_i` (a category's `q` sums to 1);
-- each user has 1..4 interest categories (drawn by tempered popularity) with
-  Dirichlet weights `w_u(c)`, and `5 + Poisson(lognormal)` reviews (mean 8.78 by
+- each user has 1..4 interest slots, each holding a category (drawn by tempered
+  popularity) with a Dirichlet weight; `w_u(c)` is the weight of the slots
+  holding c. A user writes `5 + Poisson(lognormal)` reviews (mean 8.78 by
   default: ~1.69 M reviews at full Electronics scale, a long tail of heavy users);
-- review t's category: with probability `s = stickiness` (t >= 1) the previous
-  review's category, else with probability `e = exploration` a draw from `p_c`,
-  else a draw from the user's interests `w_u`;
+- review days come first, before any category is drawn: day-granular, strictly
+  increasing within a user, inside 2000-01-01..2014-07-23; each gap between two
+  reviews is, with probability `session_gap_share`, a same-session gap of
+  1..`session_gap_max_days` days, else a break drawn log-uniformly between
+  `break_gap_days` (a week to three years); a user whose breaks would leave the
+  window gets them scaled down;
+- interest drift: before review t >= 1, with probability `d = interest_drift`,
+  one of the user's present slots (uniformly) gets a new category drawn by the
+  tempered popularity (its weight is kept), so recent reviews say more about the
+  current interests than old ones;
+- review t's category: with probability `s_t` (t >= 1) the previous review's
+  category, else with probability `e = exploration` a draw from `p_c`, else a
+  draw from the user's current interests `w_u`. The stickiness decays with the
+  gap `g_t` (days) since the previous review:
+    s_t = stickiness * 0.5 ** (g_t / stickiness_half_life_days)
+  (a half-life of 0 means a constant `stickiness`);
 - the item is drawn from `q` of that category, redrawn while it is one the user
   already reviewed, at most `R = max_item_draws` draws (the last is kept, so a
   user whose category is nearly exhausted reviews an item twice).
 
 So, with `Q` the q-mass of the items the user already reviewed in category c,
-the true probability that the next review is the unreviewed item i of c is
+`w_u` the interests the next review is drawn from (after the drift before it)
+and `s` its gap's stickiness, the true probability that the next review is the
+unreviewed item i of c is
   q_i (1 - Q^R) / (1 - Q) * (s [c == c_prev] + (1 - s) (e p_c + (1 - e) w_u(c))),
 and q_i Q^(R-1) * (same category term) for an item already reviewed.
-Most of the signal is order-free (interests, popularity) and visible in the bag
-of history categories; only the stickiness term needs the order.
+Much of the signal is order-free (interests, popularity) and visible in the bag
+of history categories; the stickiness term needs the order and the time gap, and
+the drift makes the recent history a better guide to `w_u` than the old.
 
 Test protocol (the docs/design.md reference protocol): for each user the last review
 is the positive (history = all earlier reviews) and the negative is drawn
-uniformly from the items the user never reviewed. The oracle scores a target by
-the likelihood ratio of the two: P(next = i) / P(negative = i), i.e. the true
-probability above times the user's number of unreviewed items, and +inf for an
-item already in the history (a negative never is). Ranking by this ratio is the
-best any model can do on the pooled test AUC. `oracle.json` also holds the AUC
-of item popularity (review counts without the users' last reviews) and of a
-bag-of-history estimator (smoothed share of the target's category in the
-history times the item's empirical popularity within its category).
+uniformly from the items the user never reviewed. The oracle knows the latent
+state the last review was drawn from (the final interests, the last gap's
+stickiness) and scores a target by the likelihood ratio of the two:
+P(next = i) / P(negative = i), i.e. the true probability above times the user's
+number of unreviewed items, and +inf for an item already in the history (a
+negative never is). Ranking by this ratio is the best any model can do on the
+pooled test AUC. `oracle.json` also holds the AUC of item popularity (review
+counts without the users' last reviews), of a bag-of-history estimator (smoothed
+share of the target's category in the history times the item's empirical
+popularity within its category) and of the same estimator over only the last
+`RECENT_BAG_LENGTH` history reviews (`recent_bag_test_auc`): how much order matters.
 """
 from __future__ import annotations
 
@@ -52,13 +72,15 @@ from din_common.errors import InputError
 from pipeline.compat import RAW_PICKLE_PROTOCOL, text_series
 from din_model.metrics import auc
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MIN_REVIEWS_PER_USER = 5
 MAX_REVIEWS_PER_USER = 1000
+RECENT_BAG_LENGTH = 5   # history reviews the recent-bag estimator looks at
 
-# The planted-model knobs (recorded in oracle.json). Tuned so that, at 20k users
-# and at full Electronics scale, a bag-of-history estimator closes >= 85 % of the
-# gap between item popularity and the oracle (see benchmarks/synthetic_signal.py).
+# The planted-model knobs (recorded in oracle.json). The order knobs (stickiness,
+# its half-life, the drift) are tuned so that a bag-of-history estimator closes
+# clearly less of the popularity-to-oracle gap than the oracle's order-aware
+# state allows (docs/accuracy.md; benchmarks/synthetic_signal.py).
 KNOBS = {
     "category_zipf": 1.0,            # p_c ∝ rank^-category_zipf
     "item_zipf": 1.0,                # q_i ∝ rank^-item_zipf within a category
@@ -66,8 +88,13 @@ KNOBS = {
     "interest_count_probs": [0.35, 0.30, 0.20, 0.15],  # P(1..4 interests)
     "interest_popularity_power": 0.85,  # interest categories drawn ∝ p_c^power
     "interest_dirichlet_alpha": 1.0,
-    "stickiness": 0.15,
+    "stickiness": 0.5,               # P(same category as the previous review) after a 0-day gap
+    "stickiness_half_life_days": 14.0,  # the stickiness halves every this many days of gap (0: constant)
+    "interest_drift": 0.2,           # P(one interest slot gets a new category) before each review
     "exploration": 0.25,
+    "session_gap_share": 0.5,        # P(a gap is a same-session one of 1..session_gap_max_days days)
+    "session_gap_max_days": 3,
+    "break_gap_days": [7, 1095],     # other gaps: log-uniform from a week to three years
     "max_item_draws": 25,            # draws until an item new to the user (last one kept)
     "length_lognormal_sigma": 1.25,
     "rating_probs": [0.07, 0.05, 0.10, 0.22, 0.56],  # P(overall = 1..5)
@@ -118,6 +145,37 @@ def _count(value, setting: str, minimum: int) -> int:
         raise InputError(f"[raw] {setting} must be >= {minimum}, got {number} "
                          f"(set it in luigi.cfg or with --raw-{setting.replace('_', '-')})")
     return number
+
+
+# The order knobs that [raw] exposes: knob -> (setting, upper bound).
+ORDER_KNOB_SETTINGS = {
+    "stickiness": ("synthetic_stickiness", 1.0),
+    "stickiness_half_life_days": ("synthetic_stickiness_half_life_days", float("inf")),
+    "interest_drift": ("synthetic_interest_drift", 1.0),
+}
+
+
+def check_order_knobs(values: dict) -> dict:
+    """The order knobs as floats, each checked with one clear error naming its [raw] setting.
+
+    A half-life of inf means the same as 0 (a constant stickiness) and is stored as 0,
+    so the recorded knobs and the raw fingerprint stay plain JSON.
+    """
+    checked = {}
+    for knob, (setting, upper) in ORDER_KNOB_SETTINGS.items():
+        value = values[knob]
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            number = float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not 0.0 <= number <= upper:
+            allowed = "a number >= 0 (days; 0 or inf: constant)" if upper == float("inf") else "a number in [0, 1]"
+            raise InputError(f"[raw] {setting} must be {allowed}, got {value!r} "
+                             f"(set it in luigi.cfg or with --raw-{setting.replace('_', '-')})")
+        checked[knob] = 0.0 if number == float("inf") else number
+    return checked
 
 
 def _check_args(n_users, n_items, n_categories, seed, mean_reviews_per_user):
@@ -188,13 +246,53 @@ class _Planted:
     cat_prob: np.ndarray        # [C] p_c
     item_cat: np.ndarray        # [N] category of each item
     item_prob: np.ndarray       # [N] q_i within its category
-    interest_cat: np.ndarray    # [U, 4] interest categories (-1 = none)
+    interest_cat: np.ndarray    # [U, 4] interest categories at the last review (-1 = none)
+    interest_cat_start: np.ndarray  # [U, 4] interest categories at the first review
     interest_w: np.ndarray      # [U, 4] interest weights (0 for none), rows sum to 1
     n_reviews: np.ndarray       # [U]
     review_user: np.ndarray     # [R] user of each review, user-major, position order
     review_item: np.ndarray     # [R]
     review_cat: np.ndarray      # [R]
+    review_day: np.ndarray      # [R] days since the epoch
+    review_stickiness: np.ndarray  # [R] P(same category as the previous review) (0 for a first review)
+    review_drift: np.ndarray    # [R] whether an interest slot got a new category just before this review
     offsets: np.ndarray         # [U+1] first review row of each user
+
+
+def _review_days(rng, n_reviews: np.ndarray, offsets: np.ndarray, knobs) -> tuple:
+    """(day of each review, gap in days since the user's previous review; 0 for a first review).
+
+    Gaps mix same-session ones (1..session_gap_max_days) and long breaks
+    (log-uniform over break_gap_days); a user whose gaps would not fit into
+    2000-01-01..2014-07-23 gets each gap's part above one day scaled down.
+    """
+    n_users, n_rows = n_reviews.size, int(offsets[-1])
+    user = np.repeat(np.arange(n_users), n_reviews)
+    session = rng.random(n_rows) < knobs["session_gap_share"]
+    session_gap = 1 + rng.integers(0, int(knobs["session_gap_max_days"]), n_rows)
+    low, high = np.log(knobs["break_gap_days"][0]), np.log(knobs["break_gap_days"][1])
+    break_gap = np.exp(low + (high - low) * rng.random(n_rows)).astype(np.int64)
+    gap = np.where(session, session_gap, break_gap)
+    gap[offsets[:-1]] = 0
+    total_days = _LAST_DAY - _FIRST_DAY
+    span = np.bincount(user, gap, minlength=n_users)
+    steps = n_reviews - 1
+    # every gap keeps >= 1 day (strictly increasing days), the rest shrinks to fit
+    scale = np.minimum(1.0, (total_days - steps) / np.maximum(span - steps, 1.0))
+    gap = np.where(gap > 0, 1 + np.floor((gap - 1) * scale[user]).astype(np.int64), 0)
+    span = np.bincount(user, gap, minlength=n_users).astype(np.int64)
+    start = _FIRST_DAY + (rng.random(n_users) * (total_days - span + 1)).astype(np.int64)
+    elapsed = np.cumsum(gap)
+    elapsed -= elapsed[offsets[:-1]][user]
+    return start[user] + elapsed, gap
+
+
+def _gap_stickiness(gap_days: np.ndarray, knobs) -> np.ndarray:
+    """stickiness * 0.5 ** (gap / half-life); constant for a half-life of 0."""
+    half_life = knobs["stickiness_half_life_days"]
+    if half_life <= 0:
+        return np.full(gap_days.shape, float(knobs["stickiness"]))
+    return knobs["stickiness"] * 0.5 ** (gap_days / half_life)
 
 
 def _plant(rng, n_users, n_items, n_categories, mean_reviews, knobs) -> _Planted:
@@ -215,10 +313,13 @@ def _plant(rng, n_users, n_items, n_categories, mean_reviews, knobs) -> _Planted
     # interests: 1..4 categories by tempered popularity, Dirichlet weights
     interest_pop = cat_prob ** knobs["interest_popularity_power"]
     interest_pop_cum = np.cumsum(interest_pop / interest_pop.sum())
+
+    def draw_interest(size):
+        return np.minimum(np.searchsorted(interest_pop_cum, rng.random(size), side="right"), n_categories - 1)
+
     k_max = len(knobs["interest_count_probs"])
     n_interests = 1 + rng.choice(k_max, size=n_users, p=knobs["interest_count_probs"])
-    interest_cat = np.minimum(np.searchsorted(interest_pop_cum, rng.random((n_users, k_max)),
-                                              side="right"), n_categories - 1)
+    interest_cat = draw_interest((n_users, k_max))
     raw_w = rng.gamma(knobs["interest_dirichlet_alpha"], size=(n_users, k_max))
     present = np.arange(k_max)[None, :] < n_interests[:, None]
     # a category drawn twice keeps only its first slot (its weight adds up there)
@@ -227,14 +328,18 @@ def _plant(rng, n_users, n_items, n_categories, mean_reviews, knobs) -> _Planted
             same = present[:, j] & (interest_cat[:, j] == interest_cat[:, i])
             raw_w[same, i] += raw_w[same, j]
             present[same, j] = False
+    # present slots first, so the drift can pick slot floor(u * n_present)
+    order = np.argsort(~present, axis=1, kind="stable")
+    present = np.take_along_axis(present, order, axis=1)
+    interest_cat = np.take_along_axis(interest_cat, order, axis=1)
+    raw_w = np.take_along_axis(raw_w, order, axis=1)
+    n_present = present.sum(axis=1)
     raw_w[~present] = 0.0
     interest_cat[~present] = -1
     interest_w = raw_w / raw_w.sum(axis=1, keepdims=True)
     interest_cum = np.cumsum(interest_w, axis=1)
-    # slot = #(cum <= u); +inf from the last present slot on, so rounding never
-    # picks an absent slot (an absent slot inside adds exactly 0 and is skipped)
-    last_present = k_max - 1 - np.argmax(present[:, ::-1], axis=1)
-    interest_cum[np.arange(k_max)[None, :] >= last_present[:, None]] = np.inf
+    # slot = #(cum <= u); +inf from the last present slot on, so rounding never picks an absent slot
+    interest_cum[np.arange(k_max)[None, :] >= n_present[:, None] - 1] = np.inf
 
     # review counts: 5 + Poisson(lognormal) with the requested mean, long tail
     sigma = knobs["length_lognormal_sigma"]
@@ -246,19 +351,24 @@ def _plant(rng, n_users, n_items, n_categories, mean_reviews, knobs) -> _Planted
         extra = np.zeros(n_users, dtype=np.int64)
     n_reviews = np.minimum(MIN_REVIEWS_PER_USER + extra,
                            min(MAX_REVIEWS_PER_USER, n_items - 1)).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(n_reviews)])
+    # the days come before the walk: the stickiness of a review depends on its gap
+    review_day, gap = _review_days(rng, n_reviews, offsets, knobs)
+    review_stickiness = _gap_stickiness(gap, knobs)
+    review_stickiness[offsets[:-1]] = 0.0
 
     # walk positions; users sorted by length so the active ones are a prefix
     by_length = np.argsort(-n_reviews, kind="stable")
     sorted_len = n_reviews[by_length]
     max_len = int(sorted_len[0])
     active_at = np.searchsorted(-sorted_len, -np.arange(max_len), side="left")  # users with len > t
-    offsets = np.concatenate([[0], np.cumsum(n_reviews)])
     row_start = offsets[by_length]           # rows are user-major in user-index order
     cum_cat = np.cumsum(cat_prob)
     cum_cat[-1] = np.inf
     s_cum_interest = interest_cum[by_length]
-    s_interest_cat = interest_cat[by_length]
-    stick, explore = knobs["stickiness"], knobs["exploration"]
+    s_interest_cat = interest_cat[by_length]     # a copy: the drift changes it in place
+    s_n_present = n_present[by_length]
+    explore, drift = knobs["exploration"], knobs["interest_drift"]
     max_draws = int(knobs["max_item_draws"])
 
     def draw_item(cat, uniform):
@@ -266,9 +376,16 @@ def _plant(rng, n_users, n_items, n_categories, mean_reviews, knobs) -> _Planted
 
     review_cat = np.empty(offsets[-1], dtype=np.int64)
     review_item = np.empty(offsets[-1], dtype=np.int64)
+    review_drift = np.zeros(offsets[-1], dtype=bool)
     prev = None
     for t in range(max_len):
         k = int(active_at[t])
+        rows = row_start[:k] + t
+        if t and drift > 0:
+            moved = np.flatnonzero(rng.random(k) < drift)
+            slot = (rng.random(moved.size) * s_n_present[moved]).astype(np.int64)
+            s_interest_cat[moved, slot] = draw_interest(moved.size)
+            review_drift[rows[moved]] = True
         u_kind, u_cat, u_item = rng.random(k), rng.random(k), rng.random(k)
         slot = (u_cat[:, None] >= s_cum_interest[:k]).sum(axis=1)
         cat = s_interest_cat[np.arange(k), slot]
@@ -276,6 +393,7 @@ def _plant(rng, n_users, n_items, n_categories, mean_reviews, knobs) -> _Planted
         if prev is None:
             cat = np.where(u_kind < explore, from_global, cat)
         else:
+            stick = review_stickiness[rows]
             cat = np.where(u_kind < stick, prev[:k],
                            np.where(u_kind < stick + (1 - stick) * explore, from_global, cat))
         item = draw_item(cat, u_item)
@@ -288,13 +406,15 @@ def _plant(rng, n_users, n_items, n_categories, mean_reviews, knobs) -> _Planted
             seen = review_item[row_start[redo, None] + np.arange(t)[None, :]]
             redo = redo[(seen == item[redo, None]).any(axis=1)]
             item[redo] = draw_item(cat[redo], rng.random(redo.size))
-        review_cat[row_start[:k] + t] = cat
-        review_item[row_start[:k] + t] = item
+        review_cat[rows] = cat
+        review_item[rows] = item
         prev = cat
 
+    final_interest_cat = np.empty_like(interest_cat)
+    final_interest_cat[by_length] = s_interest_cat
     review_user = np.repeat(np.arange(n_users), n_reviews)
-    return _Planted(cat_prob, item_cat, item_prob, interest_cat, interest_w, n_reviews,
-                    review_user, review_item, review_cat, offsets)
+    return _Planted(cat_prob, item_cat, item_prob, final_interest_cat, interest_cat, interest_w, n_reviews,
+                    review_user, review_item, review_cat, review_day, review_stickiness, review_drift, offsets)
 
 
 def _sorted_unique(values: np.ndarray) -> np.ndarray:
@@ -317,16 +437,18 @@ def _interest_weight(planted: _Planted, users: np.ndarray, cats: np.ndarray) -> 
     return (planted.interest_w[users] * (planted.interest_cat[users] == cats[:, None])).sum(axis=1)
 
 
-def _true_next_prob(planted, knobs, users, prev_cats, targets, reviewed_mass, target_seen):
+def _true_next_prob(planted, knobs, users, prev_cats, stickiness, targets, reviewed_mass, target_seen):
     """P(next review = target | latent state, previous category, reviewed items).
 
+    The latent state is the users' interests at their last review
+    (`planted.interest_cat`) and `stickiness`, that of the next review's gap.
     reviewed_mass: the q-mass of the distinct items the user reviewed in the
     target's category; target_seen: whether the user reviewed the target before.
     With R = max_item_draws tries, an unreviewed item has probability
     q (1 - Q^R) / (1 - Q) within its category, a reviewed one q Q^(R-1).
     """
     cats = planted.item_cat[targets]
-    s, e = knobs["stickiness"], knobs["exploration"]
+    s, e = stickiness, knobs["exploration"]
     draws = int(knobs["max_item_draws"])
     cat_term = (s * (cats == prev_cats)
                 + (1 - s) * (e * planted.cat_prob[cats] + (1 - e) * _interest_weight(planted, users, cats)))
@@ -337,17 +459,20 @@ def _true_next_prob(planted, knobs, users, prev_cats, targets, reviewed_mass, ta
 
 
 def _evaluate(planted: _Planted, knobs, n_items: int, n_categories: int, seed: int) -> dict:
-    """Oracle, item-popularity and bag-of-history AUCs on the test protocol."""
+    """Oracle, item-popularity, bag-of-history and recent-bag AUCs on the test protocol."""
     rng = np.random.default_rng([seed, 1])
     users = np.flatnonzero(planted.n_reviews >= 2)
     last = planted.offsets[users + 1] - 1
     pos = planted.review_item[last]
     prev_cat = planted.review_cat[last - 1]
+    last_stickiness = planted.review_stickiness[last]
     is_last = np.zeros(planted.review_user.size, dtype=bool)
     is_last[last] = True
     hist_user = planted.review_user[~is_last]
     hist_item = planted.review_item[~is_last]
     hist_cat = planted.review_cat[~is_last]
+    # 0 = the most recent history review of its user
+    hist_from_end = (planted.offsets[hist_user + 1] - 2) - np.flatnonzero(~is_last)
 
     # negatives: uniform over the items the user never reviewed (history or target)
     reviewed = _sorted_unique(planted.review_user * n_items + planted.review_item)
@@ -374,8 +499,8 @@ def _evaluate(planted: _Planted, knobs, n_items: int, n_categories: int, seed: i
     pos_seen = _lookup(hist_pairs, users * n_items + pos)[0]
     no_seen = np.zeros(users.size, dtype=bool)
     unreviewed = (n_items - n_distinct[users]).astype(np.float64)
-    prob_pos = _true_next_prob(planted, knobs, users, prev_cat, pos, reviewed_mass(pos), pos_seen)
-    prob_neg = _true_next_prob(planted, knobs, users, prev_cat, neg, reviewed_mass(neg), no_seen)
+    prob_pos = _true_next_prob(planted, knobs, users, prev_cat, last_stickiness, pos, reviewed_mass(pos), pos_seen)
+    prob_neg = _true_next_prob(planted, knobs, users, prev_cat, last_stickiness, neg, reviewed_mass(neg), no_seen)
     oracle_pos = np.where(pos_seen, np.inf, prob_pos * unreviewed)
     oracle_neg = prob_neg * unreviewed
 
@@ -391,21 +516,28 @@ def _evaluate(planted: _Planted, knobs, n_items: int, n_categories: int, seed: i
     cat_share = (cat_count + 1.0) / (cat_count.sum() + n_categories)
     user_cat = hist_user * n_categories + hist_cat
     user_cat_keys = _sorted_unique(user_cat)
-    user_cat_count = np.bincount(np.searchsorted(user_cat_keys, user_cat), minlength=user_cat_keys.size)
-    hist_len = (planted.n_reviews[users] - 1).astype(np.float64)
+    user_cat_row = np.searchsorted(user_cat_keys, user_cat)
     smoothing = 1.0
 
-    def bag_score(targets):
-        cats = item_cat[targets]
-        found, at = _lookup(user_cat_keys, users * n_categories + cats)
-        count = np.where(found, user_cat_count[at], 0)
-        return (count + smoothing * cat_share[cats]) / (hist_len + smoothing) * within[targets]
+    def bag_auc(counted):
+        """AUC of the bag estimator counting each history review with weight `counted` (1 or 0)."""
+        user_cat_count = np.bincount(user_cat_row, counted, minlength=user_cat_keys.size)
+        hist_len = np.bincount(hist_user, counted, minlength=planted.n_reviews.size)[users]
+
+        def score(targets):
+            cats = item_cat[targets]
+            found, at = _lookup(user_cat_keys, users * n_categories + cats)
+            count = np.where(found, user_cat_count[at], 0.0)
+            return (count + smoothing * cat_share[cats]) / (hist_len + smoothing) * within[targets]
+        return rank_auc(score(pos), score(neg))
 
     return {
         "oracle_test_auc": rank_auc(oracle_pos, oracle_neg),
         "oracle_prob_only_test_auc": rank_auc(prob_pos, prob_neg),
         "popularity_test_auc": rank_auc(item_count[pos], item_count[neg]),
-        "history_bag_test_auc": rank_auc(bag_score(pos), bag_score(neg)),
+        "history_bag_test_auc": bag_auc(np.ones(hist_user.size)),
+        "recent_bag_test_auc": bag_auc((hist_from_end < RECENT_BAG_LENGTH).astype(np.float64)),
+        "recent_bag_length": RECENT_BAG_LENGTH,
         "test_positive_in_history_rate": float(pos_seen.mean()) if users.size else 0.0,
         "n_test_users": int(users.size),
     }
@@ -419,16 +551,8 @@ def _frames(rng, planted: _Planted, n_items: int, n_categories: int, knobs):
     reviewer_ids = _unique_codes(rng, n_users, b"A", 13)
     asins = _unique_codes(rng, n_items, b"B00", 7)     # random: asin order is not popularity
 
-    # timestamps: day-granular, strictly increasing within a user, 2000-01-01 .. 2014-07-23
-    n_u = planted.n_reviews
-    total_days = _LAST_DAY - _FIRST_DAY
-    span = np.minimum(n_u + rng.exponential(900.0, n_users).astype(np.int64), total_days)
-    start = _FIRST_DAY + (rng.random(n_users) * (total_days - span + 1)).astype(np.int64)
     user = planted.review_user
-    position = np.arange(n_reviews) - planted.offsets[user]
-    # uniforms sorted within each user (rows are user-major, users ascending)
-    spread_u = np.sort(user + rng.random(n_reviews)) - user
-    day = start[user] + (spread_u * (span[user] - n_u[user])).astype(np.int64) + position
+    day = planted.review_day
     unix_time = day * _DAY
 
     # reviewTime as in the Amazon dump: month padded, day not ('09 7, 2012')
@@ -473,6 +597,7 @@ def generate(n_users: int, n_items: int, n_categories: int, seed: int,
     n_users, n_items, n_categories, seed, mean = _check_args(
         n_users, n_items, n_categories, seed, mean_reviews_per_user)
     knobs = {**KNOBS, **(knobs or {})}
+    knobs.update(check_order_knobs(knobs))
     rng = np.random.default_rng([seed, 0])
     planted = _plant(rng, n_users, n_items, n_categories, mean, knobs)
     reviews, meta = _frames(rng, planted, n_items, n_categories, knobs)
@@ -487,9 +612,13 @@ def generate(n_users: int, n_items: int, n_categories: int, seed: int,
     return SyntheticData(reviews=reviews, meta=meta, oracle=oracle)
 
 
-def write_raw(raw_dir, n_users: int, n_items: int, n_categories: int, seed: int) -> dict:
-    """Write raw_dir/reviews.pkl, meta.pkl and oracle.json atomically; return the oracle."""
-    data = generate(n_users, n_items, n_categories, seed)
+def write_raw(raw_dir, n_users: int, n_items: int, n_categories: int, seed: int,
+              knobs: dict | None = None) -> dict:
+    """Write raw_dir/reviews.pkl, meta.pkl and oracle.json atomically; return the oracle.
+
+    knobs: changes to `KNOBS` (the [raw] order knobs), recorded in oracle.json.
+    """
+    data = generate(n_users, n_items, n_categories, seed, knobs=knobs)
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(raw_dir / "reviews.pkl") as tmp:

@@ -208,7 +208,8 @@ class PrepareRaw(ManifestTask):
         self.report(f"preparing raw data from {settings.source}", 0)
         if settings.source == "synthetic":
             s = settings.synthetic
-            details = write_raw(settings.raw_dir, s["users"], s["items"], s["categories"], s["seed"])
+            details = write_raw(settings.raw_dir, s["users"], s["items"], s["categories"], s["seed"],
+                                knobs=s["knobs"])
         else:
             convert = {"amazon-json": raw_sources.convert_amazon_json,
                        "remap-pickle": raw_sources.convert_remap_pickle}[settings.source]

@@ -4,13 +4,18 @@ from __future__ import annotations
 import json
 import re
 
+import luigi
 import numpy as np
 import pandas as pd
 import pytest
 
 from pipeline import synthetic
 from din_common.errors import InputError
+from pipeline.stages import Settings
 from pipeline.synthetic import generate, rank_auc, write_raw
+from pipeline.tasks import PrepareRaw, Preprocess
+from tests.luigi_config import luigi_settings
+from tests.test_bad_input import assert_one_clear_line, build_and_capture
 
 N_USERS, N_ITEMS, N_CATS, SEED = 300, 400, 30, 11
 
@@ -105,47 +110,131 @@ def test_same_seed_gives_the_same_values_on_every_stack():
     small = generate(20, 40, 4, 3)
     assert len(small.reviews) == 197 and len(small.meta) == 40
     assert small.reviews.head(3).to_dict("list") == {
-        "reviewerID": ["ABAOYGY4UEH0U5", "AQV4A1M0P3IJ26", "A8IKRM2XBM7KGZ"],
-        "asin": ["B0018S01B5", "B0018S01B5", "B0018S01B5"],
-        "unixReviewTime": [1366243200, 1096243200, 1320019200],
-        "overall": [5.0, 5.0, 3.0],
-        "reviewTime": ["04 18, 2013", "09 27, 2004", "10 31, 2011"],
+        "reviewerID": ["AFIR1L9BGFEOXW", "AFIR1L9BGFEOXW", "ALEU367CRLY816"],
+        "asin": ["B0001ZRFJV", "B0001ZRFJV", "B0001ZRFJV"],
+        "unixReviewTime": [1203033600, 1255564800, 1236124800],
+        "overall": [5.0, 3.0, 4.0],
+        "reviewTime": ["02 15, 2008", "10 15, 2009", "03 4, 2009"],
     }
     assert small.meta.head(2).to_dict("list") == {
-        "asin": ["B00NUIP28W", "B00B2TNVPF"],
-        "title": ["Dual Batteries Model 9650", "HD Headsets Model 6757"],
-        "categories": [[["Electronics", "Video Games", "Dual Batteries"]], [["Electronics", "Headphones", "HD Headsets"]]],
+        "asin": ["B00ZPV7PDE", "B00PNWT9MY"],
+        "title": ["Travel Headsets Model 6230", "Home Antennas Model 402"],
+        "categories": [[["Electronics", "Television & Video", "Travel Headsets"]],
+                       [["Electronics", "Office Electronics", "Home Antennas"]]],
     }
-    assert int(small.reviews["unixReviewTime"].sum()) == 233730576000
-    assert float(small.reviews["overall"].sum()) == 809.0
+    assert int(small.reviews["unixReviewTime"].sum()) == 234325958400
+    assert float(small.reviews["overall"].sum()) == 779.0
     assert (small.oracle["oracle_test_auc"], small.oracle["popularity_test_auc"],
-            small.oracle["history_bag_test_auc"]) == (0.8825, 0.74125, 0.85875)
+            small.oracle["history_bag_test_auc"], small.oracle["recent_bag_test_auc"]) == (0.9, 0.80875, 0.82, 0.78125)
 
 
 def test_oracle_beats_popularity(data):
     oracle = data.oracle
-    for key in ("oracle_test_auc", "popularity_test_auc", "history_bag_test_auc"):
+    for key in ("oracle_test_auc", "popularity_test_auc", "history_bag_test_auc", "recent_bag_test_auc"):
         assert 0.5 < oracle[key] < 1.0, key
     assert oracle["oracle_test_auc"] > oracle["popularity_test_auc"] + 0.05
     assert oracle["oracle_test_auc"] < 0.99
     assert oracle["n_reviews"] == len(data.reviews)
     assert oracle["n_users"] == N_USERS and oracle["seed"] == SEED
     assert oracle["knobs"]["stickiness"] == synthetic.KNOBS["stickiness"]
+    assert oracle["generator_version"] == synthetic.GENERATOR_VERSION == 2
 
 
-def test_true_next_probability_sums_to_one():
-    knobs = dict(synthetic.KNOBS)
+def test_oracle_beats_the_bag_which_beats_popularity():
+    oracle = generate(3000, 1500, 60, 4).oracle
+    assert oracle["oracle_test_auc"] > oracle["history_bag_test_auc"] + 0.01
+    assert oracle["history_bag_test_auc"] > oracle["popularity_test_auc"] + 0.05
+    assert oracle["recent_bag_test_auc"] > oracle["popularity_test_auc"] + 0.05
+
+
+def test_interest_drift_makes_the_recent_history_say_more():
+    # with a strong drift the last reviews know the current interests better than the whole bag;
+    # without drift they know no more than the whole (longer) bag
+    def recent_gain(drift):
+        oracle = generate(3000, 1500, 60, 4, knobs={"interest_drift": drift}).oracle
+        return oracle["recent_bag_test_auc"] - oracle["history_bag_test_auc"]
+    assert recent_gain(0.6) > 0.01 > recent_gain(0.0) + 0.01
+
+
+def plant(n_users=400, n_items=600, n_cats=20, seed=0, **changes):
+    knobs = {**synthetic.KNOBS, **changes}
+    return synthetic._plant(np.random.default_rng(seed), n_users, n_items, n_cats, 8.78, knobs)
+
+
+def test_review_days_strictly_increase_within_the_window():
+    planted = plant(n_users=3000)
+    first = np.zeros(planted.review_user.size, dtype=bool)
+    first[planted.offsets[:-1]] = True
+    steps = np.diff(planted.review_day)[~first[1:]]
+    assert steps.min() >= 1
+    assert planted.review_day.min() >= synthetic._FIRST_DAY and planted.review_day.max() <= synthetic._LAST_DAY
+    # bursts and breaks are both common: 1-3 day gaps and gaps of a week or more
+    assert 0.4 < (steps <= 3).mean() < 0.6 and 0.4 < (steps >= 7).mean() < 0.6
+    assert np.percentile(steps, 90) > 180
+
+
+def test_heavy_users_are_squeezed_into_the_window():
+    n_reviews = np.array([5, 1000])
+    offsets = np.concatenate([[0], np.cumsum(n_reviews)])
+    knobs = {**synthetic.KNOBS, "session_gap_share": 0.0}      # every gap a long break
+    day, gap = synthetic._review_days(np.random.default_rng(1), n_reviews, offsets, knobs)
+    assert (np.diff(day[5:]) >= 1).all() and (np.diff(day[:5]) >= 1).all()
+    assert day.min() >= synthetic._FIRST_DAY and day.max() <= synthetic._LAST_DAY
+    assert (gap[[0, 5]] == 0).all() and (np.diff(day)[5:] == gap[6:]).all()
+
+
+def test_no_drift_keeps_the_interests_and_full_drift_moves_one_every_review():
+    still = plant(interest_drift=0.0)
+    assert not still.review_drift.any()
+    np.testing.assert_array_equal(still.interest_cat, still.interest_cat_start)
+    moving = plant(interest_drift=1.0)
+    later = np.ones(moving.review_user.size, dtype=bool)
+    later[moving.offsets[:-1]] = False
+    np.testing.assert_array_equal(moving.review_drift, later)       # before every review but the first
+    changed = (moving.interest_cat != moving.interest_cat_start).any(axis=1)
+    assert changed.mean() > 0.9
+    # a drift replaces a category, never adds or removes a slot
+    np.testing.assert_array_equal(moving.interest_cat >= 0, moving.interest_cat_start >= 0)
+
+
+def test_stickiness_decays_with_the_gap():
+    planted = plant(n_users=4000, stickiness=0.6, stickiness_half_life_days=7.0, interest_drift=0.0)
+    follows = np.ones(planted.review_user.size, dtype=bool)
+    follows[planted.offsets[:-1]] = False
+    gap = np.diff(planted.review_day)[follows[1:]]
+    same = (planted.review_cat[1:] == planted.review_cat[:-1])[follows[1:]]
+    after_session, after_break = same[gap <= 3].mean(), same[gap >= 60].mean()
+    assert after_session > after_break + 0.2
+    # a half-life of 0 means a constant stickiness: no difference beyond noise
+    flat = plant(n_users=4000, stickiness=0.6, stickiness_half_life_days=0.0, interest_drift=0.0)
+    np.testing.assert_allclose(flat.review_stickiness[follows], 0.6)
+    gap = np.diff(flat.review_day)[follows[1:]]
+    same = (flat.review_cat[1:] == flat.review_cat[:-1])[follows[1:]]
+    assert abs(same[gap <= 3].mean() - same[gap >= 60].mean()) < 0.03
+
+
+def test_gap_stickiness_formula():
+    knobs = {"stickiness": 0.4, "stickiness_half_life_days": 10.0}
+    np.testing.assert_allclose(synthetic._gap_stickiness(np.array([0, 10, 20]), knobs), [0.4, 0.2, 0.1])
+    knobs["stickiness_half_life_days"] = 0.0
+    np.testing.assert_allclose(synthetic._gap_stickiness(np.array([0, 10, 1000]), knobs), [0.4] * 3)
+
+
+@pytest.mark.parametrize("drift", [0.0, 0.5])
+def test_true_next_probability_sums_to_one(drift):
+    knobs = {**synthetic.KNOBS, "interest_drift": drift}
     n_items, n_cats = 150, 10
     planted = synthetic._plant(np.random.default_rng(0), 50, n_items, n_cats, 8.78, knobs)
     items = np.arange(n_items)
     for user in range(0, 50, 7):
-        rows = slice(planted.offsets[user], planted.offsets[user + 1] - 1)   # history
-        history = planted.review_item[rows]
-        prev_cat = planted.review_cat[planted.offsets[user + 1] - 2]
+        last = planted.offsets[user + 1] - 1
+        history = planted.review_item[planted.offsets[user]:last]
         seen = np.isin(items, history)
         mass = np.bincount(planted.item_cat[np.unique(history)],
                            planted.item_prob[np.unique(history)], minlength=n_cats)
-        prob = synthetic._true_next_prob(planted, knobs, np.full(n_items, user), np.full(n_items, prev_cat),
+        prob = synthetic._true_next_prob(planted, knobs, np.full(n_items, user),
+                                         np.full(n_items, planted.review_cat[last - 1]),
+                                         np.full(n_items, planted.review_stickiness[last]),
                                          items, mass[planted.item_cat], seen)
         assert prob.sum() == pytest.approx(1.0, abs=1e-9)
 
@@ -191,6 +280,25 @@ def test_invalid_arguments(args, setting):
         generate(*args)
 
 
+@pytest.mark.parametrize("knob, value, setting", [
+    ("stickiness", 1.5, "synthetic_stickiness"),
+    ("stickiness", "abc", "synthetic_stickiness"),
+    ("stickiness_half_life_days", -1, "synthetic_stickiness_half_life_days"),
+    ("stickiness_half_life_days", float("nan"), "synthetic_stickiness_half_life_days"),
+    ("interest_drift", -0.1, "synthetic_interest_drift"),
+    ("interest_drift", True, "synthetic_interest_drift"),
+])
+def test_invalid_order_knobs(knob, value, setting):
+    with pytest.raises(InputError, match=re.escape(f"[raw] {setting} must be")):
+        generate(10, 100, 10, 1, knobs={knob: value})
+
+
+def test_infinite_half_life_is_recorded_as_constant():
+    oracle = generate(30, 100, 10, 1, knobs={"stickiness_half_life_days": "inf"}).oracle
+    assert oracle["knobs"]["stickiness_half_life_days"] == 0.0
+    json.dumps(oracle, allow_nan=False)
+
+
 def test_invalid_mean_reviews():
     with pytest.raises(InputError, match="mean_reviews_per_user"):
         generate(10, 100, 10, 1, mean_reviews_per_user=3)
@@ -201,3 +309,46 @@ def test_tiny_item_catalogue_still_leaves_unreviewed_items():
     per_user = small.reviews.groupby("reviewerID")["asin"].nunique()
     assert per_user.max() <= 5
     assert small.reviews.groupby("reviewerID").size().min() >= 5
+
+
+ORDER_SETTINGS = {"synthetic_stickiness": "0.3", "synthetic_stickiness_half_life_days": "5",
+                  "synthetic_interest_drift": "0.05"}
+
+
+def raw_fingerprint(**raw):
+    with luigi_settings(raw={"source": "synthetic", **raw}):
+        return Settings.current().raw_fingerprint()
+
+
+def test_each_order_setting_changes_the_raw_fingerprint():
+    base = raw_fingerprint(**ORDER_SETTINGS)
+    assert raw_fingerprint(**ORDER_SETTINGS) == base
+    for setting in ORDER_SETTINGS:
+        changed = dict(ORDER_SETTINGS, **{setting: "0.11"})
+        assert raw_fingerprint(**changed) != base, setting
+    # "inf" and "0" both mean a constant stickiness: the same data, the same fingerprint
+    assert (raw_fingerprint(**dict(ORDER_SETTINGS, synthetic_stickiness_half_life_days="inf"))
+            == raw_fingerprint(**dict(ORDER_SETTINGS, synthetic_stickiness_half_life_days="0")))
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("synthetic_stickiness", "high"),
+    ("synthetic_stickiness", "1.2"),
+    ("synthetic_stickiness_half_life_days", "-3"),
+    ("synthetic_interest_drift", "2"),
+])
+def test_a_bad_order_setting_in_raw_is_one_clear_line(tmp_path, setting, value):
+    ok, lines = build_and_capture(Preprocess(), paths={"data_dir": tmp_path / "data"},
+                                  raw={"source": "synthetic", setting: value})
+    assert not ok
+    assert_one_clear_line(lines, re.escape(f"[raw] {setting} must be ") + ".*" + re.escape(f"got '{value}'"))
+    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").rglob("*.pkl"))
+
+
+def test_prepare_raw_writes_the_configured_knobs(tmp_path):
+    with luigi_settings(paths={"data_dir": tmp_path / "data"},
+                        raw={"source": "synthetic", "synthetic_users": "40", "synthetic_items": "80",
+                             "synthetic_categories": "5", **ORDER_SETTINGS}):
+        assert luigi.build([PrepareRaw()], local_scheduler=True, log_level="WARNING")
+    knobs = json.loads((tmp_path / "data" / "raw" / "oracle.json").read_text())["knobs"]
+    assert (knobs["stickiness"], knobs["stickiness_half_life_days"], knobs["interest_drift"]) == (0.3, 5.0, 0.05)
