@@ -1,8 +1,9 @@
 """Training parameters: the `[train]` settings as a validated dataclass, and the run id.
 
-`TrainParams` mirrors the `train` section of pipeline/config.py name for name (plus
-`maxlen`, `jit_compile` and the model options after them, which have no config entry yet;
-benchmarks/train.py's `reference` preset uses them to build the reference DIN's model function). `validate()` raises
+`TrainParams` mirrors the `train` section of pipeline/config.py name for name, plus `maxlen`,
+`jit_compile` and the reference-model options (attention_activation ... l2_weights), which have
+no config entry: benchmarks/train.py's `reference` preset uses them to build the reference DIN's
+model function. `validate()` raises
 `InputError` naming the setting the way a user writes it (`[train] batch_size`).
 `run_id` hashes every parameter together with the TFRecord fingerprint, so a changed
 parameter or changed shards give a new run directory.
@@ -135,8 +136,9 @@ def parse_hidden_sizes(name: str, text: str) -> tuple[int, ...]:
 
 
 def parse_sequence_features(text: str) -> tuple[str, ...]:
-    """'recency,last_item' -> ('recency', 'last_item'); empty or 'none' means none."""
-    names = tuple(part.strip() for part in str(text).split(",") if part.strip() and part.strip() != "none")
+    """'recency,last_item' (or 'recency+last_item') -> ('recency', 'last_item'); empty or 'none' means none."""
+    parts = str(text).replace("+", ",").split(",")
+    names = tuple(part.strip() for part in parts if part.strip() and part.strip() != "none")
     unknown = [name for name in names if name not in SEQUENCE_FEATURES]
     _require(not unknown and len(set(names)) == len(names), "sequence_features",
              f"comma-separated names out of {', '.join(SEQUENCE_FEATURES)} (or none), each once", text)

@@ -71,7 +71,8 @@ def test_each_feature_adds_its_weights_and_keeps_one_logit_per_sample(features):
     assert ("recency_embedding_embeddings" in names) == ("recency" in features)
     assert ("time_gap_embedding_embeddings" in names) == ("time_gap" in features)
     assert model.named_weights()["attention_hidden_dense0_kernel"].shape[0] == 4 * 8
-    width = 8 * (1 + 1 + ("last_item" in features))  # interest, target, most recent entry
+    # interest and target (8 each); the most recent entry (8) and its category's product with the target's (4)
+    width = 16 + 12 * ("last_item" in features)
     assert model.named_weights()["mlp_dense0_kernel"].shape[0] == width
 
 
@@ -134,11 +135,16 @@ def test_the_most_recent_entry_is_the_last_real_one_with_its_gap():
                 "hist_cate": tf.constant([[1, 2, 0], [3, 0, 0], [0, 0, 0]]),
                 "hist_gap": tf.constant([[9 * DAY, 2 * DAY, 0], [HOUR, 0, 0], [0, 0, 0]])}
     mask = features["hist_item"] > 0
-    latest = model._most_recent_entry(model.history_ids(features, mask), mask).numpy()
+    target = model.embed(tf.constant([4, 4, 4]), tf.constant([2, 5, 2]))
+    latest, product = [part.numpy() for part in model._most_recent_entry(model.history_ids(features, mask), mask,
+                                                                          target)]
     expected = model.embed_history({"item": tf.constant([9, 7]), "cate": tf.constant([2, 3]),
                                     "gap": time_gap_buckets(tf.constant([2 * DAY, HOUR]))}).numpy()
     np.testing.assert_allclose(latest[:2], expected, rtol=1e-6)
+    categories = model.cate_embedding.embeddings.numpy()
+    np.testing.assert_allclose(product[:2], categories[[2, 3]] * categories[[2, 5]], rtol=1e-6)
     np.testing.assert_array_equal(latest[2], 0.0)  # no history: zeros
+    np.testing.assert_array_equal(product[2], 0.0)
 
 
 @pytest.mark.parametrize("capacity", [HistoryCapacity(1.0, 0.0, 5), HistoryCapacity(4.0, 2.0, 5)],
