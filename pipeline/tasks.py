@@ -35,9 +35,11 @@ from pipeline.synthetic import write_raw
 from pipeline.tfrecord_io import SAMPLES_FORMAT_VERSION, write_samples_tfrecord
 
 
-# Sample tables are large, written once and read once: plain snappy pages write
-# ~35% faster than zstd with dictionaries (measured on a 276k-row shard).
-SAMPLE_PARQUET_OPTIONS = {"compression": "snappy", "use_dictionary": False}
+# Sample tables are large, written once and read once, so they are written for speed:
+# plain pages, no compression. Snappy (used before hist_gap) shrank them by a third but,
+# with hist_gap's near-random seconds added, made stage 1 ~10% slower in CPU (benchmarks/
+# preprocess.py, Electronics scale); uncompressed they are the size of their TFRecords.
+SAMPLE_PARQUET_OPTIONS = {"compression": "none", "use_dictionary": False}
 
 
 @contextlib.contextmanager
