@@ -36,9 +36,10 @@ from pipeline.tfrecord_io import SAMPLES_FORMAT_VERSION, write_samples_tfrecord
 
 
 # Sample tables are large, written once and read once, so they are written for speed:
-# plain pages, no compression. Snappy (used before hist_gap) shrank them by a third but,
-# with hist_gap's near-random seconds added, made stage 1 ~10% slower in CPU (benchmarks/
-# preprocess.py, Electronics scale); uncompressed they are the size of their TFRecords.
+# plain pages, no compression. Snappy (used until hist_gap came) saves a third, but with
+# hist_gap's near-random seconds it cost 12% more stage-1 CPU than this (benchmarks/
+# preprocess.py, Electronics scale, 4 alternating rounds: 8.46 vs 7.54 s). Uncompressed,
+# they are about the size of their TFRecords. (zstd with dictionaries was slower still.)
 SAMPLE_PARQUET_OPTIONS = {"compression": "none", "use_dictionary": False}
 
 
