@@ -21,11 +21,14 @@ import tensorflow as tf
 from din_common.errors import InputError
 from din_model.compat import options_without_autotune, rebatch
 
-FEATURE_NAMES = ("hist_item", "hist_cate", "target_item", "target_cate", "user_id")
+FEATURE_NAMES = ("hist_item", "hist_cate", "hist_gap", "target_item", "target_cate", "user_id")
 PER_SAMPLE_FIELDS = ("hist_len", "target_item", "target_cate", "user_id", "label")
-HISTORY_FIELDS = ("hist_item", "hist_cate")
+HISTORY_FIELDS = ("hist_item", "hist_cate", "hist_gap")
 SPLITS = ("train", "val", "test")
 SPEC_KEYS = ("maxlen", "prebatch", "n_items", "n_cats", "n_users", "splits")
+# The oldest sample layout this reader understands: 2 added hist_gap (pipeline.tfrecord_io.SAMPLES_FORMAT_VERSION;
+# not imported, so stage 2 does not depend on stage 1's modules).
+MIN_FORMAT_VERSION = 2
 # Decoding errors a damaged shard raises while it is read.
 SHARD_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError)
 
@@ -49,8 +52,19 @@ def load_spec(spec: str | Path | dict) -> dict:
     missing = [key for key in SPEC_KEYS if key not in loaded]
     if missing:
         raise InputError(f"{source}: feature spec lacks {missing}; expected the keys of data/README.md")
+    check_format_version(loaded, source)
     check_shards_match_spec(loaded)
     return loaded
+
+
+def check_format_version(spec: dict, source: Any) -> None:
+    """Shards of an older sample layout lack features the reader parses: refuse them up front."""
+    version = spec.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < MIN_FORMAT_VERSION:
+        found = "has no format_version" if version is None else f"has format_version {version!r}"
+        raise InputError(f"{source} {found}, expected {MIN_FORMAT_VERSION} or later: its shards predate hist_gap "
+                         "(each history entry's time gap to the target); rerun `luigi --module pipeline Preprocess` "
+                         "to rebuild them")
 
 
 def check_shards_match_spec(spec: dict) -> None:
@@ -148,8 +162,8 @@ def make_dataset(spec: str | Path | dict, split: str, batch_size: int, *, shuffl
                  seed: int = 0, drop_remainder: bool = False, maxlen: int | None = None,
                  file_shard: tuple[int, int] | None = None, repeat: bool = False,
                  records_per_parse: int | None = None) -> tf.data.Dataset:
-    """Batches `(features, label)` of `split`: features hist_item/hist_cate `[B, L]`, target_item,
-    target_cate, user_id `[B]` (int32), label `[B]` float32.
+    """Batches `(features, label)` of `split`: features hist_item/hist_cate/hist_gap `[B, L]`,
+    target_item, target_cate, user_id `[B]` (int32), label `[B]` float32.
 
     `file_shard=(index, count)` keeps every count-th file (one worker's part).
     `maxlen` below the shards' maxlen keeps the most recent entries.

@@ -4,7 +4,8 @@ PATH is a parquet file, a TFRecord shard, or a directory of them (e.g.
 `data/sequences` or `data/sequences/train`). Prints the schema, the row count
 and the first rows (saying which file and split they come from: a directory's
 files are read train, val, test); for sample tables also the history-length
-histogram and the label balance per split.
+histogram, the time gaps from history entries to the target, and the label
+balance per split.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import pyarrow.parquet as pq
 from din_common.errors import InputError
 
 HISTORY_BUCKETS = (1, 2, 3, 4, 5, 6, 11, 21, 41)  # lower edges
+GAP_QUANTILES = (0.1, 0.5, 0.9)
+SECONDS_PER_DAY = 86400
 SPLIT_ORDER = ("train", "val", "test")
 
 
@@ -70,6 +73,15 @@ def history_histogram(table: pa.Table) -> dict[str, int]:
     return dict(zip(labels, counts.tolist()))
 
 
+def gap_quantiles_days(table: pa.Table) -> dict[str, list[float]]:
+    """Quantiles (GAP_QUANTILES) of hist_gap in days: of each sample's most recent entry, and of all entries."""
+    from pipeline.tfrecord_io import history_arrays
+    offsets, gaps = history_arrays(table, "hist_gap")
+    most_recent = gaps[offsets[1:][offsets[1:] > offsets[:-1]] - 1]
+    return {name: (np.quantile(values, GAP_QUANTILES) / SECONDS_PER_DAY).round(1).tolist() if len(values) else []
+            for name, values in (("most recent entry", most_recent), ("all entries", gaps))}
+
+
 def describe(path: Path, rows: int = 5, out=sys.stdout) -> None:
     files = table_files(path)
     tables = [read_table(f) for f in files]
@@ -84,6 +96,11 @@ def describe(path: Path, rows: int = 5, out=sys.stdout) -> None:
         print("history length histogram:", file=out)
         for bucket, count in history_histogram(table).items():
             print(f"  {bucket:>6}: {count}", file=out)
+        if "hist_gap" in table.column_names:
+            labels = "/".join(f"p{round(q * 100)}" for q in GAP_QUANTILES)
+            print(f"history time gap to the target, days ({labels}):", file=out)
+            for name, quantiles in gap_quantiles_days(table).items():
+                print(f"  {name}: {' / '.join(str(q) for q in quantiles) or 'none'}", file=out)
         print("label balance per split:", file=out)
         by_split: dict[str, list[int]] = {}
         for file, part in zip(files, tables):

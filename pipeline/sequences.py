@@ -4,6 +4,8 @@ For a user with reviews p_1..p_n in time order, each i = 2..n gives a positive
 (history p_1..p_{i-1}, last `maxlen` kept, target p_i, label 1) and a negative
 (same history, a target the user never reviewed, label 0). i = n goes to test,
 i = n-1 to val, the rest to train. Users go to shard user_id % num_shards.
+Each history entry also carries `hist_gap`: the seconds from its review to the
+sample's event (the review p_i; its negative shares that time).
 
 Everything is vectorised over the shard's reviews. Negatives come from a
 counter-based hash of (seed, user_id, position, attempt) rather than a stateful
@@ -20,6 +22,7 @@ from pipeline.tfrecord_io import samples_table
 
 SPLITS = ("train", "val", "test")
 _MAX_NEGATIVE_ROUNDS = 1000
+_MAX_GAP = np.int64(2**31 - 1)  # hist_gap is int32 seconds (~68 years)
 
 
 def shard_rows(user_id: np.ndarray, num_shards: int, shard: int) -> np.ndarray:
@@ -72,12 +75,25 @@ def _history_index(sample_rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return starts + (np.arange(total) - first)
 
 
-def build_shard_samples(user_id: np.ndarray, item_id: np.ndarray, cate_id: np.ndarray,
+def history_gaps(ts: np.ndarray, event_rows: np.ndarray, lengths: np.ndarray, history: np.ndarray) -> np.ndarray:
+    """Seconds from each history review to its sample's event, clipped to int32 [0, 2**31 - 1].
+
+    `history` holds the review indices of the events' histories, `lengths[k]` of them for
+    `event_rows[k]`, as `_history_index` lays them out. Reviews sorted by (user_id, ts)
+    give gaps >= 0; the clip keeps a hand-made table with decreasing times from wrapping.
+    """
+    ts = np.asarray(ts, dtype=np.int64)
+    gaps = np.repeat(ts[event_rows], lengths) - ts[history]
+    return np.clip(gaps, 0, _MAX_GAP).astype(np.int32)
+
+
+def build_shard_samples(user_id: np.ndarray, item_id: np.ndarray, cate_id: np.ndarray, ts: np.ndarray,
                         item_cate: np.ndarray, *, n_items: int, maxlen: int, seed: int,
                         shard: int = 0) -> dict[str, pa.Table]:
     """Samples of one shard's reviews, which must be sorted by (user_id, ts) and hold whole users.
 
-    `item_cate[item_id]` is the category of an item (index 0 unused).
+    `ts` is each review's time in int64 seconds. `item_cate[item_id]` is the category
+    of an item (index 0 unused).
     Returns one table per split, rows shuffled with a seed derived from (seed, shard, split).
     """
     n = len(user_id)
@@ -101,6 +117,7 @@ def build_shard_samples(user_id: np.ndarray, item_id: np.ndarray, cate_id: np.nd
         negs = negatives[split_of_row == split_index]
         lengths = np.minimum(position[rows], maxlen)
         history = _history_index(rows, lengths)
+        gaps = history_gaps(ts, rows, lengths, history)
         # Positive and negative of one event share a history; emit both then shuffle.
         both = np.concatenate([np.arange(len(rows)), np.arange(len(rows))])
         targets = np.concatenate([item_id[rows], negs])
@@ -114,6 +131,7 @@ def build_shard_samples(user_id: np.ndarray, item_id: np.ndarray, cate_id: np.nd
             "hist_len": hist_len,
             "hist_item": item_id[history][gather],
             "hist_cate": cate_id[history][gather],
+            "hist_gap": gaps[gather],
             "target_item": targets[order],
             "target_cate": item_cate[targets[order]],
             "label": labels[order],

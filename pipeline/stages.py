@@ -15,7 +15,8 @@ from din_common.errors import InputError
 from pipeline.fingerprint import combine, file_digest
 
 # Bump when a stage's output format or algorithm changes, so old outputs rebuild.
-FORMAT_VERSIONS = {"remap": 1, "sequences": 1, "tfrecords": 2}
+# sequences 2 / tfrecords 3: samples carry hist_gap (tfrecord_io.SAMPLES_FORMAT_VERSION 2).
+FORMAT_VERSIONS = {"remap": 1, "sequences": 2, "tfrecords": 3}
 SPLITS = ("train", "val", "test")
 GENERATED_SOURCES = ("synthetic", "amazon-json", "remap-pickle")
 

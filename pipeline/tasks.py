@@ -32,12 +32,15 @@ from pipeline.remap import remap_ids
 from pipeline.sequences import build_shard_samples
 from pipeline.stages import GENERATED_SOURCES, SPLITS, Settings, missing_input_error
 from pipeline.synthetic import write_raw
-from pipeline.tfrecord_io import write_samples_tfrecord
+from pipeline.tfrecord_io import SAMPLES_FORMAT_VERSION, write_samples_tfrecord
 
 
-# Sample tables are large, written once and read once: plain snappy pages write
-# ~35% faster than zstd with dictionaries (measured on a 276k-row shard).
-SAMPLE_PARQUET_OPTIONS = {"compression": "snappy", "use_dictionary": False}
+# Sample tables are large, written once and read once, so they are written for speed:
+# plain pages, no compression. Snappy (used until hist_gap came) saves a third, but with
+# hist_gap's near-random seconds it cost 12% more stage-1 CPU than this (benchmarks/
+# preprocess.py, Electronics scale, 4 alternating rounds: 8.46 vs 7.54 s). Uncompressed,
+# they are about the size of their TFRecords. (zstd with dictionaries was slower still.)
+SAMPLE_PARQUET_OPTIONS = {"compression": "none", "use_dictionary": False}
 
 
 @contextlib.contextmanager
@@ -290,7 +293,7 @@ def _read_remap_for_shard(settings: Settings, shard: int) -> dict[str, np.ndarra
     memory follows its shard, not the data set.
     """
     tables = settings.remap_tables()
-    kept = {name: [] for name in ("user_id", "item_id", "cate_id")}
+    kept = {name: [] for name in ("user_id", "item_id", "cate_id", "ts")}
     for batch in pq.ParquetFile(tables["reviews"]).iter_batches(REVIEW_READ_BATCH, columns=list(kept)):
         user_id = batch.column(0).to_numpy()
         rows = np.flatnonzero(user_id % settings.num_shards == shard)
@@ -351,8 +354,9 @@ class BuildSequences(ShardTask):
         self.report(f"building samples of shard {self.shard}", 10)
         remap = _read_remap_for_shard(settings, self.shard)
         n_items = len(remap["item_cate"]) - 1
-        tables = build_shard_samples(remap["user_id"], remap["item_id"], remap["cate_id"], remap["item_cate"],
-                                     n_items=n_items, maxlen=settings.maxlen, seed=settings.seed, shard=self.shard)
+        tables = build_shard_samples(remap["user_id"], remap["item_id"], remap["cate_id"], remap["ts"],
+                                     remap["item_cate"], n_items=n_items, maxlen=settings.maxlen,
+                                     seed=settings.seed, shard=self.shard)
         self.report(f"writing samples of shard {self.shard}", 60)
         for split, path in self.files().items():
             write_parquet_atomic(tables[split], path, **SAMPLE_PARQUET_OPTIONS)
@@ -429,7 +433,7 @@ class Preprocess(ManifestTask):
                 splits[split]["files"].append(str(path.relative_to(settings.tfrecords_dir)))
         n_rows = {name: pq.read_metadata(path).num_rows for name, path in settings.remap_tables().items()}
         self._remove_outputs_of_other_shard_counts(settings)
-        self.write_manifest(format_version=1, maxlen=settings.maxlen, prebatch=settings.prebatch,
+        self.write_manifest(format_version=SAMPLES_FORMAT_VERSION, maxlen=settings.maxlen, prebatch=settings.prebatch,
                             num_shards=settings.num_shards, seed=settings.seed, n_items=n_rows["items"],
                             n_cats=n_rows["categories"], n_users=n_rows["users"], splits=splits)
 

@@ -21,8 +21,11 @@ from din_common.errors import InputError
 
 # Order of the features inside each Example. Fixed so equal samples give equal bytes.
 PER_SAMPLE_FIELDS = ("hist_len", "target_item", "target_cate", "user_id", "label")
-HISTORY_FIELDS = ("hist_item", "hist_cate")
-SAMPLE_COLUMNS = ("user_id", "hist_item", "hist_cate", "target_item", "target_cate", "label")
+HISTORY_FIELDS = ("hist_item", "hist_cate", "hist_gap")
+SAMPLE_COLUMNS = ("user_id", "hist_item", "hist_cate", "hist_gap", "target_item", "target_cate", "label")
+# The sample layout (these columns and features) that feature_spec.json's `format_version` names.
+# 2: histories carry hist_gap. Stage 2 refuses shards of an older layout.
+SAMPLES_FORMAT_VERSION = 2
 
 _LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
@@ -90,7 +93,7 @@ def _int32_column(table: pa.Table, name: str) -> np.ndarray:
     return table.column(name).combine_chunks().to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
 
 
-def _history_arrays(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
+def history_arrays(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(offsets, flat values) of a list<int32> column, offsets rebased to 0."""
     array = table.column(name).combine_chunks()
     offsets = array.offsets.to_numpy().astype(np.int64)
@@ -100,17 +103,20 @@ def _history_arrays(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]
 
 def iter_prebatches(table: pa.Table, prebatch: int) -> Iterator[bytes]:
     """Serialised Examples of `prebatch` consecutive rows each (the last may be short)."""
-    per_sample = {name: _int32_column(table, name) for name in ("target_item", "target_cate", "user_id", "label")}
-    hist_offsets, hist_item = _history_arrays(table, "hist_item")
-    cate_offsets, hist_cate = _history_arrays(table, "hist_cate")
-    if not np.array_equal(hist_offsets, cate_offsets):
-        raise ValueError("hist_item and hist_cate have different lengths in some row")
-    hist_len = np.diff(hist_offsets).astype(np.int32)
+    per_sample = {name: _int32_column(table, name) for name in PER_SAMPLE_FIELDS[1:]}
+    hist_offsets, history = None, {}
+    for name in HISTORY_FIELDS:
+        offsets, history[name] = history_arrays(table, name)
+        if hist_offsets is None:
+            hist_offsets = offsets
+        elif not np.array_equal(hist_offsets, offsets):
+            raise ValueError(f"{HISTORY_FIELDS[0]} and {name} have different lengths in some row")
+    per_sample["hist_len"] = np.diff(hist_offsets).astype(np.int32)
     for start in range(0, table.num_rows, prebatch):
         stop = min(start + prebatch, table.num_rows)
         lo, hi = hist_offsets[start], hist_offsets[stop]
         columns = {name: values[start:stop] for name, values in per_sample.items()}
-        columns.update(hist_len=hist_len[start:stop], hist_item=hist_item[lo:hi], hist_cate=hist_cate[lo:hi])
+        columns.update({name: values[lo:hi] for name, values in history.items()})
         yield encode_prebatch(columns)
 
 
@@ -206,11 +212,5 @@ def samples_table(columns: dict[str, np.ndarray]) -> pa.Table:
     np.cumsum(columns["hist_len"], out=offsets[1:])
     history = {name: pa.ListArray.from_arrays(pa.array(offsets), pa.array(columns[name], pa.int32()))
                for name in HISTORY_FIELDS}
-    return pa.table({
-        "user_id": pa.array(columns["user_id"], pa.int32()),
-        "hist_item": history["hist_item"],
-        "hist_cate": history["hist_cate"],
-        "target_item": pa.array(columns["target_item"], pa.int32()),
-        "target_cate": pa.array(columns["target_cate"], pa.int32()),
-        "label": pa.array(columns["label"], pa.int32()),
-    })
+    return pa.table({name: history[name] if name in history else pa.array(columns[name], pa.int32())
+                     for name in SAMPLE_COLUMNS})

@@ -3,7 +3,8 @@
 Written with `tf.train.Example` directly from data/README.md, independently of the
 stage-1 writer, so the reader is checked against the documented layout itself.
 `random_samples` draws Amazon-like samples (geometric history lengths) whose label is
-learnable by attention: positive iff the target's category occurs in the history.
+learnable by attention: positive iff the target's category occurs in the history; their
+`hist_gap` grows from the most recent entry back (days to months between reviews).
 `RecordingNpuDevice` is the old name of the Ascend adapter stand-in (now `tests.npu_standin`).
 """
 from __future__ import annotations
@@ -22,9 +23,17 @@ def category_of(items: np.ndarray, n_cats: int) -> np.ndarray:
     return (items % n_cats + 1).astype(np.int32)
 
 
+MEAN_REVIEW_INTERVAL_S = 30 * 86400
+
+
+def gaps_before_target(intervals: np.ndarray) -> np.ndarray:
+    """hist_gap of one history whose consecutive reviews (and the target) are `intervals` seconds apart."""
+    return np.cumsum(intervals[::-1])[::-1].astype(np.int32)
+
+
 def random_samples(n: int, *, maxlen: int = 10, n_items: int = 50, n_cats: int = 5, n_users: int = 20,
                    mean_history: float = 4.0, seed: int = 0) -> dict:
-    """A dict of columns: user_id, target_item, target_cate, label [n] and hist_item/hist_cate (lists)."""
+    """A dict of columns: user_id, target_item, target_cate, label [n] and hist_item/hist_cate/hist_gap (lists)."""
     rng = np.random.default_rng(seed)
     lengths = np.minimum(rng.geometric(1.0 / mean_history, size=n), maxlen).astype(np.int32)
     flat_items = rng.integers(1, n_items + 1, size=int(lengths.sum()), dtype=np.int32)
@@ -35,10 +44,14 @@ def random_samples(n: int, *, maxlen: int = 10, n_items: int = 50, n_cats: int =
     rows = np.repeat(np.arange(n), lengths)
     seen = np.zeros(n, dtype=bool)
     np.logical_or.at(seen, rows, category_of(flat_items, n_cats) == target_cate[rows])
+    user_id = rng.integers(1, n_users + 1, size=n, dtype=np.int32)
+    # Drawn last, so the other columns are what they were before hist_gap existed.
+    intervals = rng.exponential(MEAN_REVIEW_INTERVAL_S, size=int(lengths.sum())).astype(np.int64) + 1
     return {
-        "user_id": rng.integers(1, n_users + 1, size=n, dtype=np.int32),
+        "user_id": user_id,
         "hist_item": hist_item,
         "hist_cate": [category_of(items, n_cats) for items in hist_item],
+        "hist_gap": [gaps_before_target(intervals[offsets[i]:offsets[i + 1]]) for i in range(n)],
         "target_item": target_item,
         "target_cate": target_cate,
         "label": seen.astype(np.int32),
@@ -59,7 +72,7 @@ def prebatch_example(samples: dict) -> bytes:
     lengths = np.array([len(h) for h in samples["hist_item"]], dtype=np.int32)
     feature = {"size": tf.train.Feature(int64_list=tf.train.Int64List(value=[len(lengths)])),
                "hist_len": _bytes_feature(lengths)}
-    for name in ("hist_item", "hist_cate"):
+    for name in ("hist_item", "hist_cate", "hist_gap"):
         flat = np.concatenate(samples[name]) if len(lengths) else np.zeros(0, np.int32)
         feature[name] = _bytes_feature(flat)
     for name in ("target_item", "target_cate", "user_id", "label"):
@@ -95,7 +108,7 @@ def write_fixture(root: str | Path, splits: dict[str, dict], *, maxlen: int = 10
             records += write_shard(tfrecords / name, take_rows(samples, rows), prebatch)
             files.append(name)
         spec_splits[split] = {"samples": len(samples["label"]), "records": records, "files": files}
-    spec = {"format_version": 1, "maxlen": maxlen, "prebatch": prebatch, "num_shards": num_shards,
+    spec = {"format_version": 2, "maxlen": maxlen, "prebatch": prebatch, "num_shards": num_shards,
             "n_items": n_items, "n_cats": n_cats, "n_users": n_users, "splits": spec_splits,
             "fingerprint": fingerprint}
     spec_path = tfrecords / "feature_spec.json"

@@ -18,11 +18,18 @@ CATEGORIES = ["Audio", "Cam", "TV"]
 USERS = ["u_a", "u_b", "u_c", "u_d"]
 # (user_id, item_id) in (user_id, ts) order, stable on ties
 REMAPPED_REVIEWS = [(1, 1), (1, 3), (1, 2), (2, 1), (2, 2), (2, 2), (3, 3), (4, 4), (4, 5), (4, 4), (4, 5), (4, 1)]
+REMAPPED_TS = [10, 20, 20, 10, 20, 30, 7, 1, 2, 3, 4, 5]
 
 # Positives with maxlen = 2: (user_id, history, target_item) per split.
 POSITIVES_MAXLEN_2 = {
     "train": {(4, (4,), 5), (4, (4, 5), 4)},
     "val": {(1, (1,), 3), (2, (1,), 2), (4, (5, 4), 5)},
     "test": {(1, (1, 3), 2), (2, (1, 2), 2), (4, (4, 5), 1)},
+}
+# hist_gap of those samples: seconds from each history review to the target's review.
+GAPS_MAXLEN_2 = {
+    (4, (4,), 5): (1,), (4, (4, 5), 4): (2, 1),
+    (1, (1,), 3): (10,), (2, (1,), 2): (10,), (4, (5, 4), 5): (2, 1),
+    (1, (1, 3), 2): (10, 0), (2, (1, 2), 2): (20, 10), (4, (4, 5), 1): (2, 1),
 }
 REVIEWED = {1: {1, 2, 3}, 2: {1, 2}, 3: {3}, 4: {1, 4, 5}}

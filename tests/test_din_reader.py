@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tests.din_fixtures import random_samples, write_fixture
-from din_model.reader import batch_signature, iterate_checked, load_spec, make_dataset, split_files
+from din_model.reader import FEATURE_NAMES, batch_signature, iterate_checked, load_spec, make_dataset, split_files
 from din_model.compat import autotune_enabled
 from din_common.errors import InputError
 
@@ -29,13 +29,16 @@ def collect(dataset):
     return batches, features, labels
 
 
+HISTORIES = ("hist_item", "hist_cate", "hist_gap")
+
+
 def expected_row(samples, key, maxlen):
+    """The padded histories (one row per name in HISTORIES) and per-sample values of sample `key`."""
     index = key - 1
-    history = samples["hist_item"][index][-maxlen:]
-    categories = samples["hist_cate"][index][-maxlen:]
-    padded = np.zeros((2, maxlen), np.int32)
-    padded[0, :len(history)] = history
-    padded[1, :len(categories)] = categories
+    padded = np.zeros((len(HISTORIES), maxlen), np.int32)
+    for row, name in enumerate(HISTORIES):
+        kept = samples[name][index][-maxlen:]
+        padded[row, :len(kept)] = kept
     return padded, samples["label"][index], samples["user_id"][index], samples["target_cate"][index]
 
 
@@ -46,13 +49,47 @@ def test_every_sample_once_with_padding_and_truncation(fixture, batch_size, maxl
     length = maxlen or 6
     assert sorted(features["target_item"].tolist()) == list(range(1, N_SAMPLES + 1))
     assert all(int(label.shape[0]) == batch_size for _, label in batches[:-1])
-    assert features["hist_item"].shape == (N_SAMPLES, length)
-    assert labels.dtype == np.float32 and features["hist_item"].dtype == np.int32
+    assert sorted(features) == sorted(FEATURE_NAMES)
+    for name in HISTORIES:
+        assert features[name].shape == (N_SAMPLES, length) and features[name].dtype == np.int32
+    assert labels.dtype == np.float32
     for row, key in enumerate(features["target_item"]):
         padded, label, user, cate = expected_row(samples, key, length)
-        np.testing.assert_array_equal(features["hist_item"][row], padded[0])
-        np.testing.assert_array_equal(features["hist_cate"][row], padded[1])
+        for index, name in enumerate(HISTORIES):
+            np.testing.assert_array_equal(features[name][row], padded[index])
         assert (labels[row], features["user_id"][row], features["target_cate"][row]) == (label, user, cate)
+
+
+def test_hist_gap_is_aligned_with_hist_item_and_zero_on_padding(fixture):
+    spec_path, samples = fixture
+    _, features, _ = collect(make_dataset(spec_path, "train", 32, maxlen=2))
+    # Samples found by their key: their last two entries, most recent last, then padding.
+    for key in (1, 2, 3):
+        row = features["target_item"].tolist().index(key)
+        padding = [0] * (2 - len(samples["hist_item"][key - 1][-2:]))
+        for name in ("hist_item", "hist_gap"):
+            assert features[name][row].tolist() == samples[name][key - 1][-2:].tolist() + padding
+    present = features["hist_item"] > 0
+    assert (features["hist_gap"][~present] == 0).all()
+    # The fixture's gaps grow towards the oldest entry, so the kept (most recent) ones are the smallest.
+    full = [g for g in samples["hist_gap"] if len(g) > 2]
+    assert full and all(g[0] > g[-1] > 0 for g in full)
+
+
+def test_spec_of_shards_without_hist_gap_is_refused(fixture, tmp_path):
+    spec = json.loads(fixture[0].read_text())
+    for version in (1, None):
+        old = {key: value for key, value in spec.items() if key != "format_version"}
+        if version is not None:
+            old["format_version"] = version
+        path = tmp_path / "feature_spec.json"
+        path.write_text(json.dumps(old))
+        found = "format_version 1" if version else "no format_version"
+        with pytest.raises(InputError, match=f"feature_spec.json has {found}, expected 2 or later: its shards "
+                                             r"predate hist_gap .*rerun `luigi --module pipeline Preprocess`"):
+            load_spec(path)
+        with pytest.raises(InputError, match="predate hist_gap"):
+            make_dataset({**old, "_dir": str(fixture[0].parent)}, "train", 8)
 
 
 def test_drop_remainder_gives_static_full_batches(fixture):

@@ -29,7 +29,7 @@ def test_reviews_sorted_by_user_then_time_stably(result):
     assert list(zip(reviews.column("user_id").to_pylist(), reviews.column("item_id").to_pylist())) == fx.REMAPPED_REVIEWS
     item_cate = {item_id: cate_id for item_id, cate_id in fx.ITEMS.values()}
     assert reviews.column("cate_id").to_pylist() == [item_cate[i] for _, i in fx.REMAPPED_REVIEWS]
-    assert reviews.column("ts").to_pylist() == [10, 20, 20, 10, 20, 30, 7, 1, 2, 3, 4, 5]
+    assert reviews.column("ts").to_pylist() == fx.REMAPPED_TS
 
 
 def test_unknown_asins_are_dropped_and_counted(result):

@@ -2,6 +2,7 @@
 import io
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -13,7 +14,7 @@ from tests import stage1_fixtures as fx
 
 def remapped_arrays():
     result = remap_ids(fx.REVIEWS, fx.META)
-    columns = {name: result.reviews.column(name).to_numpy() for name in ("user_id", "item_id", "cate_id")}
+    columns = {name: result.reviews.column(name).to_numpy() for name in ("user_id", "item_id", "cate_id", "ts")}
     item_cate = np.concatenate([[0], result.items.column("cate_id").to_numpy()]).astype(np.int32)
     return columns, item_cate
 
@@ -22,7 +23,7 @@ def build(maxlen=2, seed=3, num_shards=1, shard=0):
     columns, item_cate = remapped_arrays()
     rows = shard_rows(columns["user_id"], num_shards, shard)
     return build_shard_samples(columns["user_id"][rows], columns["item_id"][rows], columns["cate_id"][rows],
-                               item_cate, n_items=5, maxlen=maxlen, seed=seed, shard=shard)
+                               columns["ts"][rows], item_cate, n_items=5, maxlen=maxlen, seed=seed, shard=shard)
 
 
 def rows_of(table):
@@ -40,6 +41,51 @@ def test_sample_counts_per_user_follow_the_protocol():
     tables = build()
     # n=3 users: 0 train, 2 val, 2 test; n=5 user: 4 train, 2 val, 2 test; n=1 user: nothing.
     assert {split: t.num_rows for split, t in tables.items()} == {"train": 4, "val": 6, "test": 6}
+
+
+def samples_with_gaps(table):
+    """(user_id, history, target_item, label) -> hist_gap of each row."""
+    return {(r["user_id"], tuple(r["hist_item"]), r["target_item"], r["label"]): tuple(r["hist_gap"])
+            for r in table.to_pylist()}
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_gaps_of_the_remapped_fixture_are_seconds_to_the_target_review(split):
+    samples = samples_with_gaps(build()[split])
+    positives = {(u, h, t): gaps for (u, h, t, label), gaps in samples.items() if label == 1}
+    assert positives == {key: fx.GAPS_MAXLEN_2[key] for key in fx.POSITIVES_MAXLEN_2[split]}
+
+
+def one_user_samples(ts, maxlen, item_id=(1, 2, 3, 4)):
+    """Samples of user 1 who reviewed `item_id` at times `ts` (categories = items), 10 items in all."""
+    n = len(ts)
+    item_cate = np.arange(11, dtype=np.int32)
+    return build_shard_samples(np.ones(n, np.int32), np.asarray(item_id, np.int32), np.asarray(item_id, np.int32),
+                               np.asarray(ts, np.int64), item_cate, n_items=10, maxlen=maxlen, seed=1)
+
+
+@pytest.mark.parametrize("maxlen, expected", [
+    (10, {"train": [(1,), (150,)], "val": [(1, 2), (900, 750)], "test": [(1, 2, 3), (4900, 4750, 4000)]}),
+    (2, {"train": [(1,), (150,)], "val": [(1, 2), (900, 750)], "test": [(2, 3), (4750, 4000)]}),
+    (1, {"train": [(1,), (150,)], "val": [(2,), (750,)], "test": [(3,), (4000,)]}),
+])
+def test_gap_is_seconds_from_each_history_review_to_the_event_and_negatives_share_it(maxlen, expected):
+    tables = one_user_samples([100, 250, 1000, 5000], maxlen)
+    for split, (history, gaps) in expected.items():
+        rows = tables[split].to_pylist()
+        assert [r["label"] for r in sorted(rows, key=lambda r: -r["label"])] == [1, 0]
+        for row in rows:  # the positive and its negative
+            assert (tuple(row["hist_item"]), tuple(row["hist_gap"])) == (history, gaps)
+        assert {r["target_item"] for r in rows if r["label"] == 1} == {history[-1] + 1}
+
+
+def test_gaps_of_equal_times_are_zero_and_negative_or_huge_ones_are_clipped_to_int32():
+    tables = one_user_samples([7, 7, 5, 2**40], maxlen=3)
+    assert [tuple(r["hist_gap"]) for r in tables["train"].to_pylist()] == [(0,)] * 2
+    # A table whose times go back (not sorted) must not give negative gaps, nor huge ones wrap around.
+    assert [tuple(r["hist_gap"]) for r in tables["val"].to_pylist()] == [(0, 0)] * 2
+    assert [tuple(r["hist_gap"]) for r in tables["test"].to_pylist()] == [(2**31 - 1,) * 3] * 2
+    assert tables["test"].schema.field("hist_gap").type.value_type == pa.int32()
 
 
 def test_categories_follow_items():
@@ -80,11 +126,13 @@ def test_same_inputs_and_seed_give_identical_bytes():
 
 
 def test_samples_do_not_depend_on_the_number_of_shards():
-    whole = {split: sorted(rows_of(t)) for split, t in build(num_shards=1).items()}
+    def rows_with_gaps(table):
+        return [row + (tuple(r["hist_gap"]),) for row, r in zip(rows_of(table), table.to_pylist())]
+    whole = {split: sorted(rows_with_gaps(t)) for split, t in build(num_shards=1).items()}
     parts = {split: [] for split in whole}
     for shard in range(3):
         for split, table in build(num_shards=3, shard=shard).items():
-            parts[split].extend(rows_of(table))
+            parts[split].extend(rows_with_gaps(table))
     assert {split: sorted(rows) for split, rows in parts.items()} == whole
 
 

@@ -7,9 +7,11 @@ import luigi
 import pyarrow.parquet as pq
 import pytest
 
+from din_common.errors import InputError
+from pipeline import stages, tasks, tfrecord_io
 from pipeline.stages import Settings
 from pipeline.tasks import Preprocess, PrepareRaw
-from pipeline.tfrecord_io import read_samples_tfrecord
+from pipeline.tfrecord_io import SAMPLE_COLUMNS, iter_records, decode_prebatch, read_samples_tfrecord
 from tests.luigi_config import TINY_SYNTHETIC, luigi_settings
 
 
@@ -57,11 +59,11 @@ def test_preprocess_writes_the_whole_tree_and_a_second_build_does_nothing(data_d
     assert tree_state(data_dir) == before
 
 
-# sha256 of every TFRecord shard of build()'s default config (generator version 2), in path order, written out on
+# sha256 of every TFRecord shard of build()'s default config (generator version 2, samples format 2), in path order, written out on
 # the modern stack (numpy 2.4, pandas 3.1, pyarrow 26): the Ascend stack (numpy 1.19,
 # pandas 1.3/1.4, pyarrow 12/21) must produce the very same bytes. The parquet files hold
 # equal tables too, but their footers name the writing pyarrow version, so not their bytes.
-TINY_TFRECORDS_SHA256 = "96e6e5ba0637d494fe5f39765bd488ea82d33cc351de799ff57f6ffccb0293e4"
+TINY_TFRECORDS_SHA256 = "dd15218ecd9aecb7a8839267c3fd4e43ecc101991780bff5939bfbacda600d57"
 
 
 def test_the_same_config_gives_the_same_tfrecord_bytes_on_every_stack(data_dir):
@@ -104,6 +106,41 @@ def test_rebuild_is_byte_identical(data_dir, tmp_path):
             os.remove(p)  # forget completeness: everything downstream of raw reruns
     build()
     assert {p: p.read_bytes() for p in first} == first
+
+
+def write_as_the_first_sample_format(monkeypatch):
+    """Make stage 1 write what it wrote before hist_gap: old format versions, columns and features.
+
+    Checked when hist_gap came in: build() then writes TFRecords byte-identical to those of the
+    code before it (the sha256 that TINY_TFRECORDS_SHA256 was then), on all three stacks.
+    """
+    monkeypatch.setattr(stages, "FORMAT_VERSIONS", {"remap": 1, "sequences": 1, "tfrecords": 2})
+    monkeypatch.setattr(tfrecord_io, "HISTORY_FIELDS", ("hist_item", "hist_cate"))
+    monkeypatch.setattr(tfrecord_io, "SAMPLE_COLUMNS", tuple(c for c in SAMPLE_COLUMNS if c != "hist_gap"))
+    monkeypatch.setattr(tasks, "SAMPLES_FORMAT_VERSION", 1)
+
+
+def test_outputs_of_the_format_before_hist_gap_are_rebuilt_not_misread(data_dir, monkeypatch):
+    from din_model.reader import load_spec
+    with monkeypatch.context() as old_format:
+        write_as_the_first_sample_format(old_format)
+        _, settings = build()
+    parquet = settings.shard_files(settings.sequences_dir, 0, ".parquet")["train"]
+    shard = settings.shard_files(settings.tfrecords_dir, 0, ".tfrecord")["train"]
+    assert "hist_gap" not in pq.read_schema(parquet).names
+    assert "hist_gap" not in decode_prebatch(next(iter_records(shard)))
+    with pytest.raises(InputError, match="has format_version 1, expected 2 or later: its shards predate hist_gap"):
+        load_spec(settings.feature_spec)
+    remap_before = tree_state(data_dir / "remap")
+
+    result, settings = build()
+    assert result.status.name == "SUCCESS"
+    assert tree_state(data_dir / "remap") == remap_before  # its format did not change
+    assert pq.read_schema(parquet).names == list(SAMPLE_COLUMNS)
+    assert "hist_gap" in decode_prebatch(next(iter_records(shard)))
+    assert read_samples_tfrecord(shard).equals(pq.read_table(parquet))
+    spec = load_spec(settings.feature_spec)
+    assert spec["format_version"] == 2 and spec["fingerprint"] == settings.tfrecords_fingerprint()
 
 
 def test_synthetic_source_never_overwrites_user_pickles(data_dir):
