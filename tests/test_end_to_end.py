@@ -32,19 +32,27 @@ def metrics_of(data_dir: Path) -> dict:
 
 
 def test_all_tasks_on_the_cpu(tmp_path):
-    finished = all_tasks(tmp_path / "data", "--train-device", "cpu")
+    finished = all_tasks(tmp_path / "data", "--train-device", "cpu", "--train-model", "din")
     assert finished.returncode == 0, finished.stderr[-3000:]
     metrics = metrics_of(tmp_path / "data")
     assert (metrics["device"], metrics["training_done"]) == ("cpu", True)
     assert metrics["test"]["auc"] > metrics["popularity_test_auc"] - 0.05 and 0.5 < metrics["test"]["auc"] <= 1
+    assert metrics["rela_impr"]["vs_din"] == 0.0 and metrics["rela_impr"]["vs_popularity"] == pytest.approx(
+        (metrics["test"]["auc"] - 0.5) / (metrics["popularity_test_auc"] - 0.5) - 1)
 
 
 def test_all_tasks_on_one_npu_with_loss_scaling(tmp_path):
+    """With every order-aware input of din_seq: static shapes, the time gaps read and exported."""
     record = str(tmp_path / "calls")
-    finished = all_tasks(tmp_path / "data", "--train-device", "npu", adapter=True, record=record)
+    finished = all_tasks(tmp_path / "data", "--train-device", "npu", "--train-model", "din_seq",
+                         "--train-sequence-features", "recency,time_gap,last_item", adapter=True, record=record)
     assert finished.returncode == 0, finished.stderr[-3000:]
     metrics = metrics_of(tmp_path / "data")
     assert (metrics["device"], metrics["precision"]) == ("npu", "mixed") and "auc" in metrics["test"]
+    assert metrics["params"]["model"] == "din_seq" and metrics["rela_impr"]["vs_din"] is None  # no plain-DIN run
+    assert "RelaImpr vs plain DIN: evaluate the same settings with --train-model din first" in finished.stdout
+    (saved_model,) = glob.glob(str(tmp_path / "data" / "runs" / "*" / "saved_model"))
+    assert "hist_gap" in str(list(Path(saved_model).glob("saved_model.pb"))[0].read_bytes())
     (calls_file,) = glob.glob(record + ".*.json")
     names = [name for name, _ in json.loads(Path(calls_file).read_text())["calls"]]
     assert names.count("open") == 1  # TrainDIN and EvaluateDIN share the device opened once
