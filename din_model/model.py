@@ -114,12 +114,12 @@ class DeepInterestNetwork(keras.Model):
         if self.recency_embedding is not None:
             vectors += lookup(self.recency_embedding, ids["recency"])
         if self.time_gap_embedding is not None:
-            vectors += lookup(self.time_gap_embedding, ids["gap"])
+            vectors += lookup(self.time_gap_embedding, time_gap_buckets(ids["gap"]))
         return vectors
 
     def history_ids(self, features, mask) -> dict:
         """`[B, L]` int32 ids of every history entry: item, cate, and the recency position and
-        time-gap bucket when those features are on (what each layout gathers before embedding)."""
+        time gap (seconds) when those features are on (what each layout gathers before embedding)."""
         # int32 whatever the caller passed: Keras 3 hands a model's first (tracing) call float inputs
         ids = {"item": tf.cast(features["hist_item"], tf.int32), "cate": tf.cast(features["hist_cate"], tf.int32)}
         if self.recency_embedding is not None or "last_item" in self.sequence_features:
@@ -127,7 +127,8 @@ class DeepInterestNetwork(keras.Model):
             after = tf.cumsum(tf.cast(mask, tf.int32), axis=1, exclusive=True, reverse=True)
             ids["recency"] = tf.minimum(after, self.maxlen - 1)
         if self.time_gap_embedding is not None:
-            ids["gap"] = time_gap_buckets(tf.cast(features["hist_gap"], tf.int32))
+            # seconds; bucketised after the layout's gather, on the real entries only
+            ids["gap"] = tf.cast(features["hist_gap"], tf.int32)
         return ids
 
     def call(self, features, training=False):

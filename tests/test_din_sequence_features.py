@@ -139,7 +139,10 @@ def test_the_most_recent_entry_is_the_last_real_one_with_its_gap():
     latest, product = [part.numpy() for part in model._most_recent_entry(model.history_ids(features, mask), mask,
                                                                           target)]
     expected = model.embed_history({"item": tf.constant([9, 7]), "cate": tf.constant([2, 3]),
-                                    "gap": time_gap_buckets(tf.constant([2 * DAY, HOUR]))}).numpy()
+                                    "gap": tf.constant([2 * DAY, HOUR])}).numpy()
+    item_and_category = model.embed(tf.constant([9, 7]), tf.constant([2, 3])).numpy()
+    gaps = model.time_gap_embedding.embeddings.numpy()[time_gap_buckets(tf.constant([2 * DAY, HOUR])).numpy()]
+    np.testing.assert_allclose(expected, item_and_category + gaps, rtol=1e-6)
     np.testing.assert_allclose(latest[:2], expected, rtol=1e-6)
     categories = model.cate_embedding.embeddings.numpy()
     np.testing.assert_allclose(product[:2], categories[[2, 3]] * categories[[2, 5]], rtol=1e-6)
