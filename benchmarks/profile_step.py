@@ -70,7 +70,7 @@ def main() -> None:
                                         history_layout=args.history_layout, jit_compile=args.jit)
     device.static_shapes = device.static_shapes or args.jit  # as benchmarks/train.py does for XLA
     dataset = make_dataset(spec, "train", params.batch_size, shuffle=True, seed=1, repeat=True, drop_remainder=True,
-                           maxlen=params.maxlen)
+                           maxlen=params.maxlen, history_fields=params.history_features)
     batches = [batch for _, batch in zip(range(args.steps), dataset)]
     with device.scope():
         train_step = fresh_train_step(params, spec, device)

@@ -153,7 +153,7 @@ def main(argv=None) -> None:
 
     def dataset():
         return make_dataset(spec, "train", params.batch_size, shuffle=True, seed=params.seed, repeat=True,
-                            drop_remainder=True, maxlen=params.maxlen)
+                            drop_remainder=True, maxlen=params.maxlen, history_fields=params.history_features)
 
     if args.cold:
         from din_model.reader import split_files

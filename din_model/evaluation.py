@@ -39,7 +39,8 @@ def predict_split(predict_step, spec: dict, split: str, params: TrainParams, dev
     """Numpy columns user_id, target_item, label, probability of a whole split (no features kept)."""
     fixed = fixed_batches(params, device)  # the predict step's signature has batch_size rows: pad the last batch
     batch_size = params.batch_size if fixed else max(params.batch_size, EVAL_BATCH_SIZE)
-    dataset = make_dataset(spec, split, batch_size, shuffle=False, maxlen=params.maxlen)
+    dataset = make_dataset(spec, split, batch_size, shuffle=False, maxlen=params.maxlen,
+                           history_fields=params.history_features)
     columns = {"user_id": [], "target_item": [], "label": [], "probability": []}
     for features, label in iterate_checked(dataset, split_files(spec, split)):
         rows = int(label.shape[0])
@@ -61,7 +62,7 @@ def split_metrics(columns: dict) -> dict[str, float]:
 def popularity_scores(spec: dict, test_items: np.ndarray) -> np.ndarray:
     """How often each test target item is a positive target in the train split (one streamed pass)."""
     counter = metric_functions.PopularityCounter(int(spec["n_items"]))
-    dataset = make_dataset(spec, "train", EVAL_BATCH_SIZE, maxlen=1)
+    dataset = make_dataset(spec, "train", EVAL_BATCH_SIZE, maxlen=1, history_fields=())
     for features, labels in iterate_checked(dataset, split_files(spec, "train")):
         counter.add(features["target_item"].numpy(), labels.numpy())
     return counter.scores(test_items)

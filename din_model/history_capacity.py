@@ -74,7 +74,7 @@ def measure_history_capacity(spec: dict, maxlen: int, batch_size: int, max_sampl
     """The capacity rule measured on shuffled train batches of `batch_size`, at most `max_samples` samples."""
     from din_model.reader import make_dataset
 
-    dataset = make_dataset(spec, "train", batch_size, shuffle=True, seed=0, maxlen=maxlen)
+    dataset = make_dataset(spec, "train", batch_size, shuffle=True, seed=0, maxlen=maxlen, history_fields=("hist_item",))
     count_entries = tf.function(lambda history: tf.reduce_sum(tf.cast(history > 0, tf.int32), axis=1))
     batches = [count_entries(features["hist_item"]).numpy()
                for features, _ in dataset.take(max(1, max_samples // batch_size))]

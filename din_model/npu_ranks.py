@@ -79,7 +79,7 @@ class NpuRankPlacement(Placement):
         files = split_files(spec, "train")
         dataset = make_dataset(spec, "train", params.batch_size // self.ranks, shuffle=True,
                                seed=epoch_seed(params, epoch), drop_remainder=True, maxlen=params.maxlen,
-                               repeat=True, file_shard=(self.rank, self.ranks))
+                               repeat=True, file_shard=(self.rank, self.ranks), history_fields=params.history_features)
         return fixed_steps(iterate_checked(dataset, files[self.rank::self.ranks]),
                            steps_per_epoch(spec, params.batch_size))
 

@@ -76,6 +76,11 @@ class TrainParams:
         return parse_hidden_sizes("mlp_hidden", self.mlp_hidden)
 
     @property
+    def history_features(self) -> tuple[str, ...]:
+        """The `[B, L]` history features the model reads (the reader decodes only these)."""
+        return ("hist_item", "hist_cate") + (("hist_gap",) if "time_gap" in self.active_sequence_features else ())
+
+    @property
     def active_sequence_features(self) -> tuple[str, ...]:
         """The order-aware inputs the model gets: none for plain DIN."""
         if self.model == "din":

@@ -59,7 +59,8 @@ class Placement:
     def epoch_batches(self, spec: dict, params: TrainParams, device: DeviceChoice, epoch: int) -> Iterator:
         """(features, labels) batches of one epoch (1-based `epoch`), shuffled with the epoch's seed."""
         dataset = make_dataset(spec, "train", params.batch_size, shuffle=True, seed=epoch_seed(params, epoch),
-                               drop_remainder=fixed_batches(params, device), maxlen=params.maxlen)
+                               drop_remainder=fixed_batches(params, device), maxlen=params.maxlen,
+                               history_fields=params.history_features)
         return iterate_checked(dataset, split_files(spec, "train"))
 
     def samples_in(self, labels, params: TrainParams) -> int:

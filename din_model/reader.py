@@ -137,8 +137,9 @@ def _last_entries(flat: tf.Tensor, lengths: tf.Tensor, maxlen: int) -> tf.Ragged
     return tf.RaggedTensor.from_row_lengths(tf.gather(flat, positions.flat_values), kept)
 
 
-def make_record_parser(maxlen: int, stored_maxlen: int):
-    """A function: vector of serialized records -> (features, label) with `[B, maxlen]` histories."""
+def make_record_parser(maxlen: int, stored_maxlen: int, history_fields: tuple[str, ...] = HISTORY_FIELDS):
+    """A function: vector of serialized records -> (features, label) with `[B, maxlen]` histories
+    of `history_fields` (the others are not decoded: a model without time gaps does not pay for them)."""
     description = _parse_description()
 
     def parse(serialized: tf.Tensor):
@@ -146,7 +147,7 @@ def make_record_parser(maxlen: int, stored_maxlen: int):
         columns = {name: _decode_joined(parsed[name]) for name in PER_SAMPLE_FIELDS}
         lengths = columns["hist_len"]
         features = {name: columns[name] for name in ("target_item", "target_cate", "user_id")}
-        for name in HISTORY_FIELDS:
+        for name in history_fields:
             flat = _decode_joined(parsed[name])
             if maxlen < stored_maxlen:
                 rows = _last_entries(flat, lengths, maxlen)
@@ -161,7 +162,8 @@ def make_record_parser(maxlen: int, stored_maxlen: int):
 def make_dataset(spec: str | Path | dict, split: str, batch_size: int, *, shuffle: bool = False,
                  seed: int = 0, drop_remainder: bool = False, maxlen: int | None = None,
                  file_shard: tuple[int, int] | None = None, repeat: bool = False,
-                 records_per_parse: int | None = None) -> tf.data.Dataset:
+                 records_per_parse: int | None = None,
+                 history_fields: tuple[str, ...] = HISTORY_FIELDS) -> tf.data.Dataset:
     """Batches `(features, label)` of `split`: features hist_item/hist_cate/hist_gap `[B, L]`,
     target_item, target_cate, user_id `[B]` (int32), label `[B]` float32.
 
@@ -192,7 +194,7 @@ def make_dataset(spec: str | Path | dict, split: str, batch_size: int, *, shuffl
     if shuffle:
         dataset = dataset.shuffle(max(8, 4 * records_per_parse), seed=seed + 1, reshuffle_each_iteration=True)
     dataset = dataset.batch(records_per_parse)
-    dataset = dataset.map(make_record_parser(length, int(spec["maxlen"])),
+    dataset = dataset.map(make_record_parser(length, int(spec["maxlen"]), history_fields),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
     dataset = rebatch(dataset, batch_size, drop_remainder)
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(_options_without_autotune())
@@ -209,11 +211,13 @@ def _options_without_autotune() -> tf.data.Options:
     return options_without_autotune()
 
 
-def batch_signature(maxlen: int, batch_size: int | None = None) -> tuple[dict[str, tf.TensorSpec], tf.TensorSpec]:
+def batch_signature(maxlen: int, batch_size: int | None = None, history_fields: tuple[str, ...] = HISTORY_FIELDS
+                    ) -> tuple[dict[str, tf.TensorSpec], tf.TensorSpec]:
     """The `(features, label)` TensorSpecs of a `make_dataset` batch; batch_size None: any size."""
     history = tf.TensorSpec([batch_size, maxlen], tf.int32)
     per_sample = tf.TensorSpec([batch_size], tf.int32)
-    features = {name: history if name in HISTORY_FIELDS else per_sample for name in FEATURE_NAMES}
+    features = {name: history if name in HISTORY_FIELDS else per_sample for name in FEATURE_NAMES
+                if name in history_fields or name not in HISTORY_FIELDS}
     return features, tf.TensorSpec([batch_size], tf.float32)
 
 

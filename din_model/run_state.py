@@ -116,7 +116,7 @@ def make_predict_step(model, signature=None):
 def step_signature(spec: dict, params: TrainParams, device: DeviceChoice):
     """The batches the steps get: any number of rows, or exactly batch_size (static shapes, padded eval)."""
     return batch_signature(effective_maxlen(spec, params.maxlen),
-                           params.batch_size if fixed_batches(params, device) else None)
+                           params.batch_size if fixed_batches(params, device) else None, params.history_features)
 
 
 def fixed_batches(params: TrainParams, device: DeviceChoice) -> bool:

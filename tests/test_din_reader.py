@@ -76,6 +76,17 @@ def test_hist_gap_is_aligned_with_hist_item_and_zero_on_padding(fixture):
     assert full and all(g[0] > g[-1] > 0 for g in full)
 
 
+def test_only_the_history_fields_asked_for_are_decoded(fixture):
+    spec_path, _ = fixture
+    full = collect(make_dataset(spec_path, "test", 32, maxlen=4))[1]
+    dataset = make_dataset(spec_path, "test", 32, maxlen=4, history_fields=("hist_item", "hist_cate"))
+    assert dataset.element_spec == batch_signature(4, None, ("hist_item", "hist_cate"))
+    _, features, _ = collect(dataset)
+    assert "hist_gap" not in features and "hist_gap" not in batch_signature(4, None, ("hist_item", "hist_cate"))[0]
+    for name in ("hist_item", "hist_cate", "target_item", "user_id"):
+        np.testing.assert_array_equal(features[name], full[name])
+
+
 def test_spec_of_shards_without_hist_gap_is_refused(fixture, tmp_path):
     spec = json.loads(fixture[0].read_text())
     for version in (1, None):

@@ -207,3 +207,14 @@ def test_plain_din_twin_is_the_same_settings_with_model_din_in_the_same_runs_fol
     twin.mkdir()
     (twin / "metrics.json").write_text(json.dumps({"test": {"auc": 0.875}}))
     assert plain_din_test_auc(own, params, spec) == 0.875
+
+
+@pytest.mark.parametrize("model, features, expected", [
+    ("din", "recency,time_gap,last_item", ("hist_item", "hist_cate")),
+    ("din_seq", "recency,last_item", ("hist_item", "hist_cate")),
+    ("din_seq", "time_gap", ("hist_item", "hist_cate", "hist_gap")),
+])
+def test_the_reader_decodes_the_time_gaps_only_for_a_model_that_reads_them(model, features, expected):
+    params = TrainParams(**SMALL, model=model, sequence_features=features)
+    assert params.history_features == expected
+    assert build_model(params, SPEC).history_inputs == expected
