@@ -71,7 +71,7 @@ class train(luigi.Config):
                                                                  "(docs/static_path.md)")
     model = luigi.Parameter(default="din", description="din (the paper's order-blind DIN) or din_seq (DIN plus "
                                                        "the sequence_features; docs/accuracy.md)")
-    sequence_features = luigi.Parameter(default="recency,time_gap,last_item",
+    sequence_features = luigi.Parameter(default="time_gap",
                                         description="din_seq's order-aware inputs, comma-separated: recency, "
                                                     "time_gap, last_item (or none)")
     # Not a model setting (current_train_params leaves it out, so it is not in the run id).

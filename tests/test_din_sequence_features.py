@@ -160,8 +160,9 @@ def test_every_layout_gives_the_same_logits_and_gradients_with_every_feature(cap
     results = {}
     for layout in ("compact", "dense", "static_compact"):
         set_random_seed(5)
-        model = build_model(TrainParams(**SMALL, model="din_seq", history_layout=layout), SPEC,
-                            history_capacity=capacity)
+        params = TrainParams(**SMALL, model="din_seq", sequence_features="recency,time_gap,last_item",
+                             history_layout=layout)
+        model = build_model(params, SPEC, history_capacity=capacity)
         tables = [model.recency_embedding.embeddings, model.time_gap_embedding.embeddings,
                   model.item_embedding.embeddings]
 
