@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from din_model.compat import keras
 from din_model.layers import AttentionPooling, DenseStack, leaf_weights
-from din_model.params import TrainParams
+from din_model.params import TrainParams, history_features
 from din_model.history_capacity import HistoryCapacity, measure_history_capacity
 from din_model.segments import dimension, gather_history, static_sum_rows, sum_rows
 
@@ -104,13 +104,13 @@ class DeepInterestNetwork(keras.Model):
     @property
     def history_inputs(self) -> tuple[str, ...]:
         """The `[B, L]` history features the model reads."""
-        return ("hist_item", "hist_cate") + (("hist_gap",) if self.time_gap_embedding is not None else ())
+        return history_features(self.use_category, self.time_gap_embedding is not None)
 
     def embed_history(self, ids: dict, dense_gradients: bool = False):
         """Representation of history entries from their ids (`history_ids`, any shape): the item
         representation plus the recency and time-gap embeddings that are on."""
         lookup = _lookup_with_dense_gradient if dense_gradients else _lookup
-        vectors = self.embed(ids["item"], ids["cate"], dense_gradients)
+        vectors = self.embed(ids["item"], ids.get("cate"), dense_gradients)
         if self.recency_embedding is not None:
             vectors += lookup(self.recency_embedding, ids["recency"])
         if self.time_gap_embedding is not None:
@@ -121,7 +121,9 @@ class DeepInterestNetwork(keras.Model):
         """`[B, L]` int32 ids of every history entry: item, cate, and the recency position and
         time gap (seconds) when those features are on (what each layout gathers before embedding)."""
         # int32 whatever the caller passed: Keras 3 hands a model's first (tracing) call float inputs
-        ids = {"item": tf.cast(features["hist_item"], tf.int32), "cate": tf.cast(features["hist_cate"], tf.int32)}
+        ids = {"item": tf.cast(features["hist_item"], tf.int32)}
+        if self.use_category:
+            ids["cate"] = tf.cast(features["hist_cate"], tf.int32)
         if self.recency_embedding is not None or "last_item" in self.sequence_features:
             # real entries after this one: 0 for the most recent, wherever the padding is
             after = tf.cumsum(tf.cast(mask, tf.int32), axis=1, exclusive=True, reverse=True)
@@ -156,7 +158,7 @@ class DeepInterestNetwork(keras.Model):
         latest = tf.cast(mask & tf.equal(ids["recency"], 0), tf.int32)
         picked = {name: tf.reduce_sum(values * latest, axis=1) for name, values in ids.items()}
         has_history = tf.cast(tf.reduce_any(mask, axis=1), target.dtype)[:, None]
-        plain = self.embed(picked["item"], picked["cate"])
+        plain = self.embed(picked["item"], picked.get("cate"))
         if self.use_category:  # the category half of [item_emb, cate_emb]
             plain, target = plain[:, -self.cate_embedding.output_dim:], target[:, -self.cate_embedding.output_dim:]
         product = plain * target

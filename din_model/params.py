@@ -79,7 +79,7 @@ class TrainParams:
     @property
     def history_features(self) -> tuple[str, ...]:
         """The `[B, L]` history features the model reads (the reader decodes only these)."""
-        return ("hist_item", "hist_cate") + (("hist_gap",) if "time_gap" in self.active_sequence_features else ())
+        return history_features(self.use_category, "time_gap" in self.active_sequence_features)
 
     @property
     def active_sequence_features(self) -> tuple[str, ...]:
@@ -139,6 +139,11 @@ def parse_hidden_sizes(name: str, text: str) -> tuple[int, ...]:
     _require(parts is not None and all(size > 0 for size in sizes), name,
              "comma-separated positive integers such as 80,40", text)
     return sizes
+
+
+def history_features(use_category: bool, time_gap: bool) -> tuple[str, ...]:
+    """The `[B, L]` history features a model with these options reads."""
+    return ("hist_item",) + (("hist_cate",) if use_category else ()) + (("hist_gap",) if time_gap else ())
 
 
 def parse_sequence_features(text: str) -> tuple[str, ...]:

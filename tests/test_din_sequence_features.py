@@ -210,12 +210,18 @@ def test_plain_din_twin_is_the_same_settings_with_model_din_in_the_same_runs_fol
     assert plain_din_test_auc(own, params, spec) == 0.875
 
 
-@pytest.mark.parametrize("model, features, expected", [
-    ("din", "recency,time_gap,last_item", ("hist_item", "hist_cate")),
-    ("din_seq", "recency,last_item", ("hist_item", "hist_cate")),
-    ("din_seq", "time_gap", ("hist_item", "hist_cate", "hist_gap")),
+@pytest.mark.parametrize("model, features, use_category, expected", [
+    ("din", "recency,time_gap,last_item", True, ("hist_item", "hist_cate")),
+    ("din_seq", "recency,last_item", True, ("hist_item", "hist_cate")),
+    ("din_seq", "time_gap", True, ("hist_item", "hist_cate", "hist_gap")),
+    ("din", "time_gap", False, ("hist_item",)),
+    ("din_seq", "time_gap,last_item", False, ("hist_item", "hist_gap")),
 ])
-def test_the_reader_decodes_the_time_gaps_only_for_a_model_that_reads_them(model, features, expected):
-    params = TrainParams(**SMALL, model=model, sequence_features=features)
+def test_the_reader_decodes_only_the_history_a_model_reads(model, features, use_category, expected):
+    params = TrainParams(**SMALL, model=model, sequence_features=features, use_category=use_category)
     assert params.history_features == expected
-    assert build_model(params, SPEC).history_inputs == expected
+    model = build_model(params, SPEC)
+    assert model.history_inputs == expected
+    only_those = {name: tf.constant(value) for name, value in batch().items()
+                  if name in expected or not name.startswith("hist_")}
+    assert model(only_those, training=True).shape == (6,)  # reads nothing else
