@@ -124,10 +124,8 @@ class DeepInterestNetwork(keras.Model):
         ids = {"item": tf.cast(features["hist_item"], tf.int32)}
         if self.use_category:
             ids["cate"] = tf.cast(features["hist_cate"], tf.int32)
-        if self.recency_embedding is not None or "last_item" in self.sequence_features:
-            # real entries after this one: 0 for the most recent, wherever the padding is
-            after = tf.cumsum(tf.cast(mask, tf.int32), axis=1, exclusive=True, reverse=True)
-            ids["recency"] = tf.minimum(after, self.maxlen - 1)
+        if self.recency_embedding is not None:
+            ids["recency"] = tf.minimum(_entries_after(mask), self.maxlen - 1)
         if self.time_gap_embedding is not None:
             # seconds; bucketised after the layout's gather, on the real entries only
             ids["gap"] = tf.cast(features["hist_gap"], tf.int32)
@@ -155,7 +153,7 @@ class DeepInterestNetwork(keras.Model):
         zeros for a sample without history. The product makes "the target is in the last review's
         category" one linear feature; over item embeddings too it let the MLP memorise item pairs
         (val AUC fell after epoch 5, docs/accuracy.md)."""
-        latest = tf.cast(mask & tf.equal(ids["recency"], 0), tf.int32)
+        latest = tf.cast(mask & tf.equal(_entries_after(mask), 0), tf.int32)
         picked = {name: tf.reduce_sum(values * latest, axis=1) for name, values in ids.items()}
         has_history = tf.cast(tf.reduce_any(mask, axis=1), target.dtype)[:, None]
         plain = self.embed(picked["item"], picked.get("cate"))
@@ -226,6 +224,11 @@ class DeepInterestNetwork(keras.Model):
             weights = self.trainable_weights if self.l2_weights == "all" else [layer.embeddings for layer, _, _ in tables]
             return self.l2 * tf.add_n([tf.reduce_sum(tf.square(tf.cast(w, tf.float32))) for w in weights])
         return self.l2 * tf.add_n([_mini_batch_l2(layer.embeddings, features[h], features[t]) for layer, h, t in tables])
+
+
+def _entries_after(mask):
+    """[B, L]: the real entries after each position, 0 for the most recent, wherever the padding is."""
+    return tf.cumsum(tf.cast(mask, tf.int32), axis=1, exclusive=True, reverse=True)
 
 
 def _lookup(layer, ids):
