@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from din_model.compat import keras, no_autocast, random_words
+from din_model.recompute import recomputing
 from din_model.segments import dimension, row_operations
 
 MASKED_SCORE = -1e9
@@ -82,9 +83,12 @@ class Dice(keras.layers.Layer):
             axes = list(range(len(values.shape) - 1))
             if valid is None:
                 mean, variance = tf.nn.moments(values, axes=axes)
+                counted = True
             else:
                 mean, variance = _masked_moments(values, tf.cast(valid, tf.float32)[..., None], axes)
-            self._update_moving_statistics(mean, variance)
+                counted = tf.reduce_any(valid)  # statistics of nothing (e.g. a discarded buffer) are not learnt
+            if not recomputing():  # once per batch, not again when a backward pass recomputes the layer
+                self._update_moving_statistics(mean, variance, counted)
         else:
             mean = tf.convert_to_tensor(self.moving_mean)
             variance = tf.convert_to_tensor(self.moving_variance)
@@ -93,8 +97,8 @@ class Dice(keras.layers.Layer):
         alpha = tf.cast(self.alpha, inputs.dtype)
         return probability * inputs + (1.0 - probability) * alpha * inputs
 
-    def _update_moving_statistics(self, mean, variance):
-        keep = self.momentum
+    def _update_moving_statistics(self, mean, variance, counted=True):
+        keep = tf.where(counted, self.momentum, 1.0)
         self.moving_mean.assign(keep * self.moving_mean + (1.0 - keep) * mean)
         self.moving_variance.assign(keep * self.moving_variance + (1.0 - keep) * variance)
 

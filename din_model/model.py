@@ -34,6 +34,7 @@ from din_model.compat import keras
 from din_model.layers import AttentionPooling, DenseStack, leaf_weights
 from din_model.params import TrainParams, history_features
 from din_model.history_capacity import HistoryCapacity, measure_history_capacity
+from din_model.recompute import only_when
 from din_model.segments import dimension, gather_history, static_sum_rows, sum_rows
 
 # Time-gap buckets: floor(log2(1 + hours)), the last one open-ended (2^15 - 1 hours, ~3.7 years, and more).
@@ -77,9 +78,6 @@ class DeepInterestNetwork(keras.Model):
         self.time_gap_embedding = (keras.layers.Embedding(TIME_GAP_BUCKETS, width, dtype=dtype_policy,
                                                           name="time_gap_embedding")
                                    if "time_gap" in self.sequence_features else None)
-        for table in (self.recency_embedding, self.time_gap_embedding):
-            if table is not None:  # built now: the static layout's first lookup reads the table directly
-                table.build((None,))
         self.attention = AttentionPooling(attention_units, attention_activation, attention_softmax,
                                           dtype=dtype_policy, name="attention")
         self.mlp_input_norm = (keras.layers.BatchNormalization(dtype=dtype_policy, name="mlp_input_norm")
@@ -87,34 +85,26 @@ class DeepInterestNetwork(keras.Model):
         self.mlp = DenseStack(mlp_units, activation, dropout, dropout_last_only, dtype=dtype_policy, name="mlp")
         self.logit_layer = keras.layers.Dense(1, dtype="float32", name="logit")
 
-    def embed(self, items, cates, dense_gradients: bool = False):
-        """Item representation: [item_emb, cate_emb] or item_emb; shape ids.shape + [width].
-
-        `dense_gradients`: the tables get dense gradients instead of IndexedSlices, for lookups
-        inside a `tf.cond`, whose branches must give gradients of one shape (TF 2.6 under XLA
-        does not reconcile IndexedSlices of different lengths). No extra work for training:
-        the train step densifies the embedding gradients anyway (din_model/training.py).
-        """
-        lookup = _lookup_with_dense_gradient if dense_gradients else _lookup
-        item_vectors = lookup(self.item_embedding, items)
+    def embed(self, items, cates):
+        """Item representation: [item_emb, cate_emb] or item_emb; shape ids.shape + [width]."""
+        item_vectors = self.item_embedding(items)
         if not self.use_category:
             return item_vectors
-        return tf.concat([item_vectors, lookup(self.cate_embedding, cates)], axis=-1)
+        return tf.concat([item_vectors, self.cate_embedding(cates)], axis=-1)
 
     @property
     def history_inputs(self) -> tuple[str, ...]:
         """The `[B, L]` history features the model reads."""
         return history_features(self.use_category, self.time_gap_embedding is not None)
 
-    def embed_history(self, ids: dict, dense_gradients: bool = False):
+    def embed_history(self, ids: dict):
         """Representation of history entries from their ids (`history_ids`, any shape): the item
         representation plus the recency and time-gap embeddings that are on."""
-        lookup = _lookup_with_dense_gradient if dense_gradients else _lookup
-        vectors = self.embed(ids["item"], ids.get("cate"), dense_gradients)
+        vectors = self.embed(ids["item"], ids.get("cate"))
         if self.recency_embedding is not None:
-            vectors += lookup(self.recency_embedding, ids["recency"])
+            vectors += self.recency_embedding(ids["recency"])
         if self.time_gap_embedding is not None:
-            vectors += lookup(self.time_gap_embedding, time_gap_buckets(ids["gap"]))
+            vectors += self.time_gap_embedding(time_gap_buckets(ids["gap"]))
         return vectors
 
     def history_ids(self, features, mask) -> dict:
@@ -162,9 +152,9 @@ class DeepInterestNetwork(keras.Model):
         product = plain * target
         return [self.embed_history(picked) * has_history, product * has_history]
 
-    def _pool_dense(self, ids, target, mask, training, dense_gradients=False):
+    def _pool_dense(self, ids, target, mask, training):
         """Attention over the padded [B, L] history (static shapes)."""
-        history = self.embed_history(ids, dense_gradients)
+        history = self.embed_history(ids)
         interest = self.attention((target, history, mask), training=training)
         return interest, tf.reduce_sum(history * tf.cast(mask, history.dtype)[:, :, None], axis=1)
 
@@ -180,17 +170,28 @@ class DeepInterestNetwork(keras.Model):
         """Attention over the real entries in a buffer of fixed capacity; the dense layout for a
         batch with more entries than slots."""
         capacity = self.history_capacity.for_batch(dimension(mask, 0))  # an int for a static batch (NPU, XLA)
-        entries = tf.reduce_sum(tf.cast(mask, tf.int32))
-        return tf.cond(entries <= capacity,
-                       lambda: self._pool_buffer(ids, target, mask, capacity, training),
-                       lambda: self._pool_dense(ids, target, mask, training, dense_gradients=True))
+        fits = tf.reduce_sum(tf.cast(mask, tf.int32)) <= capacity
+        names = sorted(ids)
 
-    def _pool_buffer(self, ids, target, mask, capacity, training):
+        def dense_fallback(target, mask, *id_values):
+            return self._pool_dense(dict(zip(names, id_values)), target, mask, training)
+
+        # Both run; the buffer's result is kept when the batch fits, the fallback's (computed, and
+        # recomputed for the gradient, only then) when it does not. Not a tf.cond between the two:
+        # XLA would write zeros for the fallback's [B, L, units] intermediates every step.
+        in_buffer = self._pool_buffer(ids, target, mask, capacity, training, fits)
+        fallback = only_when(tf.logical_not(fits), dense_fallback, lambda: (tf.zeros_like(target),) * 2,
+                             target, mask, *(ids[name] for name in names))
+        return tuple(tf.where(fits, buffered, dense) for buffered, dense in zip(in_buffer, fallback))
+
+    def _pool_buffer(self, ids, target, mask, capacity, training, fits):
+        """The buffer layout; `fits` false (entries beyond the capacity were left out): a result
+        to discard, which leaves Dice's moving statistics alone."""
         positions, rows = gather_history(mask, capacity)
         samples = dimension(mask, 0)
-        filled = rows < samples
+        filled = (rows < samples) & fits
         history = self.embed_history({name: tf.gather(tf.reshape(values, [-1]), positions)
-                                      for name, values in ids.items()}, dense_gradients=True)
+                                      for name, values in ids.items()})
         # The empty slots' sample: one more query row, whose results are sliced off.
         queries = tf.concat([target, tf.zeros_like(target[:1])], axis=0)
         interest = self.attention((queries, history, rows, filled), training=training)[:samples]
@@ -229,22 +230,6 @@ class DeepInterestNetwork(keras.Model):
 def _entries_after(mask):
     """[B, L]: the real entries after each position, 0 for the most recent, wherever the padding is."""
     return tf.cumsum(tf.cast(mask, tf.int32), axis=1, exclusive=True, reverse=True)
-
-
-def _lookup(layer, ids):
-    return layer(ids)
-
-
-@tf.custom_gradient
-def _densified(table):
-    return tf.identity(table), tf.convert_to_tensor
-
-
-def _lookup_with_dense_gradient(layer, ids):
-    """`layer(ids)` of a Keras Embedding whose table gets a dense gradient."""
-    # Cast like Embedding does: Keras 3 traces a float-typed serving signature when saving.
-    rows = tf.gather(_densified(tf.convert_to_tensor(layer.embeddings)), tf.cast(ids, tf.int32))
-    return tf.cast(rows, layer.compute_dtype)
 
 
 def _mini_batch_l2(table, history_ids, target_ids):

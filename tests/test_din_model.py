@@ -170,7 +170,7 @@ def test_static_capacity_layout_gives_the_logits_and_gradients_of_the_others(cap
     features = features_batch(seed=3)
     entries = int(tf.reduce_sum(tf.cast(features["hist_item"] > 0, tf.int32)))
     assert (capacity.for_batch(6) < entries) == (capacity is TOO_SMALL)  # both branches are exercised
-    results = {}
+    results, statistics = {}, {}
     for layout in ("compact", "dense", "static_compact"):
         model = build_model(dataclasses.replace(params, history_layout=layout), SPEC, history_capacity=capacity)
         if layout == "compact":
@@ -179,10 +179,17 @@ def test_static_capacity_layout_gives_the_logits_and_gradients_of_the_others(cap
         run = tf.function(logits_and_gradients, jit_compile=True) if jit and layout != "compact" else \
             logits_and_gradients
         results[layout] = run(model, features, True)
+        # Dice's moving statistics after the one training-mode call: updated once, with this batch's
+        # statistics (the static layout's discarded buffer must not count when the batch overflows)
+        statistics[layout] = {name: weight.numpy() for name, weight in model.named_weights().items()
+                              if "moving" in name}
     for layout in ("dense", "static_compact"):
         np.testing.assert_allclose(results[layout][0].numpy(), results["compact"][0].numpy(), rtol=1e-5, atol=1e-6)
         for ours, expected in zip(results[layout][1], results["compact"][1]):
             np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=1e-4, atol=1e-6)
+        assert statistics[layout].keys() == statistics["compact"].keys() and statistics[layout]
+        for name, value in statistics[layout].items():
+            np.testing.assert_allclose(value, statistics["compact"][name], rtol=1e-5, atol=1e-7, err_msg=name)
 
 
 def test_mini_batch_aware_l2_counts_each_present_row_once_over_its_frequency():
