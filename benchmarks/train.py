@@ -17,7 +17,9 @@ writes a random data dir (fixture writer, maxlen 40, geometric histories of mean
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -31,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 # loads; the baseline's process inherits it, so both sides run the same kernels.
 import din_model  # noqa: E402,F401
 from din_model.params import HISTORY_LAYOUTS, MODELS  # noqa: E402
+from din_model.run_state import STEPS_PER_CALL, make_step_loop  # noqa: E402
 
 PRESETS = {
     "reference": dict(batch_size=4096, embed_dim=8, use_category=False, attention_hidden="80,40",
@@ -46,9 +49,12 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True, type=Path)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="reference")
-    parser.add_argument("--steps", type=int, default=100, help="timed steps (after warm-up)")
+    parser.add_argument("--steps", type=int, default=80, help="timed steps (after warm-up)")
     parser.add_argument("--warmup", type=int, default=15)
     parser.add_argument("--jit", action="store_true", help="XLA-compile the train step")
+    parser.add_argument("--steps-per-call", type=int, default=None,
+                        help=f"train steps per call, as training runs them (default {STEPS_PER_CALL}; 1: a Python "
+                             "call per step)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="mixed")
@@ -134,6 +140,8 @@ def reference_fit_in_own_process(data_dir: Path, steps: int, warmup: int) -> flo
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    # Windows of whole calls, as many steps as the baseline's windows (steps // 5 batches)
+    args.steps_per_call = math.gcd(max(1, args.steps // 5), args.steps_per_call or STEPS_PER_CALL)
     spec_path = args.data_dir / "tfrecords" / "feature_spec.json"
     if not spec_path.is_file() and args.generate_samples:
         generate_data(args.data_dir, args.generate_samples)
@@ -165,13 +173,19 @@ def main(argv=None) -> None:
         return
     with device.scope():
         train_step = fresh_train_step(params, spec, device)
+        if args.steps_per_call == 1:
+            def consume(batch):
+                features, labels = batch
+                float(train_step(features, labels))
+                return int(labels.shape[0])
 
-        def consume(batch):
-            features, labels = batch
-            float(train_step(features, labels))
-            return int(labels.shape[0])
-
-        train_rates = window_rates(iter(dataset()), args.steps, args.warmup, consume)
+            train_rates = window_rates(iter(dataset()), args.steps, args.warmup, consume)
+        else:  # as training runs them (din_model/placement.py epoch_steps)
+            run_steps, batches = make_step_loop(train_step, args.steps_per_call), iter(dataset())
+            calls = (run_steps(batches) for _ in itertools.count())
+            train_rates = window_rates(calls, args.steps // args.steps_per_call,
+                                       max(1, round(args.warmup / args.steps_per_call)),
+                                       lambda call: (float(call[0][-1]), int(call[1]))[1])
     baseline = {}
     if args.baseline:
         reference_rate = reference_fit_in_own_process(args.data_dir, args.steps, args.warmup)
@@ -184,7 +198,7 @@ def main(argv=None) -> None:
                       "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "jit_compile": params.jit_compile,
                       "history_layout": resolve_history_layout(params, device.static_shapes),
                       "model": params.model, "sequence_features": list(params.active_sequence_features),
-                      "steps": args.steps, **baseline}))
+                      "steps": args.steps, "steps_per_call": args.steps_per_call, **baseline}))
 
 
 if __name__ == "__main__":

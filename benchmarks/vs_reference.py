@@ -1,6 +1,6 @@
 """Our trainer's `reference` preset against the reference DIN code, alternating processes; prints JSON.
 
-    python benchmarks/vs_reference.py --data-dir DIR [--pairs 3] [--steps 60] [--warmup 15]
+    python benchmarks/vs_reference.py --data-dir DIR [--pairs 3] [--steps 80] [--warmup 15]
         [-- extra arguments of benchmarks/train.py, e.g. --jit]
 
 Each pair runs benchmarks/train.py (streaming from the shards) and then
@@ -30,7 +30,7 @@ def add_pair_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of a benchmark that alternates two processes over several pairs."""
     parser.add_argument("--data-dir", required=True, type=Path)
     parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=80)  # windows of 16 steps: one call of training's step loop
     parser.add_argument("--warmup", type=int, default=15)
 
 

@@ -117,6 +117,9 @@ class Cluster(Placement):
     def samples_in(self, labels, params: TrainParams) -> int:
         return params.batch_size  # labels are per replica; every step is one global batch
 
+    def steps_per_call(self, device) -> int:
+        return 1  # a step's collectives run per call of the strategy's step, as the other workers expect
+
     processes = "workers"
 
     @property

@@ -6,7 +6,8 @@ differs between the ways of training sits behind its methods:
 - how the state is restored and made the same on every process (`restore`);
 - the train step (`make_train_step`: plain, a distribution strategy's, or with the
   gradients all-reduced over NPU ranks) and the batches of an epoch (`epoch_batches`:
-  the whole split, or this process's part for a fixed number of steps);
+  the whole split, or this process's part for a fixed number of steps), run a step or,
+  for one process on a CPU or GPU, several steps per call (`epoch_steps`);
 - who writes the run directory (`writes_run_dir`), agreement and barriers between processes.
 
 `Placement` itself is the single process (CPU, one GPU, one NPU). The others:
@@ -25,7 +26,7 @@ import numpy as np
 from din_common.errors import InputError
 from din_model.device import DeviceChoice
 from din_model.params import TrainParams
-from din_model.reader import iterate_checked, make_dataset, split_files
+from din_model.reader import SHARD_ERRORS, damaged_shard, iterate_checked, make_dataset, split_files
 from din_model import run_state
 from din_model.run_state import RunFiles, TrainingState, fixed_batches
 
@@ -58,10 +59,36 @@ class Placement:
 
     def epoch_batches(self, spec: dict, params: TrainParams, device: DeviceChoice, epoch: int) -> Iterator:
         """(features, labels) batches of one epoch (1-based `epoch`), shuffled with the epoch's seed."""
-        dataset = make_dataset(spec, "train", params.batch_size, shuffle=True, seed=epoch_seed(params, epoch),
-                               drop_remainder=fixed_batches(params, device), maxlen=params.maxlen,
-                               history_fields=params.history_features)
-        return iterate_checked(dataset, split_files(spec, "train"))
+        return iterate_checked(_epoch_dataset(spec, params, device, epoch), split_files(spec, "train"))
+
+    def steps_per_call(self, device: DeviceChoice) -> int:
+        """Train steps one call runs: several, with no Python between them, for one process on a CPU or
+        GPU; one on the NPU (the adapter runs each step's graph), and where processes meet in collectives."""
+        return 1 if device.name == "npu" else run_state.STEPS_PER_CALL
+
+    def epoch_steps(self, train_step, spec: dict, params: TrainParams, device: DeviceChoice,
+                    epoch: int) -> Iterator[tuple[np.ndarray, int]]:
+        """(losses, samples) of one epoch's train steps, `steps_per_call` steps at a time."""
+        if self.steps_per_call(device) == 1:
+            for features, labels in self.epoch_batches(spec, params, device, epoch):
+                # on several processes: the same reduced value on each
+                yield np.array([float(train_step(features, labels))]), self.samples_in(labels, params)
+            return
+        if getattr(self, "_step_loop", (None,))[0] is not train_step:
+            self._step_loop = (train_step, run_state.make_step_loop(train_step, self.steps_per_call(device)))
+        run = self._step_loop[1]
+        iterator = iter(_epoch_dataset(spec, params, device, epoch))
+        while True:
+            try:
+                losses, samples = run(iterator)
+            except SHARD_ERRORS:  # a damaged shard is named; any other failure is raised as it is
+                damaged = damaged_shard(split_files(spec, "train"))
+                if damaged is None:
+                    raise
+                raise damaged from None
+            if not len(losses):
+                return
+            yield losses.numpy(), int(samples)
 
     def samples_in(self, labels, params: TrainParams) -> int:
         """Samples one step trained on (over every process)."""
@@ -91,6 +118,12 @@ class Placement:
 
     def close(self) -> None:
         """Release what the placement holds (temporary directories)."""
+
+
+def _epoch_dataset(spec: dict, params: TrainParams, device: DeviceChoice, epoch: int):
+    return make_dataset(spec, "train", params.batch_size, shuffle=True, seed=epoch_seed(params, epoch),
+                        drop_remainder=fixed_batches(params, device), maxlen=params.maxlen,
+                        history_fields=params.history_features)
 
 
 def epoch_seed(params: TrainParams, epoch: int) -> int:

@@ -244,8 +244,8 @@ def _check_records(serialized: tf.Tensor) -> None:
         tf.RaggedTensor.from_row_lengths(_decode_joined(parsed[name]), lengths)
 
 
-def shard_error(files: list[str], error: Exception) -> InputError:
-    """The `InputError` for a read failure: find which shard is damaged by reading each alone."""
+def damaged_shard(files: list[str]) -> InputError | None:
+    """The `InputError` naming the first of `files` that fails to read alone, or None if all read."""
     for path in files:
         try:
             for records in tf.data.TFRecordDataset(path).batch(64):
@@ -253,7 +253,13 @@ def shard_error(files: list[str], error: Exception) -> InputError:
         except SHARD_ERRORS as file_error:
             return InputError(f"{path}: corrupt or truncated TFRecord shard ({_first_line(file_error)}); "
                               "rerun the preprocessing (Preprocess task) to rewrite it")
-    return InputError(f"reading TFRecord shards failed: {_first_line(error)} (files: {files[:3]}...)")
+    return None
+
+
+def shard_error(files: list[str], error: Exception) -> InputError:
+    """The `InputError` for a read failure: find which shard is damaged by reading each alone."""
+    return damaged_shard(files) or InputError(
+        f"reading TFRecord shards failed: {_first_line(error)} (files: {files[:3]}...)")
 
 
 def _first_line(error: Exception) -> str:

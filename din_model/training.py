@@ -56,15 +56,16 @@ def run_epoch(train_step, state: TrainingState, spec, params: TrainParams, devic
     """Train one epoch (1-based `epoch`) on the placement's batches; return (mean loss, samples per second)."""
     loss_sum, steps, samples = 0.0, 0, 0
     started = time.perf_counter()
-    for features, labels in placement.epoch_batches(spec, params, device, epoch):
-        loss = float(train_step(features, labels))  # on several processes: the same reduced value on each
-        steps += 1
-        if not np.isfinite(loss):
-            raise _diverged(loss, epoch, steps, state.manager, params)
-        loss_sum += loss
-        samples += placement.samples_in(labels, params)
-        kill_point(f"train:epoch{epoch}:step{steps}")
-        if steps % PROGRESS_EVERY_STEPS == 0:
+    for losses, samples_of_call in placement.epoch_steps(train_step, spec, params, device, epoch):
+        reported = steps // PROGRESS_EVERY_STEPS
+        for loss in losses:
+            steps += 1
+            if not np.isfinite(loss):
+                raise _diverged(float(loss), epoch, steps, state.manager, params)
+            loss_sum += float(loss)
+            kill_point(f"train:epoch{epoch}:step{steps}")
+        samples += samples_of_call
+        if steps // PROGRESS_EVERY_STEPS > reported:
             report(samples)
     elapsed = time.perf_counter() - started
     if steps == 0:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from din_model import evaluation, run_state, training
+from din_model import evaluation, placement, run_state, training
 from din_model.params import TrainParams
 from din_model.training import TrainingDiverged, evaluate, train, training_complete
 from tests.checkpoints import optimizer_iterations
@@ -105,12 +105,12 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(spec_path,
 
     def nan_on_second_step(*args, **kwargs):
         step = real_make_train_step(*args, **kwargs)
-        calls = []
+        calls = tf.Variable(0)  # counted in the graph: several steps may run in one call (run_state.make_step_loop)
 
         def poisoned(features, labels):
-            calls.append(1)
+            calls.assign_add(1)
             loss = step(features, labels)
-            return loss * float("nan") if len(calls) == 2 else loss
+            return tf.where(calls == 2, loss * float("nan"), loss)
 
         return poisoned
 
@@ -215,3 +215,34 @@ def test_npu_path_trains_on_static_batches_and_scores_every_sample(spec_path, tm
     assert len(batch_shapes) == 3 * (3000 // TINY["batch_size"])
     assert scored_rows == [600, 600, 600, 600]  # val after each epoch, then test: padded last batch, no extra rows
     assert evaluated["test"]["auc"] > 0.75
+
+
+def test_step_loop_runs_up_to_its_steps_per_call_and_stops_at_the_end_of_the_data():
+    sizes = [2, 2, 2, 2, 2, 2, 1]  # 7 batches, the last one short
+    labels = [tf.fill([size], float(index)) for index, size in enumerate(sizes)]
+    dataset = tf.data.Dataset.from_generator(lambda: ((({"x": tf.zeros_like(batch)}, batch) for batch in labels)),
+                                             output_signature=({"x": tf.TensorSpec([None])}, tf.TensorSpec([None])))
+    steps_seen = tf.Variable(0)
+
+    def fake_step(features, labels):
+        steps_seen.assign_add(1)
+        return tf.reduce_sum(labels) + tf.reduce_sum(features["x"])
+
+    run, iterator = run_state.make_step_loop(fake_step, steps=3), iter(dataset)
+    calls = [run(iterator) for _ in range(4)]
+    assert [list(losses.numpy()) for losses, _ in calls] == [[0, 2, 4], [6, 8, 10], [6], []]
+    assert [int(samples) for _, samples in calls] == [6, 6, 1, 0]
+    assert int(steps_seen) == 7
+
+
+def test_several_steps_per_call_train_the_model_one_step_per_call_trains(spec_path, tmp_path, monkeypatch):
+    # The same batches in the same order for both runs (shuffling reads shards in parallel, in any order)
+    real_make_dataset = placement.make_dataset
+    monkeypatch.setattr(placement, "make_dataset", lambda *args, **kwargs: real_make_dataset(
+        *args, **{**kwargs, "shuffle": False}))
+    params = TrainParams(**TINY, epochs=2)
+    looped = train(spec_path, tmp_path / "looped", params)
+    monkeypatch.setattr(run_state, "STEPS_PER_CALL", 1)
+    stepwise = train(spec_path, tmp_path / "stepwise", params)
+    for ours, theirs in zip(looped["epochs"], stepwise["epochs"]):
+        assert ours["train_loss"] == theirs["train_loss"] and ours["val"] == theirs["val"]
