@@ -26,7 +26,7 @@ COMBINATIONS = (("compact", False), ("static_compact", False), ("static_compact"
 
 def run_once(interpreter: str, args, layout: str, jit: bool) -> int:
     command = [interpreter, str(ROOT / "benchmarks" / "train.py"), "--data-dir", str(args.data_dir), "--preset",
-               args.preset, "--steps", str(args.steps), "--history-layout", layout, *(["--jit"] if jit else []),
+               args.preset, "--steps", str(args.steps), "--history-layout", layout, "--xla", "on" if jit else "off",
                *args.extra]
     printed = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return json.loads(printed.strip().splitlines()[-1])["train_samples_per_s"]

@@ -1,6 +1,6 @@
 """Throughput of DIN training on the TFRecord shards; prints one JSON line.
 
-    python benchmarks/train.py --data-dir DIR [--preset reference|default] [--steps N] [--jit]
+    python benchmarks/train.py --data-dir DIR [--preset reference|default] [--steps N] [--xla auto|on|off]
 
 Measures, after `--warmup` steps: `train_samples_per_s` (input pipeline + train step,
 steady state; median of 5 windows, plus the best window) and `input_samples_per_s`
@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 # din_model sets TensorFlow's environment (log level, oneDNN kernels) before TensorFlow
 # loads; the baseline's process inherits it, so both sides run the same kernels.
 import din_model  # noqa: E402,F401
-from din_model.params import HISTORY_LAYOUTS, MODELS  # noqa: E402
-from din_model.run_state import STEPS_PER_CALL, make_step_loop  # noqa: E402
+from din_model.params import HISTORY_LAYOUTS, MODELS, XLA_MODES  # noqa: E402
+from din_model.run_state import STEPS_PER_CALL, make_step_loop, resolve_xla  # noqa: E402
 
 PRESETS = {
     "reference": dict(batch_size=4096, embed_dim=8, use_category=False, attention_hidden="80,40",
@@ -51,7 +51,9 @@ def parse_args(argv=None):
     parser.add_argument("--preset", choices=sorted(PRESETS), default="reference")
     parser.add_argument("--steps", type=int, default=80, help="timed steps (after warm-up)")
     parser.add_argument("--warmup", type=int, default=15)
-    parser.add_argument("--jit", action="store_true", help="XLA-compile the train step")
+    parser.add_argument("--xla", choices=XLA_MODES, default="auto",
+                        help="XLA-compile the train step: as [train] xla (auto: what training does on this machine)")
+    parser.add_argument("--jit", action="store_true", help="the same as --xla on")
     parser.add_argument("--steps-per-call", type=int, default=None,
                         help=f"train steps per call, as training runs them (default {STEPS_PER_CALL}; 1: a Python "
                              "call per step)")
@@ -149,7 +151,7 @@ def main(argv=None) -> None:
     from din_model.model import resolve_history_layout
     from din_model.reader import make_dataset
 
-    settings = {"device": args.device, "precision": args.precision, "jit_compile": args.jit,
+    settings = {"device": args.device, "precision": args.precision, "xla": "on" if args.jit else args.xla,
                 "history_layout": args.history_layout}
     for name in ("batch_size", "model", "sequence_features"):
         if getattr(args, name):
@@ -157,7 +159,8 @@ def main(argv=None) -> None:
     params, spec, device = preset_setup(args.data_dir, args.preset, **settings)
     # XLA gets fixed-size batches too: the static layout's shapes must be known when the step
     # is traced (din_model/segments.py `dimension`); the timed batches are all full anyway.
-    device.static_shapes = device.static_shapes or args.static_shapes or args.jit
+    params = resolve_xla(params, device, spec)
+    device.static_shapes = device.static_shapes or args.static_shapes or params.jit_compile
 
     def dataset():
         return make_dataset(spec, "train", params.batch_size, shuffle=True, seed=params.seed, repeat=True,

@@ -22,6 +22,8 @@ L2_WEIGHTS = ("all", "embeddings")
 HISTORY_LAYOUTS = ("auto", "dense", "compact", "static_compact")
 DEVICES = ("auto", "npu", "gpu", "cpu")
 PRECISIONS = ("mixed", "fp32")
+# XLA-compiled train steps: "auto" = where they measured faster (run_state.resolve_xla).
+XLA_MODES = ("auto", "on", "off")
 # "din": the paper's model, whose attention pools the history as a set; "din_seq": DIN plus the
 # order-aware inputs named in `sequence_features` (din_model/model.py, docs/accuracy.md).
 MODELS = ("din", "din_seq")
@@ -46,6 +48,8 @@ class TrainParams:
     precision: str = "mixed"
     seed: int = 42
     maxlen: int | None = None
+    # Whether the train step is XLA-compiled: set from `xla` once the device is known
+    # (run_state.resolve_xla); the benchmarks set it directly.
     jit_compile: bool = False
     # Activation of the attention MLP; "dice"/"prelu" follow `activation`, "sigmoid" is the reference DIN code's.
     attention_activation: str = "sigmoid"
@@ -60,6 +64,7 @@ class TrainParams:
     # History layout (din_model/model.py): "auto" picks static_compact for static shapes or XLA,
     # else compact; "dense", "compact" and "static_compact" force one.
     history_layout: str = "auto"
+    xla: str = "auto"
     model: str = "din"
     # Comma-separated subset of SEQUENCE_FEATURES, used when model is din_seq; the default is the
     # best set measured (docs/accuracy.md, "Order-aware inputs").
@@ -106,6 +111,7 @@ class TrainParams:
         _require(self.maxlen is None or (isinstance(self.maxlen, int) and self.maxlen > 0), "maxlen",
                  "empty or a positive integer", self.maxlen)
         _require(self.model in MODELS, "model", f"one of {MODELS}", self.model)
+        _require(self.xla in XLA_MODES, "xla", f"one of {XLA_MODES}", self.xla)
         self.attention_units  # noqa: B018  (parsing validates)
         self.mlp_units  # noqa: B018
         parse_sequence_features(self.sequence_features)

@@ -33,11 +33,14 @@ from din_model.placement import Placement
 from din_model.reader import load_spec
 from din_model.reporting import plot_curves, run_title, write_tensorboard
 from din_model import run_state
-from din_model.run_state import RunFiles, TrainingState, make_train_step, read_metrics, step_signature  # noqa: F401
+from din_model.run_state import (RunFiles, TrainingState, make_train_step, read_metrics, resolve_xla,  # noqa: F401
+                                  step_signature)
 
 ProgressCallback = Callable[[float, str], None]
 PROGRESS_EVERY_STEPS = 50
 PARAMS_ALLOWED_TO_CHANGE_ON_RESUME = ("epochs",)
+# Worked out from the settings and the machine (params.json records them); they may differ on resume.
+DERIVED_PARAMS = ("jit_compile",)
 
 
 class TrainingDiverged(InputError):
@@ -80,7 +83,8 @@ def _check_params_of_run(files: RunFiles, params: TrainParams) -> None:
         return
     before = json.loads(files.params.read_text()).get("params", {})
     changed = sorted(name for name, value in params.to_dict().items()
-                     if name not in PARAMS_ALLOWED_TO_CHANGE_ON_RESUME and before.get(name, value) != value)
+                     if name not in PARAMS_ALLOWED_TO_CHANGE_ON_RESUME + DERIVED_PARAMS
+                     and before.get(name, value) != value)
     if changed:
         raise InputError(f"{files.root} holds a run with other parameters ({', '.join(changed)} differ); "
                          "use a new run directory")
@@ -129,6 +133,7 @@ def train(spec_path, run_dir, params: TrainParams, *, progress_callback: Optiona
         files = RunFiles(run_dir)
         _check_params_of_run(files, params)
         device = select_device(params.device, params.precision)
+        params = resolve_xla(params, device, spec)
         placement = placement_on(device, placement)
         placement.check(spec, params)
         if placement.writes_run_dir:
