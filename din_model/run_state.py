@@ -147,22 +147,27 @@ def step_signature(spec: dict, params: TrainParams, device: DeviceChoice):
                            params.batch_size if fixed_batches(params, device) else None, params.history_features)
 
 
+# XLA's compile (~2.5 s more than tracing the plain step, default preset) is repaid after ~270 steps
+# at the measured gain; `auto` asks for twice that.
+XLA_MIN_STEPS = 512
+
+
 def resolve_xla(params: TrainParams, device: DeviceChoice, spec: dict) -> TrainParams:
     """`params` with `jit_compile` set from `[train] xla`: "on", "off", or "auto": on for a CPU on the
-    modern stack whose train split holds a full batch, off elsewhere.
+    modern stack when the run trains at least XLA_MIN_STEPS full batches, off elsewhere.
 
     On a 2-core CPU with TF 2.21 the XLA step (static-capacity layout) trained the reference and default
     presets 1.2-1.3x faster than the plain one (docs/static_path.md); TF 2.6's XLA compiles the same
     step into code ~100x slower; GPUs were not measured. XLA steps take fixed-size batches, so an
-    epoch leaves out its last partial batch (a different one each epoch, as the data is reshuffled),
-    and a split smaller than one batch could not train at all.
+    epoch leaves out its last partial batch (a different one each epoch, as the data is reshuffled).
     """
     if params.xla == "on" and device.name == "npu":
         raise InputError("[train] xla = on: the NPU compiles its graphs itself; set [train] xla = auto or off")
     if params.xla != "auto":
         return dataclasses.replace(params, jit_compile=params.xla == "on")
-    full_batch = int(spec["splits"]["train"].get("samples", 0)) >= params.batch_size
-    return dataclasses.replace(params, jit_compile=device.name == "cpu" and compat.KERAS_3 and full_batch)
+    full_batches = int(spec["splits"]["train"].get("samples", 0)) // params.batch_size
+    worth_compiling = full_batches * params.epochs >= XLA_MIN_STEPS
+    return dataclasses.replace(params, jit_compile=device.name == "cpu" and compat.KERAS_3 and worth_compiling)
 
 
 def fixed_batches(params: TrainParams, device: DeviceChoice) -> bool:

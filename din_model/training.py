@@ -194,7 +194,8 @@ def train_epochs(train_step, state: TrainingState, files: RunFiles, spec: dict, 
                f"logloss {record['val']['logloss']:.4f}" if "val" in record else "")
         _print_and_report(progress_callback, epoch / params.epochs,
                           f"[train] epoch {epoch}/{params.epochs}: loss {loss:.4f}, {rate:,.0f} samples/s{val} "
-                          f"({device.name}, {device.precision}{placement.progress_label})")
+                          f"({device.name}, {device.precision}{', xla' if params.jit_compile else ''}"
+                          f"{placement.progress_label})")
     return epochs
 
 

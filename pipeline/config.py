@@ -69,8 +69,8 @@ class train(luigi.Config):
     seed = luigi.IntParameter(default=42)
     history_layout = luigi.Parameter(default="auto", description="auto, compact, static_compact or dense "
                                                                  "(docs/static_path.md)")
-    xla = luigi.Parameter(default="auto", description="auto (XLA-compiled steps on a CPU with TensorFlow >= 2.16, "
-                                                      "where they are faster), on or off (docs/static_path.md)")
+    xla = luigi.Parameter(default="auto", description="auto (XLA-compiled steps on a CPU with TensorFlow >= 2.16 for "
+                                                      "runs of 512 batches or more), on or off (docs/static_path.md)")
     model = luigi.Parameter(default="din", description="din (the paper's order-blind DIN) or din_seq (DIN plus "
                                                        "the sequence_features; docs/accuracy.md)")
     sequence_features = luigi.Parameter(default="time_gap",

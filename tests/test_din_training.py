@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from din_model import evaluation, placement, run_state, training
+from din_common.errors import InputError
+from din_model import compat, evaluation, placement, run_state, training
 from din_model.params import TrainParams
 from din_model.training import TrainingDiverged, evaluate, train, training_complete
 from tests.checkpoints import optimizer_iterations
@@ -246,3 +247,34 @@ def test_several_steps_per_call_train_the_model_one_step_per_call_trains(spec_pa
     stepwise = train(spec_path, tmp_path / "stepwise", params)
     for ours, theirs in zip(looped["epochs"], stepwise["epochs"]):
         assert ours["train_loss"] == theirs["train_loss"] and ours["val"] == theirs["val"]
+
+
+@pytest.mark.parametrize("xla, device, train_samples, epochs, expected", [
+    ("on", "cpu", 10, 1, True), ("off", "cpu", 10 ** 7, 8, False), ("on", "gpu", 10, 1, True),
+    ("auto", "cpu", 64 * 512, 1, True), ("auto", "cpu", 64 * 256, 2, True), ("auto", "cpu", 64 * 512 - 1, 1, False),
+    ("auto", "gpu", 10 ** 7, 8, False), ("auto", "npu", 10 ** 7, 8, False)])
+def test_xla_setting_resolves_by_device_stack_and_run_length(xla, device, train_samples, epochs, expected):
+    from din_model.device import DeviceChoice
+
+    choice = DeviceChoice(name=device, precision="fp32", dtype_policy="float32", static_shapes=device == "npu",
+                          loss_scaling=False)
+    spec = {"splits": {"train": {"samples": train_samples}}}
+    resolved = run_state.resolve_xla(TrainParams(**TINY, xla=xla, epochs=epochs), choice, spec)
+    # TF 2.6's XLA is ~100x slower on this model: auto never picks it there
+    assert resolved.jit_compile is (expected and (xla == "on" or compat.KERAS_3))
+
+
+def test_xla_on_the_npu_is_refused():
+    from din_model.device import DeviceChoice
+
+    npu = DeviceChoice(name="npu", precision="mixed", dtype_policy="float32", static_shapes=True, loss_scaling=True)
+    with pytest.raises(InputError, match=r"\[train\] xla = on: the NPU compiles its graphs itself"):
+        run_state.resolve_xla(TrainParams(**TINY, xla="on"), npu, {"splits": {"train": {"samples": 10}}})
+
+
+def test_an_xla_run_trains_full_batches_and_says_so(spec_path, tmp_path, capsys):
+    result = train(spec_path, tmp_path / "run", TrainParams(**TINY, epochs=1, xla="on"))
+    assert json.loads((tmp_path / "run" / "params.json").read_text())["params"]["jit_compile"] is True
+    assert optimizer_iterations(tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))) == 3000 // 64
+    assert result["epochs"][0]["val"]["auc"] > 0.6
+    assert "(cpu, fp32, xla)" in capsys.readouterr().out
