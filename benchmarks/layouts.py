@@ -6,7 +6,7 @@
 Each round runs benchmarks/train.py once per (stack, layout, XLA) combination, each in a
 fresh process, in the same order; the order of the combinations is reversed every other
 round, so the drift of a shared machine falls on all alike. Combinations: dense, compact
-and static_compact, each plain and with `--jit`, except compact with XLA (its shapes depend
+and static_compact, each plain (`--xla off`) and with `--xla on`, except compact with XLA (its shapes depend
 on the data, which XLA cannot compile). Reports every combination's runs and median, and
 per stack each median's ratio to the plain compact layout's (the CPU default before the
 static layout) and to the stack's fastest combination.
