@@ -152,9 +152,10 @@ def step_signature(spec: dict, params: TrainParams, device: DeviceChoice):
 XLA_MIN_STEPS = 512
 
 
-def resolve_xla(params: TrainParams, device: DeviceChoice, spec: dict) -> TrainParams:
-    """`params` with `jit_compile` set from `[train] xla`: "on", "off", or "auto": on for a CPU on the
-    modern stack when the run trains at least XLA_MIN_STEPS full batches, off elsewhere.
+def resolve_xla(params: TrainParams, device: DeviceChoice, spec: dict, *, one_process: bool = True) -> TrainParams:
+    """`params` with `jit_compile` set from `[train] xla`: "on", "off", or "auto": on for one process on a
+    CPU on the modern stack when the run trains at least XLA_MIN_STEPS full batches, off elsewhere
+    (clusters of workers were not measured with it).
 
     On a 2-core CPU with TF 2.21 the XLA step (static-capacity layout) trained the reference and default
     presets 1.2-1.3x faster than the plain one (docs/static_path.md); TF 2.6's XLA compiles the same
@@ -167,7 +168,8 @@ def resolve_xla(params: TrainParams, device: DeviceChoice, spec: dict) -> TrainP
         return dataclasses.replace(params, jit_compile=params.xla == "on")
     full_batches = int(spec["splits"]["train"].get("samples", 0)) // params.batch_size
     worth_compiling = full_batches * params.epochs >= XLA_MIN_STEPS
-    return dataclasses.replace(params, jit_compile=device.name == "cpu" and compat.KERAS_3 and worth_compiling)
+    return dataclasses.replace(params, jit_compile=device.name == "cpu" and compat.KERAS_3 and worth_compiling
+                               and one_process)
 
 
 def fixed_batches(params: TrainParams, device: DeviceChoice) -> bool:

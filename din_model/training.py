@@ -133,8 +133,8 @@ def train(spec_path, run_dir, params: TrainParams, *, progress_callback: Optiona
         files = RunFiles(run_dir)
         _check_params_of_run(files, params)
         device = select_device(params.device, params.precision)
-        params = resolve_xla(params, device, spec)
         placement = placement_on(device, placement)
+        params = resolve_xla(params, device, spec, one_process=type(placement) is Placement)
         placement.check(spec, params)
         if placement.writes_run_dir:
             write_json_atomic(files.params, {"params": params.to_dict(),

@@ -252,14 +252,16 @@ def test_several_steps_per_call_train_the_model_one_step_per_call_trains(spec_pa
 @pytest.mark.parametrize("xla, device, train_samples, epochs, expected", [
     ("on", "cpu", 10, 1, True), ("off", "cpu", 10 ** 7, 8, False), ("on", "gpu", 10, 1, True),
     ("auto", "cpu", 64 * 512, 1, True), ("auto", "cpu", 64 * 256, 2, True), ("auto", "cpu", 64 * 512 - 1, 1, False),
-    ("auto", "gpu", 10 ** 7, 8, False), ("auto", "npu", 10 ** 7, 8, False)])
+    ("auto", "gpu", 10 ** 7, 8, False), ("auto", "npu", 10 ** 7, 8, False), ("auto", "cluster", 10 ** 7, 8, False)])
 def test_xla_setting_resolves_by_device_stack_and_run_length(xla, device, train_samples, epochs, expected):
     from din_model.device import DeviceChoice
 
-    choice = DeviceChoice(name=device, precision="fp32", dtype_policy="float32", static_shapes=device == "npu",
-                          loss_scaling=False)
+    cluster = device == "cluster"  # a CPU worker of several
+    choice = DeviceChoice(name="cpu" if cluster else device, precision="fp32", dtype_policy="float32",
+                          static_shapes=device == "npu", loss_scaling=False)
     spec = {"splits": {"train": {"samples": train_samples}}}
-    resolved = run_state.resolve_xla(TrainParams(**TINY, xla=xla, epochs=epochs), choice, spec)
+    resolved = run_state.resolve_xla(TrainParams(**TINY, xla=xla, epochs=epochs), choice, spec,
+                                     one_process=not cluster)
     # TF 2.6's XLA is ~100x slower on this model: auto never picks it there
     assert resolved.jit_compile is (expected and (xla == "on" or compat.KERAS_3))
 
