@@ -3,7 +3,8 @@
     python benchmarks/train.py --data-dir DIR [--preset reference|default] [--steps N] [--xla auto|on|off]
 
 Measures, after `--warmup` steps: `train_samples_per_s` (input pipeline + train step,
-steady state; median of 5 windows, plus the best window) and `input_samples_per_s`
+steady state; median of 5 windows, plus the best window), `first_call_s` (the first call:
+tracing and compiling the step, plus its steps) and `input_samples_per_s`
 (the tf.data reader alone), then (`--baseline`, in a process of its own) the
 reference setup's in-memory Keras `fit` (benchmarks/reference_din.py, same windows) and our
 speed-up over it; benchmarks/vs_reference.py alternates the two over several pairs. Preset
@@ -122,6 +123,18 @@ def window_rates(iterator, steps: int, warmup: int, consume, windows: int = 5) -
     return rates
 
 
+def timed_first(consume, record: dict):
+    """`consume`, recording in `record["seconds"]` how long its first call took (tracing and compiling
+    the step, XLA's compile included, plus that call's steps)."""
+    def timed(element):
+        started = time.perf_counter()
+        result = consume(element)
+        record.setdefault("seconds", time.perf_counter() - started)
+        return result
+
+    return timed
+
+
 def evict_from_page_cache(paths) -> None:
     """Ask the kernel to drop these files' cached pages (works without root, unlike drop_caches)."""
     for path in paths:
@@ -174,6 +187,7 @@ def main(argv=None) -> None:
         print(json.dumps({"input_samples_per_s": round(statistics.median(input_rates)), "cold_cache": args.cold,
                           "preset": args.preset, "batch_size": params.batch_size, "steps": args.steps * 2}))
         return
+    first_call = {}
     with device.scope():
         train_step = fresh_train_step(params, spec, device)
         if args.steps_per_call == 1:
@@ -182,13 +196,18 @@ def main(argv=None) -> None:
                 float(train_step(features, labels))
                 return int(labels.shape[0])
 
-            train_rates = window_rates(iter(dataset()), args.steps, args.warmup, consume)
+            train_rates = window_rates(iter(dataset()), args.steps, args.warmup, timed_first(consume, first_call))
         else:  # as training runs them (din_model/placement.py epoch_steps)
-            run_steps, batches = make_step_loop(train_step, args.steps_per_call), iter(dataset())
-            calls = (run_steps(batches) for _ in itertools.count())
-            train_rates = window_rates(calls, args.steps // args.steps_per_call,
+            run_steps = make_step_loop(train_step, args.steps_per_call)
+
+            def consume(batches):
+                losses, samples = run_steps(batches)
+                float(losses[-1])
+                return int(samples)
+
+            train_rates = window_rates(itertools.repeat(iter(dataset())), args.steps // args.steps_per_call,
                                        max(1, round(args.warmup / args.steps_per_call)),
-                                       lambda call: (float(call[0][-1]), int(call[1]))[1])
+                                       timed_first(consume, first_call))
     baseline = {}
     if args.baseline:
         reference_rate = reference_fit_in_own_process(args.data_dir, args.steps, args.warmup)
@@ -196,6 +215,7 @@ def main(argv=None) -> None:
                     "speedup_vs_reference_fit": round(statistics.median(train_rates) / reference_rate, 2)}
     print(json.dumps({"train_samples_per_s": round(statistics.median(train_rates)),
                       "train_samples_per_s_best_window": round(max(train_rates)),
+                      "first_call_s": round(first_call["seconds"], 2),
                       "input_samples_per_s": round(statistics.median(input_rates)),
                       **device.describe(), "preset": args.preset, "batch_size": params.batch_size,
                       "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "jit_compile": params.jit_compile,
