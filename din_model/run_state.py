@@ -147,8 +147,9 @@ def step_signature(spec: dict, params: TrainParams, device: DeviceChoice):
                            params.batch_size if fixed_batches(params, device) else None, params.history_features)
 
 
-# XLA's compile (~2.5 s more than tracing the plain step, default preset) is repaid after ~270 steps
-# at the measured gain; `auto` asks for twice that.
+# XLA's compile takes ~2.7 s more than tracing the plain step (default preset: `benchmarks/train.py
+# --preset default --xla on|off`, first_call_s 5.1-5.3 vs 2.45 s) and saves ~8 ms a step (79-80 k vs
+# 67-70 k samples/s), so it is repaid after ~330 steps; `auto` asks for 1.5x that.
 XLA_MIN_STEPS = 512
 
 
