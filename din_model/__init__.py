@@ -5,12 +5,14 @@ Modules (importable without Luigi):
 - `reader`   tf.data reader of the shards described by `feature_spec.json`.
 - `layers`   Dice, PReLU, the dense stack and the DIN attention pooling.
 - `model`    the DIN model builder and its history layouts (dense, compact, static capacity).
-- `segments` row operations of the compact layouts; `history_capacity` the static layout's buffer size.
+- `segments` row operations of the compact layouts; `history_capacity` the static layout's buffer size;
+  `recompute` the static layout's rare dense fallback, computed (and recomputed for its gradient) only when needed.
 - `metrics`  AUC, GAUC, logloss (numpy) and the popularity baseline.
 - `device`   device (Ascend NPU, GPU, CPU) and precision selection; the NPU opened once per process.
 - `npu_options` the `[npu]` settings (validated) and their mapping onto the Ascend adapter's options.
 - `optimizer` Adam with the fused update kernel.
-- `training` train / evaluate loops, checkpoints, resume.
+- `training` train / evaluate loops, checkpoints, resume; `placement` and `run_state` what a process
+  trains on and the compiled steps (several per call), `[train] xla` resolved.
 - `reporting` what a run reports: curves.png, TensorBoard scalars.
 - `quiet_start` importing TensorFlow without its start-up noise.
 - `export`   SavedModel with the `serving_default` / `score` signatures.
