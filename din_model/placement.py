@@ -36,6 +36,7 @@ class Placement:
 
     writes_run_dir = True
     progress_label = ""  # appended to the per-epoch progress line
+    _step_loop = (None, None)  # (train step, its `make_step_loop` function), built on first use
 
     def describe(self) -> dict:
         """Extra metrics.json fields (strategy, number of processes)."""
@@ -74,7 +75,7 @@ class Placement:
                 # on several processes: the same reduced value on each
                 yield np.array([float(train_step(features, labels))]), self.samples_in(labels, params)
             return
-        if getattr(self, "_step_loop", (None,))[0] is not train_step:
+        if self._step_loop[0] is not train_step:  # one loop function per train step, traced once
             self._step_loop = (train_step, run_state.make_step_loop(train_step, self.steps_per_call(device)))
         run = self._step_loop[1]
         iterator = iter(_epoch_dataset(spec, params, device, epoch))

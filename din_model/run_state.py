@@ -106,8 +106,8 @@ def make_train_step(model, optimizer, jit_compile: bool, signature=None,
 
 
 # Train steps one call of `make_step_loop`'s function runs. Returning to Python between steps
-# (the call, its arguments, the loss read back) cost ~12 % of an XLA-compiled reference-preset
-# step on a 2-core CPU (benchmarks/train.py --steps-per-call 1 vs 16).
+# (the call, its arguments, the loss read back) cost 4-12 % of an XLA-compiled reference-preset
+# step on a 2-core CPU (benchmarks/train.py --xla on --steps-per-call 1 vs 16, alternating runs).
 STEPS_PER_CALL = 16
 
 

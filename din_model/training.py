@@ -61,11 +61,11 @@ def run_epoch(train_step, state: TrainingState, spec, params: TrainParams, devic
     started = time.perf_counter()
     for losses, samples_of_call in placement.epoch_steps(train_step, spec, params, device, epoch):
         reported = steps // PROGRESS_EVERY_STEPS
-        for loss in losses:
+        for loss in map(float, losses):
             steps += 1
             if not np.isfinite(loss):
-                raise _diverged(float(loss), epoch, steps, state.manager, params)
-            loss_sum += float(loss)
+                raise _diverged(loss, epoch, steps, state.manager, params)
+            loss_sum += loss
             kill_point(f"train:epoch{epoch}:step{steps}")
         samples += samples_of_call
         if steps // PROGRESS_EVERY_STEPS > reported:
