@@ -34,7 +34,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-import din_model  # noqa: E402,F401  (the same TensorFlow environment as our trainer: oneDNN on x86-64)
+import din_model  # noqa: E402,F401  (the same TensorFlow environment as our trainer: cpu_kernels)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 

@@ -14,22 +14,21 @@ Modules (importable without Luigi):
 - `training` train / evaluate loops, checkpoints, resume; `placement` and `run_state` what a process
   trains on and the compiled steps (several per call), `[train] xla` resolved.
 - `reporting` what a run reports: curves.png, TensorBoard scalars.
-- `quiet_start` importing TensorFlow without its start-up noise.
+- `quiet_start` importing TensorFlow without its start-up noise; `cpu_kernels` oneDNN on or off, per CPU and TF version.
 - `export`   SavedModel with the `serving_default` / `score` signatures.
 
 This package file imports nothing heavy: `import din_model.metrics` does not load TensorFlow.
 """
 
 import os
-import platform
+
+from din_model import cpu_kernels
 
 # TensorFlow's C++ start-up chatter (CUDA probing, CPU feature notes) is noise for users
 # of a CPU machine; errors still show. Set before any module here imports TensorFlow.
 # A user's own setting wins, and also turns off the start-up filter of `quiet_start`.
 USER_SET_TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL" in os.environ
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# oneDNN kernels on x86-64: TensorFlow leaves them off on CPUs without AVX512-VNNI/AMX,
-# although with AVX-512 they made reference-preset train steps 1.05-1.10x faster here.
-# Other CPUs (Arm hosts of Ascend NPUs) keep TensorFlow's choice. Set it to 0 to opt out.
-if platform.machine().lower() in ("x86_64", "amd64"):
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# oneDNN kernels only where measured to help and known safe (cpu_kernels: never on TensorFlow < 2.9,
+# whose oneDNN crashes CPUs without AVX-512). Decided before TensorFlow is imported.
+cpu_kernels.apply()

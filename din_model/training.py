@@ -24,7 +24,7 @@ import tensorflow as tf
 from din_common.atomic import write_json_atomic
 from din_common.errors import InputError
 from din_common.faults import kill_point
-from din_model import compat
+from din_model import compat, cpu_kernels
 from din_model.device import DeviceChoice, select_device
 from din_model.evaluation import evaluate, predict_split, split_metrics  # noqa: F401  (evaluate: public API)
 from din_model.export import export_saved_model
@@ -212,7 +212,8 @@ def finish_run(state: TrainingState, files: RunFiles, spec: dict, params: TrainP
 
 def _metrics_document(device: DeviceChoice, params: TrainParams, spec: dict, epochs: list[dict], *,
                       done: bool, checkpoint: str | None) -> dict:
-    return {**device.describe(), "epochs": epochs, "epochs_planned": params.epochs, "training_done": done,
+    return {**device.describe(), "cpu_kernels": cpu_kernels.CHOICE, "epochs": epochs, "epochs_planned": params.epochs,
+            "training_done": done,
             "checkpoint": checkpoint, "params": params.to_dict(), "tfrecord_fingerprint": spec.get("fingerprint")}
 
 

@@ -148,22 +148,6 @@ def test_cpu_explicit_ignores_npu(npu):
     assert npu.calls == []
 
 
-@pytest.mark.parametrize("machine, user_setting, expected", [
-    ("x86_64", None, "1"), ("x86_64", "0", "0"), ("aarch64", None, None)])
-def test_onednn_kernels_default_on_x86_only_and_a_user_setting_wins(machine, user_setting, expected):
-    import os
-    import subprocess
-
-    environment = {name: value for name, value in os.environ.items() if name != "TF_ENABLE_ONEDNN_OPTS"}
-    if user_setting is not None:
-        environment["TF_ENABLE_ONEDNN_OPTS"] = user_setting
-    script = ("import os, platform; platform.machine = lambda: %r; import din_model; "
-              "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))" % machine)
-    printed = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
-                             check=True).stdout.strip()
-    assert printed == str(expected)
-
-
 @pytest.mark.parametrize("precision, options, wrapped", [
     ("mixed", NpuOptions(), True), ("mixed", NpuOptions(loss_scaling="off"), False), ("fp32", NpuOptions(), False),
     ("mixed", NpuOptions(precision_mode="force_fp32"), False)])
