@@ -4,8 +4,9 @@
 `InputError` naming `[npu] <name>`, what was given and what is allowed), so a mistake stops the run before any
 training starts. `adapter_settings(precision)` is the nested {option: value} mapping that `din_model.device` sets
 on `global_options()` before `npu_device.open(device_id)`: top-level options plus the `dump_config` and
-`profiling_config` groups, named as in the adapter's configs/*.py. Only what the user turned on is set; every
-other adapter option keeps the adapter's default.
+`profiling_config` groups, named as in the adapter's configs/*.py. Only the precision mode, the operator cache
+(on by default, as ModelZoo's scripts have it) and what the user turned on are set; every other adapter option
+keeps the adapter's default. Values go with the Python type the adapter's option setter checks (bool, int, str).
 
 | setting | adapter option |
 | precision_mode (empty: from [train] precision) | precision_mode |
@@ -16,7 +17,8 @@ other adapter option keeps the adapter's default.
 | overflow_dump_path (enables overflow dump), dump_debug_mode | dump_config.enable_dump_debug/dump_path/dump_debug_mode |
 | profiling_output_dir (enables profiling), profiling_options | profiling_config.enable_profiling/profiling_options |
 | loss_scaling (dynamic or off) | npu_device.train.optimizer.NpuLossScaleOptimizer (float16 matrix products) |
-| devices, rank_table_file | NPU ranks: RANK_SIZE, RANK_ID, ASCEND_DEVICE_ID, RANK_TABLE_FILE per process |
+| devices, rank_table_file | NPU ranks: RANK_SIZE, RANK_ID, ASCEND_DEVICE_ID, RANK_TABLE_FILE per process; the
+  table is checked to list exactly `devices` NPUs (din_model/rank_table.py) |
 | op_compiler_cache_mode, op_compiler_cache_dir | the same names (cache on by default, in the data dir) |
 | hcom_parallel, op_debug_level, enable_exception_dump, graph_run_mode | the same names |
 | aoe_mode | aoe_config.aoe_mode |
@@ -55,8 +57,8 @@ PRECISION_MODES = {"force_fp32": "float16", "allow_fp32_to_fp16": "float16", "fo
                    "allow_fp32_to_bf16": "bfloat16"}  # in the order of the adapter's configs/npu_config.py
 ADAPTER_PRECISION_MODES = tuple(PRECISION_MODES)
 # `[train] precision` -> the adapter's precision_mode when `[npu] precision_mode` is empty: fp32 keeps float32
-# everywhere but the cube's inputs, as fast as the 910 computes a float32 graph (must_keep_origin_dtype would run
-# every float32 MatMul on the AI CPU).
+# everywhere but the cube's inputs, CANN's fastest float32 mode on the 910 (must_keep_origin_dtype may put every
+# float32 MatMul on the AI CPU).
 MODE_OF_TRAIN_PRECISION = {"mixed": "allow_mix_precision", "fp32": "force_fp32"}
 OP_COMPILER_CACHE_MODES = ("enable", "disable", "force")
 # The adapter options below take these values (configs/npu_config.py, aoe_config.py); "" leaves the adapter's
