@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional
 import tensorflow as tf
 
 from din_common.errors import InputError
-from din_model.npu_options import NpuOptions
+from din_model.npu_options import NpuOptions, setting_of
 DEVICES = ("auto", "npu", "gpu", "cpu")
 PRECISIONS = ("mixed", "fp32")
 
@@ -136,9 +136,10 @@ def _set_options(config, settings: dict, prefix: str = "") -> None:
                 _set_options(getattr(config, name), value, f"{prefix}{name}.")
             else:
                 setattr(config, name, value)
-        except (AttributeError, ValueError) as error:
-            raise InputError(f"the installed Ascend adapter rejects global_options().{prefix}{name} = {value!r} "
-                             f"({error}); check the [npu] settings against its CANN version") from None
+        except (AttributeError, TypeError, ValueError) as error:  # the adapter's option setter raises all three
+            raise InputError(f"[npu] {setting_of(prefix + name)}: the installed Ascend adapter rejects "
+                             f"global_options().{prefix}{name} = {value!r} ({type(error).__name__}: {error}); check "
+                             "the setting against its CANN version (docs/ascend.md)") from None
 
 
 def _create_output_directories(options: NpuOptions) -> None:

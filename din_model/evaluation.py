@@ -88,10 +88,11 @@ def default_oracle_path(spec_path) -> Path | None:
     return Path(spec_path).resolve().parent.parent / "raw" / "oracle.json"
 
 
-def plain_din_test_auc(run_dir: Path, params: TrainParams, spec: dict) -> float | None:
-    """Test AUC of the plain-DIN twin of this run (same settings but `model = din`, same shards),
-    a sibling run directory under the same runs/ folder, if it has been evaluated."""
-    twin = Path(run_dir).parent / run_id(dataclasses.replace(params, model="din"), spec.get("fingerprint", ""))
+def plain_din_test_auc(run_dir: Path, params: TrainParams, spec: dict, npu_numerics: dict | None = None) -> float | None:
+    """Test AUC of the plain-DIN twin of this run (same settings but `model = din`, same shards, same NPU
+    numerics), a sibling run directory under the same runs/ folder, if it has been evaluated."""
+    twin = Path(run_dir).parent / run_id(dataclasses.replace(params, model="din"), spec.get("fingerprint", ""),
+                                         npu_numerics)
     return read_metrics(RunFiles(twin).metrics).get("test", {}).get("auc")
 
 
@@ -102,11 +103,12 @@ def relative_improvements(test_auc: float, popularity_auc: float, din_auc: float
 
 
 def evaluate(spec_path, run_dir, params: TrainParams, *, oracle_path: str | Path | None = None,
-             plain_din_auc: float | None = None) -> dict:
+             plain_din_auc: float | None = None, npu_numerics: dict | None = None) -> dict:
     """Test metrics of the last checkpoint + baselines, merged into metrics.json under `test`.
 
     `plain_din_auc`: the plain-DIN test AUC to compute RelaImpr against; by default that of
-    this run's plain-DIN twin (`plain_din_test_auc`), or this run's own for a plain-DIN run.
+    this run's plain-DIN twin (`plain_din_test_auc`, with the run id's `npu_numerics`), or this run's own
+    for a plain-DIN run.
     """
     spec = load_spec(spec_path)
     files = RunFiles(run_dir)
@@ -121,7 +123,8 @@ def evaluate(spec_path, run_dir, params: TrainParams, *, oracle_path: str | Path
     result = {"test": split_metrics(test),
               "popularity_test_auc": metric_functions.auc(test["label"], popularity_scores(spec, test["target_item"]))}
     if plain_din_auc is None:
-        plain_din_auc = result["test"]["auc"] if params.model == "din" else plain_din_test_auc(run_dir, params, spec)
+        plain_din_auc = (result["test"]["auc"] if params.model == "din"
+                         else plain_din_test_auc(run_dir, params, spec, npu_numerics))
     result["rela_impr"] = relative_improvements(result["test"]["auc"], result["popularity_test_auc"], plain_din_auc)
     oracle_path = Path(oracle_path) if oracle_path else default_oracle_path(spec_path)
     oracle_auc = read_oracle_auc(oracle_path) if oracle_path else None

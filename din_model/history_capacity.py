@@ -14,11 +14,16 @@ the real work. A batch above the capacity is not cut: the model takes the dense 
 for it (same function, static shapes).
 
 `measure_history_capacity` reads (up to `max_samples` of) the train split in shuffled
-batches of the training batch size, as training does.
+batches of the training batch size, as training does. A process that starts several others
+on the same data (the NPU ranks' launcher) measures once and passes the rule on in
+`capacity_environment`; `measure_history_capacity` in those processes then reads it back
+instead of measuring again (only for the same shards, maxlen and batch size).
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -26,6 +31,7 @@ import tensorflow as tf
 from din_common.errors import InputError
 
 STANDARD_DEVIATIONS = 4.0
+MEASURED_VARIABLE = "DIN_HISTORY_CAPACITY"  # a launcher's measured rule, for the processes it starts
 SLOT_MULTIPLE = 8  # capacities rounded up to a multiple of this (vector-friendly sizes)
 
 
@@ -70,9 +76,37 @@ def capacity_of_batches(batches: list, maxlen: int) -> HistoryCapacity:
     return HistoryCapacity(float(lengths.mean()), max(float(lengths.std()), spread_of_totals), maxlen)
 
 
+def _measured_for(spec: dict, maxlen: int, batch_size: int) -> dict:
+    return {"fingerprint": spec.get("fingerprint"), "maxlen": int(maxlen), "batch_size": int(batch_size)}
+
+
+def capacity_environment(spec: dict, maxlen: int, batch_size: int) -> dict:
+    """{MEASURED_VARIABLE: the rule measured here} for the environment of processes training on this data."""
+    rule = measure_history_capacity(spec, maxlen, batch_size)
+    return {MEASURED_VARIABLE: json.dumps({**_measured_for(spec, maxlen, batch_size),
+                                           "mean_entries": rule.mean_entries, "std_entries": rule.std_entries})}
+
+
+def _handed_down(spec: dict, maxlen: int, batch_size: int, environ=os.environ):
+    """The rule a launcher measured for exactly this data and batch size, else None."""
+    try:
+        measured = json.loads(environ.get(MEASURED_VARIABLE) or "{}")
+        if measured and all(measured.get(name) == value for name, value in _measured_for(spec, maxlen,
+                                                                                         batch_size).items()):
+            return HistoryCapacity(float(measured["mean_entries"]), float(measured["std_entries"]), maxlen)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass  # not a rule this code wrote: measure instead
+    return None
+
+
 def measure_history_capacity(spec: dict, maxlen: int, batch_size: int, max_samples: int = 262_144) -> HistoryCapacity:
-    """The capacity rule measured on shuffled train batches of `batch_size`, at most `max_samples` samples."""
+    """The capacity rule measured on shuffled train batches of `batch_size`, at most `max_samples` samples
+    (or the one the launcher of this process measured on the same data)."""
     from din_model.reader import make_dataset
+
+    handed_down = _handed_down(spec, maxlen, batch_size)
+    if handed_down is not None:
+        return handed_down
 
     dataset = make_dataset(spec, "train", batch_size, shuffle=True, seed=0, maxlen=maxlen, history_fields=("hist_item",))
     count_entries = tf.function(lambda history: tf.reduce_sum(tf.cast(history > 0, tf.int32), axis=1))

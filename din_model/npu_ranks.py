@@ -11,8 +11,14 @@ device with `RANK_SIZE`, `RANK_ID`, `RANK_TABLE_FILE` (the HCCL rank table) and
   averages the gradients over the ranks (`all_reduce(..., "mean")`) before the update;
   the model's variables are broadcast from rank 0 after building and restoring. Rank 0
   writes the run directory (checkpoints, metrics, SavedModel); the others write nothing.
-- `launch_ranks`: `TrainDIN` with `[npu] devices = n` starts the n rank processes
-  (`python -m din_model.npu_ranks ...`), waits for them, and stops them all when one fails.
+- `launch_ranks`: `TrainDIN` with `[npu] devices = n` checks the rank table (din_model/rank_table.py:
+  exactly n NPUs, else one error before any rank starts), measures the static layout's history
+  capacity once and hands it to the ranks, starts the n rank processes (`python -m
+  din_model.npu_ranks ...`; rank r on the table's device_id of rank_id r, with HCCL_CONNECT_TIMEOUT
+  unless set), waits for them, and stops them all when one fails.
+- No rank waits in a collective while rank 0 alone works: after each epoch, and at the end, the
+  others wait for rank 0's marker file in the launcher's directory (validation, checkpoint, export),
+  so HCCL_EXEC_TIMEOUT only ever covers the skew of a train step (docs/ascend.md, "Timeouts").
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,13 +47,32 @@ from din_model.run_state import RunFiles, TrainingState
 
 RANK_ENVIRONMENT = ("RANK_SIZE", "RANK_ID", "RANK_TABLE_FILE", "ASCEND_DEVICE_ID")
 STRATEGY_NAME = "NPU ranks (HCCL)"
+SYNC_DIR_VARIABLE = "DIN_NPU_RANKS_SYNC_DIR"  # the launcher's directory of rank 0's progress markers
+SYNC_POLL_S = 0.2
+# Covers a rank's start before its first collective: importing TensorFlow and the adapter, opening the NPU,
+# building the model, restoring, and GE compiling the first graph with an empty operator cache, on one rank
+# slower than another. CANN allows [120, 7200] s, default 120.
+HCCL_CONNECT_TIMEOUT_S = 1800
 
 
 class NpuRankPlacement(Placement):
-    """This process as rank `rank` of `ranks` NPU processes."""
+    """This process as rank `rank` of `ranks` NPU processes.
 
-    def __init__(self, adapter, rank: int, ranks: int):
-        self.adapter, self.rank, self.ranks = adapter, rank, ranks
+    With `sync_dir` (the launcher's), the other ranks wait for rank 0's validation, checkpoint and final export
+    on a marker file there, outside any collective, so no HCCL wait lasts longer than a step's skew.
+    """
+
+    def __init__(self, adapter, rank: int, ranks: int, sync_dir: Optional[str] = None):
+        self.adapter, self.rank, self.ranks, self.sync_dir = adapter, rank, ranks, sync_dir
+
+    def _rank_zero_reached(self, mark: str) -> None:
+        """Rank 0 marks `mark` done; the others return once it has (the launcher stops them if rank 0 fails)."""
+        marker = Path(self.sync_dir) / f"rank0-{mark}"
+        if self.rank == 0:
+            marker.write_text("")
+            return
+        while not marker.exists():
+            time.sleep(SYNC_POLL_S)
 
     @property
     def writes_run_dir(self) -> bool:
@@ -87,8 +113,17 @@ class NpuRankPlacement(Placement):
         return params.batch_size
 
     def save(self, state: TrainingState, epoch: int) -> None:
+        """Rank 0 saves (after validating); the others wait for it here rather than in the next step's all-reduce."""
         if self.writes_run_dir:
             state.save(epoch)
+        if self.sync_dir:
+            self._rank_zero_reached(f"epoch{epoch}")
+
+    def barrier(self) -> None:
+        if self.sync_dir:
+            self._rank_zero_reached("finished")
+        else:
+            super().barrier()
 
     processes = "NPU ranks"
 
@@ -114,16 +149,36 @@ def placement_for(device) -> Optional[NpuRankPlacement]:
         return None
     import npu_device
 
-    placement = NpuRankPlacement(npu_device, int(handle.worker_id), int(handle.workers_num))
+    placement = NpuRankPlacement(npu_device, int(handle.worker_id), int(handle.workers_num),
+                                 os.environ.get(SYNC_DIR_VARIABLE) or None)
     print(f"[train] {STRATEGY_NAME}: {placement.ranks} NPUs, this is rank {placement.rank}", flush=True)
     return placement
 
 
 # --- launching the ranks ----------------------------------------------------------------
 
-def rank_environment(rank: int, ranks: int, first_device: int, rank_table: str) -> dict:
-    return {"RANK_SIZE": str(ranks), "RANK_ID": str(rank), "ASCEND_DEVICE_ID": str(first_device + rank),
-            "RANK_TABLE_FILE": rank_table}
+def rank_environment(rank: int, table, sync_dir: str, environ=os.environ) -> dict:
+    """Rank `rank`'s variables: its NPU is the table's device_id for its rank_id. HCCL_CONNECT_TIMEOUT (unless
+    the user set it) covers what a rank does before its first collective (docs/ascend.md, "Timeouts")."""
+    environment = {"RANK_SIZE": str(table.ranks), "RANK_ID": str(rank),
+                   "ASCEND_DEVICE_ID": str(table.device_of_rank[rank]), "RANK_TABLE_FILE": os.path.abspath(table.path),
+                   SYNC_DIR_VARIABLE: sync_dir}
+    if not environ.get("HCCL_CONNECT_TIMEOUT", "").strip():
+        environment["HCCL_CONNECT_TIMEOUT"] = str(HCCL_CONNECT_TIMEOUT_S)
+    return environment
+
+
+def _capacity_for_ranks(spec_path, params: TrainParams) -> dict:
+    """The static layout's history capacity, measured here once (not by every rank, on its NPU), for the ranks'
+    environment; {} when the ranks' model does not use it."""
+    from din_model.history_capacity import capacity_environment
+    from din_model.model import resolve_history_layout
+    from din_model.reader import load_spec
+
+    if resolve_history_layout(params, static_shapes=True) != "static_compact":
+        return {}
+    spec = load_spec(spec_path)
+    return capacity_environment(spec, params.maxlen or int(spec["maxlen"]), params.batch_size)
 
 
 def launch_ranks(options, spec_path, run_dir, params: TrainParams, *, poll_seconds: float = 0.5) -> dict:
@@ -132,12 +187,13 @@ def launch_ranks(options, spec_path, run_dir, params: TrainParams, *, poll_secon
     Returns rank 0's metrics. If a rank fails, the others are stopped and the error names
     the rank and ends with its last lines.
     """
-    ranks, first_device = options.devices, options.resolved_device_id()
+    ranks = options.devices
     if params.device not in ("npu", "auto") or importlib.util.find_spec("npu_device") is None:
         raise InputError(f"[npu] devices = {ranks} trains on {ranks} NPUs, but "
                          + ("[train] device is " + params.device if params.device not in ("npu", "auto") else
                             "the Ascend CANN TF adapter (npu_device) is not importable (source CANN's set_env.sh)"))
-    rank_table = os.path.abspath(options.rank_table_file)
+    table = options.rank_table()  # a table HCCL would wait on forever is refused before any rank starts
+    capacity = _capacity_for_ranks(spec_path, params)
     settings = json.dumps(dataclasses.asdict(options))
     logs = Path(tempfile.mkdtemp(prefix="din-npu-ranks-"))
     processes = []
@@ -145,7 +201,7 @@ def launch_ranks(options, spec_path, run_dir, params: TrainParams, *, poll_secon
         for rank in range(ranks):
             command = [sys.executable, "-m", "din_model.npu_ranks", str(spec_path), str(run_dir),
                        json.dumps(params.to_dict()), settings]
-            environment = {**os.environ, **rank_environment(rank, ranks, first_device, rank_table)}
+            environment = {**os.environ, **capacity, **rank_environment(rank, table, str(logs))}
             output = None if rank == 0 else open(logs / f"rank{rank}.log", "w")
             processes.append((rank, subprocess.Popen(command, env=environment, stdout=output,
                                                      stderr=subprocess.STDOUT if output else None), output))
@@ -157,9 +213,7 @@ def launch_ranks(options, spec_path, run_dir, params: TrainParams, *, poll_secon
                 process.wait()
             if output is not None:
                 output.close()
-        for log in logs.glob("*.log"):
-            log.unlink()
-        logs.rmdir()
+        shutil.rmtree(logs, ignore_errors=True)  # the ranks' logs and epoch markers
     return run_state.read_metrics(RunFiles(run_dir).metrics)
 
 
@@ -189,8 +243,9 @@ def main(argv=None) -> int:
     from din_model.training import train
 
     spec_path, run_dir, params_json, settings_json = (argv or sys.argv[1:])[:4]
-    configure_npu(NpuOptions(**json.loads(settings_json)).for_rank(int(os.environ["ASCEND_DEVICE_ID"])))
+    settings = json.loads(settings_json)
     try:
+        configure_npu(NpuOptions(**settings).for_rank(int(os.environ["ASCEND_DEVICE_ID"])))
         train(spec_path, run_dir, TrainParams(**json.loads(params_json)))
     except InputError as error:
         print(f"ERROR: {error}", file=sys.stderr, flush=True)

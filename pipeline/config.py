@@ -89,7 +89,7 @@ class npu(luigi.Config):
     """
     precision_mode = luigi.Parameter(default="", description="Adapter precision_mode; empty: from [train] precision "
                                                              "(mixed: allow_mix_precision, fp32: "
-                                                             "must_keep_origin_dtype).")
+                                                             "force_fp32).")
     device_id = luigi.Parameter(default="", description="NPU to open; empty: ASCEND_DEVICE_ID, else 0.")
     modify_mixlist = luigi.Parameter(default="", description="Mixlist JSON changing which ops run in float16.")
     fusion_switch_file = luigi.Parameter(default="", description="Fusion switch file turning graph/UB fusions off.")
@@ -103,11 +103,24 @@ class npu(luigi.Config):
     profiling_options = luigi.Parameter(default="", description='Profiling switches as JSON, e.g. '
                                                                 '{"training_trace": "on", "task_trace": "on"} '
                                                                 '(the default).')
-    loss_scaling = luigi.Parameter(default="dynamic", description="dynamic: NpuLossScaleOptimizer under mixed "
-                                                                  "precision; off: no loss scaling.")
-    devices = luigi.Parameter(default="1", description="NPUs of this host to train on (one rank process each, "
-                                                       "from device_id on).")
+    loss_scaling = luigi.Parameter(default="dynamic", description="dynamic: NpuLossScaleOptimizer when matrix "
+                                                                  "products take float16; off: no loss scaling.")
+    devices = luigi.Parameter(default="1", description="NPUs of this host to train on (one rank process each, on "
+                                                       "the rank table's device_id of its rank_id).")
     rank_table_file = luigi.Parameter(default="", description="The host's HCCL rank table JSON (devices > 1).")
+    op_compiler_cache_mode = luigi.Parameter(default="enable", description="enable, disable or force: cache "
+                                                                           "compiled operators between runs.")
+    op_compiler_cache_dir = luigi.Parameter(default="", description="Operator cache directory; empty: "
+                                                                    "<data_dir>/npu_op_cache.")
+    hcom_parallel = luigi.Parameter(default="", description="true/false: all-reduce in parallel with the backward "
+                                                            "pass; empty: the adapter's default (true).")
+    op_debug_level = luigi.Parameter(default="", description="0-4: operator debug (overflow check, debug "
+                                                             "builds); empty: off.")
+    enable_exception_dump = luigi.Parameter(default="", description="0/1 (2 on newer adapters): dump a failing "
+                                                                    "operator's data; empty: adapter default.")
+    graph_run_mode = luigi.Parameter(default="", description="1 training, 0 online inference; empty: 1.")
+    aoe_mode = luigi.Parameter(default="", description="AOE tuning: 1 subgraph, 2 operator, 4 gradient split; "
+                                                       "empty: no tuning.")
 
 
 def section_values(section: luigi.Config) -> dict:

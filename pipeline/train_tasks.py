@@ -5,9 +5,10 @@ and the `[npu]` section into `din_model.npu_options.NpuOptions`: checked when th
 scheduled (a bad value stops the run before stage 1) and handed to `din_model.device.configure_npu`
 before training or evaluating, so one process opens the NPU once with those options.
 The run directory is `<data_dir>/runs/<run_id>/`, `run_id` hashing every training
-parameter and the fingerprint that stage 1 writes into feature_spec.json; so a changed
-training parameter starts a new run and leaves stage 1 untouched, and new shards
-start a new run too.
+parameter, the fingerprint that stage 1 writes into feature_spec.json and, when training
+runs on the NPU, the `[npu]` settings that change the numbers (`npu_numerics`); so a changed
+training parameter or precision mode starts a new run and leaves stage 1 untouched, and new
+shards start a new run too.
 - TrainDIN: complete when the run's metrics.json says training is done with all epochs.
   A killed TrainDIN resumes from its last checkpoint when rerun.
 - EvaluateDIN: adds test metrics and baselines to metrics.json and writes
@@ -49,9 +50,24 @@ def training_module():
 
 
 def current_npu_options():
+    """`[npu]` as NpuOptions; the compiled-operator cache goes into the data dir unless a directory is named."""
     from din_model.npu_options import NpuOptions
 
-    return NpuOptions.from_strings(config.section_values(config.npu()))
+    values = dict(config.section_values(config.npu()))
+    if values.get("op_compiler_cache_mode", "enable").strip() != "disable" and \
+            not values.get("op_compiler_cache_dir", "").strip():
+        values["op_compiler_cache_dir"] = os.path.join(config.paths().data_dir, "npu_op_cache")
+    return NpuOptions.from_strings(values)
+
+
+def npu_numerics(params):
+    """The `[npu]` settings that change the numbers, when training will run on the NPU (else None): part of
+    the run id, so a changed precision mode or mixlist starts a new run."""
+    from din_model.npu_options import npu_adapter_present
+
+    if params.device == "npu" or (params.device == "auto" and npu_adapter_present()):
+        return current_npu_options().numerics(params.precision)
+    return None
 
 
 def _use_npu_options() -> None:
@@ -104,7 +120,8 @@ class RunTask(LockedTask):
     def run_dir(self) -> Path:
         from din_model.params import run_id
 
-        identifier = run_id(self.train_params(), _tfrecords_fingerprint(self.preprocess_task()))
+        params = self.train_params()
+        identifier = run_id(params, _tfrecords_fingerprint(self.preprocess_task()), npu_numerics(params))
         return Path(config.paths().data_dir) / "runs" / identifier
 
     def report(self, fraction: float, message: str) -> None:
@@ -166,7 +183,8 @@ class EvaluateDIN(RunTask):
         _use_npu_options()
         self.report(0.0, "evaluating on the test split")
         progress_line("EvaluateDIN", "scoring the test split, then the popularity baseline")
-        result = training.evaluate(self.spec_path(), self.run_dir(), self.train_params())
+        result = training.evaluate(self.spec_path(), self.run_dir(), self.train_params(),
+                                   npu_numerics=npu_numerics(self.train_params()))
         summary = {name: result[name] for name in ("test", "popularity_test_auc", "oracle_test_auc", "gap_closed",
                                                       "rela_impr")
                    if name in result}

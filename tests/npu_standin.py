@@ -3,7 +3,8 @@
 It mirrors the public Python surface of the real adapter (Ascend/tensorflow, `tf_adapter_2.x/python/npu_device`,
 built for TF 2.6.5) and behaves like it where this project depends on the behaviour:
 - `global_options()` is one process-wide `NpuConfig`. Its options are fixed: setting an unknown option raises
-  ValueError listing the known ones, a value outside an option's allowed list raises ValueError. Nested groups
+  ValueError listing the known ones, a value outside an option's allowed list raises ValueError, or TypeError
+  when the option has a default of another type (`hcom_parallel = "true"`). Nested groups
   (`dump_config`, `profiling_config`, `aoe_config`, `memory_config`, `experimental`) work the same way and
   `as_dict()` flattens them into one {name: string} mapping (booleans become "1"/"0"), as the real `open()`
   hands the backend.
@@ -73,6 +74,8 @@ class OptionValue:
     @value.setter
     def value(self, new_value):
         if isinstance(self._optional, (list, tuple)) and new_value not in self._optional:
+            if self._default is not None and not isinstance(new_value, type(self._default)):  # as the real setter
+                raise TypeError(f"Expected {type(self._default).__name__}, got {type(new_value).__name__}")
             raise ValueError(f"'{new_value}' not in optional list {list(self._optional)}")
         self._value = new_value
 

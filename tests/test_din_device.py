@@ -29,16 +29,49 @@ def changed_from_defaults(options):
     return {name: value for name, value in options.items() if ADAPTER_DEFAULTS.get(name) != value}
 
 
-@pytest.mark.parametrize("precision, mode", [("mixed", "allow_mix_precision"), ("fp32", "must_keep_origin_dtype")])
+@pytest.mark.parametrize("precision, mode", [("mixed", "allow_mix_precision"), ("fp32", "force_fp32")])
 @pytest.mark.parametrize("requested", ["auto", "npu"])
 def test_npu_is_opened_with_its_precision_mode(npu, requested, precision, mode):
     choice = select_device(requested, precision)
     assert npu.call_names() == ["global_options", "open", "as_default"]
     assert npu.named("open")[0]["device_id"] == 0
-    assert changed_from_defaults(opened_options(npu)) == {"precision_mode": mode}
-    assert (choice.name, choice.precision, choice.static_shapes) == ("npu", precision, True)
-    assert choice.describe() == {"device": "npu", "precision": precision}
+    assert changed_from_defaults(opened_options(npu)) == {"precision_mode": mode, "op_compiler_cache_mode": "enable"}
+    # Both modes give the cube float16 inputs on the 910 (CANN's definitions): recorded as mixed, loss-scaled.
+    assert (choice.name, choice.precision, choice.static_shapes, choice.loss_scaling) == ("npu", "mixed", True, True)
+    assert choice.describe() == {"device": "npu", "precision": "mixed"}
     assert choice.handle is npu.default_handle
+
+
+@pytest.mark.parametrize("mode, precision, loss_scaling", [
+    ("must_keep_origin_dtype", "fp32", False), ("force_fp32", "mixed", True), ("cube_fp16in_fp32out", "mixed", True),
+    ("allow_fp32_to_fp16", "mixed", True), ("force_fp16", "mixed", True), ("allow_mix_precision_fp16", "mixed", True),
+    ("allow_mix_precision_bf16", "mixed", False), ("allow_fp32_to_bf16", "mixed", False)])
+def test_loss_scaling_goes_with_every_mode_whose_matrix_products_take_float16(npu, mode, precision, loss_scaling):
+    choice = select_device("npu", "fp32", npu_options=NpuOptions(precision_mode=mode))
+    assert (choice.precision, choice.loss_scaling) == (precision, loss_scaling)
+    assert choice.loss_scaling == NpuOptions(precision_mode=mode, loss_scaling="dynamic").loss_scaled("fp32")
+    assert not NpuOptions(precision_mode=mode, loss_scaling="off").loss_scaled("fp32")
+
+
+def test_the_modelzoo_options_reach_the_adapter_with_the_types_its_setter_checks(npu, tmp_path):
+    options = NpuOptions(op_compiler_cache_dir=str(tmp_path / "cache"), hcom_parallel="false", op_debug_level="1",
+                         enable_exception_dump="1", graph_run_mode="1", aoe_mode="2")
+    select_device("npu", "mixed", npu_options=options)
+    sent = opened_options(npu)
+    assert {name: sent[name] for name in ("op_compiler_cache_mode", "op_compiler_cache_dir", "hcom_parallel",
+                                          "op_debug_level", "enable_exception_dump", "graph_run_mode", "aoe_mode")} \
+        == {"op_compiler_cache_mode": "enable", "op_compiler_cache_dir": str(tmp_path / "cache"), "hcom_parallel": "0",
+            "op_debug_level": "1", "enable_exception_dump": "1", "graph_run_mode": "1", "aoe_mode": "2"}
+    assert (tmp_path / "cache").is_dir()  # created before the device opened
+
+
+def test_a_type_error_of_the_adapters_option_setter_is_one_line_naming_the_setting(npu):
+    with pytest.raises(InputError, match=r"^\[npu\] hcom_parallel: the installed Ascend adapter rejects "
+                                         r"global_options\(\).hcom_parallel = 'true' \(TypeError: Expected bool"):
+        device._set_options(npu.global_options(), {"hcom_parallel": "true"})
+    with pytest.raises(InputError, match=r"^\[npu\] aoe_mode: .* global_options\(\).aoe_config.aoe_mode = 3 "
+                                         r"\(ValueError: '3' not in optional list"):
+        device._set_options(npu.global_options(), {"aoe_config": {"aoe_mode": 3}})
 
 
 def test_every_npu_option_reaches_global_options_by_its_adapter_name(npu, tmp_path):
@@ -57,7 +90,7 @@ def test_every_npu_option_reaches_global_options_by_its_adapter_name(npu, tmp_pa
     assert changed_from_defaults(options_sent) == {
         "precision_mode": "allow_fp32_to_fp16", "modify_mixlist": str(mixlist), "fusion_switch_file": str(fusion),
         "enable_dump": "1", "dump_path": str(tmp_path / "dump"), "dump_step": "0|5|10-12", "dump_mode": "all",
-        "enable_profiling": "1"}
+        "enable_profiling": "1", "op_compiler_cache_mode": "enable"}
     assert profiling == {"output": str(tmp_path / "prof"), "task_trace": "on", "aic_metrics": "PipeUtilization"}
     assert (tmp_path / "dump").is_dir() and (tmp_path / "prof").is_dir()  # created before the device opened
     assert choice.precision == "mixed"  # allow_fp32_to_fp16 computes in float16 where it must
@@ -68,7 +101,7 @@ def test_overflow_dump_sets_the_debug_half_of_dump_config(npu, tmp_path):
                                                          dump_debug_mode="aicore_overflow"))
     assert changed_from_defaults(opened_options(npu)) == {
         "precision_mode": "allow_mix_precision", "enable_dump_debug": "1", "dump_path": str(tmp_path / "overflow"),
-        "dump_debug_mode": "aicore_overflow"}
+        "dump_debug_mode": "aicore_overflow", "op_compiler_cache_mode": "enable"}
 
 
 def test_device_id_comes_from_ascend_device_id_when_not_set(npu, monkeypatch):
@@ -101,7 +134,7 @@ def test_other_options_once_the_npu_is_open_are_an_input_error(npu):
     with pytest.raises(InputError, match=r"device_id: open with 0, now asked for 1"):
         select_device("npu", "mixed", npu_options=NpuOptions(device_id=1))
     with pytest.raises(InputError, match=r"precision_mode: open with 'allow_mix_precision', now asked for "
-                                         r"'must_keep_origin_dtype'"):
+                                         r"'force_fp32'"):
         select_device("npu", "fp32")
     assert npu.call_names() == ["global_options", "open", "as_default"]
 
@@ -109,8 +142,9 @@ def test_other_options_once_the_npu_is_open_are_an_input_error(npu):
 def test_an_option_the_installed_adapter_rejects_is_an_input_error(npu, monkeypatch):
     """An older CANN adapter that lacks a precision mode: its ValueError becomes one clear line."""
     monkeypatch.setitem(NpuConfig._OPTIONS, "precision_mode", (None, ("allow_mix_precision",)))
-    with pytest.raises(InputError, match=r"adapter rejects global_options\(\).precision_mode = 'force_fp16' "
-                                         r"\('force_fp16' not in optional list"):
+    with pytest.raises(InputError, match=r"^\[npu\] precision_mode: the installed Ascend adapter rejects "
+                                         r"global_options\(\).precision_mode = 'force_fp16' \(ValueError: "
+                                         r"'force_fp16' not in optional list"):
         select_device("npu", "mixed", npu_options=NpuOptions(precision_mode="force_fp16"))
     assert "open" not in npu.call_names()
 
@@ -149,8 +183,9 @@ def test_cpu_explicit_ignores_npu(npu):
 
 
 @pytest.mark.parametrize("precision, options, wrapped", [
-    ("mixed", NpuOptions(), True), ("mixed", NpuOptions(loss_scaling="off"), False), ("fp32", NpuOptions(), False),
-    ("mixed", NpuOptions(precision_mode="force_fp32"), False)])
+    ("mixed", NpuOptions(), True), ("mixed", NpuOptions(loss_scaling="off"), False), ("fp32", NpuOptions(), True),
+    ("mixed", NpuOptions(precision_mode="force_fp32"), True),
+    ("mixed", NpuOptions(precision_mode="must_keep_origin_dtype"), False)])
 def test_npu_mixed_precision_scales_the_loss_with_the_adapters_optimizer(npu, precision, options, wrapped):
     from din_model.optimizer import FusedAdam
 

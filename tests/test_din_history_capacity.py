@@ -1,5 +1,7 @@
 """The static layout's capacity rule: mean * B + 4 sqrt(B) * std slots, rounded up, at most B * maxlen,
 with std widened by the spread of real batch totals."""
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -32,3 +34,23 @@ def test_the_spread_of_batch_totals_widens_the_capacity_when_batches_are_correla
     rule = capacity_of_batches(correlated, 5)
     assert rule.mean_entries == pytest.approx(30 / 10)
     assert rule.std_entries == pytest.approx(8.0 / 2.0)  # std of the full batches' totals / sqrt(4)
+
+
+def test_a_launcher_measures_once_and_its_processes_read_the_rule_back(tmp_path, monkeypatch):
+    """The NPU ranks' launcher measures; each rank gets the same rule without reading the split again."""
+    from din_model import history_capacity, reader
+    from din_model.reader import load_spec
+    from tests.din_fixtures import write_random_fixture
+
+    spec = load_spec(write_random_fixture(tmp_path, sizes=(("train", 300), ("val", 50), ("test", 50))))
+    environment = history_capacity.capacity_environment(spec, 6, 64)
+    measured = json.loads(environment[history_capacity.MEASURED_VARIABLE])
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(reader, "make_dataset", lambda *args, **kwargs: pytest.fail("measured again"))
+    handed_down = history_capacity.measure_history_capacity(spec, 6, 64)
+    assert (handed_down.mean_entries, handed_down.std_entries, handed_down.maxlen) == (
+        measured["mean_entries"], measured["std_entries"], 6)
+    for other in ((spec, 6, 128), (spec, 5, 64), ({**spec, "fingerprint": "other shards"}, 6, 64)):
+        with pytest.raises(pytest.fail.Exception, match="measured again"):  # not this data: measured
+            history_capacity.measure_history_capacity(*other)

@@ -61,7 +61,11 @@ def test_all_tasks_on_one_npu_with_loss_scaling(tmp_path):
 
 def test_all_tasks_on_two_npu_ranks(tmp_path):
     rank_table = tmp_path / "rank_table.json"
-    rank_table.write_text(json.dumps({"status": "completed", "server_count": "1"}))
+    rank_table.write_text(json.dumps({  # rank 0 on NPU 5, rank 1 on NPU 2, as hccl_tools.py writes it
+        "status": "completed", "version": "1.0", "server_count": "1", "server_list": [
+            {"server_id": "10.0.0.1", "host_nic_ip": "reserve", "device": [
+                {"device_id": "2", "device_ip": "192.168.100.103", "rank_id": "1"},
+                {"device_id": "5", "device_ip": "192.168.100.106", "rank_id": "0"}]}]}))
     record = str(tmp_path / "calls")
     finished = all_tasks(tmp_path / "data", "--train-device", "npu", "--npu-devices", "2", "--npu-rank-table-file",
                          str(rank_table), adapter=True, record=record)
@@ -76,7 +80,9 @@ def test_all_tasks_on_two_npu_ranks(tmp_path):
             ranks[recorded["environment"]["RANK_ID"]] = recorded
     assert sorted(ranks) == ["0", "1"]
     for rank, recorded in ranks.items():
-        assert recorded["environment"]["ASCEND_DEVICE_ID"] == rank
+        assert recorded["environment"]["ASCEND_DEVICE_ID"] == {"0": "5", "1": "2"}[rank]
+        assert recorded["environment"]["HCCL_CONNECT_TIMEOUT"] == "1800"
+        assert json.loads(recorded["environment"]["DIN_HISTORY_CAPACITY"])["batch_size"] == 128  # measured once
         calls = recorded["calls"]
         (opened,) = [details for name, details in calls if name == "open"]
         assert opened["options"]["_distribute.rank_id"] == rank

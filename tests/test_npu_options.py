@@ -73,18 +73,60 @@ def test_output_directories_must_not_be_files(tmp_path):
         NpuOptions(profiling_output_dir=str(existing))
 
 
-def test_defaults_set_only_the_precision_mode_from_train_precision():
-    assert NpuOptions().adapter_settings("mixed") == {"precision_mode": "allow_mix_precision"}
-    assert NpuOptions().adapter_settings("fp32") == {"precision_mode": "must_keep_origin_dtype"}
-    assert NpuOptions(precision_mode="force_fp32").adapter_settings("mixed") == {"precision_mode": "force_fp32"}
-    assert (NpuOptions().computes_in("mixed"), NpuOptions(precision_mode="force_fp32").computes_in("mixed"),
+def test_defaults_set_the_precision_mode_from_train_precision_and_the_operator_cache():
+    cache = {"op_compiler_cache_mode": "enable"}
+    assert NpuOptions().adapter_settings("mixed") == {"precision_mode": "allow_mix_precision", **cache}
+    assert NpuOptions().adapter_settings("fp32") == {"precision_mode": "force_fp32", **cache}
+    assert NpuOptions(precision_mode="force_fp16").adapter_settings("fp32") == {"precision_mode": "force_fp16", **cache}
+    assert NpuOptions(op_compiler_cache_mode="disable").adapter_settings("mixed")["op_compiler_cache_mode"] == "disable"
+    assert (NpuOptions().computes_in("mixed"), NpuOptions(precision_mode="must_keep_origin_dtype").computes_in("mixed"),
             NpuOptions(precision_mode="allow_mix_precision_bf16").computes_in("fp32")) == ("mixed", "fp32", "mixed")
+
+
+def test_the_modelzoo_switches_take_the_adapters_values_and_types():
+    options = NpuOptions(hcom_parallel="true", op_debug_level="0", enable_exception_dump="2", graph_run_mode="1",
+                         aoe_mode="4", op_compiler_cache_mode="force", op_compiler_cache_dir="cache")
+    settings = options.adapter_settings("mixed")
+    assert {name: settings[name] for name in ("hcom_parallel", "op_debug_level", "enable_exception_dump",
+                                              "graph_run_mode", "op_compiler_cache_mode")} == {
+        "hcom_parallel": True, "op_debug_level": 0, "enable_exception_dump": 2, "graph_run_mode": 1,
+        "op_compiler_cache_mode": "force"}
+    assert settings["aoe_config"] == {"aoe_mode": "4"}
+    assert settings["op_compiler_cache_dir"].endswith("cache") and "op_compiler_cache_dir" in options.output_directories()
+
+
+@pytest.mark.parametrize("name, value, allowed", [
+    ("hcom_parallel", "yes", "true, false"), ("op_debug_level", "5", "0, 1, 2, 3, 4"),
+    ("enable_exception_dump", "on", "0, 1, 2"), ("graph_run_mode", "train", r"1 \(training\), 0"),
+    ("aoe_mode", "3", r"1 \(subgraph tuning\), 2"), ("op_compiler_cache_mode", "on", "enable, disable, force")])
+def test_a_bad_modelzoo_switch_is_one_error_naming_it(name, value, allowed):
+    with pytest.raises(InputError, match=problem(name, value, f"expected one of {allowed}")):
+        NpuOptions(**{name: value})
+
+
+def test_numerics_hold_what_changes_the_numbers_and_nothing_else(tmp_path, mixlist):
+    base = NpuOptions(modify_mixlist=mixlist)
+    assert base.numerics("mixed") == {"precision_mode": "allow_mix_precision", "loss_scaling": True,
+                                      "modify_mixlist": base.numerics("mixed")["modify_mixlist"],
+                                      "fusion_switch_file": "", "devices": 1}
+    assert len(base.numerics("mixed")["modify_mixlist"]) == 64  # the file's sha256, not its name
+    not_numerics = NpuOptions(modify_mixlist=mixlist, dump_path=str(tmp_path / "d"), dump_step="0", device_id=3,
+                              profiling_output_dir=str(tmp_path / "p"), op_debug_level="1", hcom_parallel="false",
+                              op_compiler_cache_mode="disable", enable_exception_dump="1", aoe_mode="2")
+    assert not_numerics.numerics("mixed") == base.numerics("mixed")
+    # the same numbers asked for two ways: one run
+    assert NpuOptions(precision_mode="force_fp32").numerics("mixed") == NpuOptions().numerics("fp32")
+    assert NpuOptions(loss_scaling="off").numerics("mixed") != NpuOptions().numerics("mixed")
+    before = base.numerics("mixed")
+    with open(mixlist, "w") as handle:
+        json.dump({"black-list": {"to-add": ["MatMulV2"]}}, handle)
+    assert base.numerics("mixed")["modify_mixlist"] != before["modify_mixlist"]  # same path, other contents
 
 
 def test_nested_adapter_settings(tmp_path, mixlist):
     options = NpuOptions(modify_mixlist=mixlist, dump_path=str(tmp_path / "d"), profiling_output_dir=str(tmp_path))
     assert options.adapter_settings("mixed") == {
-        "precision_mode": "allow_mix_precision", "modify_mixlist": mixlist,
+        "precision_mode": "allow_mix_precision", "op_compiler_cache_mode": "enable", "modify_mixlist": mixlist,
         "dump_config": {"enable_dump": True, "dump_path": str(tmp_path / "d"), "dump_mode": "output"},
         "profiling_config": {"enable_profiling": True, "profiling_options": json.dumps(
             {"output": str(tmp_path), "training_trace": "on", "task_trace": "on"})}}
@@ -110,5 +152,5 @@ def test_from_strings_parses_config_text():
     assert NpuOptions.from_strings({"device_id": ""}).device_id is None
     with pytest.raises(InputError, match=r"^\[npu\] device_id = 'four': expected a device number"):
         NpuOptions.from_strings({"device_id": "four"})
-    with pytest.raises(InputError, match=r"^\[npu\] has no setting 'dump_dir'; the settings are device_id, "):
+    with pytest.raises(InputError, match=r"^\[npu\] has no setting 'dump_dir'; the settings are aoe_mode, device_id, "):
         NpuOptions.from_strings({"dump_dir": "/tmp"})

@@ -1,5 +1,11 @@
-"""NPU ranks of one host: each rank's part of the data, who writes, and the launcher's errors."""
+"""NPU ranks of one host: each rank's part of the data, who writes, waiting for rank 0 outside collectives,
+each rank's environment, and the launcher's errors."""
+import json
+import threading
+import time
 import types
+
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +14,7 @@ from din_model import npu_ranks
 from din_model.npu_options import NpuOptions
 from din_model.params import TrainParams
 from tests.din_fixtures import write_random_fixture
+from tests.test_npu_rank_table import device, table_1_0
 
 PARAMS = TrainParams(embed_dim=4, attention_hidden="8", mlp_hidden="8", batch_size=64, device="npu", epochs=1)
 
@@ -59,10 +66,14 @@ def test_ranks_need_divisible_batches_and_enough_files(spec):
         npu_ranks.NpuRankPlacement(adapter=None, rank=0, ranks=5).check(spec, PARAMS)
 
 
-def test_launching_ranks_without_the_adapter_or_on_the_cpu_is_one_clear_error(tmp_path, monkeypatch):
+def two_npu_table(tmp_path, *devices):
     table = tmp_path / "rank_table.json"
-    table.write_text("{}")
-    options = NpuOptions(devices=2, rank_table_file=str(table))
+    table.write_text(json.dumps(table_1_0(*(devices or (device(0, 0), device(1, 1))))))
+    return str(table)
+
+
+def test_launching_ranks_without_the_adapter_or_on_the_cpu_is_one_clear_error(tmp_path, monkeypatch):
+    options = NpuOptions(devices=2, rank_table_file=two_npu_table(tmp_path))
     monkeypatch.setattr(npu_ranks.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(InputError, match=r"\[npu\] devices = 2 .*\(npu_device\) is not importable"):
         npu_ranks.launch_ranks(options, "spec.json", tmp_path / "run", PARAMS)
@@ -76,8 +87,49 @@ def test_several_devices_need_a_rank_table(tmp_path):
         NpuOptions(devices=2)
     with pytest.raises(InputError, match=r"\[npu\] rank_table_file = .*: no such file"):
         NpuOptions(devices=2, rank_table_file=str(tmp_path / "missing.json"))
-    table = tmp_path / "rank_table.json"
-    table.write_text("{}")
-    assert NpuOptions.from_strings({"devices": "4", "rank_table_file": str(table)}).devices == 4
+    table = two_npu_table(tmp_path)
+    assert NpuOptions.from_strings({"devices": "2", "rank_table_file": table}).devices == 2
     with pytest.raises(InputError, match=r"\[npu\] devices = '0x'"):
         NpuOptions.from_strings({"devices": "0x"})
+
+
+def test_a_table_that_changed_since_scheduling_is_refused_before_any_rank_starts(tmp_path, monkeypatch):
+    table = two_npu_table(tmp_path)
+    options = NpuOptions(devices=2, rank_table_file=table)
+    Path(table).write_text(json.dumps(table_1_0(device(0, 0), device(1, 1), device(2, 2))))
+    monkeypatch.setattr(npu_ranks.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(npu_ranks.subprocess, "Popen", lambda *args, **kwargs: pytest.fail("a rank was started"))
+    with pytest.raises(InputError, match=r"lists 3 NPUs but \[npu\] devices = 2"):
+        npu_ranks.launch_ranks(options, "spec.json", tmp_path / "run", PARAMS)
+
+
+def test_each_rank_opens_the_tables_device_of_its_rank_id_with_a_connect_timeout(tmp_path):
+    table = NpuOptions(devices=2, rank_table_file=two_npu_table(tmp_path, device(5, 1), device(3, 0))).rank_table()
+    environment = npu_ranks.rank_environment(1, table, "/sync", environ={})
+    assert environment == {"RANK_SIZE": "2", "RANK_ID": "1", "ASCEND_DEVICE_ID": "5",
+                           "RANK_TABLE_FILE": str(tmp_path / "rank_table.json"),
+                           npu_ranks.SYNC_DIR_VARIABLE: "/sync",
+                           "HCCL_CONNECT_TIMEOUT": str(npu_ranks.HCCL_CONNECT_TIMEOUT_S)}
+    assert npu_ranks.rank_environment(0, table, "/sync", environ={})["ASCEND_DEVICE_ID"] == "3"
+    assert "HCCL_CONNECT_TIMEOUT" not in npu_ranks.rank_environment(0, table, "/sync",
+                                                                    environ={"HCCL_CONNECT_TIMEOUT": "600"})
+    assert 120 <= npu_ranks.HCCL_CONNECT_TIMEOUT_S <= 7200  # CANN's allowed range
+
+
+def test_the_other_ranks_wait_for_rank_zeros_epoch_outside_any_collective(tmp_path):
+    """Rank 0 validates and checkpoints alone; rank 1 waits on its marker, not in the next step's all-reduce."""
+    adapter = types.SimpleNamespace(distribute=types.SimpleNamespace(
+        all_reduce=lambda *args, **kwargs: pytest.fail("a collective while rank 0 works alone")))
+    rank0, rank1 = (npu_ranks.NpuRankPlacement(adapter, rank, 2, str(tmp_path)) for rank in (0, 1))
+    saved, returned = [], []
+    waiting = threading.Thread(target=lambda: (rank1.save(types.SimpleNamespace(save=saved.append), 1),
+                                               rank1.barrier(), returned.append(True)))
+    waiting.start()
+    time.sleep(3 * npu_ranks.SYNC_POLL_S)
+    assert waiting.is_alive() and not returned  # rank 0 is still "validating"
+    rank0.save(types.SimpleNamespace(save=saved.append), 1)
+    time.sleep(3 * npu_ranks.SYNC_POLL_S)
+    assert waiting.is_alive()  # past the epoch, now at the final barrier: rank 0 is still exporting
+    rank0.barrier()
+    waiting.join(timeout=5)
+    assert returned == [True] and saved == [1]  # only rank 0 saved

@@ -12,13 +12,14 @@ import sys
 
 from tests.npu_standin import NpuStandin
 
+RECORDED_ENVIRONMENT = ("RANK_SIZE", "RANK_ID", "ASCEND_DEVICE_ID", "HCCL_CONNECT_TIMEOUT", "DIN_HISTORY_CAPACITY")
 _standin = NpuStandin()
 sys.modules.update(_standin.modules)  # the import statement returns sys.modules["npu_device"]: the stand-in's
 
 
 def _write_calls(prefix: str) -> None:
     with open(f"{prefix}.{os.getpid()}.json", "w") as handle:
-        json.dump({"environment": {name: os.environ.get(name) for name in ("RANK_SIZE", "RANK_ID", "ASCEND_DEVICE_ID")},
+        json.dump({"environment": {name: os.environ.get(name) for name in RECORDED_ENVIRONMENT},
                    "calls": _standin.calls}, handle, default=str)
 
 
