@@ -17,6 +17,7 @@ other adapter option keeps the adapter's default.
 | profiling_output_dir (enables profiling), profiling_options | profiling_config.enable_profiling/profiling_options |
 | loss_scaling (dynamic or off) | npu_device.train.optimizer.NpuLossScaleOptimizer (mixed precision) |
 | devices, rank_table_file | NPU ranks: RANK_SIZE, RANK_ID, ASCEND_DEVICE_ID, RANK_TABLE_FILE per process |
+| iterations_per_loop | npu_device.set_npu_loop_size: train steps per graph call (din_model/run_state.py) |
 
 Data dump and overflow dump share the adapter's one `dump_path` and cannot run together (CANN documents
 enable_dump and enable_dump_debug as exclusive), so setting both directories is an error.
@@ -48,6 +49,7 @@ MIXLIST_CHANGES = ("to-remove", "to-add")
 DEFAULT_PROFILING_OPTIONS = {"training_trace": "on", "task_trace": "on"}
 DEVICE_ID_VARIABLE = "ASCEND_DEVICE_ID"
 LOSS_SCALING = ("dynamic", "off")
+ITERATIONS_EXPECTED = "expected the number of train steps per NPU graph call: 1, 2, ... (e.g. 100)"
 _DUMP_STEP = re.compile(r"^\d+(-\d+)?(\|\d+(-\d+)?)*$")
 
 
@@ -129,6 +131,7 @@ class NpuOptions:
     loss_scaling: str = "dynamic"  # NpuLossScaleOptimizer when the NPU computes in reduced precision
     devices: int = 1               # NPUs of this host to train on, one rank process each (din_model/npu_ranks.py)
     rank_table_file: str = ""      # the host's HCCL rank table; needed when devices > 1
+    iterations_per_loop: int = 1   # train steps the NPU runs per call, in one graph (npu_device.set_npu_loop_size)
 
     def __post_init__(self):
         if self.precision_mode:
@@ -163,6 +166,8 @@ class NpuOptions:
         if self.devices > 1 and not self.rank_table_file:
             raise _problem("devices", self.devices, "training on several NPUs needs the host's HCCL rank table: set "
                                                     "[npu] rank_table_file (--npu-rank-table-file)")
+        if not isinstance(self.iterations_per_loop, int) or self.iterations_per_loop < 1:
+            raise _problem("iterations_per_loop", self.iterations_per_loop, ITERATIONS_EXPECTED)
 
     @classmethod
     def from_strings(cls, values: Mapping[str, str]) -> "NpuOptions":
@@ -179,7 +184,11 @@ class NpuOptions:
         devices = given.pop("devices", "1") or "1"
         if not devices.isdigit():
             raise _problem("devices", devices, "expected the number of NPUs to train on: 1, 2, ..., 8")
-        return cls(device_id=int(device_id) if device_id else None, devices=int(devices), **given)
+        iterations = given.pop("iterations_per_loop", "1") or "1"
+        if not iterations.isdigit():
+            raise _problem("iterations_per_loop", iterations, ITERATIONS_EXPECTED)
+        return cls(device_id=int(device_id) if device_id else None, devices=int(devices),
+                   iterations_per_loop=int(iterations), **given)
 
     def for_rank(self, device_id: int) -> "NpuOptions":
         """The options of one rank process: its own device, one device."""

@@ -7,7 +7,8 @@ built for TF 2.6.5) and behaves like it where this project depends on the behavi
   (`dump_config`, `profiling_config`, `aoe_config`, `memory_config`, `experimental`) work the same way and
   `as_dict()` flattens them into one {name: string} mapping (booleans become "1"/"0"), as the real `open()`
   hands the backend.
-- `open(device_id=None)` (default `ASCEND_DEVICE_ID`, else 0) returns a handle with `as_default()`, `scope()`,
+- `open(device_id=None)` (default `ASCEND_DEVICE_ID`, else 0) returns a handle with `as_default()` (which replaces
+  tf.function, tf.device, tf.py_function and tf.nn.dropout as the real one does: tests/npu_standin_default.py), `scope()`,
   `name()`, `workers_num`, `worker_id`, `is_cluster_worker()`; opening the same id again returns the same handle,
   another id raises RuntimeError. With `RANK_SIZE` > 1 it needs `RANK_TABLE_FILE` and `RANK_ID`, like the real one.
 - `npu_device.train.optimizer.NpuLossScaleOptimizer(inner_optimizer, dynamic=True, initial_scale=None,
@@ -36,6 +37,8 @@ import types
 from typing import Callable
 
 import pytest
+
+from tests.npu_standin_default import AdapterReplacements
 
 # The adapter's precision modes, in configs/npu_config.py order.
 PRECISION_MODES = ("force_fp32", "allow_fp32_to_fp16", "force_fp16", "must_keep_origin_dtype", "allow_mix_precision",
@@ -246,8 +249,8 @@ class NpuDeviceHandle:
         return self.workers_num > 1 and 0 <= self.worker_id < self.workers_num
 
     def as_default(self) -> "NpuDeviceHandle":
-        self._standin.record("as_default", device=self.name())
-        self._standin.default_handle = self
+        """The adapter's replacements of tf.function, tf.device and tf.nn.dropout (tests/npu_standin_default.py)."""
+        self._standin.make_default(self)
         return self
 
 
@@ -320,6 +323,8 @@ class NpuStandin:
     def __init__(self):
         self.calls: list = []
         self.default_handle: NpuDeviceHandle | None = None
+        self.replacements: AdapterReplacements | None = None
+        self._setattr = setattr  # install(monkeypatch): the monkeypatch's, so the test's end undoes as_default()
         self._options: NpuConfig | None = None
         self._handles: dict = {}
         self.modules = self._build_modules()
@@ -370,6 +375,12 @@ class NpuStandin:
 
     def close(self) -> None:
         self.record("close")
+
+    def make_default(self, handle: NpuDeviceHandle) -> None:
+        self.record("as_default", device=handle.name())
+        self.default_handle = handle
+        if self.replacements is None:  # the real replacements are module-level: done once per process
+            self.replacements = AdapterReplacements(self, self._setattr)
 
     def global_npu_ctx(self) -> NpuDeviceHandle | None:
         return self.default_handle
@@ -482,6 +493,7 @@ class NpuStandin:
         """Put `npu_device` and its submodules into sys.modules until the test ends."""
         for name, module in self.modules.items():
             monkeypatch.setitem(sys.modules, name, module)
+        self._setattr = monkeypatch.setattr
         return self
 
 
