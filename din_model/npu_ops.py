@@ -51,7 +51,7 @@ FROM_SUPPORTED_API = {
     "LogicalAnd": ("tf.math.logical_and", 4636), "LogicalNot": ("tf.math.logical_not", 4637),
     "MatMul": ("tf.linalg.matmul", 4476), "Maximum": ("tf.math.maximum", 4640),
     "Mean": ("tf.math.reduce_mean", 4660), "Minimum": ("tf.math.minimum", 4641), "Mul": ("tf.math.multiply", 4643),
-    "Neg": ("tf.math.negative", 4646), "Pack": ("tf.stack", 6500), "Pow": ("tf.math.pow", 4651),
+    "Neg": ("tf.math.negative", 4646), "NotEqual": ("tf.math.not_equal", 4648), "Pack": ("tf.stack", 6500), "Pow": ("tf.math.pow", 4651),
     "Prod": ("tf.math.reduce_prod", 4662), "RandomUniform": ("tf.random.uniform", 5021),
     "Range": ("tf.range", 5025), "RealDiv": ("tf.math.truediv", 4708), "Reciprocal": ("tf.math.reciprocal", 4653),
     "Reshape": ("tf.reshape", 6395), "ResourceApplyAdam": ("tf.keras.optimizers.Adam", 4322),

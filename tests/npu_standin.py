@@ -324,6 +324,7 @@ class NpuStandin:
         self.calls: list = []
         self.default_handle: NpuDeviceHandle | None = None
         self.replacements: AdapterReplacements | None = None
+        self.graph_calls: dict = {}  # traced name -> (function name, concrete function) run under as_default()
         self._setattr = setattr  # install(monkeypatch): the monkeypatch's, so the test's end undoes as_default()
         self._options: NpuConfig | None = None
         self._handles: dict = {}
@@ -375,6 +376,22 @@ class NpuStandin:
 
     def close(self) -> None:
         self.record("close")
+
+    def record_graph_call(self, function, args, kwargs) -> None:
+        """An outermost tf.function call under as_default(): its input shapes (None: unknown) and, once per
+        traced graph, the concrete function in `graph_calls`."""
+        import tensorflow as tf
+
+        shapes = []
+        for value in tf.nest.flatten((args, kwargs)):
+            spec = getattr(value, "element_spec", None)  # an iterator: the shapes of the batches it yields
+            for tensor in tf.nest.flatten(spec) if spec is not None else [value]:
+                if hasattr(tensor, "shape") and hasattr(tensor, "dtype"):
+                    shapes.append(None if tensor.shape.rank is None else tuple(tensor.shape.as_list()))
+        name = function._python_function.__name__
+        self.record("graph_call", function=name, shapes=shapes)
+        concrete = function.get_concrete_function(*args, **kwargs)  # the trace this call ran (no new trace)
+        self.graph_calls.setdefault(str(concrete.name), (name, concrete))
 
     def make_default(self, handle: NpuDeviceHandle) -> None:
         self.record("as_default", device=handle.name())

@@ -26,6 +26,8 @@ How the stand-in differs, and why:
 - The version gate of the dropout replacement is not applied: the stand-in stands for the 2.6 adapter on
   every TensorFlow it runs under, so the modern stack's tests take the same NPU path.
 - No NPU device exists, so the context's default device is left alone (kernels run on the CPU).
+- Each outermost call made eagerly (a graph the NPU would run) is recorded with the shapes of its inputs and its traced
+  function (`NpuStandin.graph_calls`), so tests check what the graph engine would be given.
 - The real adapter never undoes its replacements (they last for the process). The stand-in undoes them
   when the test's monkeypatch is undone (the `npu_standin` fixture), so one test's adapter does not leak
   into the next; in a subprocess (tests/npu_site) they last for the process, as the real ones do.
@@ -89,6 +91,8 @@ class AdapterReplacements:
         return decorate(func) if func is not None else decorate
 
     def never_nested_call(self):
+        import tensorflow as tf
+
         original_call = self.original_call
         standin = self.standin
 
@@ -101,8 +105,12 @@ class AdapterReplacements:
                 except Exception:  # as the adapter: a function that cannot be inlined is called
                     return original_call(function, *args, **kwargs)
             _thread_local.entrance_function = function._python_function.__name__
+            runs = tf.executing_eagerly()  # else traced into a graph being built (e.g. SavedModel export)
             try:
-                return original_call(function, *args, **kwargs)
+                result = original_call(function, *args, **kwargs)
+                if runs:
+                    standin.record_graph_call(function, args, kwargs)
+                return result
             finally:
                 _thread_local.entrance_function = None
 
