@@ -143,14 +143,15 @@ class _LegacyCallSummary(Sequence):
         return len(self._standin.calls)
 
 
-def RecordingNpuDevice():
+def RecordingNpuDevice(monkeypatch):
     """Deprecated alias, kept for tests not yet moved to `tests.npu_standin`: the `npu_device` module of a fresh
     stand-in, with `.calls` summarised as ["global_options", ("open", precision_mode), "as_default", ...].
 
     Installing only this top module in sys.modules serves `import npu_device` and attribute access
     (`npu_device.train.optimizer.NpuLossScaleOptimizer`); `from npu_device.x import y` needs the
-    `npu_standin` fixture, which installs every submodule.
+    `npu_standin` fixture, which installs every submodule. `monkeypatch` undoes what its `as_default()`
+    replaces in TensorFlow when the test ends.
     """
-    standin = NpuStandin()
+    standin = NpuStandin().undo_with(monkeypatch)
     standin.module.__dict__["calls"] = _LegacyCallSummary(standin)
     return standin.module

@@ -320,12 +320,14 @@ HCCL_REDUCTIONS = ("mean", "sum", "prod", "max", "min")
 class NpuStandin:
     """One stand-in adapter: its modules, its process state (options, opened handles) and the recorded calls."""
 
-    def __init__(self):
+    def __init__(self, *, lasting: bool = False):
+        """`lasting`: as_default()'s replacements stay for the process (a subprocess, tests/npu_site), as the
+        real adapter's do; otherwise `install(monkeypatch)` or `undo_with(monkeypatch)` must come first."""
         self.calls: list = []
         self.default_handle: NpuDeviceHandle | None = None
         self.replacements: AdapterReplacements | None = None
         self.graph_calls: dict = {}  # traced name -> (function name, concrete function) run under as_default()
-        self._setattr = setattr  # install(monkeypatch): the monkeypatch's, so the test's end undoes as_default()
+        self._setattr = setattr if lasting else None
         self._options: NpuConfig | None = None
         self._handles: dict = {}
         self.modules = self._build_modules()
@@ -397,6 +399,10 @@ class NpuStandin:
         self.record("as_default", device=handle.name())
         self.default_handle = handle
         if self.replacements is None:  # the real replacements are module-level: done once per process
+            if self._setattr is None:
+                raise RuntimeError("npu_device stand-in: as_default() would replace tf.function, tf.device and "
+                                   "tf.nn.dropout for the rest of the test process; call install(monkeypatch) or "
+                                   "undo_with(monkeypatch) first, or make it NpuStandin(lasting=True)")
             self.replacements = AdapterReplacements(self, self._setattr)
 
     def global_npu_ctx(self) -> NpuDeviceHandle | None:
@@ -510,6 +516,10 @@ class NpuStandin:
         """Put `npu_device` and its submodules into sys.modules until the test ends."""
         for name, module in self.modules.items():
             monkeypatch.setitem(sys.modules, name, module)
+        return self.undo_with(monkeypatch)
+
+    def undo_with(self, monkeypatch) -> "NpuStandin":
+        """as_default()'s replacements are undone with `monkeypatch` (when the test ends)."""
         self._setattr = monkeypatch.setattr
         return self
 

@@ -80,12 +80,11 @@ class AdapterReplacements:
     # -- npu_device.py: npu_compat_function, _never_nested_function_call, _device_consistent_with_context --
     def compat_function(self, func=None, *args, **kwargs):
         """tf.function with XLA off: the graph engine compiles the graph, not XLA."""
-        for flag in ("jit_compile", "experimental_compile"):
-            if kwargs.get(flag):
-                self.standin.record("skip_xla", function=getattr(func, "__name__", None), flag=flag)
-                kwargs[flag] = False
-
         def decorate(function):
+            for flag in ("jit_compile", "experimental_compile"):
+                if kwargs.get(flag):
+                    self.standin.record("skip_xla", function=function.__name__, flag=flag)
+                    kwargs[flag] = False
             return self.original_function(*args, **kwargs)(function)
 
         return decorate(func) if func is not None else decorate

@@ -185,16 +185,17 @@ def test_npu_path_trains_on_static_batches_and_scores_every_sample(spec_path, tm
 
     from tests.din_fixtures import RecordingNpuDevice
 
-    npu = RecordingNpuDevice()
+    npu = RecordingNpuDevice(monkeypatch)
     monkeypatch.setitem(sys.modules, "npu_device", npu)
-    batch_shapes, scored_rows = [], []
+    batch_shapes, scored_rows, steps = [], [], tf.Variable(0)
     real_make_train_step, real_predict_split = run_state.make_train_step, training.predict_split
 
     def recording_train_step(*args, **kwargs):
         step = real_make_train_step(*args, **kwargs)
 
         def recorded(features, labels):
-            batch_shapes.append(tuple(features["hist_item"].shape))
+            batch_shapes.append(tuple(features["hist_item"].shape))  # when traced: the graph's one batch shape
+            steps.assign_add(1)  # in the graph: every step of the NPU's loop
             return step(features, labels)
 
         return recorded
@@ -213,7 +214,7 @@ def test_npu_path_trains_on_static_batches_and_scores_every_sample(spec_path, tm
     assert npu.calls[:3] == ["global_options", ("open", "allow_mix_precision"), "as_default"]
     assert (result["device"], result["precision"]) == ("npu", "mixed")
     assert len(set(batch_shapes)) == 1 and batch_shapes[0][0] == TINY["batch_size"]  # drop_remainder, one shape
-    assert len(batch_shapes) == 3 * (3000 // TINY["batch_size"])
+    assert int(steps.numpy()) == 3 * (3000 // TINY["batch_size"])
     assert scored_rows == [600, 600, 600, 600]  # val after each epoch, then test: padded last batch, no extra rows
     assert evaluated["test"]["auc"] > 0.75
 

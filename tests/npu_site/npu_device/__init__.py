@@ -12,7 +12,7 @@ import sys
 
 from tests.npu_standin import NpuStandin
 
-_standin = NpuStandin()
+_standin = NpuStandin(lasting=True)  # as_default() replaces for the process, as the real adapter does
 sys.modules.update(_standin.modules)  # the import statement returns sys.modules["npu_device"]: the stand-in's
 
 
