@@ -23,7 +23,7 @@ It is stricter than the real adapter where that one would silently do the wrong 
   does not model raises AttributeError saying so, so a test never passes on a made-up API.
 
 Everything runs on the CPU: the handle's scope is /CPU:0, and in a cluster (RANK_SIZE > 1) the collective calls
-act as if every rank held the same values (identity), which is what one process can check. Every call is
+act as if every rank held the same values (a sum is RANK_SIZE times them), which is what one process can check. Every call is
 recorded in `NpuStandin.calls` as (name, details) with the values passed, so tests assert what reached the adapter.
 
 Use the `npu_standin` fixture (it installs `npu_device` and its submodules in sys.modules for one test), or
@@ -36,6 +36,7 @@ import sys
 import types
 from typing import Callable
 
+import numpy as np
 import pytest
 
 from tests.npu_standin_default import AdapterReplacements
@@ -388,10 +389,13 @@ class NpuStandin:
         for value in tf.nest.flatten((args, kwargs)):
             spec = getattr(value, "element_spec", None)  # an iterator: the shapes of the batches it yields
             for tensor in tf.nest.flatten(spec) if spec is not None else [value]:
-                if hasattr(tensor, "shape") and hasattr(tensor, "dtype"):
-                    shapes.append(None if tensor.shape.rank is None else tuple(tensor.shape.as_list()))
+                if hasattr(tensor, "shape") and hasattr(tensor, "dtype"):  # a tensor, spec or numpy array
+                    shape = tf.TensorShape(tensor.shape)
+                    shapes.append(None if shape.rank is None else tuple(shape.as_list()))
         name = function._python_function.__name__
         self.record("graph_call", function=name, shapes=shapes)
+        args, kwargs = tf.nest.map_structure(lambda value: tf.convert_to_tensor(value) if isinstance(value, np.ndarray)
+                                             else value, (args, kwargs))
         concrete = function.get_concrete_function(*args, **kwargs)  # the trace this call ran (no new trace)
         self.graph_calls.setdefault(str(concrete.name), (name, concrete))
 
@@ -435,8 +439,15 @@ class NpuStandin:
         if reduction not in HCCL_REDUCTIONS:
             raise ValueError(f"all_reduce reduction must be one of {list(HCCL_REDUCTIONS)}, got {reduction!r}")
         count = len(values) if isinstance(values, (list, tuple)) else 1
-        self.record("all_reduce", reduction=reduction, values=count, group=group, cluster=self._cluster() is not None)
-        return values  # one process: every rank holds these values, so mean/sum-over-identical/max/min are identity
+        cluster = self._cluster()
+        self.record("all_reduce", reduction=reduction, values=count, group=group, cluster=cluster is not None)
+        if cluster is None or reduction in ("mean", "max", "min"):
+            return values  # every rank holds these values: their mean, max and min are the values
+        import tensorflow as tf
+
+        ranks = cluster.workers_num
+        reduce = (lambda value: value * ranks) if reduction == "sum" else (lambda value: value ** ranks)
+        return tf.nest.map_structure(reduce, values)
 
     def broadcast(self, values, root_rank=0, fusion=2, fusion_id=0, group="hccl_world_group") -> None:
         count = len(values) if isinstance(values, (list, tuple)) else 1

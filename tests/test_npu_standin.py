@@ -148,6 +148,7 @@ def test_ranks_shard_the_data_disjointly_and_collectives_are_recorded(monkeypatc
         assert standin.all_reduce(grads, "mean") is grads
         assert standin.named("all_reduce") == [{"reduction": "mean", "values": 2, "group": "hccl_world_group",
                                                 "cluster": True}]
+        assert [float(value) for value in standin.all_reduce(grads, "sum")] == [4.0, 8.0]  # 4 ranks alike
     assert sorted(sum(shards, [])) == list(range(20)) and all(len(shard) == 5 for shard in shards)
     with pytest.raises(ValueError, match="Batch size must be divisible by num npus: 4"):
         standin.shard_and_rebatch_dataset(tf.data.Dataset.range(20), 10)
