@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from din_common.atomic import write_json_atomic
 from din_common.errors import InputError

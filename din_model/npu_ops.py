@@ -6,8 +6,9 @@ checks the same graphs on a real host, there also against the installed CANN's o
 
 Sources (read through Ascend/tensorflow, branch master, commit 085a7b2e7feac20dae2e3371fe08ea34296ea9fc):
 - [API list] `convert_tf2npu/v2/TF2.6_api_support_list.xlsx`, sheet 全量API支持度表 ("support of every API"):
-  one row per TF 2.6 API with 支持（无需迁移） ("supported, nothing to migrate"), 不支持（无迁移方案，建议用户
-  不使用） ("not supported, no migration, do not use"), or 分析中 ("under analysis"). Rows cited by number.
+  one row per TF 2.6 API with 支持（无需迁移） ("supported, nothing to migrate"),
+  不支持（无迁移方案，建议用户不使用） ("not supported, no migration, do not use"), or 分析中 ("under
+  analysis"). Rows cited by number.
   Its `tf.raw_ops.<Op>` rows are all "under analysis" (AddV2, MatMul, Const alike), so the list speaks at
   the API level: an op type counts as verified when a supported API emits it. Which op types an API
   emits is TensorFlow 2.6's own implementation (seen in the traced graphs), not part of Huawei's list.
@@ -51,7 +52,8 @@ FROM_SUPPORTED_API = {
     "LogicalAnd": ("tf.math.logical_and", 4636), "LogicalNot": ("tf.math.logical_not", 4637),
     "MatMul": ("tf.linalg.matmul", 4476), "Maximum": ("tf.math.maximum", 4640),
     "Mean": ("tf.math.reduce_mean", 4660), "Minimum": ("tf.math.minimum", 4641), "Mul": ("tf.math.multiply", 4643),
-    "Neg": ("tf.math.negative", 4646), "NotEqual": ("tf.math.not_equal", 4648), "Pack": ("tf.stack", 6500), "Pow": ("tf.math.pow", 4651),
+    "Neg": ("tf.math.negative", 4646), "NotEqual": ("tf.math.not_equal", 4648), "Pack": ("tf.stack", 6500),
+    "Pow": ("tf.math.pow", 4651),
     "Prod": ("tf.math.reduce_prod", 4662), "RandomUniform": ("tf.random.uniform", 5021),
     "Range": ("tf.range", 5025), "RealDiv": ("tf.math.truediv", 4708), "Reciprocal": ("tf.math.reciprocal", 4653),
     "Reshape": ("tf.reshape", 6395), "ResourceApplyAdam": ("tf.keras.optimizers.Adam", 4322),
@@ -84,7 +86,8 @@ GRAPH_PLUMBING = frozenset({
 ADAPTER_OPS = {
     "IteratorV2": "npu_device.cpp LoadSupportedOps (kAddonOps)",
     "IteratorGetNext": "npu_device.cpp LoadSupportedOps (kAddonOps)",
-    "DropOutGenMask": "train/convert_dropout.py npu_dropout_v2", "DropOutDoMask": "train/convert_dropout.py npu_dropout_v2",
+    "DropOutGenMask": "train/convert_dropout.py npu_dropout_v2",
+    "DropOutDoMask": "train/convert_dropout.py npu_dropout_v2",
     "HcomAllReduce": "distribute/hccl_ops.py allreduce", "HcomBroadcast": "distribute/hccl_ops.py broadcast",
 }
 

@@ -143,6 +143,22 @@ class _LegacyCallSummary(Sequence):
         return len(self._standin.calls)
 
 
+def nan_at_step(make_train_step, step: int):
+    """A `make_train_step` whose train steps return a nan loss at the `step`-th step (1-based), counted in the
+    graph: several steps may run in one call (run_state.make_step_loop)."""
+    def make(*args, **kwargs):
+        train_step, steps = make_train_step(*args, **kwargs), tf.Variable(0)
+
+        def poisoned(features, labels):
+            steps.assign_add(1)
+            loss = train_step(features, labels)
+            return tf.where(steps == step, loss * float("nan"), loss)
+
+        return poisoned
+
+    return make
+
+
 def RecordingNpuDevice(monkeypatch):
     """Deprecated alias, kept for tests not yet moved to `tests.npu_standin`: the `npu_device` module of a fresh
     stand-in, with `.calls` summarised as ["global_options", ("open", precision_mode), "as_default", ...].

@@ -7,8 +7,9 @@ built for TF 2.6.5) and behaves like it where this project depends on the behavi
   (`dump_config`, `profiling_config`, `aoe_config`, `memory_config`, `experimental`) work the same way and
   `as_dict()` flattens them into one {name: string} mapping (booleans become "1"/"0"), as the real `open()`
   hands the backend.
-- `open(device_id=None)` (default `ASCEND_DEVICE_ID`, else 0) returns a handle with `as_default()` (which replaces
-  tf.function, tf.device, tf.py_function and tf.nn.dropout as the real one does: tests/npu_standin_default.py), `scope()`,
+- `open(device_id=None)` (default `ASCEND_DEVICE_ID`, else 0) returns a handle with `as_default()` (which
+  replaces tf.function, tf.device, tf.py_function and tf.nn.dropout as the real one does:
+  tests/npu_standin_default.py), `scope()`,
   `name()`, `workers_num`, `worker_id`, `is_cluster_worker()`; opening the same id again returns the same handle,
   another id raises RuntimeError. With `RANK_SIZE` > 1 it needs `RANK_TABLE_FILE` and `RANK_ID`, like the real one.
 - `npu_device.train.optimizer.NpuLossScaleOptimizer(inner_optimizer, dynamic=True, initial_scale=None,
@@ -23,8 +24,9 @@ It is stricter than the real adapter where that one would silently do the wrong 
   does not model raises AttributeError saying so, so a test never passes on a made-up API.
 
 Everything runs on the CPU: the handle's scope is /CPU:0, and in a cluster (RANK_SIZE > 1) the collective calls
-act as if every rank held the same values (a sum is RANK_SIZE times them), which is what one process can check. Every call is
-recorded in `NpuStandin.calls` as (name, details) with the values passed, so tests assert what reached the adapter.
+act as if every rank held the same values (a sum is RANK_SIZE times them), which is what one process can check.
+Every call is recorded in `NpuStandin.calls` as (name, details) with the values passed, so tests assert what
+reached the adapter.
 
 Use the `npu_standin` fixture (it installs `npu_device` and its submodules in sys.modules for one test), or
 `NpuStandin().install(monkeypatch)`.

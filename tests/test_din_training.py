@@ -10,7 +10,7 @@ from din_model import compat, evaluation, placement, run_state, training
 from din_model.params import TrainParams
 from din_model.training import TrainingDiverged, evaluate, train, training_complete
 from tests.checkpoints import optimizer_iterations
-from tests.din_fixtures import write_random_fixture
+from tests.din_fixtures import nan_at_step, write_random_fixture
 
 TINY = dict(embed_dim=4, attention_hidden="8,4", mlp_hidden="8,4", batch_size=64, learning_rate=0.01, device="cpu")
 
@@ -102,20 +102,7 @@ def test_more_epochs_in_the_same_run_dir_continue_the_epoch_counter(spec_path, t
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(spec_path, tmp_path, monkeypatch):
     train(spec_path, tmp_path / "run", TrainParams(**TINY, epochs=1))
-    real_make_train_step = run_state.make_train_step
-
-    def nan_on_second_step(*args, **kwargs):
-        step = real_make_train_step(*args, **kwargs)
-        calls = tf.Variable(0)  # counted in the graph: several steps may run in one call (run_state.make_step_loop)
-
-        def poisoned(features, labels):
-            calls.assign_add(1)
-            loss = step(features, labels)
-            return tf.where(calls == 2, loss * float("nan"), loss)
-
-        return poisoned
-
-    monkeypatch.setattr(run_state, "make_train_step", nan_on_second_step)
+    monkeypatch.setattr(run_state, "make_train_step", nan_at_step(run_state.make_train_step, 2))
     with pytest.raises(TrainingDiverged, match=r"training diverged: loss is nan at epoch 2 step 2; "
                                                r"last good checkpoint kept at .*ckpt-1; try a lower \[train\] learning_rate"):
         train(spec_path, tmp_path / "run", TrainParams(**TINY, epochs=2))

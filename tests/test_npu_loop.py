@@ -10,7 +10,7 @@ from din_model.device import configure_npu
 from din_model.npu_options import NpuOptions
 from din_model.params import TrainParams
 from din_model.training import TrainingDiverged, train
-from tests.din_fixtures import write_random_fixture
+from tests.din_fixtures import nan_at_step, write_random_fixture
 from tests.npu_standin import npu_standin  # noqa: F401  (fixture)
 
 SMALL = dict(embed_dim=4, attention_hidden="8,4", mlp_hidden="8,4", batch_size=16, device="npu", epochs=1)
@@ -46,19 +46,7 @@ def test_iterations_per_loop_must_be_a_positive_number(iterations):
 
 def test_divergence_inside_a_sunk_call_is_reported_at_its_step(tmp_path, npu_standin, monkeypatch):
     spec_path = write_random_fixture(tmp_path / "data")  # 400 train samples: 25 steps of 16
-    real_make_train_step = run_state.make_train_step
-
-    def nan_on_seventh_step(*args, **kwargs):
-        step, calls = real_make_train_step(*args, **kwargs), tf.Variable(0)
-
-        def poisoned(features, labels):
-            calls.assign_add(1)
-            loss = step(features, labels)
-            return tf.where(calls == 7, loss * float("nan"), loss)
-
-        return poisoned
-
-    monkeypatch.setattr(run_state, "make_train_step", nan_on_seventh_step)
+    monkeypatch.setattr(run_state, "make_train_step", nan_at_step(run_state.make_train_step, 7))
     configure_npu(NpuOptions(iterations_per_loop=4))
     try:
         with pytest.raises(TrainingDiverged, match=r"loss is nan at epoch 1 step 7; "):
