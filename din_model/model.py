@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from din_common.errors import InputError
 from din_model.compat import keras
 from din_model.layers import AttentionPooling, DenseStack, leaf_weights
 from din_model.params import TrainParams, history_features
@@ -247,6 +248,10 @@ def _mini_batch_l2(table, history_ids, target_ids):
 
 def resolve_history_layout(params: TrainParams, static_shapes: bool) -> str:
     """The history layout `params.history_layout` means on a device with or without static shapes."""
+    if params.history_layout == "compact" and static_shapes:
+        raise InputError("[train] history_layout = compact gathers a number of history entries that varies per "
+                         "batch, but this device (the NPU) compiles one graph per shape: use auto (static_compact) "
+                         "or dense")
     if params.history_layout != "auto":
         return params.history_layout
     return "static_compact" if static_shapes or params.jit_compile else "compact"

@@ -5,6 +5,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from din_model.npu_check import Verdicts, ai_cpu_ops, cann_supported_ops, check_all_reduce, run_checks
 from din_model.npu_ops import NPU_OP_TYPES
 from din_model.npu_options import NpuOptions
@@ -48,6 +50,7 @@ def test_the_cann_op_list_is_found_in_either_layout(tmp_path):
     assert cann_supported_ops(str(tmp_path)) == {"MatMul", "AddV2", "IteratorV2", "IteratorGetNext"}
 
 
+@pytest.mark.slow
 def test_the_check_runs_every_step_and_an_all_reduce_over_two_rank_processes(tmp_path, npu_standin, monkeypatch):
     opp = tmp_path / "opp" / "built-in" / "framework" / "tensorflow"
     opp.mkdir(parents=True)
@@ -86,3 +89,15 @@ def test_without_a_rank_table_the_all_reduce_is_skipped():
     verdicts = Verdicts(echo=lambda line: None)
     check_all_reduce(verdicts, "", 0, 1.0)
     assert verdicts.lines == [("all-reduce", "SKIP", "no rank table: set [npu] rank_table_file or pass --rank-table")]
+
+
+def test_the_command_on_a_host_without_the_adapter_fails_at_open(tmp_path):
+    import subprocess
+    import sys
+
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "din_model.npu_check", "--dump-dir", str(tmp_path / "dump")],
+                          cwd=REPO, env=environment, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1].startswith("[npu_check] open: FAIL ([train] device = npu, but the Ascend CANN "
+                                                   "TF adapter (npu_device) is not importable")

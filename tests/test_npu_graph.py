@@ -22,9 +22,10 @@ from tests.npu_standin import npu_standin  # noqa: F401  (fixture)
 
 SMALL = dict(embed_dim=4, attention_hidden="8,4", mlp_hidden="8,4", batch_size=16, device="npu")
 ALL_SEQUENCE_FEATURES = "recency,time_gap,last_item"
-# (model, sequence features, history layout): both models, every layout the NPU can use
-NPU_MODELS = [("din", "time_gap", "auto"), ("din", "time_gap", "dense"),
-              ("din_seq", ALL_SEQUENCE_FEATURES, "auto"), ("din_seq", ALL_SEQUENCE_FEATURES, "dense")]
+# (model, sequence features, history layout, dropout): the defaults, then dropout with both models and every
+# layout the NPU can use (auto = static_compact, whose dense fallback is in the same graph; dense)
+NPU_CASES = [("din", "time_gap", "auto", 0.0), ("din", "time_gap", "auto", 0.3), ("din", "time_gap", "dense", 0.3),
+             ("din_seq", ALL_SEQUENCE_FEATURES, "auto", 0.3), ("din_seq", ALL_SEQUENCE_FEATURES, "dense", 0.3)]
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +70,7 @@ def _npu_graphs(spec_path, params: TrainParams, standin) -> dict:
             "export signature": ScoringModule(state.model, int(spec["maxlen"])).score.get_concrete_function()}
 
 
-@pytest.mark.parametrize("model, sequence_features, layout", NPU_MODELS)
-@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("model, sequence_features, layout, dropout", NPU_CASES)
 def test_every_npu_graph_holds_only_ops_the_graph_engine_takes(spec_path, npu_standin, model, sequence_features,
                                                                  layout, dropout):
     params = TrainParams(**SMALL, model=model, sequence_features=sequence_features, history_layout=layout,
@@ -80,6 +80,7 @@ def test_every_npu_graph_holds_only_ops_the_graph_engine_takes(spec_path, npu_st
     assert bool(npu_standin.named("dropout")) == (dropout > 0)  # the adapter's dropout, not the CPU's
 
 
+@pytest.mark.slow
 def test_a_run_on_the_npu_calls_only_listed_ops_on_static_shapes(spec_path, tmp_path, npu_standin):
     """Train (sunk loop, validation), then evaluate (test split, popularity): every graph run under the
     adapter, the capacity measurement's included, takes static shapes and only listed ops."""
@@ -99,6 +100,13 @@ def test_a_run_on_the_npu_calls_only_listed_ops_on_static_shapes(spec_path, tmp_
     for name, graph in npu_standin.graph_calls.values():
         assert unsupported_ops(graph_op_types(graph)) == {}, name
     assert [call["loop_size"] for call in npu_standin.named("set_npu_loop_size")] == [3] * 8 + [1]  # 25 steps
+
+
+def test_the_compact_layout_is_refused_on_the_npu(spec_path, npu_standin):
+    from din_common.errors import InputError
+
+    with pytest.raises(InputError, match=r"\[train\] history_layout = compact .* use auto \(static_compact\) or dense"):
+        _npu_graphs(spec_path, TrainParams(**SMALL, history_layout="compact"), npu_standin)
 
 
 def test_the_list_has_no_op_it_also_calls_unsupported():
