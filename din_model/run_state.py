@@ -120,7 +120,7 @@ def make_step_loop(train_step, steps: int = STEPS_PER_CALL, *, sunk: bool = Fals
 
     `sunk` (the NPU): `run(iterator, count) -> losses [count]` runs exactly `count` <= `steps` steps, in
     the form the Ascend adapter sinks into one graph-engine loop (`npu_device.set_npu_loop_size(count)`
-    first): a `tf.range` loop taking `next(iterator)`, the function's only node with nothing after it
+    first): one while loop taking `next(iterator)`, which every other op of the function feeds
     (tf_adapter_2.x/npu_device/core/npu_utils.cpp `IsGraphNeedLoop`). The adapter then runs the loop
     body `count` times with the loop's own counter left at its start, so each step's loss goes to the
     slot a variable counter names in a variable of `steps` losses, which the host reads once per call.
@@ -159,7 +159,11 @@ class _SunkStepLoop:
 
         @tf.function
         def loop(iterator, count):
-            for _ in tf.range(count):
+            # a counted while, not `for _ in tf.range(count)`: AutoGraph computes that loop's length in
+            # ops the loop does not use, which would stop the adapter from sinking it
+            done = tf.constant(0)
+            while done < count:
+                done += 1
                 loss, _ = one_step(next(iterator))
                 slot = tf.equal(tf.range(steps), self.steps_run % steps)
                 self.losses.assign(tf.where(slot, loss, self.losses))

@@ -55,3 +55,33 @@ def test_divergence_inside_a_sunk_call_is_reported_at_its_step(tmp_path, npu_sta
         configure_npu(NpuOptions())
     assert [call["loop_size"] for call in npu_standin.named("set_npu_loop_size")] == [4, 4]  # stopped after 8
     assert np.all([shape is not None for call in npu_standin.named("graph_call") for shape in call["shapes"]])
+
+
+def test_the_sunk_loop_is_one_while_that_every_op_feeds_as_the_adapter_requires(tmp_path, npu_standin):
+    """tf_adapter_2.x/npu_device/core/npu_utils.cpp `IsGraphNeedLoop`: the graph's only While node consumes the
+    iterator and a reverse walk from it reaches every op; otherwise the adapter does not sink the loop."""
+    from din_model.device import select_device
+    from din_model.reader import load_spec
+    from din_model.run_state import TrainingState, make_train_step, step_signature
+
+    spec_path = write_random_fixture(tmp_path / "data")
+    params = TrainParams(**SMALL, dropout=0.2)
+    spec, device = load_spec(spec_path), select_device("npu")
+    state = TrainingState(params, spec, device, tmp_path / "unused")
+    signature = step_signature(spec, params, device)
+    loop = run_state.make_step_loop(make_train_step(state.model, state.optimizer, False, signature), 3, sunk=True)
+    batch = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), signature)
+    loop(iter(tf.data.Dataset.from_tensors(batch).repeat()), 2)
+    graph = [graph for name, graph in npu_standin.graph_calls.values() if name == "loop"][0].graph
+    operations = graph.get_operations()
+    (loop_node,) = [op for op in operations if op.type in ("While", "StatelessWhile")]
+    assert any("IteratorGetNext" in node.op for function in graph.as_graph_def().library.function
+               for node in function.node_def)
+    reached, pending = set(), [loop_node]
+    while pending:
+        op = pending.pop()
+        if op.name not in reached:
+            reached.add(op.name)
+            pending += [tensor.op for tensor in op.inputs] + list(op.control_inputs)
+    # Placeholders are the function's arguments: the iterator's deleter (its second component) feeds no graph
+    assert sorted(op.name for op in operations if op.name not in reached and op.type != "Placeholder") == []
