@@ -17,7 +17,7 @@ Sources (read through Ascend/tensorflow, branch master, commit 085a7b2e7feac20da
   layout: `framework/built-in/tensorflow/`), adds `IteratorV2` and `IteratorGetNext` to it, and places
   every op not in it on the CPU (outside the NPU graph). `python -m din_model.npu_check` reads that file
   on a host; this machine has no CANN, so the file's contents are not checked here.
-- [adapter] `tf_adapter_2.x/python/npu_device/train/convert_dropout.py` lines 20-73: `tf.nn.dropout` in a
+- [adapter] `tf_adapter_2.x/python/npu_device/train/convert_dropout.py` lines 33-97: `tf.nn.dropout` in a
   graph becomes the NPU ops DropOutGenMask + DropOutDoMask (hccl_ops.py likewise emits the HCCL ops).
 
 What is verified and what is inferred, per table below:

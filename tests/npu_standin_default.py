@@ -12,7 +12,7 @@ Derived from Ascend/tensorflow (branch master, commit 085a7b2e7feac20dae2e3371fe
   wrap_cpu_only_api(tf.py_function)` (lines 276-300: py_function bodies run on the CPU; the stand-in wraps
   tf.py_function only, as every kernel already runs on the CPU here), makes the NPU the
   context's default device, then calls `npu_convert.npu_convert_api()`.
-- train/npu_convert.py lines 144-192 and train/convert_dropout.py lines 20-73: `tf.nn.dropout`,
+- train/npu_convert.py lines 157-205 and train/convert_dropout.py lines 33-97: `tf.nn.dropout`,
   `tf.compat.v2.nn.dropout` and `nn_ops.dropout_v2` are replaced, on TF 2.6.2-2.6.999 and in graph mode
   only (eager calls and calls with a `noise_shape` go to the original), by `npu_dropout_v2`: the NPU ops
   `DropOutGenMask` (a keep mask from the rate and the seeds) and `DropOutDoMask` (x * mask / keep_prob),
