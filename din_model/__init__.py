@@ -10,6 +10,8 @@ Modules (importable without Luigi):
 - `metrics`  AUC, GAUC, logloss (numpy) and the popularity baseline.
 - `device`   device (Ascend NPU, GPU, CPU) and precision selection; the NPU opened once per process.
 - `npu_options` the `[npu]` settings (validated) and their mapping onto the Ascend adapter's options.
+- `npu_ops`  the op types the NPU path may use (from Huawei's published support lists); `graph_ops` the op
+  types of a traced function; `npu_check` the first-host check (`python -m din_model.npu_check`).
 - `optimizer` Adam with the fused update kernel.
 - `training` train / evaluate loops, checkpoints, resume; `placement` and `run_state` what a process
   trains on and the compiled steps (several per call), `[train] xla` resolved.

@@ -41,6 +41,8 @@ class DeviceChoice:
     tf_device: str | None = None
     handle: Any = None        # the opened NPU device, kept alive for the run
     loss_scale_class: Any = None  # the wrapper: the adapter's NpuLossScaleOptimizer on the NPU, else Keras'
+    iterations_per_loop: int = 1  # NPU: train steps per graph call ([npu] iterations_per_loop)
+    set_loop_size: Optional[Callable[[int], None]] = None  # NPU: the adapter's set_npu_loop_size
 
     def wrap_optimizer(self, optimizer):
         """The optimizer as training uses it: wrapped for dynamic loss scaling when this device needs it."""
@@ -168,7 +170,8 @@ def _open_npu(npu_module, precision: str, options: NpuOptions) -> DeviceChoice:
     # the loss is scaled by the adapter's optimizer wrapper, dynamic as the adapter documents for it.
     return DeviceChoice(name="npu", precision=options.computes_in(precision), dtype_policy="float32",
                         static_shapes=True, loss_scaling=options.loss_scaled(precision), handle=handle,
-                        loss_scale_class=npu_module.train.optimizer.NpuLossScaleOptimizer)
+                        loss_scale_class=npu_module.train.optimizer.NpuLossScaleOptimizer,
+                        iterations_per_loop=options.iterations_per_loop, set_loop_size=npu_module.set_npu_loop_size)
 
 
 def _use_gpu(precision: str) -> DeviceChoice:

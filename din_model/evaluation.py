@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from din_common.atomic import write_json_atomic
 from din_common.errors import InputError
@@ -23,33 +22,26 @@ from din_model import metrics as metric_functions
 from din_model.device import DeviceChoice, select_device
 from din_model.params import TrainParams, run_id
 from din_model.portable_weights import restore_weights
-from din_model.reader import iterate_checked, load_spec, make_dataset, split_files
+from din_model.reader import batches_with_rows, iterate_checked, load_spec, make_dataset, split_files
 from din_model import run_state
 from din_model.run_state import RunFiles, TrainingState, fixed_batches, read_metrics, step_signature
 
 EVAL_BATCH_SIZE = 8192
 
 
-def _pad_to(tensor: tf.Tensor, rows: int) -> tf.Tensor:
-    padding = [[0, rows - int(tf.shape(tensor)[0])]] + [[0, 0]] * (len(tensor.shape) - 1)
-    return tf.pad(tensor, padding)
-
-
 def predict_split(predict_step, spec: dict, split: str, params: TrainParams, device: DeviceChoice) -> dict:
     """Numpy columns user_id, target_item, label, probability of a whole split (no features kept)."""
-    fixed = fixed_batches(params, device)  # the predict step's signature has batch_size rows: pad the last batch
+    fixed = fixed_batches(params, device)  # the predict step's signature has batch_size rows: the last is padded
     batch_size = params.batch_size if fixed else max(params.batch_size, EVAL_BATCH_SIZE)
-    dataset = make_dataset(spec, split, batch_size, shuffle=False, maxlen=params.maxlen,
-                           history_fields=params.history_features)
+    dataset = batches_with_rows(make_dataset(spec, split, batch_size, shuffle=False, maxlen=params.maxlen,
+                                             history_fields=params.history_features), batch_size if fixed else None)
     columns = {"user_id": [], "target_item": [], "label": [], "probability": []}
-    for features, label in iterate_checked(dataset, split_files(spec, split)):
-        rows = int(label.shape[0])
-        if fixed and rows < batch_size:
-            features = {name: _pad_to(value, batch_size) for name, value in features.items()}
+    for features, label, rows in iterate_checked(dataset, split_files(spec, split)):
+        rows = int(rows)
         columns["probability"].append(predict_step(features).numpy()[:rows])
         columns["user_id"].append(features["user_id"].numpy()[:rows])
         columns["target_item"].append(features["target_item"].numpy()[:rows])
-        columns["label"].append(label.numpy())
+        columns["label"].append(label.numpy()[:rows])
     if not columns["label"]:
         raise InputError(f"the {split} split of the TFRecords holds no samples")
     return {name: np.concatenate(parts) for name, parts in columns.items()}
@@ -60,11 +52,13 @@ def split_metrics(columns: dict) -> dict[str, float]:
 
 
 def popularity_scores(spec: dict, test_items: np.ndarray) -> np.ndarray:
-    """How often each test target item is a positive target in the train split (one streamed pass)."""
+    """How often each test target item is a positive target in the train split (one streamed pass, batches of
+    one static shape: under the NPU adapter even this eager read of the data runs on the NPU)."""
     counter = metric_functions.PopularityCounter(int(spec["n_items"]))
-    dataset = make_dataset(spec, "train", EVAL_BATCH_SIZE, maxlen=1, history_fields=())
-    for features, labels in iterate_checked(dataset, split_files(spec, "train")):
-        counter.add(features["target_item"].numpy(), labels.numpy())
+    dataset = batches_with_rows(make_dataset(spec, "train", EVAL_BATCH_SIZE, maxlen=1, history_fields=()),
+                                EVAL_BATCH_SIZE)
+    for features, labels, rows in iterate_checked(dataset, split_files(spec, "train")):
+        counter.add(features["target_item"].numpy()[:rows], labels.numpy()[:rows])
     return counter.scores(test_items)
 
 

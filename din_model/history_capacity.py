@@ -102,14 +102,16 @@ def _handed_down(spec: dict, maxlen: int, batch_size: int, environ=os.environ):
 def measure_history_capacity(spec: dict, maxlen: int, batch_size: int, max_samples: int = 262_144) -> HistoryCapacity:
     """The capacity rule measured on shuffled train batches of `batch_size`, at most `max_samples` samples
     (or the one the launcher of this process measured on the same data)."""
-    from din_model.reader import make_dataset
+    from din_model.reader import batches_with_rows, make_dataset
 
     handed_down = _handed_down(spec, maxlen, batch_size)
     if handed_down is not None:
         return handed_down
 
-    dataset = make_dataset(spec, "train", batch_size, shuffle=True, seed=0, maxlen=maxlen, history_fields=("hist_item",))
+    # padded to one static shape (the NPU compiles one graph per shape); the padding is not counted
+    dataset = batches_with_rows(make_dataset(spec, "train", batch_size, shuffle=True, seed=0, maxlen=maxlen,
+                                             history_fields=("hist_item",)), batch_size)
     count_entries = tf.function(lambda history: tf.reduce_sum(tf.cast(history > 0, tf.int32), axis=1))
-    batches = [count_entries(features["hist_item"]).numpy()
-               for features, _ in dataset.take(max(1, max_samples // batch_size))]
+    batches = [count_entries(features["hist_item"]).numpy()[:rows]
+               for features, _, rows in dataset.take(max(1, max_samples // batch_size))]
     return capacity_of_batches(batches, maxlen)

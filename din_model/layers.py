@@ -4,7 +4,8 @@
   f(s) = p(s) * s + (1 - p(s)) * alpha * s; batch statistics while training, moving
   averages at inference (like batch normalisation, without scale and shift).
 - `PReLU`: max(s, 0) + alpha * min(s, 0), one alpha per unit.
-- `Dropout`: inverted dropout drawing one random byte per value (rate in 1/256 steps).
+- `Dropout`: inverted dropout drawing one random byte per value (rate in 1/256 steps); on the NPU
+  `tf.nn.dropout`, which the Ascend adapter replaces with its DropOutGenMask / DropOutDoMask ops.
 - `DenseStack`: Dense -> activation -> dropout, per hidden size.
 - `AttentionPooling`: the DIN activation unit, an MLP over [q, k, q - k, q * k] giving one
   score per history position; padded positions (id 0) get weight 0 (or -inf before a
@@ -130,11 +131,17 @@ class Dropout(keras.layers.Layer):
     26/256 = 0.1016); kept values are scaled by 1 / (kept fraction) so the expected output
     equals the input. The stateless seed is (layer seed, call counter), the counter a
     non-trainable weight (checkpointed, the same on both Keras versions): a new mask every call.
+
+    `on_npu`: `tf.nn.dropout` at the exact rate instead. The graph engine does not take the stateless
+    random ops (`tf.random.stateless_uniform` is "not supported" in Huawei's TF2.6_api_support_list.xlsx),
+    and the adapter's `as_default()` replaces `tf.nn.dropout` by its own NPU dropout (din_model/npu_ops.py).
+    The seed weight still exists, so checkpoints have the same weights on every device.
     """
 
-    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+    def __init__(self, rate: float, seed: int | None = None, on_npu: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.rate = rate
+        self.on_npu = on_npu
         self.dropped_of_256 = int(round(rate * 256))
         self.seed = int(np.random.randint(2 ** 31 - 1)) if seed is None else int(seed)
 
@@ -146,6 +153,8 @@ class Dropout(keras.layers.Layer):
     def call(self, inputs, training=False):
         if not training or self.dropped_of_256 == 0:
             return inputs
+        if self.on_npu:  # looked up at call time: the adapter's replacement, once it has opened the NPU
+            return tf.nn.dropout(inputs, rate=self.rate)
         seed = tf.convert_to_tensor(self.seed_state)
         self.seed_state.assign_add(tf.constant([0, 1], tf.int64))
         values = tf.size(inputs)
@@ -160,13 +169,13 @@ class DenseStack(keras.layers.Layer):
     """Dense -> activation -> dropout for each hidden size (`dropout_last_only`: after the last one only)."""
 
     def __init__(self, units: tuple[int, ...], activation: str, dropout: float = 0.0, dropout_last_only: bool = False,
-                 **kwargs):
+                 on_npu: bool = False, **kwargs):
         super().__init__(**kwargs)
         dtype = kwargs.get("dtype")
         self.dense_layers = [keras.layers.Dense(size, dtype=dtype) for size in units]
         self.activations = [make_activation(activation, dtype) for _ in units]
         with_dropout = [dropout > 0 and (index == len(units) - 1 or not dropout_last_only) for index in range(len(units))]
-        self.dropouts = [Dropout(dropout, dtype=dtype) if wanted else None for wanted in with_dropout]
+        self.dropouts = [Dropout(dropout, on_npu=on_npu, dtype=dtype) if wanted else None for wanted in with_dropout]
 
     def build(self, input_shape):
         width = int(input_shape[-1])
@@ -247,7 +256,8 @@ class AttentionPooling(keras.layers.Layer):
             weights = tf.cast(self._segment_weights(scores, mask_or_rows, samples, rows), keys.dtype)
             return rows.sum(weights[:, None] * keys, mask_or_rows, samples)
         weights = tf.cast(self._masked_weights(scores, mask_or_rows), keys.dtype)
-        return tf.einsum("bl,bld->bd", weights, keys)
+        # [B, 1, L] x [B, L, d]: a batched MatMul (tf.einsum is "not supported" on the NPU, see din_model/npu_ops.py)
+        return tf.squeeze(tf.matmul(weights[:, None, :], keys), axis=1)
 
     def build(self, input_shape):
         # The first layer's kernel is read directly (see _first_projection), so the

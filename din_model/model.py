@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from din_common.errors import InputError
 from din_model.compat import keras
 from din_model.layers import AttentionPooling, DenseStack, leaf_weights
 from din_model.params import TrainParams, history_features
@@ -56,7 +57,7 @@ class DeepInterestNetwork(keras.Model):
                  l2: float, mini_batch_aware_l2: bool, history_layout: str = "compact",
                  history_capacity: HistoryCapacity | None = None, mlp_input_batch_norm: bool = False,
                  dropout_last_only: bool = False, l2_weights: str = "all", sequence_features: tuple[str, ...] = (),
-                 maxlen: int = 1, dtype_policy: str = "float32"):
+                 maxlen: int = 1, dtype_policy: str = "float32", on_npu: bool = False):
         super().__init__(dtype=dtype_policy)
         self.sequence_features = tuple(sequence_features)
         self.maxlen = maxlen
@@ -82,7 +83,7 @@ class DeepInterestNetwork(keras.Model):
                                           dtype=dtype_policy, name="attention")
         self.mlp_input_norm = (keras.layers.BatchNormalization(dtype=dtype_policy, name="mlp_input_norm")
                                if mlp_input_batch_norm else None)
-        self.mlp = DenseStack(mlp_units, activation, dropout, dropout_last_only, dtype=dtype_policy, name="mlp")
+        self.mlp = DenseStack(mlp_units, activation, dropout, dropout_last_only, on_npu, dtype=dtype_policy, name="mlp")
         self.logit_layer = keras.layers.Dense(1, dtype="float32", name="logit")
 
     def embed(self, items, cates):
@@ -247,18 +248,23 @@ def _mini_batch_l2(table, history_ids, target_ids):
 
 def resolve_history_layout(params: TrainParams, static_shapes: bool) -> str:
     """The history layout `params.history_layout` means on a device with or without static shapes."""
+    if params.history_layout == "compact" and static_shapes:
+        raise InputError("[train] history_layout = compact gathers a number of history entries that varies per "
+                         "batch, but this device (the NPU) compiles one graph per shape: use auto (static_compact) "
+                         "or dense")
     if params.history_layout != "auto":
         return params.history_layout
     return "static_compact" if static_shapes or params.jit_compile else "compact"
 
 
 def build_model(params: TrainParams, spec: dict, dtype_policy: str = "float32", static_shapes: bool = False,
-                history_capacity: HistoryCapacity | None = None) -> DeepInterestNetwork:
+                history_capacity: HistoryCapacity | None = None, on_npu: bool = False) -> DeepInterestNetwork:
     """The DIN for these params and this feature spec, built (variables exist) for `maxlen`.
 
     The history layout follows `resolve_history_layout`: with static shapes (NPU) or
     `params.jit_compile` (XLA) the static-capacity layout, whose capacity is measured on the
-    spec's train split unless `history_capacity` is given; otherwise the compact layout.
+    spec's train split unless `history_capacity` is given; otherwise the compact layout. `on_npu`: only
+    ops the Ascend graph engine takes (the adapter's dropout, din_model/layers.py `Dropout`).
     """
     maxlen = params.maxlen or int(spec["maxlen"])
     layout = resolve_history_layout(params, static_shapes)
@@ -273,7 +279,7 @@ def build_model(params: TrainParams, spec: dict, dtype_policy: str = "float32", 
         mini_batch_aware_l2=params.mini_batch_aware_l2, mlp_input_batch_norm=params.mlp_input_batch_norm,
         dropout_last_only=params.dropout_last_only, l2_weights=params.l2_weights,
         sequence_features=params.active_sequence_features, maxlen=maxlen,
-        history_layout=layout, history_capacity=history_capacity, dtype_policy=dtype_policy)
+        history_layout=layout, history_capacity=history_capacity, dtype_policy=dtype_policy, on_npu=on_npu)
     model(dummy_features(maxlen), training=False)
     return model
 

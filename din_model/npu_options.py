@@ -19,6 +19,7 @@ keeps the adapter's default. Values go with the Python type the adapter's option
 | loss_scaling (dynamic or off) | npu_device.train.optimizer.NpuLossScaleOptimizer (float16 matrix products) |
 | devices, rank_table_file | NPU ranks: RANK_SIZE, RANK_ID, ASCEND_DEVICE_ID, RANK_TABLE_FILE per process; the
   table is checked to list exactly `devices` NPUs (din_model/rank_table.py) |
+| iterations_per_loop | npu_device.set_npu_loop_size: train steps per graph call (din_model/run_state.py) |
 | op_compiler_cache_mode, op_compiler_cache_dir | the same names (cache on by default, in the data dir) |
 | hcom_parallel, op_debug_level, enable_exception_dump, graph_run_mode | the same names |
 | aoe_mode | aoe_config.aoe_mode |
@@ -78,6 +79,7 @@ MIXLIST_CHANGES = ("to-remove", "to-add")
 DEFAULT_PROFILING_OPTIONS = {"training_trace": "on", "task_trace": "on"}
 DEVICE_ID_VARIABLE = "ASCEND_DEVICE_ID"
 LOSS_SCALING = ("dynamic", "off")
+ITERATIONS_EXPECTED = "expected the number of train steps per NPU graph call: 1, 2, ... (e.g. 100)"
 _DUMP_STEP = re.compile(r"^\d+(-\d+)?(\|\d+(-\d+)?)*$")
 
 
@@ -194,6 +196,7 @@ class NpuOptions:
     enable_exception_dump: str = ""
     graph_run_mode: str = ""
     aoe_mode: str = ""
+    iterations_per_loop: int = 1   # train steps the NPU runs per call, in one graph (npu_device.set_npu_loop_size)
 
     def __post_init__(self):
         if self.precision_mode:
@@ -239,6 +242,8 @@ class NpuOptions:
             if getattr(self, name) and getattr(self, name) not in values:
                 raise _problem(name, getattr(self, name), f"expected one of {allowed}, or empty for the adapter's "
                                                           "default")
+        if not isinstance(self.iterations_per_loop, int) or self.iterations_per_loop < 1:
+            raise _problem("iterations_per_loop", self.iterations_per_loop, ITERATIONS_EXPECTED)
 
     @classmethod
     def from_strings(cls, values: Mapping[str, str]) -> "NpuOptions":
@@ -255,7 +260,11 @@ class NpuOptions:
         devices = given.pop("devices", "1") or "1"
         if not devices.isdigit():
             raise _problem("devices", devices, "expected the number of NPUs to train on: 1, 2, ..., 8")
-        return cls(device_id=int(device_id) if device_id else None, devices=int(devices), **given)
+        iterations = given.pop("iterations_per_loop", "1") or "1"
+        if not iterations.isdigit():
+            raise _problem("iterations_per_loop", iterations, ITERATIONS_EXPECTED)
+        return cls(device_id=int(device_id) if device_id else None, devices=int(devices),
+                   iterations_per_loop=int(iterations), **given)
 
     def for_rank(self, device_id: int) -> "NpuOptions":
         """The options of one rank process: its own device, one device."""

@@ -101,13 +101,15 @@ class NpuRankPlacement(Placement):
         return run_state.make_train_step(state.model, state.optimizer, params.jit_compile, per_rank,
                                reduce_gradients=lambda gradients: self.adapter.distribute.all_reduce(gradients, "mean"))
 
-    def epoch_batches(self, spec: dict, params: TrainParams, device, epoch: int):
-        files = split_files(spec, "train")
+    def sunk_input(self, spec: dict, params: TrainParams, device, epoch: int):
         dataset = make_dataset(spec, "train", params.batch_size // self.ranks, shuffle=True,
                                seed=epoch_seed(params, epoch), drop_remainder=True, maxlen=params.maxlen,
                                repeat=True, file_shard=(self.rank, self.ranks), history_fields=params.history_features)
-        return fixed_steps(iterate_checked(dataset, files[self.rank::self.ranks]),
-                           steps_per_epoch(spec, params.batch_size))
+        return dataset, steps_per_epoch(spec, params.batch_size)
+
+    def epoch_batches(self, spec: dict, params: TrainParams, device, epoch: int):
+        dataset, steps = self.sunk_input(spec, params, device, epoch)
+        return fixed_steps(iterate_checked(dataset, split_files(spec, "train")[self.rank::self.ranks]), steps)
 
     def samples_in(self, labels, params: TrainParams) -> int:
         return params.batch_size

@@ -16,6 +16,7 @@ differs between the ways of training sits behind its methods:
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 from pathlib import Path
@@ -62,34 +63,57 @@ class Placement:
         """(features, labels) batches of one epoch (1-based `epoch`), shuffled with the epoch's seed."""
         return iterate_checked(_epoch_dataset(spec, params, device, epoch), split_files(spec, "train"))
 
+    def sunk_input(self, spec: dict, params: TrainParams, device: DeviceChoice, epoch: int):
+        """(dataset, steps): the NPU's fixed-size train batches of one epoch and how many it trains on."""
+        return _epoch_dataset(spec, params, device, epoch), int(spec["splits"]["train"].get("samples", 0)) // \
+            params.batch_size
+
     def steps_per_call(self, device: DeviceChoice) -> int:
         """Train steps one call runs: several, with no Python between them, for one process on a CPU or
-        GPU; one on the NPU (the adapter runs each step's graph), and where processes meet in collectives."""
-        return 1 if device.name == "npu" else run_state.STEPS_PER_CALL
+        GPU; `[npu] iterations_per_loop` on the NPU (one graph-engine loop); one where processes meet
+        in collectives of a TF_CONFIG cluster."""
+        return device.iterations_per_loop if device.name == "npu" else run_state.STEPS_PER_CALL
 
     def epoch_steps(self, train_step, spec: dict, params: TrainParams, device: DeviceChoice,
                     epoch: int) -> Iterator[tuple[np.ndarray, int]]:
         """(losses, samples) of one epoch's train steps, `steps_per_call` steps at a time."""
+        if device.name == "npu":
+            yield from self._sunk_epoch_steps(train_step, spec, params, device, epoch)
+            return
         if self.steps_per_call(device) == 1:
             for features, labels in self.epoch_batches(spec, params, device, epoch):
                 # on several processes: the same reduced value on each
                 yield np.array([float(train_step(features, labels))]), self.samples_in(labels, params)
             return
-        if self._step_loop[0] is not train_step:  # one loop function per train step, traced once
-            self._step_loop = (train_step, run_state.make_step_loop(train_step, self.steps_per_call(device)))
-        run = self._step_loop[1]
+        run = self._step_loop_of(train_step, device)
         iterator = iter(_epoch_dataset(spec, params, device, epoch))
         while True:
-            try:
+            with _naming_damaged_shard(spec):
                 losses, samples = run(iterator)
-            except SHARD_ERRORS:  # a damaged shard is named; any other failure is raised as it is
-                damaged = damaged_shard(split_files(spec, "train"))
-                if damaged is None:
-                    raise
-                raise damaged from None
             if not len(losses):
                 return
             yield losses.numpy(), int(samples)
+
+    def _step_loop_of(self, train_step, device: DeviceChoice):
+        """One loop function per train step, traced once."""
+        if self._step_loop[0] is not train_step:
+            self._step_loop = (train_step, run_state.make_step_loop(train_step, self.steps_per_call(device),
+                                                                    sunk=device.name == "npu"))
+        return self._step_loop[1]
+
+    def _sunk_epoch_steps(self, train_step, spec: dict, params: TrainParams, device: DeviceChoice, epoch: int):
+        """The NPU: calls of `iterations_per_loop` steps (fewer for the epoch's last), each its loop size."""
+        run = self._step_loop_of(train_step, device)
+        dataset, steps = self.sunk_input(spec, params, device, epoch)
+        iterator, done = iter(dataset), 0
+        while done < steps:
+            count = min(self.steps_per_call(device), steps - done)
+            if device.set_loop_size is not None:  # a DeviceChoice made by hand (tests) may have none
+                device.set_loop_size(count)
+            with _naming_damaged_shard(spec):
+                losses = run(iterator, count)
+            done += count
+            yield losses, count * params.batch_size
 
     def samples_in(self, labels, params: TrainParams) -> int:
         """Samples one step trained on (over every process)."""
@@ -119,6 +143,18 @@ class Placement:
 
     def close(self) -> None:
         """Release what the placement holds (temporary directories)."""
+
+
+@contextlib.contextmanager
+def _naming_damaged_shard(spec: dict):
+    """A damaged train shard is named; any other failure is raised as it is."""
+    try:
+        yield
+    except SHARD_ERRORS:
+        damaged = damaged_shard(split_files(spec, "train"))
+        if damaged is None:
+            raise
+        raise damaged from None
 
 
 def _epoch_dataset(spec: dict, params: TrainParams, device: DeviceChoice, epoch: int):

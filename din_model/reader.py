@@ -211,6 +211,24 @@ def _options_without_autotune() -> tf.data.Options:
     return options_without_autotune()
 
 
+def batches_with_rows(dataset: tf.data.Dataset, pad_to: int | None = None) -> tf.data.Dataset:
+    """`(features, label, rows)`: each batch with its number of real rows. `pad_to`: every tensor has exactly
+    that many rows, a shorter batch (a split's last) padded with zeros (id 0 is padding, label 0) in tf.data,
+    so a device that compiles one graph per shape (the NPU) sees one static shape and no row is dropped."""
+    if pad_to is None:
+        return dataset.map(lambda features, label: (features, label, tf.shape(label)[0]))
+
+    def padded(tensor, rows):
+        paddings = [[0, pad_to - rows]] + [[0, 0]] * (tensor.shape.rank - 1)
+        return tf.ensure_shape(tf.pad(tensor, paddings), tf.TensorShape([pad_to]).concatenate(tensor.shape[1:]))
+
+    def pad(features, label):
+        rows = tf.shape(label)[0]
+        return {name: padded(value, rows) for name, value in features.items()}, padded(label, rows), rows
+
+    return dataset.map(pad)
+
+
 def batch_signature(maxlen: int, batch_size: int | None = None, history_fields: tuple[str, ...] = HISTORY_FIELDS
                     ) -> tuple[dict[str, tf.TensorSpec], tf.TensorSpec]:
     """The `(features, label)` TensorSpecs of a `make_dataset` batch; batch_size None: any size."""

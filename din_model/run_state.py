@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
 import tensorflow as tf
 
 from din_common.errors import InputError
@@ -50,7 +51,7 @@ class TrainingState:
     """Model, optimizer and epoch counter, checkpointed together."""
 
     def __init__(self, params: TrainParams, spec: dict, device: DeviceChoice, checkpoint_dir: Path):
-        self.model = build_model(params, spec, device.dtype_policy, device.static_shapes)
+        self.model = build_model(params, spec, device.dtype_policy, device.static_shapes, on_npu=device.name == "npu")
         optimizer = device.wrap_optimizer(FusedAdam(learning_rate=params.learning_rate))
         compat.build_optimizer(optimizer, self.model.trainable_variables)
         self.optimizer = optimizer
@@ -111,10 +112,26 @@ def make_train_step(model, optimizer, jit_compile: bool, signature=None,
 STEPS_PER_CALL = 16
 
 
-def make_step_loop(train_step, steps: int = STEPS_PER_CALL):
-    """`run(iterator) -> (losses [n], samples)`: up to `steps` train steps on the iterator's batches in
-    one graph call, their losses and the rows they trained on; n < steps only at the end of the data
-    (0 once it is exhausted). The loop runs in TensorFlow's executor: no Python between steps."""
+def make_step_loop(train_step, steps: int = STEPS_PER_CALL, *, sunk: bool = False):
+    """Several train steps in one graph call, on an iterator's batches; no Python between steps.
+
+    `run(iterator) -> (losses [n], samples)`: up to `steps` steps, their losses and the rows they
+    trained on; n < steps only at the end of the data (0 once it is exhausted).
+
+    `sunk` (the NPU): `run(iterator, count) -> losses [count]` runs exactly `count` <= `steps` steps, in
+    the form the Ascend adapter sinks into one graph-engine loop (`npu_device.set_npu_loop_size(count)`
+    first): one while loop taking `next(iterator)`, which every other op of the function feeds
+    (tf_adapter_2.x/npu_device/core/npu_utils.cpp `IsGraphNeedLoop`). The adapter then runs the loop
+    body `count` times with the loop's own counter left at its start, so each step's loss goes to the
+    slot a variable counter names in a variable of `steps` losses, which the host reads once per call.
+    """
+    def one_step(iterator_element):
+        features, labels = iterator_element
+        return tf.cast(train_step(features, labels), tf.float32), tf.shape(labels)[0]
+
+    if sunk:
+        return _SunkStepLoop(one_step, steps)
+
     @tf.function
     def run(iterator):
         losses = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
@@ -123,12 +140,44 @@ def make_step_loop(train_step, steps: int = STEPS_PER_CALL):
             batch = iterator.get_next_as_optional()
             if not batch.has_value():
                 break
-            features, labels = batch.get_value()
-            losses = losses.write(index, tf.cast(train_step(features, labels), tf.float32))
-            samples += tf.shape(labels)[0]
+            loss, rows = one_step(batch.get_value())
+            losses = losses.write(index, loss)
+            samples += rows
         return losses.stack(), samples
 
     return run
+
+
+class _SunkStepLoop:
+    """`make_step_loop(..., sunk=True)`: the loop function and its two variables."""
+
+    def __init__(self, one_step, steps: int):
+        self.steps = steps
+        self.losses = tf.Variable(tf.zeros([steps]), trainable=False, name="loop_losses")
+        self.steps_run = tf.Variable(0, trainable=False, name="loop_steps_run")
+        self.host_steps_run = 0  # the variable's value, known without reading it back
+
+        @tf.function
+        def loop(iterator, count):
+            # a counted while, not `for _ in tf.range(count)`: AutoGraph computes that loop's length in
+            # ops the loop does not use, which would stop the adapter from sinking it
+            done = tf.constant(0)
+            while done < count:
+                done += 1
+                loss, _ = one_step(next(iterator))
+                slot = tf.equal(tf.range(steps), self.steps_run % steps)
+                self.losses.assign(tf.where(slot, loss, self.losses))
+                self.steps_run.assign_add(1)
+
+        self.loop = loop
+
+    def __call__(self, iterator, count: int) -> np.ndarray:
+        if not 1 <= count <= self.steps:
+            raise ValueError(f"a sunk step loop of {self.steps} steps cannot run {count}")
+        first_slot = self.host_steps_run % self.steps
+        self.loop(iterator, tf.constant(count))
+        self.host_steps_run += count
+        return np.roll(self.losses.numpy(), -first_slot)[:count]  # the call's one read back to the host
 
 
 def make_predict_step(model, signature=None):

@@ -108,6 +108,9 @@ class npu(luigi.Config):
     devices = luigi.Parameter(default="1", description="NPUs of this host to train on (one rank process each, on "
                                                        "the rank table's device_id of its rank_id).")
     rank_table_file = luigi.Parameter(default="", description="The host's HCCL rank table JSON (devices > 1).")
+    iterations_per_loop = luigi.Parameter(default="1", description="Train steps the NPU runs per call in one graph "
+                                                                   "(npu_device.set_npu_loop_size); 1: one step per "
+                                                                   "call.")
     op_compiler_cache_mode = luigi.Parameter(default="enable", description="enable, disable or force: cache "
                                                                            "compiled operators between runs.")
     op_compiler_cache_dir = luigi.Parameter(default="", description="Operator cache directory; empty: "

@@ -143,14 +143,31 @@ class _LegacyCallSummary(Sequence):
         return len(self._standin.calls)
 
 
-def RecordingNpuDevice():
+def nan_at_step(make_train_step, step: int):
+    """A `make_train_step` whose train steps return a nan loss at the `step`-th step (1-based), counted in the
+    graph: several steps may run in one call (run_state.make_step_loop)."""
+    def make(*args, **kwargs):
+        train_step, steps = make_train_step(*args, **kwargs), tf.Variable(0)
+
+        def poisoned(features, labels):
+            steps.assign_add(1)
+            loss = train_step(features, labels)
+            return tf.where(steps == step, loss * float("nan"), loss)
+
+        return poisoned
+
+    return make
+
+
+def RecordingNpuDevice(monkeypatch):
     """Deprecated alias, kept for tests not yet moved to `tests.npu_standin`: the `npu_device` module of a fresh
     stand-in, with `.calls` summarised as ["global_options", ("open", precision_mode), "as_default", ...].
 
     Installing only this top module in sys.modules serves `import npu_device` and attribute access
     (`npu_device.train.optimizer.NpuLossScaleOptimizer`); `from npu_device.x import y` needs the
-    `npu_standin` fixture, which installs every submodule.
+    `npu_standin` fixture, which installs every submodule. `monkeypatch` undoes what its `as_default()`
+    replaces in TensorFlow when the test ends.
     """
-    standin = NpuStandin()
+    standin = NpuStandin().undo_with(monkeypatch)
     standin.module.__dict__["calls"] = _LegacyCallSummary(standin)
     return standin.module

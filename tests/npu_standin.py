@@ -8,7 +8,9 @@ built for TF 2.6.5) and behaves like it where this project depends on the behavi
   (`dump_config`, `profiling_config`, `aoe_config`, `memory_config`, `experimental`) work the same way and
   `as_dict()` flattens them into one {name: string} mapping (booleans become "1"/"0"), as the real `open()`
   hands the backend.
-- `open(device_id=None)` (default `ASCEND_DEVICE_ID`, else 0) returns a handle with `as_default()`, `scope()`,
+- `open(device_id=None)` (default `ASCEND_DEVICE_ID`, else 0) returns a handle with `as_default()` (which
+  replaces tf.function, tf.device, tf.py_function and tf.nn.dropout as the real one does:
+  tests/npu_standin_default.py), `scope()`,
   `name()`, `workers_num`, `worker_id`, `is_cluster_worker()`; opening the same id again returns the same handle,
   another id raises RuntimeError. With `RANK_SIZE` > 1 it needs `RANK_TABLE_FILE` and `RANK_ID`, like the real one.
 - `npu_device.train.optimizer.NpuLossScaleOptimizer(inner_optimizer, dynamic=True, initial_scale=None,
@@ -23,8 +25,9 @@ It is stricter than the real adapter where that one would silently do the wrong 
   does not model raises AttributeError saying so, so a test never passes on a made-up API.
 
 Everything runs on the CPU: the handle's scope is /CPU:0, and in a cluster (RANK_SIZE > 1) the collective calls
-act as if every rank held the same values (identity), which is what one process can check. Every call is
-recorded in `NpuStandin.calls` as (name, details) with the values passed, so tests assert what reached the adapter.
+act as if every rank held the same values (a sum is RANK_SIZE times them), which is what one process can check.
+Every call is recorded in `NpuStandin.calls` as (name, details) with the values passed, so tests assert what
+reached the adapter.
 
 Use the `npu_standin` fixture (it installs `npu_device` and its submodules in sys.modules for one test), or
 `NpuStandin().install(monkeypatch)`.
@@ -36,7 +39,10 @@ import sys
 import types
 from typing import Callable
 
+import numpy as np
 import pytest
+
+from tests.npu_standin_default import AdapterReplacements
 
 # The adapter's precision modes, in configs/npu_config.py order.
 PRECISION_MODES = ("force_fp32", "allow_fp32_to_fp16", "force_fp16", "must_keep_origin_dtype", "allow_mix_precision",
@@ -249,8 +255,8 @@ class NpuDeviceHandle:
         return self.workers_num > 1 and 0 <= self.worker_id < self.workers_num
 
     def as_default(self) -> "NpuDeviceHandle":
-        self._standin.record("as_default", device=self.name())
-        self._standin.default_handle = self
+        """The adapter's replacements of tf.function, tf.device and tf.nn.dropout (tests/npu_standin_default.py)."""
+        self._standin.make_default(self)
         return self
 
 
@@ -320,9 +326,14 @@ HCCL_REDUCTIONS = ("mean", "sum", "prod", "max", "min")
 class NpuStandin:
     """One stand-in adapter: its modules, its process state (options, opened handles) and the recorded calls."""
 
-    def __init__(self):
+    def __init__(self, *, lasting: bool = False):
+        """`lasting`: as_default()'s replacements stay for the process (a subprocess, tests/npu_site), as the
+        real adapter's do; otherwise `install(monkeypatch)` or `undo_with(monkeypatch)` must come first."""
         self.calls: list = []
         self.default_handle: NpuDeviceHandle | None = None
+        self.replacements: AdapterReplacements | None = None
+        self.graph_calls: dict = {}  # traced name -> (function name, concrete function) run under as_default()
+        self._setattr = setattr if lasting else None
         self._options: NpuConfig | None = None
         self._handles: dict = {}
         self.modules = self._build_modules()
@@ -374,6 +385,35 @@ class NpuStandin:
     def close(self) -> None:
         self.record("close")
 
+    def record_graph_call(self, function, args, kwargs) -> None:
+        """An outermost tf.function call under as_default(): its input shapes (None: unknown) and, once per
+        traced graph, the concrete function in `graph_calls`."""
+        import tensorflow as tf
+
+        shapes = []
+        for value in tf.nest.flatten((args, kwargs)):
+            spec = getattr(value, "element_spec", None)  # an iterator: the shapes of the batches it yields
+            for tensor in tf.nest.flatten(spec) if spec is not None else [value]:
+                if hasattr(tensor, "shape") and hasattr(tensor, "dtype"):  # a tensor, spec or numpy array
+                    shape = tf.TensorShape(tensor.shape)
+                    shapes.append(None if shape.rank is None else tuple(shape.as_list()))
+        name = function._python_function.__name__
+        self.record("graph_call", function=name, shapes=shapes)
+        args, kwargs = tf.nest.map_structure(lambda value: tf.convert_to_tensor(value) if isinstance(value, np.ndarray)
+                                             else value, (args, kwargs))
+        concrete = function.get_concrete_function(*args, **kwargs)  # the trace this call ran (no new trace)
+        self.graph_calls.setdefault(str(concrete.name), (name, concrete))
+
+    def make_default(self, handle: NpuDeviceHandle) -> None:
+        self.record("as_default", device=handle.name())
+        self.default_handle = handle
+        if self.replacements is None:  # the real replacements are module-level: done once per process
+            if self._setattr is None:
+                raise RuntimeError("npu_device stand-in: as_default() would replace tf.function, tf.device and "
+                                   "tf.nn.dropout for the rest of the test process; call install(monkeypatch) or "
+                                   "undo_with(monkeypatch) first, or make it NpuStandin(lasting=True)")
+            self.replacements = AdapterReplacements(self, self._setattr)
+
     def global_npu_ctx(self) -> NpuDeviceHandle | None:
         return self.default_handle
 
@@ -404,8 +444,15 @@ class NpuStandin:
         if reduction not in HCCL_REDUCTIONS:
             raise ValueError(f"all_reduce reduction must be one of {list(HCCL_REDUCTIONS)}, got {reduction!r}")
         count = len(values) if isinstance(values, (list, tuple)) else 1
-        self.record("all_reduce", reduction=reduction, values=count, group=group, cluster=self._cluster() is not None)
-        return values  # one process: every rank holds these values, so mean/sum-over-identical/max/min are identity
+        cluster = self._cluster()
+        self.record("all_reduce", reduction=reduction, values=count, group=group, cluster=cluster is not None)
+        if cluster is None or reduction in ("mean", "max", "min"):
+            return values  # every rank holds these values: their mean, max and min are the values
+        import tensorflow as tf
+
+        ranks = cluster.workers_num
+        reduce = (lambda value: value * ranks) if reduction == "sum" else (lambda value: value ** ranks)
+        return tf.nest.map_structure(reduce, values)
 
     def broadcast(self, values, root_rank=0, fusion=2, fusion_id=0, group="hccl_world_group") -> None:
         count = len(values) if isinstance(values, (list, tuple)) else 1
@@ -485,6 +532,11 @@ class NpuStandin:
         """Put `npu_device` and its submodules into sys.modules until the test ends."""
         for name, module in self.modules.items():
             monkeypatch.setitem(sys.modules, name, module)
+        return self.undo_with(monkeypatch)
+
+    def undo_with(self, monkeypatch) -> "NpuStandin":
+        """as_default()'s replacements are undone with `monkeypatch` (when the test ends)."""
+        self._setattr = monkeypatch.setattr
         return self
 
 

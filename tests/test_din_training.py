@@ -10,7 +10,7 @@ from din_model import compat, evaluation, placement, run_state, training
 from din_model.params import TrainParams
 from din_model.training import TrainingDiverged, evaluate, train, training_complete
 from tests.checkpoints import optimizer_iterations
-from tests.din_fixtures import write_random_fixture
+from tests.din_fixtures import nan_at_step, write_random_fixture
 
 TINY = dict(embed_dim=4, attention_hidden="8,4", mlp_hidden="8,4", batch_size=64, learning_rate=0.01, device="cpu")
 
@@ -102,20 +102,7 @@ def test_more_epochs_in_the_same_run_dir_continue_the_epoch_counter(spec_path, t
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(spec_path, tmp_path, monkeypatch):
     train(spec_path, tmp_path / "run", TrainParams(**TINY, epochs=1))
-    real_make_train_step = run_state.make_train_step
-
-    def nan_on_second_step(*args, **kwargs):
-        step = real_make_train_step(*args, **kwargs)
-        calls = tf.Variable(0)  # counted in the graph: several steps may run in one call (run_state.make_step_loop)
-
-        def poisoned(features, labels):
-            calls.assign_add(1)
-            loss = step(features, labels)
-            return tf.where(calls == 2, loss * float("nan"), loss)
-
-        return poisoned
-
-    monkeypatch.setattr(run_state, "make_train_step", nan_on_second_step)
+    monkeypatch.setattr(run_state, "make_train_step", nan_at_step(run_state.make_train_step, 2))
     with pytest.raises(TrainingDiverged, match=r"training diverged: loss is nan at epoch 2 step 2; "
                                                r"last good checkpoint kept at .*ckpt-1; try a lower \[train\] learning_rate"):
         train(spec_path, tmp_path / "run", TrainParams(**TINY, epochs=2))
@@ -185,16 +172,17 @@ def test_npu_path_trains_on_static_batches_and_scores_every_sample(spec_path, tm
 
     from tests.din_fixtures import RecordingNpuDevice
 
-    npu = RecordingNpuDevice()
+    npu = RecordingNpuDevice(monkeypatch)
     monkeypatch.setitem(sys.modules, "npu_device", npu)
-    batch_shapes, scored_rows = [], []
+    batch_shapes, scored_rows, steps = [], [], tf.Variable(0)
     real_make_train_step, real_predict_split = run_state.make_train_step, training.predict_split
 
     def recording_train_step(*args, **kwargs):
         step = real_make_train_step(*args, **kwargs)
 
         def recorded(features, labels):
-            batch_shapes.append(tuple(features["hist_item"].shape))
+            batch_shapes.append(tuple(features["hist_item"].shape))  # when traced: the graph's one batch shape
+            steps.assign_add(1)  # in the graph: every step of the NPU's loop
             return step(features, labels)
 
         return recorded
@@ -213,7 +201,7 @@ def test_npu_path_trains_on_static_batches_and_scores_every_sample(spec_path, tm
     assert npu.calls[:3] == ["global_options", ("open", "allow_mix_precision"), "as_default"]
     assert (result["device"], result["precision"]) == ("npu", "mixed")
     assert len(set(batch_shapes)) == 1 and batch_shapes[0][0] == TINY["batch_size"]  # drop_remainder, one shape
-    assert len(batch_shapes) == 3 * (3000 // TINY["batch_size"])
+    assert int(steps.numpy()) == 3 * (3000 // TINY["batch_size"])
     assert scored_rows == [600, 600, 600, 600]  # val after each epoch, then test: padded last batch, no extra rows
     assert evaluated["test"]["auc"] > 0.75
 

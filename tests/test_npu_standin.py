@@ -130,7 +130,7 @@ def rank_standin(monkeypatch, rank, size, rank_table):
     monkeypatch.setenv("RANK_SIZE", str(size))
     monkeypatch.setenv("RANK_ID", str(rank))
     monkeypatch.setenv("RANK_TABLE_FILE", str(rank_table))
-    standin = NpuStandin()
+    standin = NpuStandin().undo_with(monkeypatch)
     standin.open(0).as_default()
     return standin
 
@@ -148,6 +148,7 @@ def test_ranks_shard_the_data_disjointly_and_collectives_are_recorded(monkeypatc
         assert standin.all_reduce(grads, "mean") is grads
         assert standin.named("all_reduce") == [{"reduction": "mean", "values": 2, "group": "hccl_world_group",
                                                 "cluster": True}]
+        assert [float(value) for value in standin.all_reduce(grads, "sum")] == [4.0, 8.0]  # 4 ranks alike
     assert sorted(sum(shards, [])) == list(range(20)) and all(len(shard) == 5 for shard in shards)
     with pytest.raises(ValueError, match="Batch size must be divisible by num npus: 4"):
         standin.shard_and_rebatch_dataset(tf.data.Dataset.range(20), 10)
@@ -172,10 +173,49 @@ def test_one_worker_passes_data_through(npu_standin):
                                                "cluster": False}]
 
 
-def test_the_old_recording_alias_summarises_the_calls():
+def test_the_old_recording_alias_summarises_the_calls(monkeypatch):
     from tests.din_fixtures import RecordingNpuDevice
 
-    module = RecordingNpuDevice()
+    module = RecordingNpuDevice(monkeypatch)
     module.global_options().precision_mode = "allow_mix_precision"
     module.open().as_default()
     assert module.calls[:3] == ["global_options", ("open", "allow_mix_precision"), "as_default"]
+
+
+def test_as_default_replaces_tf_function_as_the_adapter_does_and_the_test_end_undoes_it(monkeypatch):
+    """tests/npu_standin_default.py: XLA off, nested functions inlined, tf.device a no-op, tf.nn.dropout replaced."""
+    originals = (tf.function, tf.nn.dropout, tf.py_function, type(tf.function(lambda: None)).__call__)
+    with monkeypatch.context() as scoped:
+        standin = NpuStandin().install(scoped)
+        import npu_device
+
+        npu_device.open().as_default()
+        assert tf.function is not originals[0] and tf.nn.dropout is not originals[1]
+
+        @tf.function(jit_compile=True)
+        def inner(x):
+            with tf.device("/GPU:7"):  # no GPU here: only a no-op device scope lets this run
+                return x * 2.0
+
+        @tf.function
+        def outer(x):
+            return inner(x) + 1.0
+
+        assert float(outer(tf.constant(1.0))) == 3.0
+        assert standin.named("skip_xla") == [{"function": "inner", "flag": "jit_compile"}]
+        assert standin.named("inline") == [{"function": "inner", "under": "outer"}]
+        graph = standin.graph_calls[next(iter(standin.graph_calls))][1].graph
+        assert not [op.type for op in graph.get_operations() if "PartitionedCall" in op.type]  # inlined
+        assert standin.named("graph_call") == [{"function": "outer", "shapes": [()]}]
+
+        dropped = tf.function(lambda x: tf.nn.dropout(x, rate=0.5))(tf.ones([1000]))
+        assert standin.named("dropout") == [{"rate": 0.5}]
+        assert set(np.unique(dropped.numpy())) <= {0.0, 2.0} and 350 < np.count_nonzero(dropped.numpy()) < 650
+        eager = tf.nn.dropout(tf.ones([10]), rate=0.5)  # eager: the original, as the adapter's wrapper does
+        assert len(standin.named("dropout")) == 1 and eager.shape == (10,)
+    assert (tf.function, tf.nn.dropout, tf.py_function, type(tf.function(lambda: None)).__call__) == originals
+
+
+def test_as_default_without_a_way_to_undo_it_is_refused():
+    with pytest.raises(RuntimeError, match="install\\(monkeypatch\\)"):
+        NpuStandin().open(0).as_default()

@@ -13,7 +13,7 @@ import sys
 from tests.npu_standin import NpuStandin
 
 RECORDED_ENVIRONMENT = ("RANK_SIZE", "RANK_ID", "ASCEND_DEVICE_ID", "HCCL_CONNECT_TIMEOUT", "DIN_HISTORY_CAPACITY")
-_standin = NpuStandin()
+_standin = NpuStandin(lasting=True)  # as_default() replaces for the process, as the real adapter does
 sys.modules.update(_standin.modules)  # the import statement returns sys.modules["npu_device"]: the stand-in's
 
 
