@@ -163,6 +163,7 @@ TOO_SMALL, LARGE_ENOUGH = HistoryCapacity(1.0, 0.0, 5), HistoryCapacity(3.0, 2.0
 @pytest.mark.parametrize("capacity", [TOO_SMALL, LARGE_ENOUGH], ids=["overflowing", "fitting"])
 @pytest.mark.parametrize("jit", [False, True], ids=["plain", "xla"])
 @pytest.mark.parametrize("softmax", [False, True])
+@pytest.mark.slow
 def test_static_capacity_layout_gives_the_logits_and_gradients_of_the_others(capacity, jit, softmax):
     """Dice in the attention and the MLP (batch statistics over the real entries), training mode."""
     params = TrainParams(**SMALL, attention_softmax=softmax, activation="dice", attention_activation="dice",
@@ -221,6 +222,7 @@ def test_mini_batch_aware_l2_of_a_hand_made_batch():
     assert float(model.regularization_loss(features)) == pytest.approx(4 / 3 + 9 / 2)
 
 
+@pytest.mark.slow
 def test_xla_train_step_matches_the_plain_one():
     """jit_compile needs static shapes all the way, the mini-batch aware L2 included."""
     from din_model.compat import keras

@@ -152,6 +152,7 @@ def test_the_most_recent_entry_is_the_last_real_one_with_its_gap():
 
 @pytest.mark.parametrize("capacity", [HistoryCapacity(1.0, 0.0, 5), HistoryCapacity(4.0, 2.0, 5)],
                          ids=["overflowing", "fitting"])
+@pytest.mark.slow
 def test_every_layout_gives_the_same_logits_and_gradients_with_every_feature(capacity):
     """Compact, dense and the static-capacity buffer (under XLA, both of its branches)."""
     features = {name: tf.constant(value) for name, value in batch(samples=8).items()}

@@ -66,6 +66,7 @@ def test_steps_trace_once_although_the_last_batches_are_smaller(spec_path, tmp_p
     assert [step.experimental_get_tracing_count() for step in steps] == [1, 1, 1]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(spec_path, tmp_path, monkeypatch, capsys):
     params = TrainParams(**TINY, epochs=3)
     real_run_epoch = training.run_epoch
@@ -93,6 +94,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(spec_path, tmp_path, monkey
     assert tf.train.load_variable(checkpoint, "epoch/.ATTRIBUTES/VARIABLE_VALUE") == 3
 
 
+@pytest.mark.slow
 def test_more_epochs_in_the_same_run_dir_continue_the_epoch_counter(spec_path, tmp_path):
     train(spec_path, tmp_path / "run", TrainParams(**TINY, epochs=1))
     result = train(spec_path, tmp_path / "run", TrainParams(**TINY, epochs=2))
@@ -123,6 +125,7 @@ def test_other_parameters_in_an_existing_run_dir_are_refused(spec_path, tmp_path
 
 
 @pytest.mark.parametrize("activation", ["dice", "prelu"])
+@pytest.mark.slow
 def test_gpu_mixed_precision_path_trains_resumes_and_exports_on_cpu(spec_path, tmp_path, monkeypatch, activation):
     """The GPU code path (mixed_float16 policy + loss scaling) with its kernels placed on the CPU.
 
@@ -166,6 +169,7 @@ def test_gpu_mixed_precision_path_trains_resumes_and_exports_on_cpu(spec_path, t
     assert probability.dtype == tf.float32 and np.all((probability.numpy() > 0) & (probability.numpy() < 1))
 
 
+@pytest.mark.slow
 def test_npu_path_trains_on_static_batches_and_scores_every_sample(spec_path, tmp_path, monkeypatch):
     """The Ascend path end to end, with a recording stand-in for `npu_device` (kernels run on the CPU)."""
     import sys
@@ -224,6 +228,7 @@ def test_step_loop_runs_up_to_its_steps_per_call_and_stops_at_the_end_of_the_dat
     assert int(steps_seen) == 7
 
 
+@pytest.mark.slow
 def test_several_steps_per_call_train_the_model_one_step_per_call_trains(spec_path, tmp_path, monkeypatch):
     # The same batches in the same order for both runs (shuffling reads shards in parallel, in any order)
     real_make_dataset = placement.make_dataset
@@ -262,6 +267,7 @@ def test_xla_on_the_npu_is_refused():
         run_state.resolve_xla(TrainParams(**TINY, xla="on"), npu, {"splits": {"train": {"samples": 10}}})
 
 
+@pytest.mark.slow
 def test_an_xla_run_trains_full_batches_and_says_so(spec_path, tmp_path, capsys):
     result = train(spec_path, tmp_path / "run", TrainParams(**TINY, epochs=1, xla="on"))
     assert json.loads((tmp_path / "run" / "params.json").read_text())["params"]["jit_compile"] is True

@@ -51,6 +51,7 @@ def test_known_start_up_notes_are_filtered_and_other_lines_kept():
 
 
 @pytest.mark.parametrize("user_level", [None, "0"])
+@pytest.mark.slow
 def test_importing_tensorflow_prints_no_start_up_noise_unless_the_user_sets_the_log_level(user_level):
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
     if user_level is not None:
