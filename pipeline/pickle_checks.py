@@ -164,8 +164,12 @@ def check_backed_array(array: Any) -> None:
 def check_masked_array(array: Any) -> None:
     data, mask = getattr(array, "_data", None), getattr(array, "_mask", None)
     if not (type(data) is np.ndarray and type(mask) is np.ndarray and mask.dtype == np.bool_
-            and data.shape == mask.shape and check_dtype(data.dtype, type(array).__name__).kind in "biuf"):
+            and data.shape == mask.shape and data.ndim == 1
+            and check_dtype(data.dtype, type(array).__name__).kind in "biuf"):
         raise Refused(f"a {type(array).__name__} whose data and mask do not match")
+    declared = getattr(getattr(array, "dtype", None), "numpy_dtype", None)
+    if data.dtype != declared:  # pandas would read float data as its declared ints, bit for bit
+        raise Refused(f"a {type(array).__name__} of {short(str(declared))} over {data.dtype} data")
 
 
 ARROW_DATA = "_pa_array" if PANDAS_MAJOR >= 2 else "_data"
