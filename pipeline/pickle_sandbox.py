@@ -500,7 +500,7 @@ def _body_compressed(metadata: bytes) -> bool:
 
 def _read_info(info: Any, job: SandboxJob, path: Path) -> dict:
     if not (isinstance(info, dict) and set(info) == set(job.info_keys)
-            and all(type(v) is int and v >= 0 for v in info.values())):
+            and all(type(v) is int and 0 <= v < 1 << 63 for v in info.values())):
         raise InputError(f"{path}: the pickle sandbox sent malformed counts")
     return {key: info[key] for key in job.info_keys}
 

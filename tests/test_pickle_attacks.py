@@ -160,7 +160,7 @@ PAYLOADS = [
      pickle_of(op_call(op_global("numpy", "dtype"), op_str("U9999999"), b"\x89", b"\x88")),
      REFUSED + r"numpy\.dtype with a dtype whose flags or sizes"),
     ("build-on-int", "reviews.pkl", pickle_of(op_int(1), b"}", op_str("a"), op_int(1), b"sb"),
-     r"reviews\.pkl is truncated or not a pickle of data"),
+     REFUSED + r"a BUILD state for a int"),
     ("deep-nesting", "reviews.pkl", b"\x80\x02" + b"]" * 100000 + b"a" * 99999 + b".",
      r"reviews\.pkl holds a builtins\.list: expected a pandas DataFrame"),
     ("shared-references", "meta.pkl", billion_laughs_meta(),
@@ -292,3 +292,67 @@ def test_the_pipeline_stops_each_payload(tmp_path, case, file_name, data, messag
     assert not [r for r in records if started_program(r)], "a program was started"
     assert not [r for r in records if r["event"] == "open"], "a file outside the data dir was opened"
     assert time.monotonic() - start < 30
+
+
+# ---------------------------------------------------------------- a compromised child
+
+COMPROMISED_MODES = {
+    "deep-header": r"failed \(exit 0: no message\)",
+    "no-newline": r"failed \(exit 0: no message\)",
+    "escape-error": r"reviews\.pkl \\x1b\[2J\\x1b\]0;owned\\x07\\u202egnp\.exe\\x00",
+    "escape-stderr": r"failed \(exit 1: boom \\x1b\[2J",
+    "escape-layers": r"the pickle sandbox sent a malformed header",
+    "escape-columns": r"sent reviews columns \[.*\\x1b\[2J.*\], expected",
+    "huge-count": r"malformed (header|counts)",
+    "compressed": r"sent compressed reviews data",
+    "repeated": r"sent reviews as more than one record batch",
+    "huge-body": r"sent unreadable reviews data",
+    "flood": r"produced more than \d+ bytes of data",
+    "hang": r"took longer than 10 s",
+}
+# Runs in its own process so that its peak memory (ru_maxrss) is the parent's alone.
+COMPROMISED_RUNNER = r'''
+import json, resource, sys, time
+from pathlib import Path
+from din_common.errors import InputError
+from pipeline import pickle_sandbox
+from pipeline.raw_sources import SANDBOX_JOBS
+pickle_sandbox._CHILD_MODULE = "tests.compromised_child"
+pickle_sandbox.BASE_TIMEOUT_S = 10.0
+pickle_sandbox.BASE_OUTPUT_BYTES = 16 << 20
+for mode in sys.argv[2:]:
+    path = Path(sys.argv[1]) / mode / "reviews.pkl"
+    path.parent.mkdir()
+    path.write_text(mode)
+    start = time.monotonic()
+    try:
+        pickle_sandbox.load(path, SANDBOX_JOBS["reviews"])
+        message = None
+    except InputError as error:
+        message = str(error)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"mode": mode, "message": message, "seconds": time.monotonic() - start, "peak": peak}))
+'''
+
+
+def printable_line(text: str) -> bool:
+    return all(" " <= ch <= "~" for ch in text)
+
+
+@pytest.mark.slow
+def test_a_compromised_child_gets_one_printable_error_and_bounded_parent_memory(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, "-c", COMPROMISED_RUNNER, str(tmp_path), *COMPROMISED_MODES],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["mode"] for r in records] == list(COMPROMISED_MODES)
+    for record in records:
+        message = record["message"]
+        assert message is not None, record["mode"]
+        assert "\n" not in message and printable_line(message), (record["mode"], message)
+        assert re.search(COMPROMISED_MODES[record["mode"]], message), (record["mode"], message)
+        assert record["seconds"] < 30, record
+    # A 10 M-row compressed body, a 1 TiB body length and an endless stream did not reach the
+    # parent's memory: its peak stays that of a process with pandas and pyarrow loaded.
+    assert records[-1]["peak"] < 700 << 20, records
