@@ -40,6 +40,15 @@ def short(value: Any, limit: int = 40) -> str:
     return f"a {type(value).__name__}"
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """`text` with everything but printable ASCII escaped (terminal escapes, bidi marks), as ascii() does."""
+    text = text.encode("ascii", "backslashreplace").decode("ascii")
+    return _UNPRINTABLE.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
 def named(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
 
@@ -167,9 +176,12 @@ def check_masked_array(array: Any) -> None:
             and data.shape == mask.shape and data.ndim == 1
             and check_dtype(data.dtype, type(array).__name__).kind in "biuf"):
         raise Refused(f"a {type(array).__name__} whose data and mask do not match")
-    declared = getattr(getattr(array, "dtype", None), "numpy_dtype", None)
-    if data.dtype != declared:  # pandas would read float data as its declared ints, bit for bit
-        raise Refused(f"a {type(array).__name__} of {short(str(declared))} over {data.dtype} data")
+    try:
+        declared = array.dtype.numpy_dtype
+    except (KeyError, AttributeError, TypeError):  # IntegerArray derives its dtype from the data's
+        declared = None
+    if declared is None or data.dtype != declared:  # pandas would read float data as its declared ints
+        raise Refused(f"a {type(array).__name__} over {data.dtype} data, not the dtype it declares")
 
 
 ARROW_DATA = "_pa_array" if PANDAS_MAJOR >= 2 else "_data"

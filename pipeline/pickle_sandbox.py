@@ -42,6 +42,7 @@ import pyarrow.ipc
 
 from din_common.errors import InputError
 from pipeline.compat import TEXT_DTYPE
+from pipeline.pickle_checks import printable
 
 LOGGER = logging.getLogger("luigi-interface")
 # Limits, each scaled with the file: the pure-Python unpickler reads ~50 MB/s
@@ -401,15 +402,6 @@ def _describe_exit(returncode: int, limits: Limits, err: bytes) -> str:
         return f"loading it crashed the pickle sandbox process ({name}): the file is corrupt or crafted"
     last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
     return f"the pickle sandbox process failed (exit {returncode}: {_one_line(last[0], 300)})"
-
-
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def printable(text: str) -> str:
-    """`text` with everything but printable ASCII escaped (terminal escapes, bidi marks), as ascii() does."""
-    text = text.encode("ascii", "backslashreplace").decode("ascii")
-    return _UNPRINTABLE.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 def _one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:

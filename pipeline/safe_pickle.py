@@ -37,6 +37,7 @@ from pandas.compat import pickle_compat
 from din_common.errors import InputError
 from pipeline import pickle_allowlist as allow
 from pipeline.pickle_allowlist import Refused, short
+from pipeline.pickle_checks import printable
 
 DEFAULT_EXPECTED = "a pandas DataFrame written by DataFrame.to_pickle"
 # Decompressed bytes allowed per compressed byte (data pickles gzip far less than this).
@@ -372,7 +373,7 @@ def _read_objects(handle: BinaryIO, size: int, n_objects: int) -> list[Any]:
 
 
 def _first_line(error: BaseException, limit: int = 200) -> str:
-    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    text = printable(str(error).splitlines()[0]) if str(error) else type(error).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -393,7 +394,7 @@ def safe_load(
         objects = _read_objects(handle, size, n_objects)
     except Refused as refused:
         raise InputError(
-            f"refusing to load {name}: it asks for {refused.what}, which is not pandas/numpy/pyarrow data "
+            f"refusing to load {name}: it asks for {printable(refused.what)}, which is not pandas/numpy/pyarrow data "
             "(pickles can run code; only data reconstructors are allowed)"
         ) from None
     except _TooFewObjects as short:

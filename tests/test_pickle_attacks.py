@@ -106,6 +106,53 @@ def none_pop_gzip() -> bytes:
     return gzip.compress(b"\x80\x02" + b"N0" * (8 << 20) + b"N.", 9)
 
 
+def masked_int_over_floats() -> bytes:
+    """An Int64 array whose data is float64: pandas would read 1165104000.9 as 1165104000."""
+    return new_with_state("pandas.core.arrays.integer", "IntegerArray",
+                          {"_data": np.array([1165104000.9, 1.2e19]), "_mask": np.zeros(2, dtype=bool)})
+
+
+def masked_with_key(key: str) -> bytes:
+    state = {"_data": np.array([1, 2]), "_mask": np.zeros(2, dtype=bool), key: {"inferred_type": "string"}}
+    return new_with_state("pandas.core.arrays.integer", "IntegerArray", state)
+
+
+def new_with_state(module: str, name: str, state: dict) -> bytes:
+    """NEWOBJ of a table class, then BUILD with `state` (as pickle writes a pandas array)."""
+    return b"\x80\x02" + op_global(module, name) + b")\x81" + pickle.dumps(state, 2)[2:-1] + b"b."
+
+
+def index_with_forged_cache() -> bytes:
+    """An Index of numbers whose cache claims strings (what the strings-only check would have asked)."""
+    from pandas.core.indexes.base import _new_Index
+
+    return pickle.dumps(Reduce(_new_Index, pd.Index, {"data": np.array([1400, 3.5], dtype=object)},
+                               state={"_cache": {"inferred_type": "string"}}), 2)
+
+
+def array_changed_after_check() -> bytes:
+    """An ndarray (as Categorical codes or a block placement are) set to 2023 after it was built."""
+    array = pickle.dumps(np.array([0, 1]), 2)[2:-1]  # without PROTO and STOP
+    return b"\x80\x02" + array + b"q\xf0" + b"0" + b"h\xf0" + op_int(1) + op_int(2023) + b"s."
+
+
+def list_changed_after_use() -> bytes:
+    """set([1]) built from a list, then the list appended to: checked, then changed."""
+    return (b"\x80\x02]q\xf0J\x01\x00\x00\x00a" + op_global("builtins", "set") + b"h\xf0\x85R0"
+            + b"h\xf0J\x02\x00\x00\x00a.")
+
+
+def build_twice() -> bytes:
+    """A second BUILD on a checked Categorical's dtype."""
+    dtype = pickle.dumps(pd.CategoricalDtype(["a"]), 2)[2:-1]
+    return b"\x80\x02" + dtype + b"}" + op_str("ordered") + b"\x88sb."
+
+
+def colliding_int_keys(n: int = 20_000) -> bytes:
+    """A dict whose int keys all hash to 0 (multiples of 2**61 - 1): quadratic to build."""
+    return pickle.dumps({k * (2**61 - 1): 0 for k in range(1, n + 1)}, 2)
+
+
 # (id, file, bytes, regex of the one error line)
 PAYLOADS = [
     ("import-cpuinfo", "reviews.pkl", op_global("numpy.distutils.cpuinfo", "X") + b".",
@@ -170,6 +217,26 @@ PAYLOADS = [
      r"reviews\.pkl is truncated or not a pickle of data"),
     ("huge-bytearray-length", "reviews.pkl", pickle_of(b"\x96" + struct.pack("<Q", 1 << 40) + b"xyz"),
      r"reviews\.pkl is truncated or not a pickle of data"),
+    ("inst-bytearray", "reviews.pkl", b"(I2400000000\nibuiltins\nbytearray\n.", REFUSED + r"an INST opcode"),
+    ("obj-tz-dtype", "reviews.pkl",
+     b"\x80\x02(" + op_global("pandas.core.dtypes.dtypes", "DatetimeTZDtype") + op_str("ns")
+     + op_str("dateutil//etc/passwd") + b"o.", REFUSED + r"an OBJ opcode"),
+    ("setitem-on-checked-array", "reviews.pkl", array_changed_after_check(),
+     REFUSED + r"SETITEM on a ndarray that is not a new plain container"),
+    ("append-after-use", "reviews.pkl", list_changed_after_use(),
+     REFUSED + r"APPEND on a list that is not a new plain container"),
+    ("build-twice", "reviews.pkl", build_twice(), REFUSED + r"a change to a CategoricalDtype after it was checked"),
+    ("masked-int-over-floats", "reviews.pkl", masked_int_over_floats(),
+     REFUSED + r"a IntegerArray over float64 data, not the dtype it declares"),
+    ("masked-unknown-key", "reviews.pkl", masked_with_key("_inferred"),
+     REFUSED + r"the attribute '_inferred' in the state of a IntegerArray"),
+    ("index-forged-cache", "reviews.pkl", index_with_forged_cache(), REFUSED + r"a BUILD on a Index"),
+    ("int-text-plus-one", "reviews.pkl", b"I+1\n.", r"reviews\.pkl is truncated or not a pickle of data .*INT"),
+    ("py2-string-latin1", "reviews.pkl", b"S'J\xc3\xbcrgen'\np0\n.",
+     r"reviews\.pkl is truncated or not a pickle of data \(UnicodeDecodeError"),
+    ("colliding-int-keys", "reviews.pkl", colliding_int_keys(), REFUSED + r"more than 10000 dict keys"),
+    ("escape-in-name", "reviews.pkl", pickle_of(op_global("os\x1b[2J\u202e", "system")),
+     REFUSED + r"os\\x1b\[2J\\u202e\.system"),
 ]
 IDS = [payload[0] for payload in PAYLOADS]
 
