@@ -186,3 +186,16 @@ def test_the_parent_refuses_trailing_data_and_bad_counts(tmp_path):
     for info in ({"rows": -1}, {"rows": 1, "more": 2}, {"rows": "1"}, None):
         with pytest.raises(InputError, match=r"malformed counts"):
             pickle_sandbox._read_info(info, SANDBOX_JOBS["reviews"], tmp_path / "reviews.pkl")
+
+
+def test_limits_come_from_the_size_on_disk_never_from_a_gzip_trailer(tmp_path):
+    import gzip
+
+    data = gzip.compress(b"\x80\x02N." * 1000)
+    honest, lying = tmp_path / "honest.pkl", tmp_path / "lying.pkl"
+    honest.write_bytes(data)
+    lying.write_bytes(data[:-4] + (0xFFFFFFFF).to_bytes(4, "little"))  # claims 4 GiB inflated
+    size = len(data)
+    assert pickle_sandbox.limits_for(honest, size) == pickle_sandbox.limits_for(lying, size)
+    assert pickle_sandbox.limits_for(lying, size).output_bytes == (
+        pickle_sandbox.BASE_OUTPUT_BYTES + pickle_sandbox.OUTPUT_PER_BYTE * pickle_sandbox.GZIP_SCALE * size)
