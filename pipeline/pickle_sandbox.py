@@ -117,7 +117,7 @@ def _report_layers(layers: list[str]) -> None:
 # The child runs this. It needs none of the Luigi tasks that pipeline/__init__.py imports
 # (a third of its start-up time), so it registers the package by its path and imports
 # only the modules the job uses.
-_CHILD_BOOTSTRAP = """
+_CHILD_BOOTSTRAP = """# the pipeline.pickle_sandbox child
 import sys, types
 package = types.ModuleType("pipeline")
 package.__path__ = [sys.argv[1]]
