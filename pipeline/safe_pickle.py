@@ -91,7 +91,7 @@ class _CappedReader:
 # Hashed values whose hash a file can choose (ints, floats, tuples: not the
 # randomised str/bytes hash): keys of dicts and items of sets, in one load. Many
 # keys with one hash make each insert compare against all earlier ones.
-MAX_HASHED_KEYS = 10_000
+MAX_HASHED_KEYS = 2_000
 # What C pickle (and so pandas' read_pickle) reads from the text opcodes INT, LONG, FLOAT
 # (protocol 0/1): only the forms Python writes, so both readers agree on every value.
 _INT_TEXT = re.compile(rb"-?(0|[1-9][0-9]*)\n\Z")
