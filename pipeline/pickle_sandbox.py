@@ -506,7 +506,7 @@ def _write_ipc(out: Any, frame: pd.DataFrame, columns: dict[str, str]) -> None:
     table = pa.Table.from_arrays([pa.array(frame[column], from_pandas=True) for column in columns],
                                  names=list(columns)).combine_chunks()
     with pa.ipc.new_stream(out, table.schema) as writer:
-        for batch in table.to_batches()[:1]:
+        for batch in table.to_batches():  # one after combine_chunks (an empty table may have none)
             writer.write_batch(batch)
 
 
