@@ -5,9 +5,11 @@ This module owns both ends of the sandbox:
     one child process (`_CHILD_BOOTSTRAP`) with only the open file
     descriptors and an output pipe per file, stdin closed; waits with a
     wall-clock timeout and an output cap, and turns a crash, a hang or a
-    limit hit into one InputError naming the file. What comes back is a JSON header and Arrow IPC
-    streams, never a pickle: the parent checks the schema (exact columns and
-    types), the values (no nulls, Arrow's full validation) and the info dict.
+    limit hit into one InputError naming the file. What comes back is a JSON header and one
+    uncompressed Arrow record batch per frame, never a pickle, read as it arrives
+    (`_Receiver`: every byte and decoded byte counted, so the parent's memory is bounded by
+    the cap): the parent checks the schema (exact columns and types), the values (no nulls,
+    Arrow's full validation) and the info dict, and escapes whatever text the child sends.
   * the child, `_child_main`: imports once and forks one worker per file
     (their start-up is shared, their work runs in parallel), then reports
     how each worker ended. Before forking it warms up (a sample of each

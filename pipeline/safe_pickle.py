@@ -7,8 +7,14 @@ every opcode that names or calls something routed through
   * GLOBAL/STACK_GLOBAL: `lookup`, a fixed table; nothing is imported.
   * REDUCE: `call`, only table callables, each through a validator.
   * NEWOBJ/NEWOBJ_EX: empty instances of table classes only.
-  * BUILD: refused on a table object (a class or function); dtype, ndarray,
-    block manager and array states checked before and after.
+  * BUILD: refused on a table object (a class or function) or an Index, run
+    once per object; dtype, ndarray, block manager and array states checked
+    before and after, dict states only with the keys pandas writes.
+  * INST/OBJ: refused. SETITEM(S)/APPEND(S)/ADDITEMS: only on a plain
+    container this unpickler made and no validator has seen (nothing checked
+    is changed afterwards).
+  * INT/LONG/FLOAT text and Python 2 strings: read as C pickle reads them, or
+    refused; at most MAX_HASHED_KEYS dict keys/set items with choosable hashes.
 One unpickler reads the file once: there is no silent second pass through a
 different unpickler. The bytes read are capped (a small gzip can inflate to
 GBs), and every failure is one InputError line naming the file.
