@@ -328,7 +328,8 @@ def _parse_header(line: bytes) -> dict | None:
     return header if isinstance(header, dict) else None
 
 
-def _collect(process: subprocess.Popen, requests: list[_Request], receivers: list[_Receiver]) -> tuple[dict, str | None]:
+def _collect(process: subprocess.Popen, requests: list[_Request],
+             receivers: list[_Receiver]) -> tuple[dict, str | None]:
     """Wait for the child and its readers; stop it at the time limit or when a reader hits the output cap.
 
     Returns ({"stderr": last bytes, "returncodes": {worker index: code}, "child_returncode": code}, stopped).

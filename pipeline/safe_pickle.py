@@ -139,7 +139,8 @@ class _Unpickler(pickle_compat.Unpickler):
         args = self.stack.pop()
         func = self.stack[-1]
         self._see(func, args)
-        if (func is set or func is frozenset) and isinstance(args, tuple) and args and isinstance(args[0], (list, tuple)):
+        if (func is set or func is frozenset) and isinstance(args, tuple) and args \
+                and isinstance(args[0], (list, tuple)):
             self._count_keys(args[0])
         result = allow.call(func, args)
         if (func is set or func is collections.OrderedDict) and type(result) in _MUTABLE:
