@@ -112,11 +112,14 @@ _MUTABLE = (dict, list, set, collections.OrderedDict)
 class _Unpickler(pickle_compat.Unpickler):
     """pandas' compatibility unpickler, each naming, calling or mutating opcode behind the allow-list.
 
-    Checked, then changed: an object is checked when a validator sees it (a
-    REDUCE/NEWOBJ argument, a BUILD state), so from then on nothing may change
-    it. SETITEM(S), APPEND(S) and ADDITEMS only fill a plain dict, OrderedDict,
-    list or set this unpickler made and no validator has seen yet; BUILD runs
-    once per object, never on one a validator has seen.
+    Checked, then changed: an object is checked when a validator takes it off
+    the stack (a REDUCE/NEWOBJ argument, a BUILD state, or inside one), so from
+    then on nothing may change it. The only ways back to it are the memo (GET)
+    and DUP, so an object fetched that way is never changed: SETITEM(S),
+    APPEND(S) and ADDITEMS only fill a plain dict, OrderedDict, list or set this
+    unpickler made and never fetched, and BUILD runs once per object, never on
+    one fetched. (Writers fill each container and object right after making
+    it, before any reference back to it; only self-referencing data differs.)
     """
 
     dispatch = pickle_compat.Unpickler.dispatch.copy()
@@ -125,8 +128,8 @@ class _Unpickler(pickle_compat.Unpickler):
         # Python 2 str payloads decode as ASCII, as C pickle (and pd.read_pickle) does by default.
         super().__init__(reader, encoding="ASCII")
         self.cap = reader.cap
-        self._fresh: dict[int, Any] = {}  # containers made here and not yet seen by a validator
-        self._seen: dict[int, Any] = {}  # objects a validator has seen (kept, so their ids stay theirs)
+        self._fresh: dict[int, Any] = {}  # containers made here and never fetched (kept: ids stay theirs)
+        self._fetched: dict[int, Any] = {}  # objects taken back from the memo or DUP'd
         self._built: dict[int, Any] = {}  # objects a BUILD filled
         self._hashed = 0
 
@@ -138,7 +141,6 @@ class _Unpickler(pickle_compat.Unpickler):
     def load_reduce(self) -> None:
         args = self.stack.pop()
         func = self.stack[-1]
-        self._see(func, args)
         if (func is set or func is frozenset) and isinstance(args, tuple) and args \
                 and isinstance(args[0], (list, tuple)):
             self._count_keys(args[0])
@@ -149,7 +151,6 @@ class _Unpickler(pickle_compat.Unpickler):
 
     def load_newobj(self) -> None:
         allow.new_instance_allowed(self.stack[-2], self.stack[-1])
-        self._see(self.stack[-1])
         pickle_compat.Unpickler.dispatch[pickle.NEWOBJ[0]](self)
 
     def load_newobj_ex(self) -> None:
@@ -159,10 +160,9 @@ class _Unpickler(pickle_compat.Unpickler):
 
     def load_build(self) -> None:
         inst, state = self.stack[-2], self.stack[-1]
-        if id(inst) in self._seen or id(inst) in self._built:
+        if id(inst) in self._fetched or id(inst) in self._built:
             raise Refused(f"a change to a {type(inst).__name__} after it was checked or used")
         self.stack[-1] = allow.check_build(inst, state)
-        self._see(state)
         self._built[id(inst)] = inst
         pickle._Unpickler.load_build(self)
         allow.after_build(inst)
@@ -184,27 +184,45 @@ class _Unpickler(pickle_compat.Unpickler):
 
     # ------------------------------------------------ containers
 
-    def _see(self, *roots: Any) -> None:
-        """Mark everything reachable through plain containers from `roots` as checked: no later change."""
-        pending = [root for root in roots if type(root) not in _ATOMS]
-        seen, fresh = self._seen, self._fresh
-        while pending:
-            obj = pending.pop()
-            if id(obj) in seen:
-                continue
-            seen[id(obj)] = obj
-            fresh.pop(id(obj), None)
-            kind = type(obj)
-            if kind is dict or kind is collections.OrderedDict:
-                pending.extend(item for pair in obj.items() for item in pair if type(item) not in _ATOMS)
-            elif kind in (list, tuple, set, frozenset):
-                pending.extend(item for item in obj if type(item) not in _ATOMS)
+    def _fetched_again(self, index: int) -> None:
+        """Memo entry `index` back on the stack: an object checked or shared, never changed again."""
+        try:
+            obj = self.memo[index]
+        except KeyError:
+            raise pickle.UnpicklingError(f"Memo value not found at index {index}") from None
+        self.append(obj)
+        if type(obj) not in _ATOMS:
+            self._fresh.pop(id(obj), None)
+            self._fetched[id(obj)] = obj
 
-    def _target(self, opcode: str, kinds: tuple) -> Any:
+    def load_get(self) -> None:
+        self._fetched_again(int(self.readline()[:-1]))
+
+    def load_binget(self) -> None:  # the commonest opcode of object columns: inlined
+        index = self.read(1)[0]
+        try:
+            obj = self.memo[index]
+        except KeyError:
+            raise pickle.UnpicklingError(f"Memo value not found at index {index}") from None
+        self.append(obj)
+        if type(obj) not in _ATOMS:
+            self._fresh.pop(id(obj), None)
+            self._fetched[id(obj)] = obj
+
+    def load_long_binget(self) -> None:
+        self._fetched_again(struct.unpack("<I", self.read(4))[0])
+
+    def load_dup(self) -> None:
+        obj = self.stack[-1]
+        self.append(obj)
+        self._fresh.pop(id(obj), None)
+        self._fetched[id(obj)] = obj
+
+    def _target(self, opcode: str, kind: type) -> Any:
         target = self.stack[-1]
-        if id(target) not in self._fresh or not isinstance(target, kinds):
+        if id(target) not in self._fresh or not isinstance(target, kind):
             raise Refused(f"{opcode} on a {type(target).__name__} that is not a new plain container "
-                          "(only a dict, list or set the file is still filling may change)")
+                          "(only a dict, list or set the file is still filling, never one fetched again, may change)")
         return target
 
     def _count_keys(self, keys: Any) -> None:
@@ -212,32 +230,30 @@ class _Unpickler(pickle_compat.Unpickler):
         if self._hashed > MAX_HASHED_KEYS:
             raise Refused(f"more than {MAX_HASHED_KEYS} dict keys or set items other than strings")
 
-    def _made(self) -> None:
-        self._fresh[id(self.stack[-1])] = self.stack[-1]
+    def _made(self, container: Any) -> None:
+        self.append(container)
+        self._fresh[id(container)] = container
 
     def load_empty_dictionary(self) -> None:
-        self.append({})
-        self._made()
+        self._made({})
 
-    def load_empty_list(self) -> None:
-        self.append([])
-        self._made()
+    def load_empty_list(self) -> None:  # one per list of an object column: inlined
+        made = []
+        self.append(made)
+        self._fresh[id(made)] = made
 
     def load_empty_set(self) -> None:
-        self.append(set())
-        self._made()
+        self._made(set())
 
     def load_list(self) -> None:
-        self.append(self.pop_mark())
-        self._made()
+        self._made(self.pop_mark())
 
     def load_dict(self) -> None:
         items = self.pop_mark()
         if len(items) % 2:
             raise pickle.UnpicklingError("odd number of items for DICT")
         self._count_keys(items[::2])
-        self.append({items[i]: items[i + 1] for i in range(0, len(items), 2)})
-        self._made()
+        self._made({items[i]: items[i + 1] for i in range(0, len(items), 2)})
 
     def load_frozenset(self) -> None:
         items = self.pop_mark()
@@ -247,28 +263,31 @@ class _Unpickler(pickle_compat.Unpickler):
     def load_setitem(self) -> None:
         value, key = self.stack.pop(), self.stack.pop()
         self._count_keys((key,))
-        self._target("SETITEM", (dict,))[key] = value
+        self._target("SETITEM", dict)[key] = value
 
     def load_setitems(self) -> None:
         items = self.pop_mark()
         if len(items) % 2:
             raise pickle.UnpicklingError("odd number of items for SETITEMS")
-        target = self._target("SETITEMS", (dict,))
+        target = self._target("SETITEMS", dict)
         self._count_keys(items[::2])
         for i in range(0, len(items), 2):
             target[items[i]] = items[i + 1]
 
     def load_append(self) -> None:
         value = self.stack.pop()
-        self._target("APPEND", (list,)).append(value)
+        self._target("APPEND", list).append(value)
 
     def load_appends(self) -> None:
         items = self.pop_mark()
-        self._target("APPENDS", (list,)).extend(items)
+        target = self.stack[-1]
+        if id(target) not in self._fresh or type(target) is not list:
+            self._target("APPENDS", list)  # raises
+        target.extend(items)
 
     def load_additems(self) -> None:
         items = self.pop_mark()
-        target = self._target("ADDITEMS", (set,))
+        target = self._target("ADDITEMS", set)
         self._count_keys(items)
         target.update(items)
 
@@ -310,6 +329,10 @@ class _Unpickler(pickle_compat.Unpickler):
     dispatch[pickle.SETITEMS[0]] = load_setitems
     dispatch[pickle.APPEND[0]] = load_append
     dispatch[pickle.APPENDS[0]] = load_appends
+    dispatch[pickle.GET[0]] = load_get
+    dispatch[pickle.BINGET[0]] = load_binget
+    dispatch[pickle.LONG_BINGET[0]] = load_long_binget
+    dispatch[pickle.DUP[0]] = load_dup
     dispatch[pickle.INT[0]] = load_int
     dispatch[pickle.LONG[0]] = load_long
     dispatch[pickle.FLOAT[0]] = load_float
