@@ -198,16 +198,8 @@ class _Unpickler(pickle_compat.Unpickler):
     def load_get(self) -> None:
         self._fetched_again(int(self.readline()[:-1]))
 
-    def load_binget(self) -> None:  # the commonest opcode of object columns: inlined
-        index = self.read(1)[0]
-        try:
-            obj = self.memo[index]
-        except KeyError:
-            raise pickle.UnpicklingError(f"Memo value not found at index {index}") from None
-        self.append(obj)
-        if type(obj) not in _ATOMS:
-            self._fresh.pop(id(obj), None)
-            self._fetched[id(obj)] = obj
+    def load_binget(self) -> None:
+        self._fetched_again(self.read(1)[0])
 
     def load_long_binget(self) -> None:
         self._fetched_again(struct.unpack("<I", self.read(4))[0])
