@@ -529,9 +529,13 @@ class NpuStandin:
         return self.modules["npu_device"]
 
     def install(self, monkeypatch) -> "NpuStandin":
-        """Put `npu_device` and its submodules into sys.modules until the test ends."""
+        """Put `npu_device` and its submodules into sys.modules until the test ends, in a process that has not
+        opened an NPU yet (a device opened by an earlier test would otherwise outlive its adapter)."""
+        from din_model import device
+
         for name, module in self.modules.items():
             monkeypatch.setitem(sys.modules, name, module)
+        monkeypatch.setattr(device, "_process_npu", device._ProcessNpu())
         return self.undo_with(monkeypatch)
 
     def undo_with(self, monkeypatch) -> "NpuStandin":
