@@ -529,17 +529,17 @@ class NpuStandin:
         return self.modules["npu_device"]
 
     def install(self, monkeypatch) -> "NpuStandin":
-        """Put `npu_device` and its submodules into sys.modules until the test ends, in a process that has not
-        opened an NPU yet (a device opened by an earlier test would otherwise outlive its adapter)."""
-        from din_model import device
-
+        """Put `npu_device` and its submodules into sys.modules until the test ends."""
         for name, module in self.modules.items():
             monkeypatch.setitem(sys.modules, name, module)
-        monkeypatch.setattr(device, "_process_npu", device._ProcessNpu())
         return self.undo_with(monkeypatch)
 
     def undo_with(self, monkeypatch) -> "NpuStandin":
-        """as_default()'s replacements are undone with `monkeypatch` (when the test ends)."""
+        """as_default()'s replacements are undone with `monkeypatch` (when the test ends), and the test runs in a
+        process that has not opened an NPU: a device this stand-in opens does not outlive the test."""
+        from din_model import device
+
+        monkeypatch.setattr(device, "_process_npu", device._ProcessNpu())
         self._setattr = monkeypatch.setattr
         return self
 
