@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from din_common.errors import InputError
+from din_common.errors import InputError, RunFailed
 from pipeline.tasks import Preprocess
 from tests.luigi_config import luigi_settings
 
@@ -224,6 +224,26 @@ def test_raw_source_typo_is_one_clear_line(tmp_path):
     ok, lines = build_and_capture(Preprocess(), paths={"data_dir": tmp_path / "data"}, raw={"source": "csv"})
     assert not ok
     assert_one_clear_line(lines, r"\[raw\] source must be one of synthetic, pickle, amazon-json, remap-pickle, got 'csv'")
+
+
+class StopsInRun(luigi.Task):
+    def run(self):
+        raise RunFailed("training diverged: loss is nan at epoch 2 step 5; last good checkpoint kept at ckpt-1")
+
+
+class StopsInComplete(luigi.Task):
+    def complete(self):
+        raise RunFailed("NPU rank 1 of 2 failed (exit code 1); the other ranks were stopped")
+
+
+@pytest.mark.parametrize("task, message", [
+    (StopsInRun(), r"^training diverged: loss is nan at epoch 2 step 5; last good checkpoint kept at ckpt-1$"),
+    (StopsInComplete(), r"^NPU rank 1 of 2 failed \(exit code 1\); the other ranks were stopped$"),
+])
+def test_a_failed_run_is_one_clear_line_too(task, message):
+    ok, lines = build_and_capture(task)
+    assert not ok
+    assert_one_clear_line(lines, message)
 
 
 def test_shards_of_an_older_run_are_refused_by_the_reader_and_rebuilt_by_luigi(stage1_done, tmp_path):

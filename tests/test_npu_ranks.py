@@ -1,6 +1,8 @@
 """NPU ranks of one host: each rank's part of the data, who writes, waiting for rank 0 outside collectives,
 each rank's environment, and the launcher's errors."""
 import json
+import subprocess
+import sys
 import threading
 import time
 import types
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from din_common.errors import InputError
+from din_common.errors import InputError, RunFailed
 from din_model import npu_ranks
 from din_model.npu_options import NpuOptions
 from din_model.params import TrainParams
@@ -101,6 +103,34 @@ def test_a_table_that_changed_since_scheduling_is_refused_before_any_rank_starts
     monkeypatch.setattr(npu_ranks.subprocess, "Popen", lambda *args, **kwargs: pytest.fail("a rank was started"))
     with pytest.raises(InputError, match=r"lists 3 NPUs but \[npu\] devices = 2"):
         npu_ranks.launch_ranks(options, "spec.json", tmp_path / "run", PARAMS)
+
+
+# Stands in for a rank process: rank 1 fails at once after two lines, rank 0 would train for a minute.
+STAND_IN_RANK = ("import os, sys, time\n"
+                 "if os.environ['RANK_ID'] == '1':\n"
+                 "    print('opening device 1'); print('device 1 lost'); sys.exit(1)\n"
+                 "time.sleep(60)\n")
+
+
+def test_a_crashed_rank_stops_the_others_and_fails_the_run_naming_it(tmp_path, monkeypatch):
+    options = NpuOptions(devices=2, rank_table_file=two_npu_table(tmp_path))
+    monkeypatch.setattr(npu_ranks.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(npu_ranks, "_capacity_for_ranks", lambda spec_path, params: {})
+    started = []
+    real_popen = subprocess.Popen
+
+    def stand_in_rank(command, **kwargs):
+        started.append(real_popen([sys.executable, "-c", STAND_IN_RANK], **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(npu_ranks.subprocess, "Popen", stand_in_rank)
+    begun = time.monotonic()
+    with pytest.raises(RunFailed) as failed:
+        npu_ranks.launch_ranks(options, "spec.json", tmp_path / "run", PARAMS, poll_seconds=0.05)
+    assert failed.value.message == ("NPU rank 1 of 2 failed (exit code 1); the other ranks were stopped; "
+                                    "its last lines:\n  opening device 1\n  device 1 lost")
+    assert [process.returncode for process in started] == [-15, 1]  # rank 0 was terminated, not waited for
+    assert time.monotonic() - begun < 30
 
 
 def test_each_rank_opens_the_tables_device_of_its_rank_id_with_a_connect_timeout(tmp_path):
