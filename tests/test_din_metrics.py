@@ -4,7 +4,7 @@ import itertools
 import numpy as np
 import pytest
 
-from din_model.metrics import PopularityCounter, auc, gauc, logloss
+from din_common.metrics import PopularityCounter, auc, gauc, logloss
 
 
 def pairwise_auc(labels, scores):

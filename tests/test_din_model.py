@@ -252,7 +252,7 @@ def test_model_overfits_a_tiny_set():
     labels = tf.constant(np.random.default_rng(7).integers(0, 2, 64).astype(np.float32))
     for _ in range(300):
         loss = float(step(features, labels))
-    from din_model.metrics import auc
+    from din_common.metrics import auc
 
     assert loss < 0.05
     assert auc(labels.numpy(), tf.sigmoid(model(features)).numpy()) == 1.0

@@ -10,7 +10,7 @@ from din_model.compat import set_random_seed
 from din_model.evaluation import plain_din_test_auc, relative_improvements
 from din_model.export import export_saved_model, load_scorer
 from din_model.history_capacity import HistoryCapacity
-from din_model.metrics import rela_impr
+from din_common.metrics import rela_impr
 from din_model.model import TIME_GAP_BUCKETS, build_model, time_gap_buckets
 from din_model.params import TrainParams, run_id
 
