@@ -16,13 +16,13 @@ shards start a new run too.
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 
 import luigi
 
+from din_common import tf_config
 from din_common.atomic import write_json_atomic
 from pipeline import config
 from pipeline.console import progress_line
@@ -76,23 +76,10 @@ def _use_npu_options() -> None:
     configure_npu(current_npu_options())
 
 
-def cluster_worker_name(environ=os.environ) -> str:
-    """"worker-1" when TF_CONFIG makes this process one of several workers, else "" (malformed TF_CONFIG: "",
-    the training reports it). Workers of one cluster run the same command on the same data dir, possibly on
-    one host: their Luigi process locks and TrainDIN locks must differ, or the first blocks the others."""
-    try:
-        config_json = json.loads(environ.get("TF_CONFIG", "") or "{}")
-        cluster, task = config_json.get("cluster", {}), config_json.get("task", {})
-        workers = sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
-        return f"{task['type']}-{int(task.get('index', 0))}" if workers > 1 else ""
-    except (ValueError, TypeError, KeyError, AttributeError):
-        return ""
-
-
 def separate_process_locks_for_cluster_workers() -> None:
     """Give each TF_CONFIG worker its own Luigi process-lock directory (unless luigi.cfg names one):
     Luigi turns away a second process running the same command line ("already running")."""
-    worker = cluster_worker_name()
+    worker = tf_config.worker_name()
     settings = luigi.configuration.get_config()
     if worker and not settings.has_option("core", "lock_pid_dir"):
         settings.set("core", "lock_pid_dir", os.path.join(tempfile.gettempdir(), "luigi", worker))
@@ -164,7 +151,7 @@ class TrainDIN(RunTask):
         return f"saved model, curves.png, metrics.json -> {self.run_dir()}"
 
     def lock_name(self) -> str:
-        worker = cluster_worker_name()
+        worker = tf_config.worker_name()
         return f"{self.task_id}.{worker}" if worker else self.task_id
 
 
