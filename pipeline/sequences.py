@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow as pa
 
 from din_common.errors import InputError
+from din_common.feature_spec import SPLITS
 from pipeline.tfrecord_io import samples_table
 
-SPLITS = ("train", "val", "test")
 _MAX_NEGATIVE_ROUNDS = 1000
 _MAX_GAP = np.int64(2**31 - 1)  # hist_gap is int32 seconds (~68 years)
 

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from din_common.errors import InputError, RunFailed
+from din_common.feature_spec import FeatureSpec
 from pipeline.tasks import Preprocess
 from tests.luigi_config import luigi_settings
 
@@ -247,7 +248,6 @@ def test_a_failed_run_is_one_clear_line_too(task, message):
 
 
 def test_shards_of_an_older_run_are_refused_by_the_reader_and_rebuilt_by_luigi(stage1_done, tmp_path):
-    from din_model.reader import load_spec
     old = tmp_path / "old-tfrecords"
     shutil.copytree(stage1_done / "tfrecords", old)
     newer = {**TINY, "preprocess": {**TINY["preprocess"], "maxlen": 3}}
@@ -256,16 +256,15 @@ def test_shards_of_an_older_run_are_refused_by_the_reader_and_rebuilt_by_luigi(s
     for part in ("train/part-00001.tfrecord", "_shards/part-00001.json"):
         shutil.copy(old / part, stage1_done / "tfrecords" / part)
     with pytest.raises(InputError, match=r"/part-00001\.tfrecord was written by another stage-1 run"):
-        load_spec(stage1_done / "tfrecords" / "feature_spec.json")
+        FeatureSpec.read(stage1_done / "tfrecords" / "feature_spec.json")
     # Through Luigi the stale shard task is incomplete, so it is simply rebuilt.
     ok, lines = build_and_capture(Preprocess(), paths={"data_dir": stage1_done}, **newer)
     assert ok, lines
-    assert load_spec(stage1_done / "tfrecords" / "feature_spec.json")["maxlen"] == 3
+    assert FeatureSpec.read(stage1_done / "tfrecords" / "feature_spec.json").maxlen == 3
 
 
 def test_a_cut_short_shard_is_named(stage1_done):
-    from din_model.reader import load_spec
     shard = stage1_done / "tfrecords" / "val" / "part-00000.tfrecord"
     shard.write_bytes(shard.read_bytes()[:-7])
     with pytest.raises(InputError, match=r"val/part-00000\.tfrecord has \d+ bytes but stage 1 wrote \d+"):
-        load_spec(stage1_done / "tfrecords" / "feature_spec.json")
+        FeatureSpec.read(stage1_done / "tfrecords" / "feature_spec.json")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from din_common.feature_spec import FeatureSpec
+
 REPO = Path(__file__).resolve().parents[1]
 LUIGI = Path(sys.executable).parent / "luigi"
 TINY = ["--raw-synthetic-users", "300", "--raw-synthetic-items", "400", "--raw-synthetic-categories", "12",
@@ -68,7 +70,7 @@ def stage1_run(tmp_path_factory):
 
 def test_each_task_that_ran_prints_what_it_wrote(stage1_run):
     data_dir, first = stage1_run
-    spec = json.loads((data_dir / "tfrecords" / "feature_spec.json").read_text())
+    spec = FeatureSpec.read(data_dir / "tfrecords" / "feature_spec.json")
     stats = json.loads((data_dir / "remap" / "stats.json").read_text())
     lines = first.stdout.splitlines()
     assert any(line.startswith("[PrepareRaw] raw data from [raw] source = synthetic: reviews.pkl ") for line in lines)
@@ -80,7 +82,7 @@ def test_each_task_that_ran_prints_what_it_wrote(stage1_run):
         assert (f"[BuildSequences {shard + 1}/2] {counts} samples -> "
                 f"{data_dir / 'sequences'}/{{train,val,test}}/part-0000{shard}.parquet (") in first.stdout
         assert any(line.startswith(f"[WriteTFRecords {shard + 1}/2] {counts} samples in ") for line in lines)
-    totals = " / ".join(f"{split} {spec['splits'][split]['samples']:,}" for split in ("train", "val", "test"))
+    totals = " / ".join(f"{split} {spec.samples(split):,}" for split in ("train", "val", "test"))
     assert f"[Preprocess] stage 1 done: {totals} samples in 2 shards -> {data_dir / 'tfrecords/feature_spec.json'}" \
         in first.stdout
     assert re.search(r"^ran: +PrepareRaw, RemapIds, BuildSequences \(2 shards\), WriteTFRecords \(2 shards\), "

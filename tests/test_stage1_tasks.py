@@ -1,6 +1,5 @@
 """Stage 1 through Luigi on tiny synthetic data: outputs, no-op rerun, staleness, safety."""
 import hashlib
-import json
 import os
 
 import luigi
@@ -8,6 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from din_common.errors import InputError
+from din_common.feature_spec import FeatureSpec
 from pipeline import stages, tasks, tfrecord_io
 from pipeline.stages import Settings
 from pipeline.tasks import Preprocess, PrepareRaw
@@ -38,14 +38,14 @@ def data_dir(tmp_path):
 def test_preprocess_writes_the_whole_tree_and_a_second_build_does_nothing(data_dir):
     result, settings = build()
     assert result.scheduling_succeeded and result.status.name == "SUCCESS"
-    spec = json.loads(settings.feature_spec.read_text())
-    assert (spec["maxlen"], spec["prebatch"], spec["num_shards"]) == (6, 64, 3)
+    spec = FeatureSpec.read(settings.feature_spec)
+    assert (spec.maxlen, spec.prebatch, spec.num_shards) == (6, 64, 3)
     for split in ("train", "val", "test"):
-        files = spec["splits"][split]["files"]
-        assert files == [f"{split}/part-{s:05d}.tfrecord" for s in range(3)]
+        files = spec.splits[split].files
+        assert files == tuple(f"{split}/part-{s:05d}.tfrecord" for s in range(3))
         parquet_rows = sum(pq.read_metadata(data_dir / "sequences" / f.replace(".tfrecord", ".parquet")).num_rows
                            for f in files)
-        assert spec["splits"][split]["samples"] == parquet_rows > 0
+        assert spec.samples(split) == parquet_rows > 0
     # TFRecords hold exactly the parquet samples.
     shard = settings.shard_files(settings.tfrecords_dir, 1, ".tfrecord")["val"]
     assert read_samples_tfrecord(shard).equals(pq.read_table(str(shard).replace("tfrecords", "sequences")
@@ -79,10 +79,10 @@ def test_changing_a_parameter_rebuilds_downstream_only(data_dir):
     build()
     remap_before = tree_state(data_dir / "remap")
     raw_before = tree_state(data_dir / "raw")
-    old_spec = json.loads((data_dir / "tfrecords" / "feature_spec.json").read_text())
+    old_spec = FeatureSpec.read(data_dir / "tfrecords" / "feature_spec.json")
     _, settings = build(preprocess={"maxlen": "3"})
-    spec = json.loads(settings.feature_spec.read_text())
-    assert spec["maxlen"] == 3 and spec["fingerprint"] != old_spec["fingerprint"]
+    spec = FeatureSpec.read(settings.feature_spec)
+    assert spec.maxlen == 3 and spec.fingerprint != old_spec.fingerprint
     assert tree_state(data_dir / "remap") == remap_before and tree_state(data_dir / "raw") == raw_before
     longest = max(len(h) for h in pq.read_table(data_dir / "sequences/train/part-00000.parquet")
                   .column("hist_item").to_pylist())
@@ -117,11 +117,10 @@ def write_as_the_first_sample_format(monkeypatch):
     monkeypatch.setattr(stages, "FORMAT_VERSIONS", {"remap": 1, "sequences": 1, "tfrecords": 2})
     monkeypatch.setattr(tfrecord_io, "HISTORY_FIELDS", ("hist_item", "hist_cate"))
     monkeypatch.setattr(tfrecord_io, "SAMPLE_COLUMNS", tuple(c for c in SAMPLE_COLUMNS if c != "hist_gap"))
-    monkeypatch.setattr(tasks, "SAMPLES_FORMAT_VERSION", 1)
+    monkeypatch.setattr(tasks, "FORMAT_VERSION", 1)
 
 
 def test_outputs_of_the_format_before_hist_gap_are_rebuilt_not_misread(data_dir, monkeypatch):
-    from din_model.reader import load_spec
     with monkeypatch.context() as old_format:
         write_as_the_first_sample_format(old_format)
         _, settings = build()
@@ -130,7 +129,7 @@ def test_outputs_of_the_format_before_hist_gap_are_rebuilt_not_misread(data_dir,
     assert "hist_gap" not in pq.read_schema(parquet).names
     assert "hist_gap" not in decode_prebatch(next(iter_records(shard)))
     with pytest.raises(InputError, match="has format_version 1, expected 2 or later: its shards predate hist_gap"):
-        load_spec(settings.feature_spec)
+        FeatureSpec.read(settings.feature_spec)
     remap_before = tree_state(data_dir / "remap")
 
     result, settings = build()
@@ -139,8 +138,8 @@ def test_outputs_of_the_format_before_hist_gap_are_rebuilt_not_misread(data_dir,
     assert pq.read_schema(parquet).names == list(SAMPLE_COLUMNS)
     assert "hist_gap" in decode_prebatch(next(iter_records(shard)))
     assert read_samples_tfrecord(shard).equals(pq.read_table(parquet))
-    spec = load_spec(settings.feature_spec)
-    assert spec["format_version"] == 2 and spec["fingerprint"] == settings.tfrecords_fingerprint()
+    spec = FeatureSpec.read(settings.feature_spec)
+    assert spec.format_version == 2 and spec.fingerprint == settings.tfrecords_fingerprint()
 
 
 def test_synthetic_source_never_overwrites_user_pickles(data_dir):
