@@ -114,6 +114,13 @@ class LockedTask(luigi.Task):
         """What build() wrote, for the line the task prints when it is done."""
         raise NotImplementedError
 
+    def report(self, message: str, percent: int) -> None:
+        """Luigi's status message and progress percentage of this task."""
+        # Luigi's worker installs these callbacks; they are None when run() is called directly.
+        if self.set_status_message:
+            self.set_status_message(message)
+            self.set_progress_percentage(percent)
+
 
 class ManifestTask(LockedTask):
     """A task whose output is current only when its manifest carries the expected fingerprint."""
@@ -158,10 +165,8 @@ class ManifestTask(LockedTask):
     PROGRESS_AFTER_SECONDS = 2.0
 
     def report(self, message: str, percent: int) -> None:
-        # Luigi's worker installs these callbacks; they are None when run() is called directly.
-        if self.set_status_message:
-            self.set_status_message(message)
-            self.set_progress_percentage(percent)
+        """As LockedTask.report, and a console line once the task has run for a while."""
+        super().report(message, percent)
         started = getattr(self, "started", None)
         if started is not None and time.perf_counter() - started >= self.PROGRESS_AFTER_SECONDS:
             progress_line(self.display_name(), message)

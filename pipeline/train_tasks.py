@@ -91,7 +91,7 @@ def _tfrecords_fingerprint(preprocess_task) -> str:
 
 
 class RunTask(LockedTask):
-    """Shared by the stage-2 tasks: params, run directory, progress reporting."""
+    """Shared by the stage-2 tasks: params and run directory (progress: LockedTask.report)."""
 
     def train_params(self):
         return current_train_params()
@@ -110,10 +110,6 @@ class RunTask(LockedTask):
         params = self.train_params()
         identifier = run_id(params, _tfrecords_fingerprint(self.preprocess_task()), npu_numerics(params))
         return Path(config.paths().data_dir) / "runs" / identifier
-
-    def report(self, fraction: float, message: str) -> None:
-        self.set_status_message(message)
-        self.set_progress_percentage(int(round(100 * fraction)))
 
     def wrote(self) -> str:
         return f"-> {self.output().path}"
@@ -144,7 +140,8 @@ class TrainDIN(RunTask):
             launch_ranks(options, self.spec_path(), run_dir, self.train_params())
             return
         _use_npu_options()
-        training.train(self.spec_path(), run_dir, self.train_params(), progress_callback=self.report,
+        training.train(self.spec_path(), run_dir, self.train_params(),
+                       progress_callback=lambda fraction, message: self.report(message, round(100 * fraction)),
                        worker_timeout=config.train().worker_timeout)
 
     def wrote(self) -> str:
@@ -168,7 +165,7 @@ class EvaluateDIN(RunTask):
     def build(self) -> None:
         training = training_module()
         _use_npu_options()
-        self.report(0.0, "evaluating on the test split")
+        self.report("evaluating on the test split", 0)
         progress_line("EvaluateDIN", "scoring the test split, then the popularity baseline")
         result = training.evaluate(self.spec_path(), self.run_dir(), self.train_params(),
                                    npu_numerics=npu_numerics(self.train_params()))
@@ -176,4 +173,4 @@ class EvaluateDIN(RunTask):
                                                       "rela_impr")
                    if name in result}
         write_json_atomic(self.output().path, summary)
-        self.report(1.0, "evaluation done")
+        self.report("evaluation done", 100)

@@ -62,8 +62,15 @@ def configured(tmp_path, monkeypatch, overrides):
     return tmp_path
 
 
-def test_evaluate_din_trains_then_evaluates_and_is_complete(configured, capsys):
+def test_evaluate_din_trains_then_evaluates_and_is_complete(configured, capsys, monkeypatch):
+    reports = []
+    monkeypatch.setattr(train_tasks.RunTask, "report",
+                        lambda self, message, percent: reports.append((self.get_task_family(), message, percent)))
     assert luigi.build([train_tasks.EvaluateDIN()], local_scheduler=True, log_level="WARNING")
+    trained = [percent for family, _, percent in reports if family == "TrainDIN"]
+    assert trained and trained[-1] == 100 and all(isinstance(percent, int) for percent in trained)
+    assert [report for report in reports if report[0] == "EvaluateDIN"] == [
+        ("EvaluateDIN", "evaluating on the test split", 0), ("EvaluateDIN", "evaluation done", 100)]
     train_task = train_tasks.TrainDIN()
     run_dir = train_task.run_dir()
     assert run_dir.parent == configured / "runs"
