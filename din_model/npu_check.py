@@ -170,16 +170,22 @@ def check_ai_cpu(verdicts: Verdicts, dump_dir: Path) -> None:
         verdicts.say("AI CPU", "OK", f"no op placed on the AI CPU in {dump_dir}")
 
 
-def check_all_reduce(verdicts: Verdicts, rank_table: str, first_device: int, timeout: float) -> None:
+def check_all_reduce(verdicts: Verdicts, rank_table: str, timeout: float) -> None:
+    from din_common.errors import InputError
     from din_model.npu_ranks import rank_environment
+    from din_model.rank_table import read_rank_table
 
     if not rank_table:
         verdicts.say("all-reduce", "SKIP", "no rank table: set [npu] rank_table_file or pass --rank-table")
         return
+    try:
+        table = read_rank_table(rank_table, RANKS)  # each rank on the table's device_id for its rank_id
+    except InputError as error:
+        verdicts.say("all-reduce", "FAIL", str(error))
+        return
     expected = [value * RANKS for value in ALL_REDUCE_INPUT]
     processes = [subprocess.Popen([sys.executable, "-m", "din_model.npu_check", "--all-reduce-rank"],
-                                  env={**os.environ, **rank_environment(rank, RANKS, first_device,
-                                                                        os.path.abspath(rank_table))},
+                                  env={**os.environ, **rank_environment(rank, table, sync_dir="")},
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                  for rank in range(RANKS)]
     results = []
@@ -232,7 +238,7 @@ def run_checks(options, *, dump_dir: Path, rank_table: str, timeout: float = 600
                                f"{options.resolved_precision_mode(params.precision)}, GE graph dump in {dump_dir}")
     check_graphs(verdicts, device, params, os.environ.get("ASCEND_OPP_PATH", ""))
     check_ai_cpu(verdicts, dump_dir)
-    check_all_reduce(verdicts, rank_table, options.resolved_device_id(), timeout)
+    check_all_reduce(verdicts, rank_table, timeout)
     return verdicts
 
 

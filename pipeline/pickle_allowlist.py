@@ -149,7 +149,7 @@ _CALLABLES = {
     ("builtins", "set"): "collection", ("builtins", "frozenset"): "collection", ("builtins", "slice"): "plain",
     ("builtins", "complex"): "plain", ("builtins", "range"): "plain", ("builtins", "bytearray"): "bytearray",
     ("builtins", "object"): "no_args",
-    ("collections", "OrderedDict"): "plain",
+    ("collections", "OrderedDict"): "no_args",
     ("datetime", "date"): "plain", ("datetime", "datetime"): "datetime", ("datetime", "time"): "datetime",
     ("datetime", "timedelta"): "plain", ("datetime", "timezone"): "plain",
     ("pytz", "_UTC"): "no_args",
@@ -279,9 +279,52 @@ def check_build(inst: Any, state: Any) -> Any:
         check_manager_state(state)
     elif isinstance(inst, _ARROW_ARRAYS):
         state = arrow_state(state)
-    elif isinstance(inst, (np.generic, Block)):
+    elif isinstance(inst, (np.generic, Block, pd.Index)):
         raise Refused(f"a BUILD on a {type(inst).__name__}")
-    return state
+    return _known_keys(inst, state)
+
+
+# The keys pandas 1.x-3.x write in the dict state of each class that gets one. Any other
+# key would become an attribute pandas trusts (a forged `_cache` of inferred types, a
+# second array); `_cache` itself is dropped: caches are computed again from the values.
+_FRAME_KEYS = {"_mgr", "_typ", "_metadata", "attrs", "_attrs", "_flags"}
+_ARRAY_KEYS = {"_data", "_mask", "_dtype", "_readonly", "_pa_array", "_ndarray", "_codes", "_freq", "freq"}
+_STATE_KEYS: dict[str, set[str]] = {
+    "DataFrame": _FRAME_KEYS, "Series": _FRAME_KEYS | {"name", "_name"},
+    "CategoricalDtype": {"categories", "ordered"}, "DatetimeTZDtype": {"tz", "unit"},
+    "StringDtype": {"storage", "_na_value"}, "BooleanDtype": set(), "ArrowDtype": {"pyarrow_dtype", "_storage"},
+    **{f"{kind}{bits}Dtype": set() for kind in ("Int", "UInt") for bits in (8, 16, 32, 64)},
+    "Float32Dtype": set(), "Float64Dtype": set(),
+    **{name: _ARRAY_KEYS for name in ("IntegerArray", "FloatingArray", "BooleanArray", "ArrowStringArray",
+                                      "ArrowExtensionArray", "Categorical", "DatetimeArray", "TimedeltaArray",
+                                      "StringArray")},
+}
+
+_STATE_VALUES: dict[str, Callable[[Any], bool]] = {
+    "_readonly": lambda value: type(value) is bool,
+    "_storage": lambda value: value == "pyarrow",
+    "storage": lambda value: value in ("python", "pyarrow", "pyarrow_numpy"),
+    "pyarrow_dtype": lambda value: isinstance(value, pa.DataType),
+}
+
+
+def _known_keys(inst: Any, state: Any) -> Any:
+    """A dict (or (dict, slots)) state with only the keys pandas writes for this class, `_cache` dropped."""
+    if isinstance(state, tuple) and len(state) == 2 and (state[0] is None or isinstance(state[0], dict)) \
+            and isinstance(state[1], dict):
+        return (_known_keys(inst, state[0]) if state[0] else state[0], _known_keys(inst, state[1]))
+    if not isinstance(state, dict):
+        return state
+    allowed = _STATE_KEYS.get(type(inst).__name__) if id(type(inst)) in _NEW else None
+    if allowed is None:
+        raise Refused(f"a BUILD state for a {type(inst).__name__}")
+    unknown = [key for key in state if key not in allowed and key != "_cache"]
+    if unknown:
+        raise Refused(f"the attribute {short(unknown[0])} in the state of a {type(inst).__name__}")
+    for key, fits in _STATE_VALUES.items():
+        if key in state and not fits(state[key]):
+            raise Refused(f"a {type(inst).__name__} with {key} = {short(state[key])}")
+    return {key: value for key, value in state.items() if key != "_cache"}
 
 
 def after_build(inst: Any) -> None:

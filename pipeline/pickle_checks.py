@@ -40,6 +40,15 @@ def short(value: Any, limit: int = 40) -> str:
     return f"a {type(value).__name__}"
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """`text` with everything but printable ASCII escaped (terminal escapes, bidi marks), as ascii() does."""
+    text = text.encode("ascii", "backslashreplace").decode("ascii")
+    return _UNPRINTABLE.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
 def named(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
 
@@ -164,8 +173,15 @@ def check_backed_array(array: Any) -> None:
 def check_masked_array(array: Any) -> None:
     data, mask = getattr(array, "_data", None), getattr(array, "_mask", None)
     if not (type(data) is np.ndarray and type(mask) is np.ndarray and mask.dtype == np.bool_
-            and data.shape == mask.shape and check_dtype(data.dtype, type(array).__name__).kind in "biuf"):
+            and data.shape == mask.shape and data.ndim == 1
+            and check_dtype(data.dtype, type(array).__name__).kind in "biuf"):
         raise Refused(f"a {type(array).__name__} whose data and mask do not match")
+    try:
+        declared = array.dtype.numpy_dtype
+    except (KeyError, AttributeError, TypeError):  # IntegerArray derives its dtype from the data's
+        declared = None
+    if declared is None or data.dtype != declared:  # pandas would read float data as its declared ints
+        raise Refused(f"a {type(array).__name__} over {data.dtype} data, not the dtype it declares")
 
 
 ARROW_DATA = "_pa_array" if PANDAS_MAJOR >= 2 else "_data"

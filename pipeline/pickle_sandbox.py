@@ -5,9 +5,11 @@ This module owns both ends of the sandbox:
     one child process (`_CHILD_BOOTSTRAP`) with only the open file
     descriptors and an output pipe per file, stdin closed; waits with a
     wall-clock timeout and an output cap, and turns a crash, a hang or a
-    limit hit into one InputError naming the file. What comes back is a JSON header and Arrow IPC
-    streams, never a pickle: the parent checks the schema (exact columns and
-    types), the values (no nulls, Arrow's full validation) and the info dict.
+    limit hit into one InputError naming the file. What comes back is a JSON header and one
+    uncompressed Arrow record batch per frame, never a pickle, read as it arrives
+    (`_Receiver`: every byte and decoded byte counted, so the parent's memory is bounded by
+    the cap): the parent checks the schema (exact columns and types), the values (no nulls,
+    Arrow's full validation) and the info dict, and escapes whatever text the child sends.
   * the child, `_child_main`: imports once and forks one worker per file
     (their start-up is shared, their work runs in parallel), then reports
     how each worker ended. Before forking it warms up (a sample of each
@@ -26,10 +28,12 @@ import json
 import logging
 import os
 import pickle
-import selectors
+import re
 import signal
+import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -40,6 +44,7 @@ import pyarrow.ipc
 
 from din_common.errors import InputError
 from pipeline.compat import TEXT_DTYPE
+from pipeline.pickle_checks import printable
 
 LOGGER = logging.getLogger("luigi-interface")
 # Limits, each scaled with the file: the pure-Python unpickler reads ~50 MB/s
@@ -47,7 +52,11 @@ LOGGER = logging.getLogger("luigi-interface")
 BASE_TIMEOUT_S, TIMEOUT_S_PER_MB = 120.0, 1.0
 BASE_MEMORY_BYTES, MEMORY_PER_BYTE = 3 << 30, 16
 BASE_OUTPUT_BYTES, OUTPUT_PER_BYTE = 64 << 20, 4
+# A gzip pickle's limits count it as this many times its size (data pickles gzip 3-5x);
+# the size its trailer claims is the writer's word, not ours.
+GZIP_SCALE = 4
 MAX_HEADER_BYTES = 1 << 16
+MAX_STDERR_BYTES = 1 << 14
 MAX_MESSAGE_CHARS = 1000
 KERNEL_LAYERS = ("landlock", "seccomp")
 
@@ -79,22 +88,12 @@ class Limits(NamedTuple):
 
 
 def limits_for(path: Path, size: int) -> Limits:
-    inflated = _inflated_size(path, size)
-    timeout = BASE_TIMEOUT_S + TIMEOUT_S_PER_MB * inflated / 1e6
-    return Limits(timeout_s=timeout, memory_bytes=BASE_MEMORY_BYTES + MEMORY_PER_BYTE * inflated,
-                  cpu_seconds=int(2 * timeout) + 1, output_bytes=BASE_OUTPUT_BYTES + OUTPUT_PER_BYTE * inflated)
-
-
-def _inflated_size(path: Path, size: int) -> int:
-    """The file's size, or for gzip the size its trailer claims (capped as safe_pickle caps it)."""
-    from pipeline.safe_pickle import MAX_INFLATION, MIN_CAP_BYTES
-
+    """Limits from the file's size on disk (a gzip file counts GZIP_SCALE times): never from its content."""
     with open(path, "rb") as handle:
-        if handle.read(2) != b"\x1f\x8b" or size < 18:
-            return size
-        handle.seek(-4, os.SEEK_END)
-        claimed = int.from_bytes(handle.read(4), "little")  # modulo 2**32
-    return min(max(size, claimed), max(MIN_CAP_BYTES, size * MAX_INFLATION))
+        scaled = size * GZIP_SCALE if handle.read(2) == b"\x1f\x8b" else size
+    timeout = BASE_TIMEOUT_S + TIMEOUT_S_PER_MB * scaled / 1e6
+    return Limits(timeout_s=timeout, memory_bytes=BASE_MEMORY_BYTES + MEMORY_PER_BYTE * scaled,
+                  cpu_seconds=int(2 * timeout) + 1, output_bytes=BASE_OUTPUT_BYTES + OUTPUT_PER_BYTE * scaled)
 
 
 # ---------------------------------------------------------------- parent
@@ -120,14 +119,17 @@ def _report_layers(layers: list[str]) -> None:
 # The child runs this. It needs none of the Luigi tasks that pipeline/__init__.py imports
 # (a third of its start-up time), so it registers the package by its path and imports
 # only the modules the job uses.
-_CHILD_BOOTSTRAP = """
+_CHILD_BOOTSTRAP = """# the pipeline.pickle_sandbox child
 import sys, types
 package = types.ModuleType("pipeline")
 package.__path__ = [sys.argv[1]]
 sys.modules["pipeline"] = package
-from pipeline.pickle_sandbox import _child_main
-_child_main(sys.argv[2:])
+import importlib
+importlib.import_module(sys.argv[2])._child_main(sys.argv[3:])
 """
+# The module whose _child_main the child runs. Only tests change it (in-process, to drive a
+# deliberately compromised child, tests/compromised_child.py); no file or setting can.
+_CHILD_MODULE = "pipeline.pickle_sandbox"
 
 
 class _Request(NamedTuple):
@@ -149,6 +151,7 @@ def load_many(requests: list[tuple[str | os.PathLike, SandboxJob]]) -> list[tupl
     from pipeline.safe_pickle import open_pickle
 
     opened: list[_Request] = []
+    receivers: list[_Receiver] = []
     try:
         for path, job in requests:
             handle, size = open_pickle(Path(path), str(path), job.expected)
@@ -161,11 +164,15 @@ def load_many(requests: list[tuple[str | os.PathLike, SandboxJob]]) -> list[tupl
         for request in opened:  # the child has its own copies now
             os.close(request.source_fd)
             os.close(request.worker_out_fd)
-        outputs, stopped = _collect(process, opened)
-        return [_finish(request, outputs, stopped, index) for index, request in enumerate(opened)]
+        receivers = [_Receiver(request) for request in opened]  # each owns (and closes) its read end
+        outputs, stopped = _collect(process, opened, receivers)
+        return [_finish(request, receiver, outputs, stopped, index)
+                for index, (request, receiver) in enumerate(zip(opened, receivers))]
     finally:
+        owned = {receiver.request.out_fd for receiver in receivers}
         for request in opened:
-            for fd in (request.source_fd, request.out_fd, request.worker_out_fd):
+            for fd in (request.source_fd, request.worker_out_fd) + ((request.out_fd,) if request.out_fd not in owned
+                                                                      else ()):
                 try:
                     os.close(fd)
                 except OSError:  # already closed
@@ -188,7 +195,7 @@ def _widen_pipe(fd: int) -> None:
 def _start(requests: list[_Request]) -> subprocess.Popen:
     spec = [{"module": r.job.module, "job": r.job.name, "source": r.source_fd, "out": r.worker_out_fd,
              "name": str(r.path), "memory": r.limits.memory_bytes, "cpu": r.limits.cpu_seconds} for r in requests]
-    command = [sys.executable, "-c", _CHILD_BOOTSTRAP, str(Path(__file__).parent), json.dumps(spec)]
+    command = [sys.executable, "-c", _CHILD_BOOTSTRAP, str(Path(__file__).parent), _CHILD_MODULE, json.dumps(spec)]
     fds = [fd for r in requests for fd in (r.source_fd, r.worker_out_fd)]
     return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             pass_fds=fds, env=_child_environment())
@@ -205,57 +212,175 @@ def _child_environment() -> dict[str, str]:
     return env
 
 
-def _finish(request: _Request, outputs: dict, stopped: str | None, index: int) -> tuple[dict, dict]:
+def _finish(request: _Request, receiver: "_Receiver", outputs: dict, stopped: str | None,
+            index: int) -> tuple[dict, dict]:
     path, job, limits = request.path, request.job, request.limits
     if stopped:
         raise InputError(f"{path}: {stopped} in the pickle sandbox, so it was stopped: expected {job.expected}")
+    if receiver.over_budget:
+        raise InputError(f"{path}: it produced more than {limits.output_bytes} bytes of data in the pickle sandbox, "
+                         f"so it was stopped: expected {job.expected}")
     returncode = outputs["returncodes"].get(index, outputs["child_returncode"] or -signal.SIGKILL)
-    header, payload = _split_header(outputs[request.out_fd])
+    header = receiver.header
     if returncode != 0 or header is None:
         raise InputError(f"{path}: {_describe_exit(returncode, limits, outputs['stderr'])}: expected {job.expected}")
     _report_layers(_strings(header.get("layers"), path))
     if not header.get("ok"):
         raise InputError(_one_line(str(header.get("error", "the pickle sandbox failed"))))
-    return _read_frames(payload, job, path), _read_info(header.get("info"), job, path)
+    if receiver.error is not None:
+        raise receiver.error
+    return receiver.frames, _read_info(header.get("info"), job, path)
 
 
-def _collect(process: subprocess.Popen, requests: list[_Request]) -> tuple[dict, str | None]:
-    """Read every pipe of the child until it exits; stop it at the time or output limit.
+class _Receiver(threading.Thread):
+    """Reads one worker's reply as it arrives: a JSON header line, then one Arrow IPC stream per frame.
 
-    Returns {out fd: bytes, "stderr": bytes, "returncodes": {worker index: code}, "child_returncode": code}.
+    Nothing is buffered whole: each IPC message is read, counted against the
+    output cap and checked (no compressed bodies, at most one record batch per
+    frame, decoded bytes counted too) before the next, so the parent's memory
+    stays within the cap whatever the child sends. The read end is closed when
+    done, so a worker still writing gets EPIPE instead of blocking.
     """
-    status_fd, err_fd = process.stdout.fileno(), process.stderr.fileno()
-    chunks: dict[int, list[bytes]] = {fd: [] for fd in [status_fd, err_fd] + [r.out_fd for r in requests]}
+
+    def __init__(self, request: _Request):
+        super().__init__(daemon=True)
+        self.request = request
+        self.source = _PipeSource(request.out_fd, request.limits.output_bytes)
+        self.header: dict | None = None
+        self.frames: dict[str, pd.DataFrame] = {}
+        self.error: InputError | None = None
+        self.over_budget = False
+        self.start()
+
+    def run(self) -> None:
+        path, job = self.request.path, self.request.job
+        try:
+            self.header = _parse_header(self.source.read_line(MAX_HEADER_BYTES))
+            if self.header is not None and self.header.get("ok"):
+                self.frames = {name: _checked_frame(self.source, columns, path, name)
+                               for name, columns in job.frames.items()}
+                if self.source.read(1):
+                    raise InputError(f"{path}: the pickle sandbox sent more data than the frames it declared")
+        except _OverBudget:
+            self.over_budget = True
+        except InputError as error:
+            self.error = error
+        except Exception as error:  # noqa: BLE001  (anything the child's bytes make a reader raise)
+            self.error = InputError(f"{path}: the pickle sandbox sent unreadable data "
+                                    f"({type(error).__name__}: {_one_line(str(error), 200)})")
+        finally:
+            os.close(self.request.out_fd)
+
+
+class _OverBudget(Exception):
+    pass
+
+
+class _PipeSource:
+    """A worker's output pipe as the file pyarrow reads: whole reads, each byte counted against a cap."""
+
+    closed = False
+
+    def __init__(self, fd: int, cap: int):
+        self.fd, self.cap, self.used = fd, cap, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def take(self, size: int) -> None:
+        self.used += size
+        if self.used > self.cap:
+            raise _OverBudget()
+
+    def read(self, size: int = -1) -> bytes:
+        # A length field can claim anything: never allocate more than the cap leaves.
+        wanted = self.cap - self.used + 1 if size is None or size < 0 else min(size, self.cap - self.used + 1)
+        buffer, got = bytearray(wanted), 0
+        view = memoryview(buffer)
+        while got < wanted:
+            count = os.readv(self.fd, [view[got:]])
+            if count == 0:
+                break
+            got += count
+        view.release()
+        self.take(got)
+        del buffer[got:]
+        return bytes(buffer) if got < 4096 else buffer
+
+    def read_line(self, limit: int) -> bytes:
+        line = bytearray()
+        while len(line) < limit:
+            byte = os.read(self.fd, 1)
+            self.take(len(byte))
+            if not byte or byte == b"\n":
+                return bytes(line) + byte
+            line += byte
+        return b""
+
+
+def _parse_header(line: bytes) -> dict | None:
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        header = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: "[[[[..." 60 k deep
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def _collect(process: subprocess.Popen, requests: list[_Request],
+             receivers: list[_Receiver]) -> tuple[dict, str | None]:
+    """Wait for the child and its readers; stop it at the time limit or when a reader hits the output cap.
+
+    Returns ({"stderr": last bytes, "returncodes": {worker index: code}, "child_returncode": code}, stopped).
+    """
     timeout = max(r.limits.timeout_s for r in requests)
-    deadline, cap = time.monotonic() + timeout, sum(r.limits.output_bytes for r in requests)
-    total, stopped = 0, None
-    with selectors.DefaultSelector() as selector:
-        for fd in chunks:
-            selector.register(fd, selectors.EVENT_READ)
-        while selector.get_map() and stopped is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+    deadline = time.monotonic() + timeout
+    stderr = _Tail(process.stderr.fileno(), MAX_STDERR_BYTES)
+    status = _Tail(process.stdout.fileno(), MAX_HEADER_BYTES)
+    stopped = None
+    while True:
+        if any(receiver.over_budget for receiver in receivers):
+            break
+        try:
+            process.wait(timeout=min(0.05, max(deadline - time.monotonic(), 0.0)))
+            break
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
                 stopped = f"loading it took longer than {timeout:.0f} s"
                 break
-            for key, _ in selector.select(timeout=remaining):
-                data = os.read(key.fd, 1 << 20)
-                if not data:
-                    selector.unregister(key.fd)
-                    continue
-                chunks[key.fd].append(data)
-                total += len(data)
-                if total > cap:
-                    stopped = f"it produced more than {cap} bytes of data"
-    if stopped is not None:
+    if stopped is not None or process.poll() is None:
         process.kill()  # its workers die with it (PR_SET_PDEATHSIG)
     process.wait()
+    for thread in receivers + [stderr, status]:
+        thread.join(max(deadline - time.monotonic(), 0.0) + 5.0)
+        if thread.is_alive() and stopped is None:  # a descendant still holds the pipe open
+            stopped = f"loading it took longer than {timeout:.0f} s"
     process.stdout.close()
     process.stderr.close()
-    outputs: dict = {fd: b"".join(parts) for fd, parts in chunks.items()}
-    outputs["stderr"] = outputs.pop(err_fd)
-    outputs["returncodes"] = _worker_returncodes(outputs.pop(status_fd))
-    outputs["child_returncode"] = process.returncode
+    outputs = {"stderr": bytes(stderr.data), "returncodes": _worker_returncodes(bytes(status.data)),
+               "child_returncode": process.returncode}
     return outputs, stopped
+
+
+class _Tail(threading.Thread):
+    """The last `keep` bytes of a pipe, read to its end."""
+
+    def __init__(self, fd: int, keep: int):
+        super().__init__(daemon=True)
+        self.fd, self.keep, self.data = fd, keep, bytearray()
+        self.start()
+
+    def run(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.data += chunk
+            del self.data[:-self.keep]
 
 
 def _worker_returncodes(status: bytes) -> dict[int, int]:
@@ -264,20 +389,9 @@ def _worker_returncodes(status: bytes) -> dict[int, int]:
         try:
             record = json.loads(line)
             codes[int(record["index"])] = int(record["returncode"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             continue
     return codes
-
-
-def _split_header(out: bytes) -> tuple[dict | None, bytes]:
-    end = out.find(b"\n", 0, MAX_HEADER_BYTES)
-    if end < 0:
-        return None, b""
-    try:
-        header = json.loads(out[:end].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return None, b""
-    return (header if isinstance(header, dict) else None), out[end + 1:]
 
 
 def _describe_exit(returncode: int, limits: Limits, err: bytes) -> str:
@@ -294,41 +408,44 @@ def _describe_exit(returncode: int, limits: Limits, err: bytes) -> str:
 
 
 def _one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    text = " ".join(text.split())
+    text = printable(" ".join(text.split()))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_LAYER_NAME = re.compile(r"[a-z0-9-]{1,40}\Z")
+
+
 def _strings(value: Any, path: Path) -> list[str]:
-    if not (isinstance(value, list) and all(isinstance(v, str) and len(v) < 100 for v in value)):
+    if not (isinstance(value, list) and len(value) < 10
+            and all(isinstance(v, str) and _LAYER_NAME.match(v) for v in value)):
         raise InputError(f"{path}: the pickle sandbox sent a malformed header")
     return value
 
 
-def _read_frames(payload: bytes, job: SandboxJob, path: Path) -> dict[str, pd.DataFrame]:
-    """One Arrow IPC stream per frame the job declares, back to back, and nothing after them."""
-    reader = pa.BufferReader(pa.py_buffer(payload))
-    frames = {name: _checked_frame(reader, columns, path, name) for name, columns in job.frames.items()}
-    if reader.tell() != len(payload):
-        raise InputError(f"{path}: the pickle sandbox sent more data than the frames it declared")
-    return frames
-
-
-def _checked_frame(reader: pa.BufferReader, columns: dict[str, str], path: Path, name: str) -> pd.DataFrame:
-    """The next Arrow IPC stream from the child, checked column by column, as a DataFrame."""
+def _checked_frame(source: _PipeSource, columns: dict[str, str], path: Path, name: str) -> pd.DataFrame:
+    """The next Arrow IPC stream from the child, read message by message and checked, as a DataFrame."""
     try:
-        table = pa.ipc.open_stream(reader).read_all()
+        reader = pa.ipc.MessageReader.open_stream(source)
+        schema = pa.ipc.read_schema(reader.read_next_message())
+        _check_schema(schema, columns, path, name)
+        batches = []
+        for message in _messages(reader):
+            if message.type != "record batch" or batches:
+                raise InputError(f"{path}: the pickle sandbox sent {name} as more than one record batch")
+            if _body_compressed(message.metadata.to_pybytes()):
+                raise InputError(f"{path}: the pickle sandbox sent compressed {name} data")
+            batch = pa.ipc.read_record_batch(message, schema)
+            source.take(batch.nbytes)  # decoded bytes count too
+            batches.append(batch)
+        table = pa.Table.from_batches(batches, schema)
         table.validate(full=True)
-    except (pa.ArrowException, ValueError, OSError) as error:
+    except (pa.ArrowException, ValueError, OSError, StopIteration, struct.error) as error:
         raise InputError(f"{path}: the pickle sandbox sent unreadable {name} data ({_one_line(str(error), 200)})") \
             from None
-    if table.schema.names != list(columns):
-        raise InputError(f"{path}: the pickle sandbox sent {name} columns {table.schema.names[:10]}, "
-                         f"expected {list(columns)}")
-    for column, kind in columns.items():
-        field = table.schema.field(column)
-        if not _ARROW_KINDS[kind](field.type) or table.column(column).null_count:
-            raise InputError(f"{path}: the pickle sandbox sent {name} column {column} as {field.type} "
-                             f"with {table.column(column).null_count} nulls, expected {kind} without nulls")
+    for column in columns:
+        if table.column(column).null_count:
+            raise InputError(f"{path}: the pickle sandbox sent {name} column {column} "
+                             f"with {table.column(column).null_count} nulls, expected no nulls")
     # Built column by column from the Arrow data (text zero-copy where pandas allows), so nothing
     # in the child's stream (no pandas metadata) decides what the parent builds.
     return pd.DataFrame({
@@ -337,9 +454,48 @@ def _checked_frame(reader: pa.BufferReader, columns: dict[str, str], path: Path,
     })
 
 
+def _messages(reader: Any):
+    while True:
+        try:
+            yield reader.read_next_message()
+        except StopIteration:
+            return
+
+
+def _check_schema(schema: pa.Schema, columns: dict[str, str], path: Path, name: str) -> None:
+    if schema.names != list(columns):
+        shown = _one_line(str(schema.names[:10]), 300)
+        raise InputError(f"{path}: the pickle sandbox sent {name} columns {shown}, expected {list(columns)}")
+    for column, kind in columns.items():
+        field = schema.field(column)
+        if not _ARROW_KINDS[kind](field.type):
+            raise InputError(f"{path}: the pickle sandbox sent {name} column {column} as "
+                             f"{_one_line(str(field.type), 100)}, expected {kind} without nulls")
+
+
+def _body_compressed(metadata: bytes) -> bool:
+    """Whether an IPC record batch message says its body is compressed (its flatbuffer's `compression`).
+
+    Decompression would happen in read_record_batch, past every byte count: a few KB
+    on the wire could become GBs.
+    """
+    def field(table: int, index: int) -> int:
+        vtable = table - struct.unpack_from("<i", metadata, table)[0]
+        entry = vtable + 4 + 2 * index
+        return struct.unpack_from("<H", metadata, entry)[0] if entry + 2 <= vtable + struct.unpack_from(
+            "<H", metadata, vtable)[0] else 0
+
+    root = struct.unpack_from("<I", metadata, 0)[0]
+    header = field(root, 2)  # Message.header
+    if not header:
+        return False
+    batch = root + header + struct.unpack_from("<I", metadata, root + header)[0]
+    return field(batch, 3) != 0  # RecordBatch.compression
+
+
 def _read_info(info: Any, job: SandboxJob, path: Path) -> dict:
     if not (isinstance(info, dict) and set(info) == set(job.info_keys)
-            and all(type(v) is int and v >= 0 for v in info.values())):
+            and all(type(v) is int and 0 <= v < 1 << 63 for v in info.values())):
         raise InputError(f"{path}: the pickle sandbox sent malformed counts")
     return {key: info[key] for key in job.info_keys}
 
@@ -349,10 +505,12 @@ def _read_info(info: Any, job: SandboxJob, path: Path) -> dict:
 
 def _write_ipc(out: Any, frame: pd.DataFrame, columns: dict[str, str]) -> None:
     # Arrays only, no pandas metadata: the parent builds its frames from the declared columns.
+    # One record batch per frame, uncompressed: the parent refuses anything else.
     table = pa.Table.from_arrays([pa.array(frame[column], from_pandas=True) for column in columns],
-                                 names=list(columns))
+                                 names=list(columns)).combine_chunks()
     with pa.ipc.new_stream(out, table.schema) as writer:
-        writer.write_table(table)
+        for batch in table.to_batches():  # one after combine_chunks (an empty table may have none)
+            writer.write_batch(batch)
 
 
 def _run_job(job: SandboxJob, source: Any, name: str) -> tuple[dict, dict]:

@@ -153,7 +153,8 @@ def _string_values(column: pd.Series, path, name: str) -> pd.api.extensions.Exte
     _check_no_missing(column, path, name)
     if isinstance(dtype, pd.CategoricalDtype):
         # Categorical of strings is fine; check its categories, not every row.
-        if pd.api.types.infer_dtype(dtype.categories, skipna=False) != "string":
+        # From the values, not Index.inferred_type: never trust a cache that came with the file.
+        if pd.api.types.infer_dtype(np.asarray(dtype.categories, dtype=object), skipna=False) != "string":
             _raise_not_strings(pd.Series(dtype.categories), path, name, "category value")
         return as_text(column)
     if isinstance(dtype, pd.StringDtype) or is_arrow_string_dtype(dtype):

@@ -9,6 +9,7 @@ whose asin has no meta row are dropped and counted.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,10 +56,14 @@ def _ids_in(values: pa.Array, sorted_keys: pa.Array) -> np.ndarray:
 
 def _user_time_order(user_id: np.ndarray, ts: np.ndarray) -> np.ndarray:
     """Stable order by (user_id, ts): equal timestamps keep their input order."""
-    ts_offset = ts - ts.min() if len(ts) else ts
-    if len(ts) and ts_offset.max() < 2**32:
-        # One int64 key sorts twice as fast as lexsort on two keys.
-        return np.argsort((user_id.astype(np.int64) << 32) | ts_offset, kind="stable")
+    if len(ts):
+        # Flipping the sign bit maps int64 onto uint64 in the same order, so the offset from
+        # the minimum cannot overflow (ts - ts.min() does when a timestamp is INT64_MIN).
+        ordered = ts.view(np.uint64) ^ np.uint64(1 << 63)
+        ts_offset = ordered - ordered.min()
+        if ts_offset.max() < 2**32:
+            # One 64-bit key sorts twice as fast as lexsort on two keys.
+            return np.argsort((user_id.astype(np.uint64) << np.uint64(32)) | ts_offset, kind="stable")
     return np.lexsort((ts, user_id))
 
 
@@ -128,3 +133,39 @@ def remap_ids(reviews: pd.DataFrame, meta: pd.DataFrame, *, source: str = "revie
                           "cate_id": pa.array(cate_lookup[item_id]), "ts": pa.array(ts)}),
         stats=stats,
     )
+
+
+def remap_ids_within(seconds: float, reviews: pd.DataFrame, meta: pd.DataFrame, *,
+                     source: str = "reviews.pkl") -> RemapResult:
+    """`remap_ids`, or one InputError if it takes longer than `seconds`.
+
+    The ids come from files someone sent: ids crafted to share one Arrow hash
+    make its hash tables quadratic. Arrow's kernels release the GIL, so the
+    remap runs in a daemon thread and this one stops waiting at the limit (the
+    thread ends with the process, which exits on the error).
+    """
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = remap_ids(reviews, meta, source=source)
+        except BaseException as error:  # noqa: BLE001  (re-raised in the caller's thread)
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run, name="remap_ids", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise InputError(f"{source}: remapping its {len(reviews)} reviews took longer than {seconds:.0f} s "
+                         "(ids crafted to collide in hash tables?): expected ordinary review ids")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def remap_time_limit(n_rows: int) -> float:
+    """Generous for real data (1.7 M reviews remap in about a second), short for a crafted file."""
+    return REMAP_BASE_S + REMAP_S_PER_MILLION_ROWS * n_rows / 1e6
+
+
+REMAP_BASE_S, REMAP_S_PER_MILLION_ROWS = 30.0, 20.0

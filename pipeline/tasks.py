@@ -29,7 +29,7 @@ from pipeline.console import count, progress_line, split_counts, task_line
 from pipeline.fingerprint import read_manifest_fingerprint
 from pipeline.raw_manifest import check_files, file_records
 from pipeline.raw_sources import load_raw_pickles
-from pipeline.remap import remap_ids
+from pipeline.remap import remap_ids_within, remap_time_limit
 from pipeline.sequences import build_shard_samples
 from pipeline.stages import GENERATED_SOURCES, Settings, missing_input_error
 from pipeline.synthetic import write_raw
@@ -275,7 +275,8 @@ class RemapIds(ManifestTask):
             settings.raw_pickles["reviews"], settings.raw_pickles["meta"]
         )
         self.report("remapping ids", 40)
-        result = remap_ids(reviews, meta, source=str(settings.raw_pickles["reviews"]))
+        result = remap_ids_within(remap_time_limit(len(reviews)), reviews, meta,
+                                  source=str(settings.raw_pickles["reviews"]))
         del reviews, meta
         self.report("writing remap tables", 70)
         for name, path in settings.remap_tables().items():

@@ -11,6 +11,7 @@ from din_model.npu_check import Verdicts, ai_cpu_ops, cann_supported_ops, check_
 from din_model.npu_ops import NPU_OP_TYPES
 from din_model.npu_options import NpuOptions
 from tests.npu_standin import npu_standin  # noqa: F401  (fixture)
+from tests.test_npu_rank_table import device, table_1_0
 
 REPO = Path(__file__).resolve().parents[1]
 DUMP_VARIABLES = ("DUMP_GE_GRAPH", "DUMP_GRAPH_LEVEL", "DUMP_GRAPH_PATH")
@@ -58,7 +59,7 @@ def test_the_check_runs_every_step_and_an_all_reduce_over_two_rank_processes(tmp
     monkeypatch.setenv("ASCEND_OPP_PATH", str(tmp_path / "opp"))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), str(REPO / "tests" / "npu_site")]))
     rank_table = tmp_path / "rank_table.json"
-    rank_table.write_text("{}")  # the stand-in needs only the path
+    rank_table.write_text(json.dumps(table_1_0(device(0, 0), device(1, 1))))
     for name in DUMP_VARIABLES:
         monkeypatch.setenv(name, "")  # run_checks sets them: restored when the test ends
     lines = []
@@ -87,8 +88,17 @@ def test_an_adapter_that_cannot_open_fails_the_check_and_nothing_else_runs(tmp_p
 
 def test_without_a_rank_table_the_all_reduce_is_skipped():
     verdicts = Verdicts(echo=lambda line: None)
-    check_all_reduce(verdicts, "", 0, 1.0)
+    check_all_reduce(verdicts, "", 1.0)
     assert verdicts.lines == [("all-reduce", "SKIP", "no rank table: set [npu] rank_table_file or pass --rank-table")]
+
+
+def test_a_rank_table_of_another_size_fails_the_all_reduce_before_any_rank_starts(tmp_path):
+    table = tmp_path / "rank_table.json"
+    table.write_text(json.dumps(table_1_0(device(0, 0), device(1, 1), device(2, 2))))
+    verdicts = Verdicts(echo=lambda line: None)
+    check_all_reduce(verdicts, str(table), 1.0)
+    ((check, verdict, detail),) = verdicts.lines
+    assert (check, verdict) == ("all-reduce", "FAIL") and "lists 3 NPUs but [npu] devices = 2" in detail
 
 
 def test_the_command_on_a_host_without_the_adapter_fails_at_open(tmp_path):

@@ -15,6 +15,7 @@ import re
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -106,6 +107,53 @@ def none_pop_gzip() -> bytes:
     return gzip.compress(b"\x80\x02" + b"N0" * (8 << 20) + b"N.", 9)
 
 
+def masked_int_over_floats() -> bytes:
+    """An Int64 array whose data is float64: pandas would read 1165104000.9 as 1165104000."""
+    return new_with_state("pandas.core.arrays.integer", "IntegerArray",
+                          {"_data": np.array([1165104000.9, 1.2e19]), "_mask": np.zeros(2, dtype=bool)})
+
+
+def masked_with_key(key: str) -> bytes:
+    state = {"_data": np.array([1, 2]), "_mask": np.zeros(2, dtype=bool), key: {"inferred_type": "string"}}
+    return new_with_state("pandas.core.arrays.integer", "IntegerArray", state)
+
+
+def new_with_state(module: str, name: str, state: dict) -> bytes:
+    """NEWOBJ of a table class, then BUILD with `state` (as pickle writes a pandas array)."""
+    return b"\x80\x02" + op_global(module, name) + b")\x81" + pickle.dumps(state, 2)[2:-1] + b"b."
+
+
+def index_with_forged_cache() -> bytes:
+    """An Index of numbers whose cache claims strings (what the strings-only check would have asked)."""
+    from pandas.core.indexes.base import _new_Index
+
+    return pickle.dumps(Reduce(_new_Index, pd.Index, {"data": np.array([1400, 3.5], dtype=object)},
+                               state={"_cache": {"inferred_type": "string"}}), 2)
+
+
+def array_changed_after_check() -> bytes:
+    """An ndarray (as Categorical codes or a block placement are) set to 2023 after it was built."""
+    array = pickle.dumps(np.array([0, 1]), 2)[2:-1]  # without PROTO and STOP
+    return b"\x80\x02" + array + b"q\xf0" + b"0" + b"h\xf0" + op_int(1) + op_int(2023) + b"s."
+
+
+def list_changed_after_use() -> bytes:
+    """set([1]) built from a list, then the list appended to: checked, then changed."""
+    return (b"\x80\x02]q\xf0J\x01\x00\x00\x00a" + op_global("builtins", "set") + b"h\xf0\x85R0"
+            + b"h\xf0J\x02\x00\x00\x00a.")
+
+
+def build_twice() -> bytes:
+    """A second BUILD on a checked Categorical's dtype."""
+    dtype = pickle.dumps(pd.CategoricalDtype(["a"]), 2)[2:-1]
+    return b"\x80\x02" + dtype + b"}" + op_str("ordered") + b"\x88sb."
+
+
+def colliding_int_keys(n: int = 20_000) -> bytes:
+    """A dict whose int keys all hash to 0 (multiples of 2**61 - 1): quadratic to build."""
+    return pickle.dumps({k * (2**61 - 1): 0 for k in range(1, n + 1)}, 2)
+
+
 # (id, file, bytes, regex of the one error line)
 PAYLOADS = [
     ("import-cpuinfo", "reviews.pkl", op_global("numpy.distutils.cpuinfo", "X") + b".",
@@ -160,7 +208,7 @@ PAYLOADS = [
      pickle_of(op_call(op_global("numpy", "dtype"), op_str("U9999999"), b"\x89", b"\x88")),
      REFUSED + r"numpy\.dtype with a dtype whose flags or sizes"),
     ("build-on-int", "reviews.pkl", pickle_of(op_int(1), b"}", op_str("a"), op_int(1), b"sb"),
-     r"reviews\.pkl is truncated or not a pickle of data"),
+     REFUSED + r"a BUILD state for a int"),
     ("deep-nesting", "reviews.pkl", b"\x80\x02" + b"]" * 100000 + b"a" * 99999 + b".",
      r"reviews\.pkl holds a builtins\.list: expected a pandas DataFrame"),
     ("shared-references", "meta.pkl", billion_laughs_meta(),
@@ -170,6 +218,26 @@ PAYLOADS = [
      r"reviews\.pkl is truncated or not a pickle of data"),
     ("huge-bytearray-length", "reviews.pkl", pickle_of(b"\x96" + struct.pack("<Q", 1 << 40) + b"xyz"),
      r"reviews\.pkl is truncated or not a pickle of data"),
+    ("inst-bytearray", "reviews.pkl", b"(I2400000000\nibuiltins\nbytearray\n.", REFUSED + r"an INST opcode"),
+    ("obj-tz-dtype", "reviews.pkl",
+     b"\x80\x02(" + op_global("pandas.core.dtypes.dtypes", "DatetimeTZDtype") + op_str("ns")
+     + op_str("dateutil//etc/passwd") + b"o.", REFUSED + r"an OBJ opcode"),
+    ("setitem-on-checked-array", "reviews.pkl", array_changed_after_check(),
+     REFUSED + r"SETITEM on a ndarray that is not a new plain container"),
+    ("append-after-use", "reviews.pkl", list_changed_after_use(),
+     REFUSED + r"APPEND on a list that is not a new plain container"),
+    ("build-twice", "reviews.pkl", build_twice(), REFUSED + r"a change to a CategoricalDtype after it was checked"),
+    ("masked-int-over-floats", "reviews.pkl", masked_int_over_floats(),
+     REFUSED + r"a IntegerArray over float64 data, not the dtype it declares"),
+    ("masked-unknown-key", "reviews.pkl", masked_with_key("_inferred"),
+     REFUSED + r"the attribute '_inferred' in the state of a IntegerArray"),
+    ("index-forged-cache", "reviews.pkl", index_with_forged_cache(), REFUSED + r"a BUILD on a \w*Index"),
+    ("int-text-plus-one", "reviews.pkl", b"I+1\n.", r"reviews\.pkl is truncated or not a pickle of data .*INT"),
+    ("py2-string-latin1", "reviews.pkl", b"S'J\xc3\xbcrgen'\np0\n.",
+     r"reviews\.pkl is truncated or not a pickle of data \(UnicodeDecodeError"),
+    ("colliding-int-keys", "reviews.pkl", colliding_int_keys(), REFUSED + r"more than 2000 dict keys"),
+    ("escape-in-name", "reviews.pkl", pickle_of(op_global("os\x1b[2J\u202e", "system")),
+     REFUSED + r"os\\x1b\[2J\\u202e\.system"),
 ]
 IDS = [payload[0] for payload in PAYLOADS]
 
@@ -243,12 +311,49 @@ def good_raw(raw: Path) -> None:
 
 
 def run_remap(data_dir: Path, audit_dir: Path, watched: list[str]) -> subprocess.CompletedProcess:
+    """The RemapIds run; its `peak_bytes` is the highest summed RSS of its whole process tree, sampled."""
     (audit_dir / "sitecustomize.py").write_text(AUDIT_HOOK)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(audit_dir), str(REPO)]),
                DIN_AUDIT_LOG=str(audit_dir / "audit.jsonl"), DIN_AUDIT_WATCH=os.pathsep.join(watched))
     command = [sys.executable, "-m", "luigi", "--module", "pipeline", "RemapIds", "--paths-data-dir", str(data_dir),
                "--raw-source", "pickle", "--local-scheduler"]
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    out, err = (tempfile.TemporaryFile(mode="w+") for _ in range(2))
+    with out, err:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=err, text=True)
+        peak, deadline = 0, time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            peak = max(peak, tree_rss(process.pid))
+            time.sleep(0.05)
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(command, process.returncode, out.read(), err.read())
+    result.peak_bytes = peak
+    return result
+
+
+def tree_rss(root: int) -> int:
+    """Summed resident memory of `root` and all its descendants (shared pages counted in each: an upper bound)."""
+    parents, rss = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        parents[int(entry)] = int(fields[1])
+        rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [child for child, parent in parents.items() if parent == pid]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(rss.get(pid, 0) for pid in tree)
 
 
 def audit_records(audit_dir: Path) -> list[dict]:
@@ -284,6 +389,7 @@ def test_the_pipeline_stops_each_payload(tmp_path, case, file_name, data, messag
     assert result.returncode == 30, result.stderr[-3000:]
     errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("ERROR:")]
     assert len(errors) == 1, result.stderr[-3000:]
+    assert printable_line(errors[0]), errors[0]
     assert re.search(message, errors[0]), errors[0]
     assert "Traceback" not in result.stderr
     assert not (data_dir / "remap").exists() or not any((data_dir / "remap").rglob("*"))
@@ -291,4 +397,69 @@ def test_the_pipeline_stops_each_payload(tmp_path, case, file_name, data, messag
     assert any("pipeline.pickle_sandbox" in r["args"] for r in records), "the audit hook saw the sandbox start"
     assert not [r for r in records if started_program(r)], "a program was started"
     assert not [r for r in records if r["event"] == "open"], "a file outside the data dir was opened"
-    assert time.monotonic() - start < 30
+    assert time.monotonic() - start < 60
+    assert result.peak_bytes < 2 << 30, result.peak_bytes
+
+
+# ---------------------------------------------------------------- a compromised child
+
+COMPROMISED_MODES = {
+    "deep-header": r"failed \(exit 0: no message\)",
+    "no-newline": r"failed \(exit 0: no message\)",
+    "escape-error": r"reviews\.pkl \\x1b\[2J\\x1b\]0;owned\\x07\\u202egnp\.exe\\x00",
+    "escape-stderr": r"failed \(exit 1: boom \\x1b\[2J",
+    "escape-layers": r"the pickle sandbox sent a malformed header",
+    "escape-columns": r"sent reviews columns \[.*\\x1b\[2J.*\], expected",
+    "huge-count": r"malformed (header|counts)",
+    "compressed": r"sent compressed reviews data",
+    "repeated": r"sent reviews as more than one record batch",
+    "huge-body": r"sent unreadable reviews data",
+    "flood": r"produced more than \d+ bytes of data",
+    "hang": r"took longer than 10 s",
+}
+# Runs in its own process so that its peak memory (ru_maxrss) is the parent's alone.
+COMPROMISED_RUNNER = r'''
+import json, resource, sys, time
+from pathlib import Path
+from din_common.errors import InputError
+from pipeline import pickle_sandbox
+from pipeline.raw_sources import SANDBOX_JOBS
+pickle_sandbox._CHILD_MODULE = "tests.compromised_child"
+pickle_sandbox.BASE_TIMEOUT_S = 10.0
+pickle_sandbox.BASE_OUTPUT_BYTES = 16 << 20
+for mode in sys.argv[2:]:
+    path = Path(sys.argv[1]) / mode / "reviews.pkl"
+    path.parent.mkdir()
+    path.write_text(mode)
+    start = time.monotonic()
+    try:
+        pickle_sandbox.load(path, SANDBOX_JOBS["reviews"])
+        message = None
+    except InputError as error:
+        message = str(error)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"mode": mode, "message": message, "seconds": time.monotonic() - start, "peak": peak}))
+'''
+
+
+def printable_line(text: str) -> bool:
+    return all(" " <= ch <= "~" for ch in text)
+
+
+@pytest.mark.slow
+def test_a_compromised_child_gets_one_printable_error_and_bounded_parent_memory(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, "-c", COMPROMISED_RUNNER, str(tmp_path), *COMPROMISED_MODES],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["mode"] for r in records] == list(COMPROMISED_MODES)
+    for record in records:
+        message = record["message"]
+        assert message is not None, record["mode"]
+        assert "\n" not in message and printable_line(message), (record["mode"], message)
+        assert re.search(COMPROMISED_MODES[record["mode"]], message), (record["mode"], message)
+        assert record["seconds"] < 30, record
+    # A 10 M-row compressed body, a 1 TiB body length and an endless stream did not reach the
+    # parent's memory: its peak stays that of a process with pandas and pyarrow loaded.
+    assert records[-1]["peak"] < 700 << 20, records

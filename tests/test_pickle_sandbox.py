@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import socket
+import threading
 
 import pandas as pd
 import pytest
@@ -133,6 +135,34 @@ def ipc(table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def receive(tmp_path, reply: bytes, job=SANDBOX_JOBS["reviews"], output_bytes: int = 1 << 20):
+    """What the parent makes of `reply` on a worker's pipe: (header, frames), or the InputError it raises."""
+    read_end, write_end = os.pipe()
+    writer = threading.Thread(target=lambda: (_write_all(write_end, reply), os.close(write_end)), daemon=True)
+    writer.start()
+    limits = pickle_sandbox.Limits(10.0, 1 << 30, 10, output_bytes)
+    request = pickle_sandbox._Request(tmp_path / "reviews.pkl", job, limits, -1, read_end, -1)
+    receiver = pickle_sandbox._Receiver(request)
+    receiver.join(10)
+    if receiver.over_budget:
+        raise InputError("over budget")
+    if receiver.error is not None:
+        raise receiver.error
+    return receiver.header, receiver.frames
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view[: 1 << 16]):]
+    except OSError:  # the reader closed its end: what a worker gets too
+        pass
+
+
+GOOD_HEADER = b'{"ok": true, "info": {"rows": 1}, "layers": ["rlimits"]}\n'
+
+
 @pytest.mark.parametrize("columns, message", [
     ({"reviewerID": ["A"], "asin": ["B"]}, r"sent reviews columns \['reviewerID', 'asin'\], expected"),
     ({"reviewerID": ["A"], "asin": ["B"], "unixReviewTime": [1.5]}, r"column unixReviewTime as double"),
@@ -141,18 +171,31 @@ def ipc(table) -> bytes:
 def test_the_parent_checks_the_schema_and_values_it_gets_back(tmp_path, columns, message):
     import pyarrow as pa
 
-    header = b'{"ok": true, "info": {"rows": 1}, "layers": ["rlimits"]}\n'
-    header_dict, payload = pickle_sandbox._split_header(header + ipc(pa.table(columns)))
     with pytest.raises(InputError, match=message):
-        pickle_sandbox._read_frames(payload, SANDBOX_JOBS["reviews"], tmp_path / "reviews.pkl")
+        receive(tmp_path, GOOD_HEADER + ipc(pa.table(columns)))
 
 
 def test_the_parent_refuses_trailing_data_and_bad_counts(tmp_path):
     import pyarrow as pa
 
     good = ipc(pa.table({"reviewerID": ["A"], "asin": ["B"], "unixReviewTime": [1]}))
+    header, frames = receive(tmp_path, GOOD_HEADER + good)
+    assert frames["reviews"]["asin"].tolist() == ["B"]
     with pytest.raises(InputError, match=r"more data than the frames it declared"):
-        pickle_sandbox._read_frames(good + b"extra", SANDBOX_JOBS["reviews"], tmp_path / "reviews.pkl")
+        receive(tmp_path, GOOD_HEADER + good + b"extra")
     for info in ({"rows": -1}, {"rows": 1, "more": 2}, {"rows": "1"}, None):
         with pytest.raises(InputError, match=r"malformed counts"):
             pickle_sandbox._read_info(info, SANDBOX_JOBS["reviews"], tmp_path / "reviews.pkl")
+
+
+def test_limits_come_from_the_size_on_disk_never_from_a_gzip_trailer(tmp_path):
+    import gzip
+
+    data = gzip.compress(b"\x80\x02N." * 1000)
+    honest, lying = tmp_path / "honest.pkl", tmp_path / "lying.pkl"
+    honest.write_bytes(data)
+    lying.write_bytes(data[:-4] + (0xFFFFFFFF).to_bytes(4, "little"))  # claims 4 GiB inflated
+    size = len(data)
+    assert pickle_sandbox.limits_for(honest, size) == pickle_sandbox.limits_for(lying, size)
+    assert pickle_sandbox.limits_for(lying, size).output_bytes == (
+        pickle_sandbox.BASE_OUTPUT_BYTES + pickle_sandbox.OUTPUT_PER_BYTE * pickle_sandbox.GZIP_SCALE * size)

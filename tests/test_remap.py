@@ -58,3 +58,31 @@ def test_duplicate_user_item_time_rows_are_kept_and_counted():
     result = remap_ids(reviews, fx.META)
     assert result.stats["duplicate_user_item_time_rows"] == 1
     assert result.reviews.num_rows == len(fx.REMAPPED_REVIEWS) + 1
+
+
+@pytest.mark.parametrize("times", [[2**63 - 1, -2**63, 5, -2**63 + 1], [-2**63, -2**63 + 10, -2**63 + 3]])
+def test_reviews_sort_by_time_at_the_ends_of_int64(times):
+    import numpy as np
+    import pandas as pd
+
+    from pipeline.remap import _user_time_order
+
+    ts = np.array(times, dtype=np.int64)
+    order = _user_time_order(np.ones(len(ts), dtype=np.int32), ts)
+    assert ts[order].tolist() == sorted(times)
+    reviews = pd.DataFrame({"reviewerID": ["A"] * len(ts), "asin": ["B"] * len(ts), "unixReviewTime": ts})
+    meta = pd.DataFrame({"asin": ["B"], "category": ["C"]})
+    assert remap_ids(reviews, meta).reviews.column("ts").to_pylist() == sorted(times)
+
+
+def test_a_remap_past_its_time_limit_is_one_error(monkeypatch):
+    import time
+
+    from pipeline import remap
+
+    assert remap.remap_ids_within(30, fx.REVIEWS, fx.META).stats["n_users"] == 4
+    monkeypatch.setattr(remap, "remap_ids", lambda *args, **kwargs: time.sleep(3))
+    start = time.monotonic()
+    with pytest.raises(InputError, match=r"reviews\.pkl: remapping its 13 reviews took longer than 0 s"):
+        remap.remap_ids_within(0.2, fx.REVIEWS, fx.META)
+    assert time.monotonic() - start < 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import gzip
 import importlib
+import io
 import os
 import pickle
 import struct
@@ -411,3 +412,67 @@ def test_fewer_objects_than_asked(tmp_path):
 
     with pytest.raises(InputError, match=r"remap\.pkl holds only 2 pickled object\(s\): expected 4 objects"):
         safe_load(path, n_objects=4)
+
+
+# ---------------------------------------------------------------- the same values as C pickle
+
+# Text forms of protocols 0/1 where the pure-Python unpickler and C pickle once differed, and
+# their neighbours: each must load as C pickle loads it, or be refused.
+TEXT_FORMS = [
+    b"I1\n.", b"I01\n.", b"I00\n.", b"I+1\n.", b"I-0\n.", b"I 1\n.", b"I1_0\n.", b"I0x10\n.", b"I010\n.", b"I-5\n.",
+    b"I99999999999999999999\n.", b"I1\x002\n.", b"L1L\n.", b"L-1\n.", b"L0x10\n.", b"L1_0L\n.", b"L 7L\n.",
+    b"F1.5\n.", b"F1e999\n.", b"Finf\n.", b"F-inf\n.", b"F1_0\n.", b"F 1\n.", b"F-0.0\n.", b"F1e-5\n.", b"Fnan\n.",
+    b"S'abc'\n.", b"S'J\\xc3\\xbc'\n.", b"S'J\xc3\xbc'\n.", b"S\"q\"\n.", b"S'x\n.", b"T\x03\x00\x00\x00abc.",
+    b"T\x02\x00\x00\x00\xc3\xbc.", b"U\x02\xc3\xbc.", b"U\x03abc.", b"Vabc\n.", b"V\\u00fc\n.",
+    b"(I1\nI2\nd.", b"(I1\nI2\nl.", b"(dI1\nI2\ns.", b"(lI1\na.",
+]
+PLAIN_VALUES = [1, True, False, -1, 2**70, -2**70, 1.5, -0.0, float("inf"), "ü", "a\nb", b"\xff\x00", bytearray(b"ab"),
+                (1, 2), [1, [2, (3,)]], {"a": 1, 2: [3]}, {1, 2}, frozenset({"x"}), None, [[]] * 3,
+                collections.OrderedDict(a=1), complex(1, 2)]
+
+
+def c_pickle_or_error(data: bytes):
+    try:
+        return pickle.loads(data), None
+    except Exception as error:  # noqa: BLE001  (any refusal)
+        return None, error
+
+
+def same_value(ours, theirs) -> bool:
+    return type(ours) is type(theirs) and repr(ours) == repr(theirs)
+
+
+@pytest.mark.parametrize("data", TEXT_FORMS + [pickle.dumps(value, protocol) for value in PLAIN_VALUES
+                                               for protocol in range(pickle.HIGHEST_PROTOCOL + 1)])
+def test_each_edge_case_loads_as_c_pickle_loads_it_or_is_refused(data):
+    theirs, their_error = c_pickle_or_error(data)
+    try:
+        ours = safe_load(io.BytesIO(data))
+    except InputError:
+        return  # a refusal is always allowed
+    assert their_error is None, f"C pickle refuses {data!r} ({their_error!r}); we read {ours!r}"
+    assert same_value(ours, theirs), (data, ours, theirs)
+
+
+def test_the_plain_values_and_canonical_text_forms_do_load():
+    for data in (b"I01\n.", b"I-5\n.", b"L1L\n.", b"F1.5\n.", b"S'abc'\n.", b"(dI1\nI2\ns."):
+        assert same_value(safe_load(io.BytesIO(data)), pickle.loads(data))
+    for value in PLAIN_VALUES:
+        assert same_value(safe_load(io.BytesIO(pickle.dumps(value, 2))), value)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.pkl")))
+def test_each_fixture_loads_as_trusted_pandas_reads_it(name):
+    path = FIXTURES / name
+    n_objects = 4 if name.startswith("remap") else 1
+    try:
+        with open(path, "rb") as handle:
+            theirs = [pd.read_pickle(handle) if n_objects == 1 else pickle.load(handle) for _ in range(n_objects)]
+    except Exception as error:  # noqa: BLE001
+        pytest.skip(f"this pandas cannot read {name} itself ({type(error).__name__})")
+    ours = safe_load(path, n_objects=n_objects)
+    for mine, trusted in zip([ours] if n_objects == 1 else ours, theirs):
+        if isinstance(trusted, pd.DataFrame):
+            pd.testing.assert_frame_equal(mine, trusted)
+        else:
+            assert same_value(mine, trusted)
