@@ -25,11 +25,6 @@ _MAX_NEGATIVE_ROUNDS = 1000
 _MAX_GAP = np.int64(2**31 - 1)  # hist_gap is int32 seconds (~68 years)
 
 
-def shard_rows(user_id: np.ndarray, num_shards: int, shard: int) -> np.ndarray:
-    """Boolean mask of the reviews whose user belongs to `shard`."""
-    return (user_id % num_shards) == shard
-
-
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     x = x + np.uint64(0x9E3779B97F4A7C15)
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
