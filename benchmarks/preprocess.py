@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
+from din_common.feature_spec import FeatureSpec  # noqa: E402
 from pipeline import synthetic  # noqa: E402
 from pipeline.tasks import BuildSequences, Preprocess, RemapIds, WriteTFRecords  # noqa: E402
 
@@ -133,16 +134,16 @@ def main() -> None:
         cpu[name] = round(cpu_seconds() - stage_cpu, 3)
     total_s, total_cpu_s = time.perf_counter() - start, cpu_seconds() - cpu_start
 
-    spec = json.loads((args.data_dir / "tfrecords" / "feature_spec.json").read_text())
+    spec = FeatureSpec.read(args.data_dir / "tfrecords" / "feature_spec.json")
     stats = json.loads((args.data_dir / "remap" / "stats.json").read_text())
     print(json.dumps({
         "benchmark": "preprocess", "scale": args.scale, "workers": args.workers,
-        "num_shards": spec["num_shards"], "reviews": stats["reviews_in"], "users": stats["n_users"],
+        "num_shards": spec.num_shards, "reviews": stats["reviews_in"], "users": stats["n_users"],
         "items": stats["n_items"], "categories": stats["n_cats"],
         **timings, "total_s": round(total_s, 3), "cpu_s": {**cpu, "total_s": round(total_cpu_s, 3)},
         **peak_rss_mb(), "python": sys.version.split()[0],
         "versions": {module.__name__: module.__version__ for module in (np, pd, pa, luigi)},
-        "samples_written": {split: info["samples"] for split, info in spec["splits"].items()},
+        "samples_written": {split: spec.samples(split) for split in spec.splits},
         "generate_raw_s": round(generate_s, 3),
         **raw_loading(args.data_dir / "raw", args.load_repeats, total_s),
     }))

@@ -80,7 +80,7 @@ def parse_args(argv=None):
 
 
 def generate_data(data_dir: Path, samples: int) -> None:
-    from tests.din_fixtures import write_random_fixture
+    from tests.helpers.din_fixtures import write_random_fixture
 
     held_out = max(1000, samples // 20)
     write_random_fixture(data_dir, sizes=(("train", samples), ("val", held_out), ("test", held_out)), maxlen=40,

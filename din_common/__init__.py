@@ -1,2 +1,3 @@
 """Pieces both stages use and that must not pull in Luigi or TensorFlow:
-the user-error type, atomic file output and fault injection for the kill tests."""
+the one-line error types, atomic file output, the metrics (numpy) and fault injection for the
+kill tests."""

@@ -1,14 +1,18 @@
-"""The one exception type for user mistakes (bad input files, bad config).
+"""The exception types printed as one line instead of a traceback.
 
-Stage-1 and stage-2 code raise `InputError` with a message that names the file,
-the column or row, and what was expected. The Luigi tasks and CLIs print that
-message alone (no traceback soup) and exit non-zero; any other exception is a
-bug and keeps its traceback.
+`ReportedError` is the base: its message names what went wrong and what to do, and the
+Luigi tasks and CLIs print that message alone (no traceback soup) and exit non-zero.
+Two kinds derive from it:
+- `InputError`: a user mistake (bad input file, column, row, config or parameter); the
+  message names the file/setting/row and what was expected.
+- `RunFailed`: the run itself stopped for a reason that is not the user's input (the
+  loss diverged, an NPU rank crashed); the message says what was kept and what to try.
+Any other exception is a bug and keeps its traceback.
 """
 
 
-class InputError(Exception):
-    """A problem with what the user gave us: a file, a column, a row or a parameter."""
+class ReportedError(Exception):
+    """A failure reported as its one-line message, never as a traceback."""
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -16,3 +20,11 @@ class InputError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class InputError(ReportedError):
+    """A problem with what the user gave us: a file, a column, a row or a parameter."""
+
+
+class RunFailed(ReportedError):
+    """A run that stopped on its own (diverged loss, a crashed NPU rank), not because of the user's input."""

@@ -7,7 +7,6 @@ Modules (importable without Luigi):
 - `model`    the DIN model builder and its history layouts (dense, compact, static capacity).
 - `segments` row operations of the compact layouts; `history_capacity` the static layout's buffer size;
   `recompute` the static layout's rare dense fallback, computed (and recomputed for its gradient) only when needed.
-- `metrics`  AUC, GAUC, logloss (numpy) and the popularity baseline.
 - `device`   device (Ascend NPU, GPU, CPU) and precision selection; the NPU opened once per process.
 - `npu_options` the `[npu]` settings (validated) and their mapping onto the Ascend adapter's options.
 - `npu_ops`  the op types the NPU path may use (from Huawei's published support lists); `graph_ops` the op
@@ -19,7 +18,8 @@ Modules (importable without Luigi):
 - `quiet_start` importing TensorFlow without its start-up noise; `cpu_kernels` oneDNN on or off, per CPU and TF version.
 - `export`   SavedModel with the `serving_default` / `score` signatures.
 
-This package file imports nothing heavy: `import din_model.metrics` does not load TensorFlow.
+This package file imports nothing heavy: `import din_model.params` does not load TensorFlow.
+The metrics (AUC, GAUC, logloss, the popularity baseline) are numpy-only, in `din_common.metrics`.
 """
 
 import os

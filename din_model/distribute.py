@@ -1,7 +1,7 @@
 """Multi-worker data-parallel training driven by the `TF_CONFIG` environment variable.
 
-Owns: reading `TF_CONFIG`, starting `tf.distribute.MultiWorkerMirroredStrategy` when it
-names more than one worker (CPU/GPU path), and `ClusterPlacement`, this worker's part in
+Owns: starting `tf.distribute.MultiWorkerMirroredStrategy` when `TF_CONFIG` (parsed by
+din_common/tf_config.py) names more than one worker (CPU/GPU path), and `ClusterPlacement`, this worker's part in
 the one training loop (din_model/training.py, din_model/placement.py): its part of the
 train split, the distributed train step, agreement and barriers between workers. Without
 `TF_CONFIG`, or with a single worker, `start_from_environment` returns None.
@@ -28,7 +28,6 @@ train split, the distributed train step, agreement and barriers between workers.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import tempfile
@@ -38,7 +37,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import tensorflow as tf
 
-from din_common.errors import InputError
+from din_common import tf_config
 from din_model import compat
 from din_model.cluster_join import exit_on_sigterm, leave, wait_for_workers
 from din_model.params import TrainParams
@@ -47,8 +46,6 @@ from din_model.placement import (Placement, check_files_per_process, epoch_seed,
 from din_model.reader import iterate_checked, make_dataset, split_files
 from din_model.run_state import RunFiles, TrainingState
 
-TF_CONFIG_VARIABLE = "TF_CONFIG"
-WORKER_TASK_TYPES = ("chief", "worker")
 STRATEGY_NAME = "MultiWorkerMirroredStrategy"
 DEFAULT_WORKER_TIMEOUT_S = 300.0
 
@@ -138,50 +135,6 @@ class Cluster(Placement):
             self.scratch_dir = None
 
 
-# --- TF_CONFIG -------------------------------------------------------------------------
-
-def read_tf_config(environ: Mapping[str, str] = os.environ) -> dict | None:
-    """The parsed `TF_CONFIG`, or None when it is unset or empty; a malformed one is an InputError."""
-    text = environ.get(TF_CONFIG_VARIABLE, "").strip()
-    if not text:
-        return None
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InputError(f"{TF_CONFIG_VARIABLE} is not valid JSON ({error}); expected "
-                         '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}'
-                         ) from None
-    if not isinstance(config, dict) or not isinstance(config.get("cluster", {}), dict):
-        raise InputError(f"{TF_CONFIG_VARIABLE} must be a JSON object with a \"cluster\" object, got {text[:200]}")
-    return config
-
-
-def count_workers(config: dict | None) -> int:
-    """Training processes the cluster names: its chief and worker tasks."""
-    if not config:
-        return 0
-    cluster = config.get("cluster", {})
-    return sum(len(cluster.get(task_type, [])) for task_type in WORKER_TASK_TYPES)
-
-
-def _task_of(config: dict) -> tuple[str, int]:
-    task = config.get("task")
-    cluster = config["cluster"]
-    if not isinstance(task, dict) or "type" not in task:
-        raise InputError(f"{TF_CONFIG_VARIABLE} names a cluster but no task; add "
-                         '"task": {"type": "worker", "index": <this machine\'s position in the worker list>}')
-    task_type, task_index = task["type"], task.get("index", 0)
-    if task_type not in WORKER_TASK_TYPES:
-        unsupported = sorted(set(cluster) - set(WORKER_TASK_TYPES))
-        raise InputError(f"{TF_CONFIG_VARIABLE} task type {task_type!r} is not supported: training runs on "
-                         f"\"chief\" and \"worker\" tasks only (MultiWorkerMirroredStrategy)"
-                         + (f"; the cluster also names {unsupported}" if unsupported else ""))
-    if not isinstance(task_index, int) or not 0 <= task_index < len(cluster.get(task_type, [])):
-        raise InputError(f"{TF_CONFIG_VARIABLE} task index {task_index!r} is not a position in its "
-                         f"cluster's {task_type!r} list {cluster.get(task_type, [])}")
-    return task_type, task_index
-
-
 def _npu_selected(requested_device: str, import_npu: Callable[[], Any]) -> bool:
     """Would `select_device` pick the Ascend NPU? (imports the adapter, opens nothing)."""
     return requested_device == "npu" or (requested_device == "auto" and import_npu() is not None)
@@ -198,24 +151,25 @@ def start_from_environment(requested_device: str, *, environ: Mapping[str, str] 
     `worker_timeout` seconds. On the NPU path it returns None: several NPUs train as NPU
     ranks instead (din_model/npu_ranks.py).
     """
-    config = read_tf_config(environ)
-    num_workers = count_workers(config)
+    config = tf_config.read(environ)
+    num_workers = tf_config.count_workers(config)
     if num_workers <= 1:
         return None
     if import_npu is None:
         from din_model.device import _import_npu_device as import_npu
     if _npu_selected(requested_device, import_npu):
-        print(f"[train] {TF_CONFIG_VARIABLE} names {num_workers} workers, but the Ascend NPU path ignores it: "
+        print(f"[train] {tf_config.VARIABLE} names {num_workers} workers, but the Ascend NPU path ignores it: "
               "train on several NPUs with [npu] devices (NPU ranks, docs/ascend.md)", flush=True)
         return None
-    task_type, task_index = _task_of(config)
+    task_type, task_index = tf_config.task_of(config)
     is_chief = task_type == "chief" or (task_index == 0 and not config["cluster"].get("chief"))
     if requested_device == "cpu" and tf.config.list_physical_devices("GPU"):
         # [train] device = cpu: the strategy would otherwise put its replicas on the GPUs.
         tf.config.set_visible_devices([], "GPU")
     announcement = None
     if rendezvous_dir is not None:
-        tasks = [(kind, index) for kind in WORKER_TASK_TYPES for index in range(len(config["cluster"].get(kind, [])))]
+        tasks = [(kind, index) for kind in tf_config.WORKER_TASK_TYPES
+                 for index in range(len(config["cluster"].get(kind, [])))]
         announcement = wait_for_workers(config["cluster"], tasks, (task_type, task_index), rendezvous_dir,
                                      worker_timeout)
     strategy = tf.distribute.MultiWorkerMirroredStrategy(

@@ -18,7 +18,7 @@ import numpy as np
 
 from din_common.atomic import write_json_atomic
 from din_common.errors import InputError
-from din_model import metrics as metric_functions
+from din_common import metrics as metric_functions
 from din_model.device import DeviceChoice, select_device
 from din_model.params import TrainParams, run_id
 from din_model.portable_weights import restore_weights

@@ -1,7 +1,7 @@
 """The op types the NPU path may hand Ascend's graph engine (GE), and where each entry comes from.
 
 `unsupported_ops(op_types)` names every op type outside `NPU_OP_TYPES` with the reason; the tests trace
-every graph the NPU runs and fail on any (tests/test_npu_graph_ops.py), and `python -m din_model.npu_check`
+every graph the NPU runs and fail on any (tests/din_model/test_npu_graph.py), and `python -m din_model.npu_check`
 checks the same graphs on a real host, there also against the installed CANN's own list.
 
 Sources (read through Ascend/tensorflow, branch master, commit 085a7b2e7feac20dae2e3371fe08ea34296ea9fc):

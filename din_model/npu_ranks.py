@@ -37,7 +37,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from din_common.errors import InputError
+from din_common.errors import InputError, ReportedError, RunFailed
 from din_model.params import TrainParams
 from din_model.placement import (Placement, check_files_per_process, epoch_seed, fixed_steps, per_process_batch_size,
                                  steps_per_epoch)
@@ -233,7 +233,7 @@ def _wait_all(processes, logs: Path, poll_seconds: float) -> None:
                     other.terminate()
                 log = logs / f"rank{rank}.log"
                 tail = log.read_text().strip().splitlines()[-5:] if log.is_file() else []
-                raise InputError(f"NPU rank {rank} of {len(processes)} failed (exit code {code}); the other ranks "
+                raise RunFailed(f"NPU rank {rank} of {len(processes)} failed (exit code {code}); the other ranks "
                                  "were stopped" + ("; its last lines:\n  " + "\n  ".join(tail) if tail else ""))
         time.sleep(poll_seconds)
 
@@ -249,7 +249,7 @@ def main(argv=None) -> int:
     try:
         configure_npu(NpuOptions(**settings).for_rank(int(os.environ["ASCEND_DEVICE_ID"])))
         train(spec_path, run_dir, TrainParams(**json.loads(params_json)))
-    except InputError as error:
+    except ReportedError as error:
         print(f"ERROR: {error}", file=sys.stderr, flush=True)
         return 30
     return 0

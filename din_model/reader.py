@@ -1,7 +1,9 @@
 """tf.data reader of the pre-batched TFRecord shards (layout: data/README.md).
 
-Owns: loading `feature_spec.json`, turning a split's shard files into a dataset of
-`(features, label)` batches, and mapping corrupt shards to `InputError`.
+Owns: turning a split's shard files into a dataset of `(features, label)` batches, and
+mapping corrupt shards to `InputError`. The feature spec itself (its keys, checks and
+files) is `din_common.feature_spec.FeatureSpec`; `load_spec` hands it to this package's
+modules as the dict they still take.
 
 Pipeline: shard files (shuffled when training) -> parallel interleave of
 `TFRecordDataset`s -> record shuffle -> groups of records -> one parse per group
@@ -11,7 +13,6 @@ prefetch. No step works sample by sample and no split is held in memory.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,95 +20,34 @@ from typing import Any, Iterator
 import tensorflow as tf
 
 from din_common.errors import InputError
+from din_common.feature_spec import FEATURE_NAMES, HISTORY_FIELDS, PER_SAMPLE_FIELDS, FeatureSpec
 from din_model.compat import options_without_autotune, rebatch
 
-FEATURE_NAMES = ("hist_item", "hist_cate", "hist_gap", "target_item", "target_cate", "user_id")
-PER_SAMPLE_FIELDS = ("hist_len", "target_item", "target_cate", "user_id", "label")
-HISTORY_FIELDS = ("hist_item", "hist_cate", "hist_gap")
-SPLITS = ("train", "val", "test")
-SPEC_KEYS = ("maxlen", "prebatch", "n_items", "n_cats", "n_users", "splits")
-# The oldest sample layout this reader understands: 2 added hist_gap (pipeline.tfrecord_io.SAMPLES_FORMAT_VERSION;
-# not imported, so stage 2 does not depend on stage 1's modules).
-MIN_FORMAT_VERSION = 2
 # Decoding errors a damaged shard raises while it is read.
 SHARD_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError)
 
 
+def feature_spec_of(spec: str | Path | dict) -> FeatureSpec:
+    """The FeatureSpec at a path, or of a dict that `load_spec` returned (`_dir`: its directory, default ".")."""
+    if not isinstance(spec, dict):
+        return FeatureSpec.read(spec)
+    content = dict(spec)
+    directory = content.pop("_dir", ".")
+    return FeatureSpec.from_dict(content, directory, directory)
+
+
 def load_spec(spec: str | Path | dict) -> dict:
-    """The feature spec as a dict, with `_dir` (the tfrecords directory) added; checks its keys."""
+    """The feature spec as a dict, with `_dir` (the tfrecords directory) added; checked as `FeatureSpec.read`
+    checks it. The dict is how this package's modules still take the spec."""
+    feature_spec = feature_spec_of(spec)
     if isinstance(spec, dict):
-        loaded = dict(spec)
-        loaded.setdefault("_dir", ".")
-        source = loaded["_dir"]
-    else:
-        path = Path(spec)
-        if not path.is_file():
-            raise InputError(f"{path}: feature spec not found (run the preprocessing first: Preprocess task)")
-        try:
-            loaded = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise InputError(f"{path}: not valid JSON ({error})") from None
-        loaded["_dir"] = str(path.parent)
-        source = path
-    missing = [key for key in SPEC_KEYS if key not in loaded]
-    if missing:
-        raise InputError(f"{source}: feature spec lacks {missing}; expected the keys of data/README.md")
-    check_format_version(loaded, source)
-    check_shards_match_spec(loaded)
-    return loaded
-
-
-def check_format_version(spec: dict, source: Any) -> None:
-    """Shards of an older sample layout lack features the reader parses: refuse them up front."""
-    version = spec.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < MIN_FORMAT_VERSION:
-        found = "has no format_version" if version is None else f"has format_version {version!r}"
-        raise InputError(f"{source} {found}, expected {MIN_FORMAT_VERSION} or later: its shards predate hist_gap "
-                         "(each history entry's time gap to the target); rerun `luigi --module pipeline Preprocess` "
-                         "to rebuild them")
-
-
-def check_shards_match_spec(spec: dict) -> None:
-    """Each shard's stage-1 manifest (tfrecords/_shards/part-N.json) must vouch for the spec's files.
-
-    Catches shards of an older stage-1 run next to a newer feature_spec.json (or the
-    reverse): a different fingerprint, or a file whose size is not the one written.
-    Data dirs without stage-1 manifests (hand-made shards) are taken as they are.
-    """
-    directory = Path(spec["_dir"])
-    manifests = directory / "_shards"
-    if not manifests.is_dir():
-        return
-    for split, info in spec["splits"].items():
-        for name in info["files"]:
-            path = directory / name
-            manifest_path = manifests / (Path(name).stem + ".json")
-            try:
-                manifest = json.loads(manifest_path.read_text())
-            except (OSError, json.JSONDecodeError):
-                raise InputError(f"{manifest_path}: missing or unreadable, so {path} cannot be matched to "
-                                 "feature_spec.json; rerun `luigi --module pipeline Preprocess`") from None
-            written = manifest.get("splits", {}).get(split, {}).get("bytes")
-            if manifest.get("fingerprint") != spec.get("fingerprint"):
-                raise InputError(f"{path} was written by another stage-1 run (fingerprint {manifest.get('fingerprint')}"
-                                 f", feature_spec.json expects {spec.get('fingerprint')}); rerun "
-                                 "`luigi --module pipeline Preprocess`")
-            if written is not None and path.is_file() and path.stat().st_size != written:
-                raise InputError(f"{path} has {path.stat().st_size} bytes but stage 1 wrote {written}: the shard was "
-                                 "replaced or cut short; rerun `luigi --module pipeline Preprocess`")
+        feature_spec.check_shards()
+    return feature_spec.as_dict()
 
 
 def split_files(spec: dict, split: str) -> list[str]:
     """Absolute shard paths of `split`; every one must exist."""
-    if split not in spec["splits"]:
-        raise InputError(f"feature spec has no split {split!r}; it has {sorted(spec['splits'])}")
-    files = [str(Path(spec["_dir"]) / name) for name in spec["splits"][split]["files"]]
-    missing = [path for path in files if not Path(path).is_file()]
-    if missing:
-        raise InputError(f"TFRecord shard(s) listed in feature_spec.json are missing: {missing[:3]}")
-    if not files:
-        raise InputError(f"feature spec lists no files for split {split!r}")
-    return files
+    return [str(path) for path in feature_spec_of(spec).files(split)]
 
 
 def effective_maxlen(spec: dict, maxlen: int | None) -> int:

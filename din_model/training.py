@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from din_common.atomic import write_json_atomic
-from din_common.errors import InputError
+from din_common.errors import InputError, RunFailed
 from din_common.faults import kill_point
 from din_model import compat, cpu_kernels
 from din_model.device import DeviceChoice, select_device
@@ -43,7 +43,7 @@ PARAMS_ALLOWED_TO_CHANGE_ON_RESUME = ("epochs",)
 DERIVED_PARAMS = ("jit_compile",)
 
 
-class TrainingDiverged(InputError):
+class TrainingDiverged(RunFailed):
     """The loss became nan or inf; the last good checkpoint is kept."""
 
 

@@ -2,11 +2,11 @@
 
 A user mistake ends a `luigi --module pipeline ...` run with one `ERROR:` line and a
 documented exit code (luigi.cfg `[retcode]`), never with a traceback:
-- an `InputError` (bad file, column, row or setting) raised while Luigi schedules
-  or runs a task: Luigi logs it with its traceback, often as a WARNING; a logging
-  filter on Luigi's logger turns that record into the message alone, as an ERROR.
-  Exit 35 when it happened while scheduling (settings, raw data checks), 30 when a
-  task's run failed.
+- a `ReportedError` raised while Luigi schedules or runs a task: an `InputError` (bad
+  file, column, row or setting) or a `RunFailed` (the loss diverged, an NPU rank
+  crashed). Luigi logs it with its traceback, often as a WARNING; a logging filter on
+  Luigi's logger turns that record into the message alone, as an ERROR. Exit 35 when
+  it happened while scheduling (settings, raw data checks), 30 when a task's run failed.
 - a setting Luigi cannot parse (`--preprocess-maxlen abc`): same filter, the line
   names the setting, the value and the expected type. Exit 35.
 - an unknown task name (`AllTask`): Luigi raises it before it runs anything, so it
@@ -25,12 +25,14 @@ import os
 import re
 import sys
 
-from din_common.errors import InputError
+from din_common.errors import InputError, ReportedError, RunFailed
 
 LUIGI_LOGGER = "luigi-interface"
 SCHEDULING_ERROR_EXIT = 35  # luigi.cfg [retcode] scheduling_error; the fallback when no config is readable
 
-_FORMATTED_INPUT_ERROR = f"{InputError.__module__}.{InputError.__qualname__}: "
+# How a traceback names the reported errors: "din_common.errors.InputError: <message>".
+_FORMATTED_REPORTED_ERROR = re.compile("|".join(re.escape(f"{kind.__module__}.{kind.__qualname__}: ")
+                                                for kind in (InputError, RunFailed)))
 # What Luigi says when a config value does not parse, e.g.
 # "preprocess[args=(), kwargs={}]: Error when parsing the default value of 'maxlen'".
 _UNPARSABLE_SETTING = re.compile(r"(\w+)\[args=.*?\]: Error when parsing the default value of '(\w+)'")
@@ -72,7 +74,7 @@ class InputErrorFilter(logging.Filter):
         if _debugging():
             return True
         error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, InputError):
+        if isinstance(error, ReportedError):
             _as_error(record, error.message)
             return True
         task_parameter = task_parameter_message(error, record.exc_info[2]) if error is not None else None
@@ -82,9 +84,10 @@ class InputErrorFilter(logging.Filter):
         text = record.getMessage() if isinstance(record.msg, str) else ""
         if error is not None:
             text += "\n" + "\n".join(f"{type(e).__name__}: {e}" for e in _exception_chain(error))
-        if _FORMATTED_INPUT_ERROR in text:
+        formatted = list(_FORMATTED_REPORTED_ERROR.finditer(text))
+        if formatted:
             # Errors in complete()/requires() reach the log as an already formatted traceback.
-            _as_error(record, text.rsplit(_FORMATTED_INPUT_ERROR, 1)[1].strip())
+            _as_error(record, text[formatted[-1].end():].strip())
         else:
             unparsable = unparsable_setting_message(text)
             if unparsable:

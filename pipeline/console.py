@@ -16,6 +16,9 @@ import logging
 import sys
 from pathlib import Path
 
+from din_common.errors import InputError
+from din_common.feature_spec import FILE_NAME as FEATURE_SPEC_FILE, SPLITS, FeatureSpec
+
 _SUMMARY_RULE = "=" * 72
 
 
@@ -41,7 +44,7 @@ def count(number: int, noun: str, plural: str = "") -> str:
 
 def split_counts(samples: dict[str, int]) -> str:
     """`train 1,586 / val 300 / test 300`"""
-    return " / ".join(f"{split} {samples[split]:,}" for split in ("train", "val", "test") if split in samples)
+    return " / ".join(f"{split} {samples[split]:,}" for split in SPLITS if split in samples)
 
 
 def group_tasks(tasks) -> str:
@@ -85,14 +88,14 @@ def _run_order(task):
 
 def stage1_lines(data_dir: Path) -> list[str]:
     """Where stage 1's outputs are, with the sample counts of feature_spec.json."""
-    spec_path = data_dir / "tfrecords" / "feature_spec.json"
+    spec_path = data_dir / "tfrecords" / FEATURE_SPEC_FILE
     try:
-        spec = json.loads(spec_path.read_text())
-    except (OSError, ValueError):
+        spec = FeatureSpec.from_json(spec_path.read_text(), spec_path)
+    except (OSError, InputError):
         return []
-    samples = split_counts({split: info["samples"] for split, info in spec.get("splits", {}).items()})
+    samples = split_counts({split: spec.samples(split) for split in spec.splits})
     return [f"{'stage 1:':<20}{data_dir / 'remap'}, {data_dir / 'sequences'}, {data_dir / 'tfrecords'}",
-            f"{'samples:':<20}{samples} ({count(spec.get('num_shards', 0), 'shard')})"]
+            f"{'samples:':<20}{samples} ({count(spec.num_shards or 0, 'shard')})"]
 
 
 def run_lines(run_dir: Path) -> list[str]:

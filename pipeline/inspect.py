@@ -19,11 +19,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from din_common.errors import InputError
+from din_common.feature_spec import SPLITS
 
 HISTORY_BUCKETS = (1, 2, 3, 4, 5, 6, 11, 21, 41)  # lower edges
 GAP_QUANTILES = (0.1, 0.5, 0.9)
 SECONDS_PER_DAY = 86400
-SPLIT_ORDER = ("train", "val", "test")
 
 
 def table_files(path: Path) -> list[Path]:
@@ -49,19 +49,19 @@ def read_table(path: Path) -> pa.Table:
 
 
 def split_of(path: Path) -> str:
-    return path.parent.name if path.parent.name in SPLIT_ORDER else path.stem
+    return path.parent.name if path.parent.name in SPLITS else path.stem
 
 
 def _split_first(path: Path):
     split = split_of(path)
-    return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER)), str(path)
+    return (SPLITS.index(split) if split in SPLITS else len(SPLITS)), str(path)
 
 
 def rows_label(files: list[Path], rows: int) -> str:
     """`first 5 rows (train split, from .../train/part-00000.parquet):`"""
     first = files[0]
     split = split_of(first)
-    where = f"{split} split, from {first}" if split in SPLIT_ORDER else f"from {first}"
+    where = f"{split} split, from {first}" if split in SPLITS else f"from {first}"
     return f"first {rows} rows ({where}):"
 
 

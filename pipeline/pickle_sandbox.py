@@ -128,7 +128,7 @@ import importlib
 importlib.import_module(sys.argv[2])._child_main(sys.argv[3:])
 """
 # The module whose _child_main the child runs. Only tests change it (in-process, to drive a
-# deliberately compromised child, tests/compromised_child.py); no file or setting can.
+# deliberately compromised child, tests/helpers/compromised_child.py); no file or setting can.
 _CHILD_MODULE = "pipeline.pickle_sandbox"
 
 

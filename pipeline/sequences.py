@@ -18,16 +18,11 @@ import numpy as np
 import pyarrow as pa
 
 from din_common.errors import InputError
+from din_common.feature_spec import SPLITS
 from pipeline.tfrecord_io import samples_table
 
-SPLITS = ("train", "val", "test")
 _MAX_NEGATIVE_ROUNDS = 1000
 _MAX_GAP = np.int64(2**31 - 1)  # hist_gap is int32 seconds (~68 years)
-
-
-def shard_rows(user_id: np.ndarray, num_shards: int, shard: int) -> np.ndarray:
-    """Boolean mask of the reviews whose user belongs to `shard`."""
-    return (user_id % num_shards) == shard
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:

@@ -10,14 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import config
 from din_common.errors import InputError
+from din_common.feature_spec import FILE_NAME as FEATURE_SPEC_FILE, SPLITS
+from pipeline import config
 from pipeline.fingerprint import combine, file_digest
 
 # Bump when a stage's output format or algorithm changes, so old outputs rebuild.
-# sequences 2 / tfrecords 3: samples carry hist_gap (tfrecord_io.SAMPLES_FORMAT_VERSION 2).
+# sequences 2 / tfrecords 3: samples carry hist_gap (din_common.feature_spec.FORMAT_VERSION 2).
 FORMAT_VERSIONS = {"remap": 1, "sequences": 2, "tfrecords": 3}
-SPLITS = ("train", "val", "test")
 GENERATED_SOURCES = ("synthetic", "amazon-json", "remap-pickle")
 
 
@@ -83,7 +83,7 @@ class Settings:
 
     @property
     def feature_spec(self) -> Path:
-        return self.tfrecords_dir / "feature_spec.json"
+        return self.tfrecords_dir / FEATURE_SPEC_FILE
 
     @staticmethod
     def part_name(shard: int) -> str:

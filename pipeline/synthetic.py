@@ -69,8 +69,8 @@ import pandas as pd
 
 from din_common.atomic import atomic_path, write_json_atomic
 from din_common.errors import InputError
+from din_common.metrics import auc
 from pipeline.compat import RAW_PICKLE_PROTOCOL, text_series
-from din_model.metrics import auc
 
 GENERATOR_VERSION = 2
 MIN_REVIEWS_PER_USER = 5

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from pipeline import config, raw_sources
 from din_common.atomic import atomic_path, remove_file, remove_stale_temporaries, write_json_atomic
 from din_common.errors import InputError
+from din_common.feature_spec import FORMAT_VERSION, SPLITS, FeatureSpec, SplitInfo
 from pipeline.compat import PARQUET_WRITE_OPTIONS
 from pipeline.console import count, progress_line, split_counts, task_line
 from pipeline.fingerprint import read_manifest_fingerprint
@@ -30,9 +31,9 @@ from pipeline.raw_manifest import check_files, file_records
 from pipeline.raw_sources import load_raw_pickles
 from pipeline.remap import remap_ids_within, remap_time_limit
 from pipeline.sequences import build_shard_samples
-from pipeline.stages import GENERATED_SOURCES, SPLITS, Settings, missing_input_error
+from pipeline.stages import GENERATED_SOURCES, Settings, missing_input_error
 from pipeline.synthetic import write_raw
-from pipeline.tfrecord_io import SAMPLES_FORMAT_VERSION, write_samples_tfrecord
+from pipeline.tfrecord_io import write_samples_tfrecord
 
 
 # Sample tables are large, written once and read once, so they are written for speed:
@@ -113,6 +114,13 @@ class LockedTask(luigi.Task):
         """What build() wrote, for the line the task prints when it is done."""
         raise NotImplementedError
 
+    def report(self, message: str, percent: int) -> None:
+        """Luigi's status message and progress percentage of this task."""
+        # Luigi's worker installs these callbacks; they are None when run() is called directly.
+        if self.set_status_message:
+            self.set_status_message(message)
+            self.set_progress_percentage(percent)
+
 
 class ManifestTask(LockedTask):
     """A task whose output is current only when its manifest carries the expected fingerprint."""
@@ -157,10 +165,8 @@ class ManifestTask(LockedTask):
     PROGRESS_AFTER_SECONDS = 2.0
 
     def report(self, message: str, percent: int) -> None:
-        # Luigi's worker installs these callbacks; they are None when run() is called directly.
-        if self.set_status_message:
-            self.set_status_message(message)
-            self.set_progress_percentage(percent)
+        """As LockedTask.report, and a console line once the task has run for a while."""
+        super().report(message, percent)
         started = getattr(self, "started", None)
         if started is not None and time.perf_counter() - started >= self.PROGRESS_AFTER_SECONDS:
             progress_line(self.display_name(), message)
@@ -434,15 +440,18 @@ class Preprocess(ManifestTask):
                 splits[split]["files"].append(str(path.relative_to(settings.tfrecords_dir)))
         n_rows = {name: pq.read_metadata(path).num_rows for name, path in settings.remap_tables().items()}
         self._remove_outputs_of_other_shard_counts(settings)
-        self.write_manifest(format_version=SAMPLES_FORMAT_VERSION, maxlen=settings.maxlen, prebatch=settings.prebatch,
-                            num_shards=settings.num_shards, seed=settings.seed, n_items=n_rows["items"],
-                            n_cats=n_rows["categories"], n_users=n_rows["users"], splits=splits)
+        self.written_spec = FeatureSpec(
+            format_version=FORMAT_VERSION, fingerprint=self.expected_fingerprint(), maxlen=settings.maxlen,
+            prebatch=settings.prebatch, num_shards=settings.num_shards, seed=settings.seed, n_items=n_rows["items"],
+            n_cats=n_rows["categories"], n_users=n_rows["users"], directory=settings.tfrecords_dir,
+            splits={split: SplitInfo(samples=info["samples"], records=info["records"], files=tuple(info["files"]))
+                    for split, info in splits.items()})
+        self.written_spec.write()
 
     def wrote(self) -> str:
-        spec = self.read_manifest()
-        samples = {split: info["samples"] for split, info in spec["splits"].items()}
-        return (f"stage 1 done: {split_counts(samples)} samples in {count(spec['num_shards'], 'shard')} "
-                f"-> {self.manifest_path()}")
+        samples = {split: self.written_spec.samples(split) for split in self.written_spec.splits}
+        return (f"stage 1 done: {split_counts(samples)} samples in {count(self.written_spec.num_shards, 'shard')} "
+                f"-> {self.written_spec.path}")
 
     @staticmethod
     def _remove_outputs_of_other_shard_counts(settings: Settings) -> None:

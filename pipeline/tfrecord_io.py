@@ -18,14 +18,11 @@ import numpy as np
 import pyarrow as pa
 
 from din_common.errors import InputError
+from din_common.feature_spec import HISTORY_FIELDS, PER_SAMPLE_FIELDS
 
-# Order of the features inside each Example. Fixed so equal samples give equal bytes.
-PER_SAMPLE_FIELDS = ("hist_len", "target_item", "target_cate", "user_id", "label")
-HISTORY_FIELDS = ("hist_item", "hist_cate", "hist_gap")
+# The columns of a sample table; with the Example features (din_common.feature_spec) the sample layout
+# that feature_spec.json's `format_version` names.
 SAMPLE_COLUMNS = ("user_id", "hist_item", "hist_cate", "hist_gap", "target_item", "target_cate", "label")
-# The sample layout (these columns and features) that feature_spec.json's `format_version` names.
-# 2: histories carry hist_gap. Stage 2 refuses shards of an older layout.
-SAMPLES_FORMAT_VERSION = 2
 
 _LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")

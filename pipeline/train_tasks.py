@@ -16,13 +16,13 @@ shards start a new run too.
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 
 import luigi
 
+from din_common import tf_config
 from din_common.atomic import write_json_atomic
 from pipeline import config
 from pipeline.console import progress_line
@@ -76,23 +76,10 @@ def _use_npu_options() -> None:
     configure_npu(current_npu_options())
 
 
-def cluster_worker_name(environ=os.environ) -> str:
-    """"worker-1" when TF_CONFIG makes this process one of several workers, else "" (malformed TF_CONFIG: "",
-    the training reports it). Workers of one cluster run the same command on the same data dir, possibly on
-    one host: their Luigi process locks and TrainDIN locks must differ, or the first blocks the others."""
-    try:
-        config_json = json.loads(environ.get("TF_CONFIG", "") or "{}")
-        cluster, task = config_json.get("cluster", {}), config_json.get("task", {})
-        workers = sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
-        return f"{task['type']}-{int(task.get('index', 0))}" if workers > 1 else ""
-    except (ValueError, TypeError, KeyError, AttributeError):
-        return ""
-
-
 def separate_process_locks_for_cluster_workers() -> None:
     """Give each TF_CONFIG worker its own Luigi process-lock directory (unless luigi.cfg names one):
     Luigi turns away a second process running the same command line ("already running")."""
-    worker = cluster_worker_name()
+    worker = tf_config.worker_name()
     settings = luigi.configuration.get_config()
     if worker and not settings.has_option("core", "lock_pid_dir"):
         settings.set("core", "lock_pid_dir", os.path.join(tempfile.gettempdir(), "luigi", worker))
@@ -104,7 +91,7 @@ def _tfrecords_fingerprint(preprocess_task) -> str:
 
 
 class RunTask(LockedTask):
-    """Shared by the stage-2 tasks: params, run directory, progress reporting."""
+    """Shared by the stage-2 tasks: params and run directory (progress: LockedTask.report)."""
 
     def train_params(self):
         return current_train_params()
@@ -123,10 +110,6 @@ class RunTask(LockedTask):
         params = self.train_params()
         identifier = run_id(params, _tfrecords_fingerprint(self.preprocess_task()), npu_numerics(params))
         return Path(config.paths().data_dir) / "runs" / identifier
-
-    def report(self, fraction: float, message: str) -> None:
-        self.set_status_message(message)
-        self.set_progress_percentage(int(round(100 * fraction)))
 
     def wrote(self) -> str:
         return f"-> {self.output().path}"
@@ -157,14 +140,15 @@ class TrainDIN(RunTask):
             launch_ranks(options, self.spec_path(), run_dir, self.train_params())
             return
         _use_npu_options()
-        training.train(self.spec_path(), run_dir, self.train_params(), progress_callback=self.report,
+        training.train(self.spec_path(), run_dir, self.train_params(),
+                       progress_callback=lambda fraction, message: self.report(message, round(100 * fraction)),
                        worker_timeout=config.train().worker_timeout)
 
     def wrote(self) -> str:
         return f"saved model, curves.png, metrics.json -> {self.run_dir()}"
 
     def lock_name(self) -> str:
-        worker = cluster_worker_name()
+        worker = tf_config.worker_name()
         return f"{self.task_id}.{worker}" if worker else self.task_id
 
 
@@ -181,7 +165,7 @@ class EvaluateDIN(RunTask):
     def build(self) -> None:
         training = training_module()
         _use_npu_options()
-        self.report(0.0, "evaluating on the test split")
+        self.report("evaluating on the test split", 0)
         progress_line("EvaluateDIN", "scoring the test split, then the popularity baseline")
         result = training.evaluate(self.spec_path(), self.run_dir(), self.train_params(),
                                    npu_numerics=npu_numerics(self.train_params()))
@@ -189,4 +173,4 @@ class EvaluateDIN(RunTask):
                                                       "rela_impr")
                    if name in result}
         write_json_atomic(self.output().path, summary)
-        self.report(1.0, "evaluation done")
+        self.report("evaluation done", 100)

@@ -1,4 +1,4 @@
-"""`import npu_device` for subprocesses of the tests: the stand-in adapter (tests/npu_standin.py).
+"""`import npu_device` for subprocesses of the tests: the stand-in adapter (tests/helpers/npu_standin.py).
 
 Put `tests/npu_site` (and the repository root) on PYTHONPATH of a process and its
 `import npu_device` gets a fresh `NpuStandin`'s modules. With NPU_STANDIN_RECORD=<prefix>
@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from tests.npu_standin import NpuStandin
+from tests.helpers.npu_standin import NpuStandin
 
 RECORDED_ENVIRONMENT = ("RANK_SIZE", "RANK_ID", "ASCEND_DEVICE_ID", "HCCL_CONNECT_TIMEOUT", "DIN_HISTORY_CAPACITY")
 _standin = NpuStandin(lasting=True)  # as_default() replaces for the process, as the real adapter does

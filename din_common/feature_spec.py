@@ -1,0 +1,181 @@
+"""The feature spec: what stage 1 wrote into `tfrecords/` and stage 2 reads, as one typed value.
+
+`tfrecords/feature_spec.json` is the contract between the stages (its keys: data/README.md,
+"feature_spec.json"). This module is the one definition of it: the splits, the fields of
+each sample, the sample layout's format version, the shard files and counts of each split.
+Stage 1 builds a `FeatureSpec` and `write`s it; stage 2 `read`s it back, which checks the
+keys, the format version and each shard's stage-1 manifest, and says what is wrong in one
+`InputError` line. numpy-free and TF-free, so both stages import it cheaply.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+from din_common.atomic import write_json_atomic
+from din_common.errors import InputError
+
+FILE_NAME = "feature_spec.json"
+SPLITS = ("train", "val", "test")
+# Order of the features inside each TFRecord Example. Fixed so equal samples give equal bytes.
+PER_SAMPLE_FIELDS = ("hist_len", "target_item", "target_cate", "user_id", "label")
+HISTORY_FIELDS = ("hist_item", "hist_cate", "hist_gap")
+# What the reader hands the model for each sample.
+FEATURE_NAMES = ("hist_item", "hist_cate", "hist_gap", "target_item", "target_cate", "user_id")
+# The sample layout (these fields) that `format_version` names. 2: histories carry hist_gap.
+# Stage 2 reads this version and later ones, and refuses shards of an older layout.
+FORMAT_VERSION = 2
+# Keys every spec has; a hand-made one may leave out the others (fingerprint, num_shards, seed).
+REQUIRED_KEYS = ("maxlen", "prebatch", "n_items", "n_cats", "n_users", "splits")
+OPTIONAL_KEYS = ("fingerprint", "num_shards", "seed")
+SPLIT_KEYS = ("samples", "files")
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitInfo:
+    """One split: its sample and record counts and its shard files (relative to the spec's directory)."""
+    samples: int
+    files: Tuple[str, ...]
+    records: Optional[int] = None
+
+    def to_dict(self) -> dict:
+        content = {"samples": self.samples, "records": self.records, "files": list(self.files)}
+        return {key: value for key, value in content.items() if value is not None}
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    """The contents of feature_spec.json, and `directory`, where it lies (never written into it)."""
+    format_version: int
+    maxlen: int
+    prebatch: int
+    n_items: int
+    n_cats: int
+    n_users: int
+    splits: Dict[str, SplitInfo]
+    directory: Path
+    fingerprint: Optional[str] = None
+    num_shards: Optional[int] = None
+    seed: Optional[int] = None
+
+    # --- to and from JSON --------------------------------------------------------------
+
+    @classmethod
+    def read(cls, path) -> "FeatureSpec":
+        """The spec at `path`, checked: its keys, its format version, and its shards against their manifests."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: feature spec not found (run the preprocessing first: Preprocess task)")
+        spec = cls.from_json(path.read_text(), path)
+        spec.check_shards()
+        return spec
+
+    @classmethod
+    def from_json(cls, text: str, source) -> "FeatureSpec":
+        """The spec in `text`, read from the file `source` (its directory holds the shards)."""
+        try:
+            content = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise InputError(f"{source}: not valid JSON ({error})") from None
+        if not isinstance(content, dict):
+            raise InputError(f"{source}: expected a JSON object with the keys of data/README.md")
+        return cls.from_dict(content, source, Path(source).parent)
+
+    @classmethod
+    def from_dict(cls, content: dict, source, directory) -> "FeatureSpec":
+        """The spec of parsed JSON `content` (`source` names it in errors; `directory` holds the shards)."""
+        missing = [key for key in REQUIRED_KEYS if key not in content]
+        if missing:
+            raise InputError(f"{source}: feature spec lacks {missing}; expected the keys of data/README.md")
+        check_format_version(content.get("format_version"), source)
+        splits = {}
+        for split, info in content["splits"].items():
+            lacking = [key for key in SPLIT_KEYS if key not in info]
+            if lacking:
+                raise InputError(f"{source}: split {split!r} lacks {lacking}; expected the keys of data/README.md")
+            splits[split] = SplitInfo(samples=info["samples"], files=tuple(info["files"]), records=info.get("records"))
+        return cls(format_version=content["format_version"], splits=splits, directory=Path(directory),
+                   **{key: content[key] for key in REQUIRED_KEYS if key != "splits"},
+                   **{key: content.get(key) for key in OPTIONAL_KEYS})
+
+    def to_dict(self) -> dict:
+        """The JSON content: every field but `directory`; optional ones only when set."""
+        content = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
+                   if field.name not in ("directory", "splits")}
+        content["splits"] = {split: info.to_dict() for split, info in self.splits.items()}
+        return {key: value for key, value in content.items() if value is not None or key not in OPTIONAL_KEYS}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @property
+    def path(self) -> Path:
+        return self.directory / FILE_NAME
+
+    def write(self) -> None:
+        """Write `directory/feature_spec.json` atomically (keys sorted: equal specs give equal bytes)."""
+        write_json_atomic(self.path, self.to_dict())
+
+    # --- what stage 2 asks -------------------------------------------------------------
+
+    def samples(self, split: str) -> int:
+        return int(self._split(split).samples)
+
+    def files(self, split: str) -> list:
+        """Absolute shard paths of `split`; every one must exist."""
+        files = [self.directory / name for name in self._split(split).files]
+        missing = [str(path) for path in files if not path.is_file()]
+        if missing:
+            raise InputError(f"TFRecord shard(s) listed in feature_spec.json are missing: {missing[:3]}")
+        if not files:
+            raise InputError(f"feature spec lists no files for split {split!r}")
+        return files
+
+    def _split(self, split: str) -> SplitInfo:
+        if split not in self.splits:
+            raise InputError(f"feature spec has no split {split!r}; it has {sorted(self.splits)}")
+        return self.splits[split]
+
+    def check_shards(self) -> None:
+        """Each shard's stage-1 manifest (tfrecords/_shards/part-N.json) must vouch for the spec's files.
+
+        Catches shards of an older stage-1 run next to a newer feature_spec.json (or the
+        reverse): a different fingerprint, or a file whose size is not the one written.
+        Data dirs without stage-1 manifests (hand-made shards) are taken as they are.
+        """
+        manifests = self.directory / "_shards"
+        if not manifests.is_dir():
+            return
+        for split, info in self.splits.items():
+            for name in info.files:
+                path = self.directory / name
+                manifest_path = manifests / (Path(name).stem + ".json")
+                try:
+                    manifest = json.loads(manifest_path.read_text())
+                except (OSError, json.JSONDecodeError):
+                    raise InputError(f"{manifest_path}: missing or unreadable, so {path} cannot be matched to "
+                                     "feature_spec.json; rerun `luigi --module pipeline Preprocess`") from None
+                written = manifest.get("splits", {}).get(split, {}).get("bytes")
+                if manifest.get("fingerprint") != self.fingerprint:
+                    raise InputError(f"{path} was written by another stage-1 run (fingerprint "
+                                     f"{manifest.get('fingerprint')}, feature_spec.json expects {self.fingerprint}); "
+                                     "rerun `luigi --module pipeline Preprocess`")
+                if written is not None and path.is_file() and path.stat().st_size != written:
+                    raise InputError(f"{path} has {path.stat().st_size} bytes but stage 1 wrote {written}: the shard "
+                                     "was replaced or cut short; rerun `luigi --module pipeline Preprocess`")
+
+    def as_dict(self) -> dict:
+        """Transitional view for din_model's modules that still take the spec as a dict: the JSON content
+        plus `_dir`, the spec's directory."""
+        return {**self.to_dict(), "_dir": str(self.directory)}
+
+
+def check_format_version(version, source) -> None:
+    """Shards of an older sample layout lack features the reader parses: refuse them up front."""
+    if not isinstance(version, int) or isinstance(version, bool) or version < FORMAT_VERSION:
+        found = "has no format_version" if version is None else f"has format_version {version!r}"
+        raise InputError(f"{source} {found}, expected {FORMAT_VERSION} or later: its shards predate hist_gap "
+                         "(each history entry's time gap to the target); rerun `luigi --module pipeline Preprocess` "
+                         "to rebuild them")

@@ -1,0 +1,1 @@
+"""Tests of the `din_common` package (what both stages share)."""

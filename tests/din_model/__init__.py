@@ -1,0 +1,1 @@
+"""Tests of the `din_model` package (stage 2: model, reader, training, devices, NPU ranks)."""

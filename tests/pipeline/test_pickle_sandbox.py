@@ -1,0 +1,201 @@
+"""Layer 1 on its own: what the sandbox child can't do even when code in it runs (tests/helpers/hostile_jobs.py)."""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import socket
+import threading
+
+import pandas as pd
+import pytest
+
+from din_common.errors import InputError
+from pipeline import pickle_sandbox, sandbox_confine
+from pipeline.raw_sources import SANDBOX_JOBS
+from tests.helpers.hostile_jobs import SANDBOX_JOBS as HOSTILE
+
+KERNEL_LAYERS = sandbox_confine.landlock_abi() > 0 or sandbox_confine._SECCOMP is not None
+needs_kernel_layer = pytest.mark.skipif(not KERNEL_LAYERS, reason="neither Landlock nor seccomp on this platform")
+REACHED_OUT = r"made the loader reach outside the pickle sandbox"
+
+
+def pickled(tmp_path, target) -> object:
+    path = tmp_path / "data" / "raw" / "reviews.pkl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(target, 2))
+    return path
+
+
+@needs_kernel_layer
+def test_a_file_outside_the_data_dir_cannot_be_read(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("password")
+    with pytest.raises(InputError, match=rf"reviews\.pkl {REACHED_OUT}"):
+        pickle_sandbox.load(pickled(tmp_path, str(secret)), HOSTILE["read_file"])
+
+
+@needs_kernel_layer
+def test_no_file_can_be_created(tmp_path):
+    target = tmp_path / "data" / "raw" / "written.txt"
+    with pytest.raises(InputError, match=REACHED_OUT):
+        pickle_sandbox.load(pickled(tmp_path, str(target)), HOSTILE["write_file"])
+    assert not target.exists()
+
+
+@needs_kernel_layer
+@pytest.mark.parametrize("action", ["run_program", "shell"])
+def test_no_program_starts(tmp_path, action):
+    marker = tmp_path / "pwned"
+    try:
+        pickle_sandbox.load(pickled(tmp_path, str(marker)), HOSTILE[action])
+    except InputError as error:  # subprocess raises; os.system only returns a failure status
+        assert REACHED_OUT in str(error)
+    assert not marker.exists(), "a program ran inside the sandbox"
+
+
+@needs_kernel_layer
+def test_no_network_connection(tmp_path):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        server.settimeout(0.1)
+        with pytest.raises(InputError, match=REACHED_OUT):
+            pickle_sandbox.load(pickled(tmp_path, str(server.getsockname()[1])), HOSTILE["connect"])
+        with pytest.raises(socket.timeout):
+            server.accept()
+
+
+@needs_kernel_layer
+def test_no_signal_to_the_parent(tmp_path):
+    with pytest.raises(InputError, match=REACHED_OUT):
+        pickle_sandbox.load(pickled(tmp_path, "x"), HOSTILE["signal_parent"])
+
+
+def test_the_child_does_not_see_secrets_in_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t")
+    with pytest.raises(InputError, match=r"AWS_SECRET_ACCESS_KEY=absent"):
+        pickle_sandbox.load(pickled(tmp_path, "AWS_SECRET_ACCESS_KEY"), HOSTILE["environment"])
+
+
+def test_memory_limit_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(pickle_sandbox, "BASE_MEMORY_BYTES", 2 << 30)
+    with pytest.raises(InputError, match=r"reviews\.pkl needs more than the pickle sandbox's \d+ bytes of memory"):
+        pickle_sandbox.load(pickled(tmp_path, "x"), HOSTILE["allocate"])
+
+
+def test_a_hang_is_stopped_at_the_wall_clock_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(pickle_sandbox, "BASE_TIMEOUT_S", 4.0)
+    with pytest.raises(InputError, match=r"reviews\.pkl: loading it took longer than 4 s in the pickle sandbox, "
+                                         r"so it was stopped: expected a test pickle"):
+        pickle_sandbox.load(pickled(tmp_path, "x"), HOSTILE["spin"])
+
+
+def test_a_crash_is_one_clear_error(tmp_path):
+    with pytest.raises(InputError, match=r"reviews\.pkl: loading it crashed the pickle sandbox process \(SIGSEGV\): "
+                                         r"the file is corrupt or crafted: expected a test pickle"):
+        pickle_sandbox.load(pickled(tmp_path, "x"), HOSTILE["crash"])
+
+
+def test_the_active_layers_are_reported(tmp_path, caplog):
+    frame = pd.DataFrame({"reviewerID": ["A1"], "asin": ["B1"], "unixReviewTime": [1]})
+    path = pickled(tmp_path, frame)
+    pickle_sandbox._reported_layers.clear()
+    with caplog.at_level(logging.INFO, logger="luigi-interface"):
+        frames, info = pickle_sandbox.load(path, SANDBOX_JOBS["reviews"])
+    assert frames["reviews"]["asin"].tolist() == ["B1"] and info == {"rows": 1}
+    messages = [record.getMessage() for record in caplog.records if "pickle sandbox" in record.getMessage()]
+    assert len(messages) == 1
+    if KERNEL_LAYERS:
+        assert messages[0].startswith("pickle sandbox active: rlimits, ")
+    else:
+        assert "neither Landlock nor seccomp" in messages[0]
+
+
+def test_without_kernel_layers_the_user_is_told_once(caplog):
+    pickle_sandbox._reported_layers.clear()
+    with caplog.at_level(logging.INFO, logger="luigi-interface"):
+        pickle_sandbox._report_layers(["rlimits"])
+        pickle_sandbox._report_layers(["rlimits"])
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "neither Landlock nor seccomp is available here" in warnings[0].getMessage()
+    assert "docs/security.md" in warnings[0].getMessage()
+
+
+# ---------------------------------------------------------------- what the parent accepts back
+
+
+def ipc(table) -> bytes:
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def receive(tmp_path, reply: bytes, job=SANDBOX_JOBS["reviews"], output_bytes: int = 1 << 20):
+    """What the parent makes of `reply` on a worker's pipe: (header, frames), or the InputError it raises."""
+    read_end, write_end = os.pipe()
+    writer = threading.Thread(target=lambda: (_write_all(write_end, reply), os.close(write_end)), daemon=True)
+    writer.start()
+    limits = pickle_sandbox.Limits(10.0, 1 << 30, 10, output_bytes)
+    request = pickle_sandbox._Request(tmp_path / "reviews.pkl", job, limits, -1, read_end, -1)
+    receiver = pickle_sandbox._Receiver(request)
+    receiver.join(10)
+    if receiver.over_budget:
+        raise InputError("over budget")
+    if receiver.error is not None:
+        raise receiver.error
+    return receiver.header, receiver.frames
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view[: 1 << 16]):]
+    except OSError:  # the reader closed its end: what a worker gets too
+        pass
+
+
+GOOD_HEADER = b'{"ok": true, "info": {"rows": 1}, "layers": ["rlimits"]}\n'
+
+
+@pytest.mark.parametrize("columns, message", [
+    ({"reviewerID": ["A"], "asin": ["B"]}, r"sent reviews columns \['reviewerID', 'asin'\], expected"),
+    ({"reviewerID": ["A"], "asin": ["B"], "unixReviewTime": [1.5]}, r"column unixReviewTime as double"),
+    ({"reviewerID": ["A", None], "asin": ["B", "C"], "unixReviewTime": [1, 2]}, r"column reviewerID .* 1 nulls"),
+])
+def test_the_parent_checks_the_schema_and_values_it_gets_back(tmp_path, columns, message):
+    import pyarrow as pa
+
+    with pytest.raises(InputError, match=message):
+        receive(tmp_path, GOOD_HEADER + ipc(pa.table(columns)))
+
+
+def test_the_parent_refuses_trailing_data_and_bad_counts(tmp_path):
+    import pyarrow as pa
+
+    good = ipc(pa.table({"reviewerID": ["A"], "asin": ["B"], "unixReviewTime": [1]}))
+    header, frames = receive(tmp_path, GOOD_HEADER + good)
+    assert frames["reviews"]["asin"].tolist() == ["B"]
+    with pytest.raises(InputError, match=r"more data than the frames it declared"):
+        receive(tmp_path, GOOD_HEADER + good + b"extra")
+    for info in ({"rows": -1}, {"rows": 1, "more": 2}, {"rows": "1"}, None):
+        with pytest.raises(InputError, match=r"malformed counts"):
+            pickle_sandbox._read_info(info, SANDBOX_JOBS["reviews"], tmp_path / "reviews.pkl")
+
+
+def test_limits_come_from_the_size_on_disk_never_from_a_gzip_trailer(tmp_path):
+    import gzip
+
+    data = gzip.compress(b"\x80\x02N." * 1000)
+    honest, lying = tmp_path / "honest.pkl", tmp_path / "lying.pkl"
+    honest.write_bytes(data)
+    lying.write_bytes(data[:-4] + (0xFFFFFFFF).to_bytes(4, "little"))  # claims 4 GiB inflated
+    size = len(data)
+    assert pickle_sandbox.limits_for(honest, size) == pickle_sandbox.limits_for(lying, size)
+    assert pickle_sandbox.limits_for(lying, size).output_bytes == (
+        pickle_sandbox.BASE_OUTPUT_BYTES + pickle_sandbox.OUTPUT_PER_BYTE * pickle_sandbox.GZIP_SCALE * size)
