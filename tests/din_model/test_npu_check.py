@@ -11,7 +11,7 @@ from din_model.npu_check import Verdicts, ai_cpu_ops, cann_supported_ops, check_
 from din_model.npu_ops import NPU_OP_TYPES
 from din_model.npu_options import NpuOptions
 from tests.helpers.npu_standin import npu_standin  # noqa: F401  (fixture)
-from tests.din_model.test_npu_rank_table import device, table_1_0
+from tests.helpers.rank_tables import device, table_1_0
 
 REPO = Path(__file__).resolve().parents[2]
 DUMP_VARIABLES = ("DUMP_GE_GRAPH", "DUMP_GRAPH_LEVEL", "DUMP_GRAPH_PATH")
