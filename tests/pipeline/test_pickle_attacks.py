@@ -417,7 +417,7 @@ COMPROMISED_MODES = {
     "flood": r"produced more than \d+ bytes of data",
     "hang": r"took longer than 10 s",
 }
-# Runs in its own process so that its peak memory (ru_maxrss) is the parent's alone.
+# Runs in its own process so that its peak memory (VmHWM) is the parent's alone.
 COMPROMISED_RUNNER = r'''
 import json, resource, sys, time
 from pathlib import Path
@@ -425,6 +425,18 @@ from din_common.errors import InputError
 from pipeline import pickle_sandbox
 from pipeline.raw_sources import SANDBOX_JOBS
 pickle_sandbox._CHILD_MODULE = "tests.helpers.compromised_child"
+
+
+def peak_rss():
+    # VmHWM is this process's own peak. ru_maxrss is not: Linux carries the peak of the process
+    # that forked it (here pytest, with TensorFlow loaded) across fork and exec.
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 pickle_sandbox.BASE_TIMEOUT_S = 10.0
 pickle_sandbox.BASE_OUTPUT_BYTES = 16 << 20
 for mode in sys.argv[2:]:
@@ -437,7 +449,7 @@ for mode in sys.argv[2:]:
         message = None
     except InputError as error:
         message = str(error)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     print(json.dumps({"mode": mode, "message": message, "seconds": time.monotonic() - start, "peak": peak}))
 '''
 
