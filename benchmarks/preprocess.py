@@ -116,7 +116,7 @@ def main() -> None:
         shutil.rmtree(args.data_dir / stage, ignore_errors=True)
     configure(args.data_dir, args.num_shards)
 
-    from pipeline.stages import Settings
+    from pipeline.settings import Settings
     shards = range(Settings.current().num_shards)
     stages = {
         "remap_s": [RemapIds()],

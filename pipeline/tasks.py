@@ -31,7 +31,7 @@ from pipeline.raw_manifest import check_files, file_records
 from pipeline.raw_sources import load_raw_pickles
 from pipeline.remap import remap_ids_within, remap_time_limit
 from pipeline.sequences import build_shard_samples
-from pipeline.stages import GENERATED_SOURCES, Settings, missing_input_error
+from pipeline.settings import GENERATED_SOURCES, Settings, missing_input_error
 from pipeline.synthetic import write_raw
 from pipeline.tfrecord_io import write_samples_tfrecord
 

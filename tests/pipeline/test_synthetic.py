@@ -11,7 +11,7 @@ import pytest
 
 from pipeline import synthetic
 from din_common.errors import InputError
-from pipeline.stages import Settings
+from pipeline.settings import Settings
 from pipeline.synthetic import generate, rank_auc, write_raw
 from pipeline.tasks import PrepareRaw, Preprocess
 from tests.helpers.luigi_config import luigi_settings
