@@ -33,7 +33,7 @@ import pyarrow as pa  # noqa: E402
 
 from din_common.feature_spec import FeatureSpec  # noqa: E402
 from pipeline import synthetic  # noqa: E402
-from pipeline.tasks import BuildSequences, Preprocess, RemapIds, WriteTFRecords  # noqa: E402
+from pipeline.tasks.stage1 import BuildSequences, Preprocess, RemapIds, WriteTFRecords  # noqa: E402
 
 ELECTRONICS = {"users": 192_403, "items": 63_001, "categories": 801}
 

@@ -12,7 +12,7 @@ import pytest
 
 from din_common.errors import InputError, RunFailed
 from din_common.feature_spec import FeatureSpec
-from pipeline.tasks import Preprocess
+from pipeline.tasks.stage1 import Preprocess
 from tests.helpers.cli_capture import assert_one_clear_line, build_and_capture
 
 GOOD_REVIEWS = {
@@ -183,7 +183,7 @@ def stage1_done(tmp_path):
     ("learning_rate", "-1", r"\[train\] learning_rate must be a positive number"),
 ])
 def test_bad_training_settings_are_one_clear_line(stage1_done, setting, value, message):
-    from pipeline.train_tasks import TrainDIN
+    from pipeline.tasks.stage2 import TrainDIN
     ok, lines = build_and_capture(TrainDIN(), paths={"data_dir": stage1_done}, train={setting: value}, **TINY)
     assert not ok
     assert_one_clear_line(lines, message)
