@@ -2,8 +2,11 @@
 mistake (cli.errors), the summary block at the end of a run (cli.summary) and a process-lock
 directory per TF_CONFIG worker (cli.process_lock).
 
-`install()` only registers these; pipeline/__init__.py calls it, because importing the
-module named by `--module` is the one place the `luigi` command lets a project hook in.
+`install()` only registers, through Luigi's public interfaces: the summary's event handlers
+(`luigi.Task.event_handler`), a filter on Luigi's logger, the unknown-task `sys.excepthook` and
+a `[core] lock_pid_dir` setting (`luigi.configuration.get_config().set`). It assigns no Luigi
+attribute. pipeline/__init__.py calls it: importing the module named by `--module` is the one
+place the `luigi` command lets a project hook in.
 """
 from __future__ import annotations
 

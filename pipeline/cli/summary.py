@@ -3,21 +3,131 @@
 Which tasks ran, which were already up to date, which failed or could not start, and
 where the results are with their headline metrics. Luigi's own execution summary is an
 INFO log line, hidden at luigi.cfg's log level; this one always shows.
+
+Built on Luigi's public hooks only:
+- while the command schedules, `luigi.Task.event_handler` feeds a `RunRecord`: every task
+  found below the root (DEPENDENCY_DISCOVERED), those already up to date (DEPENDENCY_PRESENT)
+  and those that could not start (DEPENDENCY_MISSING: their complete() raised; BROKEN_TASK:
+  their requires() raised). These events fire in the scheduling process, also with
+  `--workers N`.
+- the `luigi` command ends with `sys.exit(code)` and offers no "run finished" callback, so the
+  block is printed by an `atexit` handler. It is registered at the first event of a `luigi`
+  command (one with a `CmdlineParser` instance), so an in-process `luigi.build` prints nothing.
+  Luigi's forked task processes leave with `os._exit` and never print it.
+- at exit each task that was to run answers from its own outputs: complete -> ran; not complete
+  although everything it requires is -> failed; otherwise -> not run. The command-line settings
+  (`--paths-data-dir ...`) are in force again while it asks: Luigi resolves them through the
+  parser of the command, which is gone once the run is over.
+With `local_scheduler = true` (luigi.cfg) no other process shares the scheduler, so a task is
+never "run by another process" and the block has no line for it.
 """
 from __future__ import annotations
 
+import atexit
 import collections
 import json
 import logging
+import sys
 from pathlib import Path
+
+import luigi
+from luigi.cmdline_parser import CmdlineParser
+from luigi.task import flatten
 
 from din_common.errors import InputError
 from din_common.feature_spec import FILE_NAME as FEATURE_SPEC_FILE, FeatureSpec
 from pipeline import config
+from pipeline.cli.errors import LUIGI_LOGGER
 from pipeline.console import count, split_counts
 from pipeline.tasks.stage2 import RunTask
 
 _SUMMARY_RULE = "=" * 72
+RAN, UP_TO_DATE, FAILED, COULD_NOT_START, NOT_RUN = "ran", "already up to date", "failed", "could not start", "not run"
+STATUS_ORDER = (RAN, UP_TO_DATE, FAILED, COULD_NOT_START, NOT_RUN)
+
+
+def _complete(task) -> bool:
+    """task.complete(), with a check that raises (a damaged input) counting as not complete."""
+    try:
+        return bool(task.complete())
+    except Exception:
+        return False
+
+
+class RunRecord:
+    """What the scheduling of one `luigi` command found, and the block printed when it exits."""
+
+    def __init__(self):
+        self.command: list[str] | None = None    # the command's arguments; None until its first event
+        self.root = None
+        self.scheduled: list = []                 # the root, then each task found below it, once
+        self.up_to_date: set = set()
+        self.could_not_start: set = set()
+
+    # --- scheduling events (public luigi.Task.event_handler hooks) ----------
+    HANDLERS = {luigi.Event.DEPENDENCY_DISCOVERED: "_discovered", luigi.Event.DEPENDENCY_PRESENT: "_present",
+                luigi.Event.DEPENDENCY_MISSING: "_could_not_start", luigi.Event.BROKEN_TASK: "_could_not_start",
+                luigi.Event.START: "_seen"}
+
+    def listen(self) -> None:
+        for event, name in self.HANDLERS.items():
+            luigi.Task.event_handler(event)(getattr(self, name))
+
+    def stop_listening(self) -> None:
+        for event, name in self.HANDLERS.items():
+            luigi.Task.remove_event_handler(event, getattr(self, name))
+
+    def _seen(self, task) -> bool:
+        """Note a task of the running `luigi` command; False outside one (an in-process luigi.build)."""
+        parser = CmdlineParser.get_instance()
+        if parser is None:
+            return False
+        if self.command is None:
+            self.command = sys.argv[1:]
+            self.root = parser.get_task_obj()
+            self.scheduled.append(self.root)
+            atexit.register(self.print_at_exit)
+        if task not in self.scheduled:
+            self.scheduled.append(task)
+        return True
+
+    def _discovered(self, task, dependency) -> None:
+        if self._seen(task):
+            self._seen(dependency)
+
+    def _present(self, task) -> None:
+        if self._seen(task):
+            self.up_to_date.add(task)
+
+    def _could_not_start(self, task, error=None) -> None:
+        if self._seen(task):
+            self.could_not_start.add(task)
+
+    # --- at exit -----------------------------------------------------------
+    def statuses(self) -> dict[str, list]:
+        """{status: tasks}: the scheduling events, and for the tasks that were to run their outputs now."""
+        found = collections.defaultdict(list)
+        for task in self.scheduled:
+            if task in self.up_to_date:
+                status = UP_TO_DATE
+            elif task in self.could_not_start:
+                status = COULD_NOT_START
+            elif _complete(task):
+                status = RAN
+            elif all(_complete(needed) for needed in flatten(task.requires())):
+                status = FAILED
+            else:
+                status = NOT_RUN
+            found[status].append(task)
+        return dict(found)
+
+    def print_at_exit(self) -> None:
+        try:
+            with CmdlineParser.global_instance(self.command, allow_override=True):
+                lines = summary_block(self.root, self.statuses())
+            print("\n".join(lines), flush=True)
+        except (Exception, SystemExit):  # the summary must never turn a finished run into a crash
+            logging.getLogger(LUIGI_LOGGER).debug("no run summary", exc_info=True)
 
 
 def group_tasks(tasks) -> str:
@@ -29,25 +139,9 @@ def group_tasks(tasks) -> str:
     return ", ".join(parts)
 
 
-# Luigi's status groups (luigi.execution_summary) under the words the summary uses.
-STATUS_LINES = (
-    ("ran", ("completed",)),
-    ("already up to date", ("already_done",)),
-    ("failed", ("failed",)),
-    ("could not start", ("scheduling_error",)),
-    ("not run", ("still_pending", "still_pending_ext", "upstream_failure", "upstream_missing_dependency",
-                 "upstream_scheduling_error", "not_run")),
-    ("run by another process", ("run_by_other_worker", "upstream_run_by_other_worker")),
-)
-
-
-def status_lines(task_sets: dict) -> list[str]:
-    lines = []
-    for label, statuses in STATUS_LINES:
-        tasks = [task for status in statuses for task in sorted(task_sets.get(status, ()), key=_run_order)]
-        if tasks:
-            lines.append(f"{label + ':':<20}{group_tasks(tasks)}")
-    return lines
+def status_lines(statuses: dict[str, list]) -> list[str]:
+    return [f"{status + ':':<20}{group_tasks(sorted(statuses[status], key=_run_order))}"
+            for status in STATUS_ORDER if statuses.get(status)]
 
 
 _STAGE_ORDER = ("PrepareRaw", "RemapIds", "BuildSequences", "WriteTFRecords", "Preprocess", "TrainDIN", "EvaluateDIN")
@@ -112,8 +206,6 @@ def headline_metrics(metrics: dict) -> str:
 
 def dependency_tree(root) -> list:
     """The root task and everything it requires, transitively (each task once)."""
-    from luigi.task import flatten
-
     seen, pending = [], [root]
     while pending:
         task = pending.pop()
@@ -123,13 +215,13 @@ def dependency_tree(root) -> list:
     return seen
 
 
-def summary_block(root_task, task_sets: dict) -> list[str]:
+def summary_block(root_task, statuses: dict[str, list]) -> list[str]:
     """The lines of the final summary of one command."""
     lines = [_SUMMARY_RULE, f"Summary of {root_task}"]
-    lines += status_lines(task_sets)
-    if root_task in task_sets.get("already_done", ()):
+    lines += status_lines(statuses)
+    if root_task in statuses.get(UP_TO_DATE, ()):
         lines[-1] += " (and everything it needs)"
-    if root_task in task_sets.get("completed", ()) or root_task in task_sets.get("already_done", ()):
+    if root_task in statuses.get(RAN, ()) or root_task in statuses.get(UP_TO_DATE, ()):
         # Luigi does not look below a task that is complete: find the results from the root.
         tasks = dependency_tree(root_task)
         if any(task.get_task_family() == "Preprocess" for task in tasks):
@@ -141,32 +233,9 @@ def summary_block(root_task, task_sets: dict) -> list[str]:
     return lines
 
 
-def print_summary(worker) -> None:
-    from luigi import execution_summary
-
-    history = getattr(worker, "_add_task_history", None)
-    if not history:
-        return
-    # Luigi's own grouping of the worker's tasks by status, the one its exit codes use.
-    task_sets = execution_summary._summary_dict(worker)
-    print("\n".join(summary_block(execution_summary._root_task(worker), task_sets)), flush=True)
+RUN_RECORD = RunRecord()
 
 
 def install_run_summary() -> None:
-    """Print the summary block after the worker of a `luigi` command has run."""
-    from luigi.worker import Worker
-
-    if getattr(Worker.run, "prints_din_summary", False):
-        return
-    original_run = Worker.run
-
-    def run(self):
-        succeeded = original_run(self)
-        try:
-            print_summary(self)
-        except Exception:  # the summary must never turn a finished run into a crash
-            logging.getLogger("luigi-interface").debug("no run summary", exc_info=True)
-        return succeeded
-
-    run.prints_din_summary = True
-    Worker.run = run
+    """Record the scheduling of a `luigi` command, to print the summary block when it exits."""
+    RUN_RECORD.listen()
