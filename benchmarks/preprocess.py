@@ -77,7 +77,7 @@ def raw_loading(raw_dir: Path, repeats: int, total_s: float) -> dict:
     import pandas as pd
 
     from pipeline import raw_sources
-    from pipeline.safe_pickle import safe_load
+    from pipeline.untrusted.unpickler import safe_load
 
     paths = (raw_dir / "reviews.pkl", raw_dir / "meta.pkl")
     checks = (raw_sources.check_reviews, raw_sources.check_meta)
