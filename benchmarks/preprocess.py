@@ -33,7 +33,7 @@ import pyarrow as pa  # noqa: E402
 
 from din_common.feature_spec import FeatureSpec  # noqa: E402
 from pipeline import synthetic  # noqa: E402
-from pipeline.tasks import BuildSequences, Preprocess, RemapIds, WriteTFRecords  # noqa: E402
+from pipeline.tasks.stage1 import BuildSequences, Preprocess, RemapIds, WriteTFRecords  # noqa: E402
 
 ELECTRONICS = {"users": 192_403, "items": 63_001, "categories": 801}
 
@@ -77,7 +77,7 @@ def raw_loading(raw_dir: Path, repeats: int, total_s: float) -> dict:
     import pandas as pd
 
     from pipeline import raw_sources
-    from pipeline.safe_pickle import safe_load
+    from pipeline.untrusted.unpickler import safe_load
 
     paths = (raw_dir / "reviews.pkl", raw_dir / "meta.pkl")
     checks = (raw_sources.check_reviews, raw_sources.check_meta)
@@ -116,7 +116,7 @@ def main() -> None:
         shutil.rmtree(args.data_dir / stage, ignore_errors=True)
     configure(args.data_dir, args.num_shards)
 
-    from pipeline.stages import Settings
+    from pipeline.settings import Settings
     shards = range(Settings.current().num_shards)
     stages = {
         "remap_s": [RemapIds()],

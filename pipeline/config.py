@@ -7,8 +7,6 @@ values here are the fallbacks when luigi.cfg is absent.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import luigi
 
 from din_common.errors import InputError
@@ -18,10 +16,6 @@ RAW_SOURCES = ("synthetic", "pickle", "amazon-json", "remap-pickle")
 
 class paths(luigi.Config):
     data_dir = luigi.Parameter(default="data", description="Root of the data tree; everything reads and writes under it.")
-
-    @property
-    def root(self) -> Path:
-        return Path(self.data_dir)
 
 
 class raw(luigi.Config):

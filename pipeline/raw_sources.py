@@ -2,7 +2,7 @@
 
 This module owns the "Raw input" contract of docs/design.md:
   * `load_reviews` / `load_meta` open the user's pickles in the sandbox of
-    `pipeline.pickle_sandbox` (which reads them with `pipeline.safe_pickle`
+    `pipeline.untrusted.sandbox` (which reads them with `pipeline.untrusted.unpickler`
     and runs the `check_*` functions below in its child), and return clean frames
     (`reviewerID, asin, unixReviewTime` and `asin, category`) plus counts for
     stats.json. Every problem is one InputError line naming the file, the
@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from din_common.atomic import atomic_path, remove_file
 from din_common.errors import InputError
-from pipeline import pickle_sandbox
+from pipeline import untrusted
 from pipeline.compat import RAW_PICKLE_PROTOCOL, as_text, is_arrow_string_dtype, text_array
 
 REVIEW_COLUMNS = ("reviewerID", "asin", "unixReviewTime")
@@ -58,13 +58,13 @@ _INT64_MAX = np.iinfo(np.int64).max
 
 def load_reviews(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
     """Load reviews.pkl: returns (frame with reviewerID str, asin str, unixReviewTime int64; info)."""
-    frames, info = pickle_sandbox.load(path, SANDBOX_JOBS["reviews"])
+    frames, info = untrusted.load(path, SANDBOX_JOBS["reviews"])
     return frames["reviews"], info
 
 
 def load_raw_pickles(reviews_path, meta_path) -> tuple[tuple[pd.DataFrame, dict], tuple[pd.DataFrame, dict]]:
     """load_reviews and load_meta at once (their sandbox processes start together)."""
-    (reviews, review_info), (meta, meta_info) = pickle_sandbox.load_many(
+    (reviews, review_info), (meta, meta_info) = untrusted.load_many(
         [(reviews_path, SANDBOX_JOBS["reviews"]), (meta_path, SANDBOX_JOBS["meta"])]
     )
     return (reviews["reviews"], review_info), (meta["meta"], meta_info)
@@ -91,7 +91,7 @@ def load_meta(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
     Rows repeating an earlier asin are dropped (the first wins) and counted in
     info["duplicate_meta_asins_dropped"].
     """
-    frames, info = pickle_sandbox.load(path, SANDBOX_JOBS["meta"])
+    frames, info = untrusted.load(path, SANDBOX_JOBS["meta"])
     return frames["meta"], info
 
 
@@ -498,7 +498,7 @@ def convert_remap_pickle(raw_dir: str | os.PathLike) -> dict:
     (asin_key, cate_key, revi_key) mapping ids back to the original strings.
     """
     raw_dir = _existing_dir(raw_dir)
-    frames, info = pickle_sandbox.load(raw_dir / REMAP_FILE, SANDBOX_JOBS["remap"])
+    frames, info = untrusted.load(raw_dir / REMAP_FILE, SANDBOX_JOBS["remap"])
     meta = pd.DataFrame(
         {
             "asin": frames["meta"]["asin"].array,
@@ -659,14 +659,14 @@ def _sample_remap() -> list[list]:
 
 _REVIEW_KINDS = {"reviewerID": "str", "asin": "str", "unixReviewTime": "int64"}
 SANDBOX_JOBS = {
-    "reviews": pickle_sandbox.SandboxJob(
+    "reviews": untrusted.SandboxJob(
         "reviews", __name__, check_reviews, _sample_reviews, 1, EXPECTED_REVIEWS, {"reviews": _REVIEW_KINDS}, ("rows",)
     ),
-    "meta": pickle_sandbox.SandboxJob(
+    "meta": untrusted.SandboxJob(
         "meta", __name__, check_meta, _sample_meta, 1, EXPECTED_META, {"meta": {"asin": "str", "category": "str"}},
         ("rows", "duplicate_meta_asins_dropped"),
     ),
-    "remap": pickle_sandbox.SandboxJob(
+    "remap": untrusted.SandboxJob(
         "remap", __name__, check_remap, _sample_remap, 4, EXPECTED_REMAP,
         {"reviews": _REVIEW_KINDS, "meta": {"asin": "str", "category": "str"}},
         ("users", "items", "categories", "reviews_rows"),

@@ -1,7 +1,7 @@
 """A deliberately compromised pickle-sandbox child, for tests/pipeline/test_pickle_attacks.py only.
 
-It stands in for `pipeline.pickle_sandbox._child_main` when a test sets
-`pickle_sandbox._CHILD_MODULE` to this module (in-process; no file, setting or
+It stands in for `pipeline.untrusted.sandbox._child_main` when a test sets
+`pipeline.untrusted.sandbox._CHILD_MODULE` to this module (in-process; no file, setting or
 environment variable can). It acts as if a pickle had taken over the child
 entirely: it is not confined, and it sends the parent the worst replies it
 can, chosen by the first line of the "pickle" file it is given. The parent

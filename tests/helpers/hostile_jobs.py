@@ -16,7 +16,7 @@ import subprocess
 
 import pandas as pd
 
-from pipeline.pickle_sandbox import SandboxJob
+from pipeline.untrusted import SandboxJob
 
 WARM_UP = "warm-up sample"
 

@@ -7,7 +7,7 @@ TRAIN_SETTINGS = {"batch_size": "64", "epochs": "1", "embed_dim": "4", "attentio
 
 
 class FixtureShards(luigi.ExternalTask):
-    """Stands in for pipeline.tasks.Preprocess: same interface (output, expected_fingerprint)."""
+    """Stands in for pipeline.tasks.stage1.Preprocess: same interface (output, expected_fingerprint)."""
     spec = luigi.Parameter()
 
     def output(self):

@@ -12,7 +12,8 @@ import pytest
 
 from din_common.errors import InputError, RunFailed
 from din_common.feature_spec import FeatureSpec
-from pipeline.tasks import Preprocess
+from pipeline.cli.errors import unparsable_task_flag
+from pipeline.tasks.stage1 import Preprocess
 from tests.helpers.cli_capture import assert_one_clear_line, build_and_capture
 
 GOOD_REVIEWS = {
@@ -183,7 +184,7 @@ def stage1_done(tmp_path):
     ("learning_rate", "-1", r"\[train\] learning_rate must be a positive number"),
 ])
 def test_bad_training_settings_are_one_clear_line(stage1_done, setting, value, message):
-    from pipeline.train_tasks import TrainDIN
+    from pipeline.tasks.stage2 import TrainDIN
     ok, lines = build_and_capture(TrainDIN(), paths={"data_dir": stage1_done}, train={setting: value}, **TINY)
     assert not ok
     assert_one_clear_line(lines, message)
@@ -237,3 +238,14 @@ def test_a_cut_short_shard_is_named(stage1_done):
     shard.write_bytes(shard.read_bytes()[:-7])
     with pytest.raises(InputError, match=r"val/part-00000\.tfrecord has \d+ bytes but stage 1 wrote \d+"):
         FeatureSpec.read(stage1_done / "tfrecords" / "feature_spec.json")
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--module", "pipeline", "BuildSequences", "--shard", "abc"], "--shard"),
+    (["--module", "pipeline", "BuildSequences", "--shard=abc"], "--shard"),
+    (["--module", "pipeline", "BuildSequences", "--BuildSequences-shard", "1.5"], "--BuildSequences-shard"),
+    (["--module", "pipeline", "BuildSequences", "--shard", "3"], None),
+    (["--module", "pipeline", "Preprocess", "--preprocess-maxlen", "abc"], None),  # a setting, not a task parameter
+])
+def test_the_task_flag_luigi_cannot_parse_is_found_from_the_command_line(argv, flag):
+    assert unparsable_task_flag(argv) == flag

@@ -2,8 +2,9 @@
 import json
 import time
 
-from pipeline.console import group_tasks, headline_metrics, run_lines
-from pipeline.tasks import BuildSequences, Preprocess, RemapIds, task_lock
+from pipeline.cli.summary import group_tasks, headline_metrics, run_lines
+from pipeline.tasks.base import task_lock
+from pipeline.tasks.stage1 import BuildSequences, Preprocess, RemapIds
 
 EPOCHS = [{"epoch": e, "train_loss": 0.7 - 0.1 * e, "train_samples_per_s": 1000.0,
            "val": {"auc": 0.6 + 0.1 * e, "gauc": 0.6, "logloss": 0.6}} for e in (1, 2)]

@@ -7,7 +7,7 @@ import pytest
 
 from din_common.errors import InputError
 from pipeline.inspect import describe, main
-from pipeline.tasks import SAMPLE_PARQUET_OPTIONS, write_parquet_atomic
+from pipeline.tasks.base import SAMPLE_PARQUET_OPTIONS, write_parquet_atomic
 from pipeline.tfrecord_io import write_samples_tfrecord
 from tests.helpers.samples import build, one_user_samples
 

@@ -8,7 +8,7 @@ from din_common.errors import InputError
 from din_model import device
 from din_model.npu_options import NpuOptions
 from din_model.params import run_id
-from pipeline import train_tasks
+from pipeline.tasks import stage2
 from tests.helpers.din_fixtures import write_random_fixture
 from tests.helpers.luigi_config import luigi_settings
 from tests.helpers.npu_standin import NpuStandin
@@ -18,20 +18,20 @@ from tests.helpers.train_settings import TRAIN_SETTINGS, FixtureShards
 
 def test_the_npu_section_of_luigi_cfg_and_the_command_line(tmp_path):
     with luigi_settings(paths={"data_dir": tmp_path}):  # luigi.cfg's [npu] is all defaults, the op cache in data_dir
-        assert train_tasks.current_npu_options() == NpuOptions(op_compiler_cache_dir=str(tmp_path / "npu_op_cache"))
+        assert stage2.current_npu_options() == NpuOptions(op_compiler_cache_dir=str(tmp_path / "npu_op_cache"))
         with luigi_settings(npu={"op_compiler_cache_mode": "disable"}):
-            assert train_tasks.current_npu_options().op_compiler_cache_dir == ""
+            assert stage2.current_npu_options().op_compiler_cache_dir == ""
     with luigi_settings(npu={"precision_mode": "force_fp16", "device_id": "2", "dump_path": str(tmp_path),
                              "op_compiler_cache_dir": str(tmp_path / "cache")}):
-        assert train_tasks.current_npu_options() == NpuOptions(precision_mode="force_fp16", device_id=2, dump_path=str(
+        assert stage2.current_npu_options() == NpuOptions(precision_mode="force_fp16", device_id=2, dump_path=str(
             tmp_path), op_compiler_cache_dir=str(tmp_path / "cache"))
     with luigi_settings(npu={"precison_mode": "force_fp16"}):  # Luigi itself would ignore a misspelt key
         with pytest.raises(InputError, match=r"\[npu\] has no setting 'precison_mode'"):
-            train_tasks.current_npu_options()
+            stage2.current_npu_options()
 
 
 def test_a_bad_npu_setting_stops_train_din_before_stage_one(tmp_path):
-    ok, lines = build_and_capture(train_tasks.TrainDIN(), paths={"data_dir": tmp_path / "data"}, npu={"dump_mode": "both"})
+    ok, lines = build_and_capture(stage2.TrainDIN(), paths={"data_dir": tmp_path / "data"}, npu={"dump_mode": "both"})
     assert not ok
     assert_one_clear_line(lines, r"\[npu\] dump_mode = 'both': expected one of input, output, all")
     assert not (tmp_path / "data").exists()  # stage 1 never ran
@@ -42,11 +42,11 @@ def test_train_then_evaluate_in_one_process_open_the_npu_once(tmp_path, monkeypa
     npu = NpuStandin().install(monkeypatch)
     monkeypatch.setattr(device, "_process_npu", device._ProcessNpu())
     spec = write_random_fixture(tmp_path, sizes=(("train", 300), ("val", 100), ("test", 100)))
-    monkeypatch.setattr(train_tasks.RunTask, "preprocess_task", lambda self: FixtureShards(spec=str(spec)))
+    monkeypatch.setattr(stage2.RunTask, "preprocess_task", lambda self: FixtureShards(spec=str(spec)))
     dump = tmp_path / "dump"
     with luigi_settings(paths={"data_dir": tmp_path}, train={**TRAIN_SETTINGS, "device": "npu"},
                         npu={"precision_mode": "force_fp32", "dump_path": dump, "dump_step": "0"}):
-        assert luigi.build([train_tasks.EvaluateDIN()], local_scheduler=True, log_level="WARNING")
+        assert luigi.build([stage2.EvaluateDIN()], local_scheduler=True, log_level="WARNING")
     names = npu.call_names()
     assert [names.count(name) for name in ("global_options", "open", "as_default")] == [1, 1, 1]
     assert names.index("global_options") < names.index("open") < names.index("as_default")
@@ -62,28 +62,28 @@ def test_a_task_asking_for_other_npu_options_after_the_npu_opened_fails_clearly(
     device.select_device("npu", "mixed")
     with luigi_settings(npu={"precision_mode": "force_fp16"}):
         with pytest.raises(InputError, match="NPU is already open in this process with other options"):
-            train_tasks._use_npu_options()
+            stage2._use_npu_options()
     assert npu.call_names() == ["global_options", "open", "as_default"]
 
 
 def test_a_changed_numerics_setting_starts_a_new_run_and_a_dump_setting_does_not(tmp_path, monkeypatch):
     """A mixed run, then --npu-precision-mode force_fp16: a new run, not "already up to date" with the mixed model."""
     spec = write_random_fixture(tmp_path, sizes=(("train", 300), ("val", 100), ("test", 100)))
-    monkeypatch.setattr(train_tasks.RunTask, "preprocess_task", lambda self: FixtureShards(spec=str(spec)))
+    monkeypatch.setattr(stage2.RunTask, "preprocess_task", lambda self: FixtureShards(spec=str(spec)))
     mixlist = tmp_path / "mixlist.json"
     mixlist.write_text(json.dumps({"black-list": {"to-add": ["MatMulV2"]}}))
     settings = {"paths": {"data_dir": tmp_path}, "train": {**TRAIN_SETTINGS, "device": "npu"}}
 
     def run_dir(**npu):
         with luigi_settings(**settings, npu=npu):
-            return train_tasks.TrainDIN().run_dir()
+            return stage2.TrainDIN().run_dir()
 
     trained = []
     for precision_mode in ("", "force_fp16"):  # each `luigi` run is its own process: a fresh adapter
         npu = NpuStandin().install(monkeypatch)
         monkeypatch.setattr(device, "_process_npu", device._ProcessNpu())
         with luigi_settings(**settings, npu={"precision_mode": precision_mode}):
-            assert luigi.build([train_tasks.TrainDIN()], local_scheduler=True, log_level="WARNING")
+            assert luigi.build([stage2.TrainDIN()], local_scheduler=True, log_level="WARNING")
         (opened,) = npu.named("open")
         trained.append((opened["options"]["precision_mode"], run_dir(precision_mode=precision_mode)))
     (mixed_mode, mixed_run), (fp16_mode, fp16_run) = trained
@@ -97,4 +97,4 @@ def test_a_changed_numerics_setting_starts_a_new_run_and_a_dump_setting_does_not
     mixlist.write_text(json.dumps({"white-list": {"to-add": ["MatMulV2"]}}))
     assert run_dir(modify_mixlist=str(mixlist)) != with_mixlist  # same file name, other contents
     with luigi_settings(paths={"data_dir": tmp_path}, train={**TRAIN_SETTINGS, "device": "cpu"}):
-        assert train_tasks.TrainDIN().run_dir().name == run_id(train_tasks.current_train_params(), "fixture")
+        assert stage2.TrainDIN().run_dir().name == run_id(stage2.current_train_params(), "fixture")

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 from din_common.errors import InputError
-from pipeline.safe_pickle import safe_load
+from pipeline.untrusted.unpickler import safe_load
 
 REPO = Path(__file__).resolve().parents[2]
 REFUSED = r"refusing to load .*: it asks for "
@@ -263,7 +263,7 @@ def test_safe_load_refuses_each_payload_quickly(tmp_path, case, file_name, data,
 
 
 def test_block_placements_are_checked_by_position_not_by_slice_end():
-    from pipeline.pickle_checks import Refused, placement_positions
+    from pipeline.untrusted.checks import Refused, placement_positions
 
     assert placement_positions(slice(2, 6, 2), 5, "a block").tolist() == [2, 4]  # how pandas writes columns 2, 4
     with pytest.raises(Refused, match="placed outside the 5 columns"):
@@ -291,7 +291,7 @@ _PROCESS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.sp
             "pty.spawn", "socket.connect")
 def _hook(event, args):
     if event in _PROCESS or (event == "open" and not isinstance(args[0], int)):  # an int: fdopen
-        confine = sys.modules.get("pipeline.sandbox_confine")
+        confine = sys.modules.get("pipeline.untrusted.confine")
         confined = bool(getattr(confine, "CONFINED", False))
         if event == "open" and not confined and not str(args[0]).startswith(tuple(_WATCHED)):
             return
@@ -367,7 +367,7 @@ def started_program(record: dict) -> bool:
         return False
     if record["confined"]:
         return True
-    return not ("pipeline.pickle_sandbox" in record["args"] or record["event"] == "os.fork"
+    return not ("pipeline.untrusted.sandbox" in record["args"] or record["event"] == "os.fork"
                 or any(f"'{p}'" in record["args"] or f"/{p}'" in record["args"] for p in _OWN_PROGRAMS))
 
 
@@ -394,7 +394,7 @@ def test_the_pipeline_stops_each_payload(tmp_path, case, file_name, data, messag
     assert "Traceback" not in result.stderr
     assert not (data_dir / "remap").exists() or not any((data_dir / "remap").rglob("*"))
     records = audit_records(audit_dir)
-    assert any("pipeline.pickle_sandbox" in r["args"] for r in records), "the audit hook saw the sandbox start"
+    assert any("pipeline.untrusted.sandbox" in r["args"] for r in records), "the audit hook saw the sandbox start"
     assert not [r for r in records if started_program(r)], "a program was started"
     assert not [r for r in records if r["event"] == "open"], "a file outside the data dir was opened"
     assert time.monotonic() - start < 60
@@ -422,7 +422,7 @@ COMPROMISED_RUNNER = r'''
 import json, resource, sys, time
 from pathlib import Path
 from din_common.errors import InputError
-from pipeline import pickle_sandbox
+from pipeline.untrusted import sandbox as pickle_sandbox
 from pipeline.raw_sources import SANDBOX_JOBS
 pickle_sandbox._CHILD_MODULE = "tests.helpers.compromised_child"
 

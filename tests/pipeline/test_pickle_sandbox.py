@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from din_common.errors import InputError
-from pipeline import pickle_sandbox, sandbox_confine
+from pipeline.untrusted import confine as sandbox_confine, sandbox as pickle_sandbox
 from pipeline.raw_sources import SANDBOX_JOBS
 from tests.helpers.hostile_jobs import SANDBOX_JOBS as HOSTILE
 

@@ -1,4 +1,4 @@
-"""Tests for pipeline.safe_pickle: data pickles load, code-running pickles never run."""
+"""Tests for pipeline.untrusted.unpickler: data pickles load, code-running pickles never run."""
 from __future__ import annotations
 
 import collections
@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 from din_common.errors import InputError
-from pipeline.safe_pickle import safe_load
+from pipeline.untrusted.unpickler import safe_load
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pickles"
 PANDAS_MAJOR = int(pd.__version__.split(".")[0])

@@ -8,9 +8,10 @@ import pytest
 
 from din_common.errors import InputError
 from din_common.feature_spec import FeatureSpec
-from pipeline import stages, tasks, tfrecord_io
-from pipeline.stages import Settings
-from pipeline.tasks import Preprocess, PrepareRaw
+from pipeline import settings as stage1_settings, tfrecord_io
+from pipeline.settings import Settings
+from pipeline.tasks import stage1
+from pipeline.tasks.stage1 import Preprocess, PrepareRaw
 from pipeline.tfrecord_io import SAMPLE_COLUMNS, iter_records, decode_prebatch, read_samples_tfrecord
 from tests.helpers.luigi_config import TINY_SYNTHETIC, luigi_settings
 
@@ -114,10 +115,10 @@ def write_as_the_first_sample_format(monkeypatch):
     Checked when hist_gap came in: build() then writes TFRecords byte-identical to those of the
     code before it (the sha256 that TINY_TFRECORDS_SHA256 was then), on all three stacks.
     """
-    monkeypatch.setattr(stages, "FORMAT_VERSIONS", {"remap": 1, "sequences": 1, "tfrecords": 2})
+    monkeypatch.setattr(stage1_settings, "FORMAT_VERSIONS", {"remap": 1, "sequences": 1, "tfrecords": 2})
     monkeypatch.setattr(tfrecord_io, "HISTORY_FIELDS", ("hist_item", "hist_cate"))
     monkeypatch.setattr(tfrecord_io, "SAMPLE_COLUMNS", tuple(c for c in SAMPLE_COLUMNS if c != "hist_gap"))
-    monkeypatch.setattr(tasks, "FORMAT_VERSION", 1)
+    monkeypatch.setattr(stage1, "FORMAT_VERSION", 1)
 
 
 def test_outputs_of_the_format_before_hist_gap_are_rebuilt_not_misread(data_dir, monkeypatch):

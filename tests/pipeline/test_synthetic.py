@@ -11,9 +11,9 @@ import pytest
 
 from pipeline import synthetic
 from din_common.errors import InputError
-from pipeline.stages import Settings
+from pipeline.settings import Settings
 from pipeline.synthetic import generate, rank_auc, write_raw
-from pipeline.tasks import PrepareRaw, Preprocess
+from pipeline.tasks.stage1 import PrepareRaw, Preprocess
 from tests.helpers.luigi_config import luigi_settings
 from tests.helpers.cli_capture import assert_one_clear_line, build_and_capture
 

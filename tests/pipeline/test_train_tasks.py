@@ -4,7 +4,7 @@ import json
 import luigi
 import pytest
 
-from pipeline import train_tasks
+from pipeline.tasks import stage2
 from tests.helpers.din_fixtures import write_random_fixture
 from tests.helpers.train_settings import TRAIN_SETTINGS, FixtureShards
 
@@ -44,30 +44,30 @@ def configured(tmp_path, monkeypatch, overrides):
     overrides.set("paths", "data_dir", str(tmp_path))
     for option, value in TRAIN_SETTINGS.items():
         overrides.set("train", option, value)
-    monkeypatch.setattr(train_tasks.RunTask, "preprocess_task", lambda self: FixtureShards(spec=str(spec)))
+    monkeypatch.setattr(stage2.RunTask, "preprocess_task", lambda self: FixtureShards(spec=str(spec)))
     return tmp_path
 
 
 def test_evaluate_din_trains_then_evaluates_and_is_complete(configured, capsys, monkeypatch):
     reports = []
-    monkeypatch.setattr(train_tasks.RunTask, "report",
+    monkeypatch.setattr(stage2.RunTask, "report",
                         lambda self, message, percent: reports.append((self.get_task_family(), message, percent)))
-    assert luigi.build([train_tasks.EvaluateDIN()], local_scheduler=True, log_level="WARNING")
+    assert luigi.build([stage2.EvaluateDIN()], local_scheduler=True, log_level="WARNING")
     trained = [percent for family, _, percent in reports if family == "TrainDIN"]
     assert trained and trained[-1] == 100 and all(isinstance(percent, int) for percent in trained)
     assert [report for report in reports if report[0] == "EvaluateDIN"] == [
         ("EvaluateDIN", "evaluating on the test split", 0), ("EvaluateDIN", "evaluation done", 100)]
-    train_task = train_tasks.TrainDIN()
+    train_task = stage2.TrainDIN()
     run_dir = train_task.run_dir()
     assert run_dir.parent == configured / "runs"
-    assert train_task.complete() and train_tasks.EvaluateDIN().complete()
+    assert train_task.complete() and stage2.EvaluateDIN().complete()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["training_done"] and "test" in metrics and len(metrics["epochs"]) == 1
     assert "saved model" in capsys.readouterr().out
 
 
 def test_changed_training_parameter_is_a_new_run(configured, overrides):
-    first = train_tasks.TrainDIN().run_dir()
+    first = stage2.TrainDIN().run_dir()
     overrides.set("train", "learning_rate", "0.02")
-    assert train_tasks.TrainDIN().run_dir() != first
-    assert train_tasks.current_train_params().learning_rate == 0.02
+    assert stage2.TrainDIN().run_dir() != first
+    assert stage2.current_train_params().learning_rate == 0.02

@@ -1,5 +1,8 @@
 """Stage-2 Luigi tasks: TrainDIN and EvaluateDIN, thin shells over `din_model.training`.
 
+The only pipeline module that imports din_model, and only inside functions: TensorFlow starts
+when a stage-2 task runs, never when stage 1 is scheduled.
+
 Both read the `[train]` section (pipeline.config.train) into `din_model.params.TrainParams`
 and the `[npu]` section into `din_model.npu_options.NpuOptions`: checked when the task is
 scheduled (a bad value stops the run before stage 1) and handed to `din_model.device.configure_npu`
@@ -17,7 +20,6 @@ shards start a new run too.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import luigi
@@ -26,7 +28,8 @@ from din_common import tf_config
 from din_common.atomic import write_json_atomic
 from pipeline import config
 from pipeline.console import progress_line
-from pipeline.tasks import LockedTask
+from pipeline.tasks.base import LockedTask
+from pipeline.tasks.stage1 import Preprocess
 
 
 def current_train_params():
@@ -76,15 +79,6 @@ def _use_npu_options() -> None:
     configure_npu(current_npu_options())
 
 
-def separate_process_locks_for_cluster_workers() -> None:
-    """Give each TF_CONFIG worker its own Luigi process-lock directory (unless luigi.cfg names one):
-    Luigi turns away a second process running the same command line ("already running")."""
-    worker = tf_config.worker_name()
-    settings = luigi.configuration.get_config()
-    if worker and not settings.has_option("core", "lock_pid_dir"):
-        settings.set("core", "lock_pid_dir", os.path.join(tempfile.gettempdir(), "luigi", worker))
-
-
 def _tfrecords_fingerprint(preprocess_task) -> str:
     """The fingerprint the current feature_spec.json has (or will have once Preprocess ran)."""
     return preprocess_task.expected_fingerprint() or "inputs-missing"
@@ -97,8 +91,6 @@ class RunTask(LockedTask):
         return current_train_params()
 
     def preprocess_task(self):
-        from pipeline.tasks import Preprocess
-
         return Preprocess()
 
     def spec_path(self) -> Path:

@@ -1,6 +1,6 @@
 """The exact allow-list of what a data pickle may name, and how each name may be used.
 
-This module owns the table behind `pipeline.safe_pickle`:
+This module owns the table behind `pipeline.untrusted.unpickler`:
   * `lookup(module, name)`: the object a pickle names, from a fixed table of
     (module, name) pairs as written by pandas 1.x-3.x, numpy 1.x-2.x and
     pyarrow. Every object was resolved when this module was imported, so a
@@ -15,7 +15,7 @@ This module owns the table behind `pipeline.safe_pickle`:
     BUILD on a table object itself (a class or function) is refused; dtype,
     ndarray, block manager and array states are checked before numpy/pandas
     see them, because numpy trusts the flags and offsets of a pickled dtype
-    and pandas trusts block placements (those checks: `pipeline.pickle_checks`).
+    and pandas trusts block placements (those checks: `pipeline.untrusted.checks`).
 Errors are `Refused` with a bounded description: nothing from the file is
 `repr`'d beyond a few dozen characters.
 """
@@ -40,7 +40,7 @@ from pandas.compat import pickle_compat
 from pandas.core.arrays.masked import BaseMaskedArray
 from pandas.core.internals.blocks import Block
 
-from pipeline.pickle_checks import (
+from pipeline.untrusted.checks import (
     BUFFERS,
     Refused,
     short,

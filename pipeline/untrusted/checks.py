@@ -1,4 +1,4 @@
-"""Checks of the states numpy and pandas trust, for the allow-list of `pipeline.pickle_allowlist`.
+"""Checks of the states numpy and pandas trust, for the allow-list of `pipeline.untrusted.allowlist`.
 
 This module owns what a pickle may put inside the objects the allow-list lets
 it build: a numpy dtype equal in every field to the one its type code names

@@ -13,7 +13,9 @@ documented exit code (luigi.cfg `[retcode]`), never with a traceback:
   reaches `sys.excepthook`; ours prints the closest task names. Exit 35.
 - a task parameter missing or unparsable on the command line (`BuildSequences` without
   `--shard`, `--shard abc`): Luigi cannot build the task and logs "Uncaught exception";
-  the filter names the parameter. Exit 40 (Luigi's code for it).
+  the filter names the parameter, found by parsing each flag of the command's task with
+  its own parameter (public `Register.get_task_cls`, `get_params`, `Parameter.parse`).
+  Exit 40 (Luigi's code for it).
 Tracebacks stay for every other exception (bugs), and for these too when the log
 level is DEBUG (`luigi --log-level DEBUG ...`).
 """
@@ -77,7 +79,7 @@ class InputErrorFilter(logging.Filter):
         if isinstance(error, ReportedError):
             _as_error(record, error.message)
             return True
-        task_parameter = task_parameter_message(error, record.exc_info[2]) if error is not None else None
+        task_parameter = task_parameter_message(error, sys.argv[1:]) if error is not None else None
         if task_parameter:
             _as_error(record, task_parameter)
             return True
@@ -95,8 +97,8 @@ class InputErrorFilter(logging.Filter):
         return True
 
 
-def task_parameter_message(error: BaseException, tb) -> str | None:
-    """One line for a task parameter Luigi could not take from the command line, else None."""
+def task_parameter_message(error: BaseException, argv: list[str]) -> str | None:
+    """One line for a task parameter Luigi could not take from the command line `argv`, else None."""
     from luigi.parameter import MissingParameterException
 
     if isinstance(error, MissingParameterException):
@@ -107,14 +109,44 @@ def task_parameter_message(error: BaseException, tb) -> str | None:
             return f"{task} needs its {name} parameter: add {command_line_flag(name)} VALUE"
         return str(error)
     if isinstance(error, ValueError):
-        # Luigi's command-line parser converts each task parameter in _get_task_kwargs, where
-        # the failing one is the local `param_name`.
-        while tb is not None:
-            frame = tb.tb_frame
-            if frame.f_code.co_name == "_get_task_kwargs" and "param_name" in frame.f_locals:
-                name = frame.f_locals["param_name"]
-                return f"{command_line_flag(name)} has a value Luigi cannot parse: {error}"
-            tb = tb.tb_next
+        flag = unparsable_task_flag(argv)
+        if flag:
+            return f"{flag} has a value Luigi cannot parse: {error}"
+    return None
+
+
+def unparsable_task_flag(argv: list[str]) -> str | None:
+    """The first flag of the command's task (`--shard`, or `--BuildSequences-shard`) whose value its
+    parameter cannot parse, else None. The task is the first word of `argv` that names one."""
+    from luigi.task_register import Register, TaskClassException
+
+    for word in argv:
+        if word.startswith("-"):
+            continue
+        try:
+            task_class = Register.get_task_cls(word)
+        except TaskClassException:
+            continue
+        for name, parameter in task_class.get_params():
+            for flag in (command_line_flag(name), command_line_flag(name, task_class.get_task_family())):
+                value = _flag_value(argv, flag)
+                if value is None:
+                    continue
+                try:
+                    parameter.parse(value)
+                except (ValueError, TypeError):
+                    return flag
+        return None
+    return None
+
+
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    """The value given to `flag` in `argv` (`--flag VALUE` or `--flag=VALUE`), else None."""
+    for index, word in enumerate(argv):
+        if word == flag and index + 1 < len(argv):
+            return argv[index + 1]
+        if word.startswith(flag + "="):
+            return word[len(flag) + 1:]
     return None
 
 

@@ -1,4 +1,4 @@
-"""Confining the current process so that it can only compute (the child of `pipeline.pickle_sandbox`).
+"""Confining the current process so that it can only compute (the child of `pipeline.untrusted.sandbox`).
 
 This module owns the one-way steps a process takes before it reads untrusted
 bytes, and reports which of them the platform supports:

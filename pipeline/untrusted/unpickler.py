@@ -3,7 +3,7 @@
 This module owns the unpickler: `safe_load` reads one file (or an open handle
 the sandbox child was given) with pandas' pure-Python compatibility unpickler,
 every opcode that names or calls something routed through
-`pipeline.pickle_allowlist`:
+`pipeline.untrusted.allowlist`:
   * GLOBAL/STACK_GLOBAL: `lookup`, a fixed table; nothing is imported.
   * REDUCE: `call`, only table callables, each through a validator.
   * NEWOBJ/NEWOBJ_EX: empty instances of table classes only.
@@ -20,7 +20,7 @@ different unpickler. The bytes read are capped (a small gzip can inflate to
 GBs), and every failure is one InputError line naming the file.
 
 The pipeline itself calls this only inside the sandbox process of
-`pipeline.pickle_sandbox` (layer 1), which bounds memory, CPU and time.
+`pipeline.untrusted.sandbox` (layer 1), which bounds memory, CPU and time.
 """
 from __future__ import annotations
 
@@ -41,9 +41,9 @@ import pyarrow as pa
 from pandas.compat import pickle_compat
 
 from din_common.errors import InputError
-from pipeline import pickle_allowlist as allow
-from pipeline.pickle_allowlist import Refused, short
-from pipeline.pickle_checks import printable
+from pipeline.untrusted import allowlist as allow
+from pipeline.untrusted.allowlist import Refused, short
+from pipeline.untrusted.checks import printable
 
 DEFAULT_EXPECTED = "a pandas DataFrame written by DataFrame.to_pickle"
 # Decompressed bytes allowed per compressed byte (data pickles gzip far less than this).

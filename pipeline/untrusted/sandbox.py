@@ -14,11 +14,11 @@ This module owns both ends of the sandbox:
     (their start-up is shared, their work runs in parallel), then reports
     how each worker ended. Before forking it warms up (a sample of each
     job's data goes through the same path, so pandas/pyarrow's lazy imports
-    happen now). A worker closes stdin, confines itself (`sandbox_confine.confine`: resource
+    happen now). A worker closes stdin, confines itself (`confine.confine`: resource
     limits, Landlock, seccomp), and only then reads the first opcode with
     `safe_load` (layer 2) and runs the job's check.
-A `SandboxJob` says what a file must hold: it is defined next to its checks
-(`pipeline.raw_sources.SANDBOX_JOBS`) and found by name in the child.
+A `SandboxJob` (pipeline.untrusted) says what a file must hold: it is defined next to its
+checks (`pipeline.raw_sources.SANDBOX_JOBS`) and found by name in the child.
 """
 from __future__ import annotations
 
@@ -44,16 +44,17 @@ import pyarrow.ipc
 
 from din_common.errors import InputError
 from pipeline.compat import TEXT_DTYPE
-from pipeline.pickle_checks import printable
+from pipeline.untrusted import SandboxJob
+from pipeline.untrusted.checks import printable
 
 LOGGER = logging.getLogger("luigi-interface")
-# Limits, each scaled with the file: the pure-Python unpickler reads ~50 MB/s
-# of dense opcodes, and a data frame needs a few times its pickle in memory.
+# Limits, each scaled with the file: the pure-Python unpickler's time grows with the opcodes it
+# reads, and a data frame needs a few times its pickle in memory (docs/security.md, "Limits").
 BASE_TIMEOUT_S, TIMEOUT_S_PER_MB = 120.0, 1.0
 BASE_MEMORY_BYTES, MEMORY_PER_BYTE = 3 << 30, 16
 BASE_OUTPUT_BYTES, OUTPUT_PER_BYTE = 64 << 20, 4
-# A gzip pickle's limits count it as this many times its size (data pickles gzip 3-5x);
-# the size its trailer claims is the writer's word, not ours.
+# A gzip pickle's limits count it as this many times its size (about what data pickles
+# compress by, docs/security.md); the size its trailer claims is the writer's word, not ours.
 GZIP_SCALE = 4
 MAX_HEADER_BYTES = 1 << 16
 MAX_STDERR_BYTES = 1 << 14
@@ -65,19 +66,6 @@ _ARROW_KINDS: dict[str, Callable[[pa.DataType], bool]] = {
     "str": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
     "int64": lambda t: t == pa.int64(),
 }
-
-
-class SandboxJob(NamedTuple):
-    """What one kind of pickle must hold and how the child checks it."""
-
-    name: str  # key in `<module>.SANDBOX_JOBS`
-    module: str  # the module the child imports to find this job
-    check: Callable[[list, str], tuple[dict, dict]]  # (objects, file name) -> (frames, info), in the child
-    sample: Callable[[], list[list]]  # valid object lists, to warm the child up before it is confined
-    n_objects: int
-    expected: str
-    frames: dict[str, dict[str, str]]  # frame name -> {column: "str" | "int64"}
-    info_keys: tuple[str, ...]
 
 
 class Limits(NamedTuple):
@@ -119,7 +107,7 @@ def _report_layers(layers: list[str]) -> None:
 # The child runs this. It needs none of the Luigi tasks that pipeline/__init__.py imports
 # (a third of its start-up time), so it registers the package by its path and imports
 # only the modules the job uses.
-_CHILD_BOOTSTRAP = """# the pipeline.pickle_sandbox child
+_CHILD_BOOTSTRAP = """# the pipeline.untrusted.sandbox child
 import sys, types
 package = types.ModuleType("pipeline")
 package.__path__ = [sys.argv[1]]
@@ -129,7 +117,7 @@ importlib.import_module(sys.argv[2])._child_main(sys.argv[3:])
 """
 # The module whose _child_main the child runs. Only tests change it (in-process, to drive a
 # deliberately compromised child, tests/helpers/compromised_child.py); no file or setting can.
-_CHILD_MODULE = "pipeline.pickle_sandbox"
+_CHILD_MODULE = "pipeline.untrusted.sandbox"
 
 
 class _Request(NamedTuple):
@@ -148,7 +136,7 @@ def load(path: str | os.PathLike, job: SandboxJob) -> tuple[dict[str, pd.DataFra
 
 def load_many(requests: list[tuple[str | os.PathLike, SandboxJob]]) -> list[tuple[dict[str, pd.DataFrame], dict]]:
     """Load several files at once: one child imports once and forks a confined worker per file."""
-    from pipeline.safe_pickle import open_pickle
+    from pipeline.untrusted.unpickler import open_pickle
 
     opened: list[_Request] = []
     receivers: list[_Receiver] = []
@@ -195,7 +183,8 @@ def _widen_pipe(fd: int) -> None:
 def _start(requests: list[_Request]) -> subprocess.Popen:
     spec = [{"module": r.job.module, "job": r.job.name, "source": r.source_fd, "out": r.worker_out_fd,
              "name": str(r.path), "memory": r.limits.memory_bytes, "cpu": r.limits.cpu_seconds} for r in requests]
-    command = [sys.executable, "-c", _CHILD_BOOTSTRAP, str(Path(__file__).parent), _CHILD_MODULE, json.dumps(spec)]
+    command = [sys.executable, "-c", _CHILD_BOOTSTRAP, str(Path(__file__).parent.parent), _CHILD_MODULE,
+               json.dumps(spec)]
     fds = [fd for r in requests for fd in (r.source_fd, r.worker_out_fd)]
     return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             pass_fds=fds, env=_child_environment())
@@ -515,7 +504,7 @@ def _write_ipc(out: Any, frame: pd.DataFrame, columns: dict[str, str]) -> None:
 
 def _run_job(job: SandboxJob, source: Any, name: str) -> tuple[dict, dict]:
     """(header, frames) for the pickle in `source`."""
-    from pipeline.safe_pickle import safe_load
+    from pipeline.untrusted.unpickler import safe_load
 
     objects = safe_load(source, n_objects=job.n_objects, expected=job.expected, name=name)
     frames, info = job.check(objects if job.n_objects > 1 else [objects], name)
@@ -557,7 +546,7 @@ _PR_SET_PDEATHSIG = 1
 def _child_main(argv: list[str]) -> None:
     """The child: import once, then fork one worker per file and report how each ended (on stdout)."""
     requests = json.loads(argv[0])
-    from pipeline import sandbox_confine  # noqa: F401  (loads libseccomp before any fork)
+    from pipeline.untrusted import confine  # noqa: F401  (loads libseccomp before any fork)
 
     jobs = [importlib.import_module(r["module"]).SANDBOX_JOBS[r["job"]] for r in requests]
     # Warmed up once, here: the workers inherit it (warming up starts no thread, so forking stays safe).
@@ -594,13 +583,13 @@ def _worker(request: dict, job: SandboxJob, others: list[int]) -> None:
             return
         for fd in others + [1]:  # other files' descriptors, and the status pipe: never forged
             os.close(fd)
-        from pipeline import sandbox_confine
+        from pipeline.untrusted import confine
 
         source = os.fdopen(request["source"], "rb")
         out = pa.PythonFile(os.fdopen(request["out"], "wb", buffering=0), mode="w")
         os.close(0)
         name, memory = request["name"], int(request["memory"])
-        layers = sandbox_confine.confine(memory, int(request["cpu"]))
+        layers = confine.confine(memory, int(request["cpu"]))
         try:
             header, frames = _run_job(job, source, name)
         except Exception as error:  # every failure becomes one message for the parent

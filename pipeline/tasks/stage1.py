@@ -3,173 +3,31 @@
 PrepareRaw -> RemapIds -> BuildSequences(shard) -> WriteTFRecords(shard) -> Preprocess.
 Every task reads its settings from the config sections (pipeline.config), writes
 its data files atomically, and writes its manifest (with the fingerprint of what
-shaped it) last, after deleting the old one first: a killed run therefore never
-leaves a manifest that vouches for half-replaced files.
+shaped it) last, after deleting the old one first (pipeline.tasks.base.ManifestTask).
+Stage 1 never imports stage 2: `AllTasks` (pipeline.tasks.all) joins them.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
-import time
 from pathlib import Path
 
 import luigi
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import config, raw_sources
-from din_common.atomic import atomic_path, remove_file, remove_stale_temporaries, write_json_atomic
+from pipeline import raw_sources
+from din_common.atomic import atomic_path, remove_stale_temporaries, write_json_atomic
 from din_common.errors import InputError
 from din_common.feature_spec import FORMAT_VERSION, SPLITS, FeatureSpec, SplitInfo
-from pipeline.compat import PARQUET_WRITE_OPTIONS
-from pipeline.console import count, progress_line, split_counts, task_line
-from pipeline.fingerprint import read_manifest_fingerprint
+from pipeline.console import count, split_counts
 from pipeline.raw_manifest import check_files, file_records
 from pipeline.raw_sources import load_raw_pickles
 from pipeline.remap import remap_ids_within, remap_time_limit
 from pipeline.sequences import build_shard_samples
-from pipeline.stages import GENERATED_SOURCES, Settings, missing_input_error
+from pipeline.settings import GENERATED_SOURCES, Settings, missing_input_error
 from pipeline.synthetic import write_raw
+from pipeline.tasks.base import SAMPLE_PARQUET_OPTIONS, ManifestTask, read_parquet, write_parquet_atomic
 from pipeline.tfrecord_io import write_samples_tfrecord
-
-
-# Sample tables are large, written once and read once, so they are written for speed:
-# plain pages, no compression. Snappy (used until hist_gap came) saves a third, but with
-# hist_gap's near-random seconds it cost 12% more stage-1 CPU than this (benchmarks/
-# preprocess.py, Electronics scale, 4 alternating rounds: 8.46 vs 7.54 s). Uncompressed,
-# they are about the size of their TFRecords. (zstd with dictionaries was slower still.)
-SAMPLE_PARQUET_OPTIONS = {"compression": "none", "use_dictionary": False}
-
-
-@contextlib.contextmanager
-def task_lock(data_dir: Path, task_id: str):
-    """An exclusive lock per task and data dir; the OS releases it if the process dies.
-
-    The holder deletes its lock file (and `.locks/` once empty) before releasing it, so
-    nothing is left behind. A waiter may then hold the lock of a deleted file: it checks
-    that the file it locked is still the one at the path, and otherwise tries again.
-    """
-    lock_dir = data_dir / ".locks"
-    path = lock_dir / f"{task_id}.lock"
-    while True:
-        try:
-            lock_dir.mkdir(parents=True, exist_ok=True)
-            handle = open(path, "a")
-        except (FileExistsError, FileNotFoundError):  # another process removed the empty lock dir meanwhile
-            continue
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        handle.close()
-    try:
-        yield
-    finally:
-        path.unlink()
-        with contextlib.suppress(OSError):  # not empty: another task holds or waits for its lock
-            lock_dir.rmdir()
-        handle.close()
-
-
-def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
-    # ParquetFile, not pq.read_table: the latter imports pyarrow.dataset (~0.5 s per worker process).
-    return pq.ParquetFile(path).read(columns=columns)
-
-
-def write_parquet_atomic(table: pa.Table, path: Path, **options) -> None:
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, **PARQUET_WRITE_OPTIONS, **(options or {"compression": "zstd"}))
-
-
-class LockedTask(luigi.Task):
-    """`run()` is `build()` under a per-task lock of the data dir.
-
-    Another pipeline process on the same data dir may be building this very task:
-    take turns, and skip the work if it finished while we waited.
-    """
-
-    def run(self):
-        with task_lock(Path(config.paths().data_dir), self.lock_name()):
-            if not self.complete():
-                self.started = time.perf_counter()
-                self.build()
-                task_line(self.display_name(), self.wrote(), time.perf_counter() - self.started)
-
-    def build(self) -> None:
-        raise NotImplementedError
-
-    def lock_name(self) -> str:
-        """Processes building the same task under the same lock name take turns."""
-        return self.task_id
-
-    def display_name(self) -> str:
-        return self.get_task_family()
-
-    def wrote(self) -> str:
-        """What build() wrote, for the line the task prints when it is done."""
-        raise NotImplementedError
-
-    def report(self, message: str, percent: int) -> None:
-        """Luigi's status message and progress percentage of this task."""
-        # Luigi's worker installs these callbacks; they are None when run() is called directly.
-        if self.set_status_message:
-            self.set_status_message(message)
-            self.set_progress_percentage(percent)
-
-
-class ManifestTask(LockedTask):
-    """A task whose output is current only when its manifest carries the expected fingerprint."""
-
-    def manifest_path(self) -> Path:
-        raise NotImplementedError
-
-    def expected_fingerprint(self) -> str | None:
-        raise NotImplementedError
-
-    def data_files(self) -> list[Path]:
-        return []
-
-    def output(self):
-        return luigi.LocalTarget(str(self.manifest_path()))
-
-    def complete(self) -> bool:
-        expected = self.expected_fingerprint()
-        return (expected is not None
-                and read_manifest_fingerprint(self.manifest_path()) == expected
-                and all(path.is_file() for path in self.data_files()))
-
-    def invalidate(self) -> None:
-        """Before writing: drop the manifest and whatever temporaries a killed writer left."""
-        remove_file(self.manifest_path())
-        remove_stale_temporaries(self.output_dir())
-
-    def output_dir(self) -> Path:
-        """The directory holding everything this task writes."""
-        return self.manifest_path().parent
-
-    def write_manifest(self, **content) -> None:
-        write_json_atomic(self.manifest_path(), {"fingerprint": self.expected_fingerprint(), **content})
-
-    def read_manifest(self) -> dict:
-        try:
-            return json.loads(self.manifest_path().read_text())
-        except (OSError, ValueError):
-            return {}
-
-    # A task that has run this long is a long one (remap at 10x scale: ~30 s): say what it does next.
-    PROGRESS_AFTER_SECONDS = 2.0
-
-    def report(self, message: str, percent: int) -> None:
-        """As LockedTask.report, and a console line once the task has run for a while."""
-        super().report(message, percent)
-        started = getattr(self, "started", None)
-        if started is not None and time.perf_counter() - started >= self.PROGRESS_AFTER_SECONDS:
-            progress_line(self.display_name(), message)
 
 
 class PrepareRaw(ManifestTask):
@@ -462,15 +320,3 @@ class Preprocess(ManifestTask):
                 if index.isdigit() and int(index) >= settings.num_shards:
                     path.unlink()
             remove_stale_temporaries(stage_dir)
-
-
-class AllTasks(luigi.WrapperTask):
-    """The whole product: stage 1, training and evaluation."""
-
-    def requires(self):
-        from pipeline.train_tasks import EvaluateDIN  # stage 2 builds on the tasks here: import late
-        return EvaluateDIN()
-
-    def complete(self) -> bool:
-        PrepareRaw().check_integrity()  # as in Preprocess.complete
-        return super().complete()
