@@ -29,9 +29,10 @@ def main() -> None:
     import tensorflow as tf
 
     from din_model.history_capacity import measure_history_capacity
-    from din_model.reader import effective_maxlen, load_spec, make_dataset
+    from din_common.feature_spec import FeatureSpec
+    from din_model.reader import effective_maxlen, make_dataset
 
-    spec = load_spec(args.data_dir / "tfrecords" / "feature_spec.json")
+    spec = FeatureSpec.read(args.data_dir / "tfrecords" / "feature_spec.json")
     maxlen = effective_maxlen(spec, args.maxlen)
     rule = measure_history_capacity(spec, maxlen, args.batch_size)
     capacity = rule.for_batch(args.batch_size)

@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 # loads; the baseline's process inherits it, so both sides run the same kernels.
 import din_model  # noqa: E402,F401
 from din_model.params import HISTORY_LAYOUTS, MODELS, XLA_MODES  # noqa: E402
-from din_model.run_state import STEPS_PER_CALL, make_step_loop, resolve_xla  # noqa: E402
+from din_model.train.policies import resolve_xla  # noqa: E402
+from din_model.train.steps import STEPS_PER_CALL, make_step_loop  # noqa: E402
 
 PRESETS = {
     "reference": dict(batch_size=4096, embed_dim=8, use_category=False, attention_hidden="80,40",
@@ -91,16 +92,17 @@ def preset_setup(data_dir: Path, preset: str, **settings):
     """(params, spec, device) of `preset` on DIR's shards; `settings` replace [train] values."""
     from din_model.device import select_device
     from din_model.params import TrainParams
-    from din_model.reader import load_spec
+    from din_common.feature_spec import FeatureSpec
 
     params = TrainParams(**{**PRESETS[preset], **settings})
-    spec = load_spec(data_dir / "tfrecords" / "feature_spec.json")
+    spec = FeatureSpec.read(data_dir / "tfrecords" / "feature_spec.json")
     return params, spec, select_device(params.device, params.precision)
 
 
-def fresh_train_step(params, spec: dict, device):
+def fresh_train_step(params, spec, device):
     """A new model and optimizer and their compiled train step, as training builds them (under device.scope())."""
-    from din_model.training import TrainingState, make_train_step, step_signature
+    from din_model.train.state import TrainingState
+    from din_model.train.steps import make_train_step, step_signature
 
     state = TrainingState(params, spec, device, Path("/nonexistent-checkpoints"))
     return make_train_step(state.model, state.optimizer, params.jit_compile, step_signature(spec, params, device))

@@ -27,8 +27,7 @@ import tensorflow as tf
 
 from din_common.errors import InputError
 from din_model.npu_options import NpuOptions, setting_of
-DEVICES = ("auto", "npu", "gpu", "cpu")
-PRECISIONS = ("mixed", "fp32")
+from din_model.params import DEVICES, PRECISIONS
 
 
 @dataclasses.dataclass

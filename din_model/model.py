@@ -31,6 +31,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from din_common.errors import InputError
+from din_common.feature_spec import FeatureSpec
 from din_model.compat import keras
 from din_model.layers import AttentionPooling, DenseStack, leaf_weights
 from din_model.params import TrainParams, history_features
@@ -257,7 +258,7 @@ def resolve_history_layout(params: TrainParams, static_shapes: bool) -> str:
     return "static_compact" if static_shapes or params.jit_compile else "compact"
 
 
-def build_model(params: TrainParams, spec: dict, dtype_policy: str = "float32", static_shapes: bool = False,
+def build_model(params: TrainParams, spec: FeatureSpec, dtype_policy: str = "float32", static_shapes: bool = False,
                 history_capacity: HistoryCapacity | None = None, on_npu: bool = False) -> DeepInterestNetwork:
     """The DIN for these params and this feature spec, built (variables exist) for `maxlen`.
 
@@ -266,12 +267,12 @@ def build_model(params: TrainParams, spec: dict, dtype_policy: str = "float32", 
     spec's train split unless `history_capacity` is given; otherwise the compact layout. `on_npu`: only
     ops the Ascend graph engine takes (the adapter's dropout, din_model/layers.py `Dropout`).
     """
-    maxlen = params.maxlen or int(spec["maxlen"])
+    maxlen = params.maxlen or spec.maxlen
     layout = resolve_history_layout(params, static_shapes)
     if layout == "static_compact" and history_capacity is None:
         history_capacity = measure_history_capacity(spec, maxlen, params.batch_size)
     model = DeepInterestNetwork(
-        n_items=int(spec["n_items"]), n_cats=int(spec["n_cats"]), embed_dim=params.embed_dim,
+        n_items=spec.n_items, n_cats=spec.n_cats, embed_dim=params.embed_dim,
         use_category=params.use_category, attention_units=params.attention_units,
         attention_activation=params.attention_activation, attention_softmax=params.attention_softmax,
         mlp_units=params.mlp_units, activation=params.activation, dropout=params.dropout,

@@ -106,17 +106,18 @@ def check_graphs(verdicts: Verdicts, device, params, opp_path: str) -> None:
     """Build the model on the opened NPU, check its graphs' op types, run the steps."""
     import tensorflow as tf
 
+    from din_common.feature_spec import FeatureSpec
     from din_model import compat
     from din_model.graph_ops import graph_op_types
     from din_model.history_capacity import HistoryCapacity
     from din_model.model import build_model
     from din_model.npu_ops import unsupported_ops
-    from din_model.optimizer import FusedAdam
+    from din_model.train.optimizer import FusedAdam
     from din_model.reader import batch_signature
-    from din_model.run_state import make_predict_step, make_step_loop, make_train_step
+    from din_model.train.steps import make_predict_step, make_step_loop, make_train_step
 
     maxlen, n_items, n_cats = 20, 1000, 20
-    spec = {"maxlen": maxlen, "n_items": n_items, "n_cats": n_cats}
+    spec = FeatureSpec.without_shards(maxlen=maxlen, n_items=n_items, n_cats=n_cats)
     model = build_model(params, spec, device.dtype_policy, True, HistoryCapacity(maxlen / 2, maxlen / 4, maxlen),
                         on_npu=True)
     optimizer = device.wrap_optimizer(FusedAdam(learning_rate=params.learning_rate))
@@ -172,7 +173,7 @@ def check_ai_cpu(verdicts: Verdicts, dump_dir: Path) -> None:
 
 def check_all_reduce(verdicts: Verdicts, rank_table: str, timeout: float) -> None:
     from din_common.errors import InputError
-    from din_model.npu_ranks import rank_environment
+    from din_model.parallel.npu_ranks import rank_environment
     from din_model.rank_table import read_rank_table
 
     if not rank_table:

@@ -19,7 +19,7 @@ keeps the adapter's default. Values go with the Python type the adapter's option
 | loss_scaling (dynamic or off) | npu_device.train.optimizer.NpuLossScaleOptimizer (float16 matrix products) |
 | devices, rank_table_file | NPU ranks: RANK_SIZE, RANK_ID, ASCEND_DEVICE_ID, RANK_TABLE_FILE per process; the
   table is checked to list exactly `devices` NPUs (din_model/rank_table.py) |
-| iterations_per_loop | npu_device.set_npu_loop_size: train steps per graph call (din_model/run_state.py) |
+| iterations_per_loop | npu_device.set_npu_loop_size: train steps per graph call (din_model/train/steps.py) |
 | op_compiler_cache_mode, op_compiler_cache_dir | the same names (cache on by default, in the data dir) |
 | hcom_parallel, op_debug_level, enable_exception_dump, graph_run_mode | the same names |
 | aoe_mode | aoe_config.aoe_mode |

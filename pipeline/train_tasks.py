@@ -135,7 +135,7 @@ class TrainDIN(RunTask):
         options = current_npu_options()
         print(f"[TrainDIN] run {run_dir.name}: {self.train_params().epochs} epochs into {run_dir}", flush=True)
         if options.devices > 1:  # one rank process per NPU; this process opens none
-            from din_model.npu_ranks import launch_ranks
+            from din_model.parallel.npu_ranks import launch_ranks
 
             launch_ranks(options, self.spec_path(), run_dir, self.train_params())
             return

@@ -1,5 +1,5 @@
 """What a training run reports: curves.png's title and ticks, and TensorFlow started
-without its start-up noise (din_model.reporting, din_model.quiet_start)."""
+without its start-up noise (din_model.train.reporting, din_model.quiet_start)."""
 import json
 import os
 import subprocess
@@ -14,7 +14,7 @@ EPOCHS = [{"epoch": e, "train_loss": 0.7 - 0.1 * e, "train_samples_per_s": 1000.
 
 
 def test_curves_are_titled_with_run_and_data_and_have_whole_epoch_ticks(tmp_path):
-    from din_model.reporting import curves_figure, plot_curves, run_title
+    from din_model.train.reporting import curves_figure, plot_curves, run_title
 
     run_dir = tmp_path / "mydata" / "runs" / "abc123"
     (tmp_path / "mydata" / "raw").mkdir(parents=True)
@@ -31,7 +31,7 @@ def test_curves_are_titled_with_run_and_data_and_have_whole_epoch_ticks(tmp_path
 
 
 def test_run_title_without_a_raw_manifest_names_the_data_dir(tmp_path):
-    from din_model.reporting import run_title
+    from din_model.train.reporting import run_title
 
     assert run_title(tmp_path / "d" / "runs" / "r1") == "DIN run r1, data: d"
 
