@@ -168,7 +168,7 @@ def main() -> None:
     args = parser.parse_args()
     require_keras_2()
     from din_common.feature_spec import FeatureSpec
-    from din_model.reader import make_dataset
+    from din_model.data.reader import make_dataset
 
     if args.warmup < 1:
         raise SystemExit("--warmup must be at least 1 (the first window starts at the end of a batch)")

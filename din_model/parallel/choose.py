@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from din_model.device import DeviceChoice
+from din_model.device.selection import DeviceChoice
 from din_model.params import TrainParams
 from din_model.parallel import cluster, npu_ranks
 from din_model.parallel.placement import Placement

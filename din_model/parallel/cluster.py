@@ -2,7 +2,7 @@
 
 Owns: starting `tf.distribute.MultiWorkerMirroredStrategy` when `TF_CONFIG` (parsed by
 din_common/tf_config.py) names more than one worker (CPU/GPU path), and `Cluster`, this worker's part in
-the one training loop (din_model/training.py, din_model/parallel/placement.py): its part of the
+the one training loop (din_model/run/loop.py, din_model/parallel/placement.py): its part of the
 train split, the distributed train step, agreement and barriers between workers. Without
 `TF_CONFIG`, or with a single worker, `start_from_environment` returns None.
 
@@ -44,7 +44,7 @@ from din_model.parallel.cluster_join import exit_on_sigterm, leave, wait_for_wor
 from din_model.params import TrainParams
 from din_model.parallel.placement import (Placement, check_files_per_process, epoch_seed, fixed_steps,
                                           per_process_batch_size, steps_per_epoch)
-from din_model.reader import iterate_checked, make_dataset, split_files
+from din_model.data.reader import iterate_checked, make_dataset, split_files
 from din_model.train import steps
 from din_model.train.run_files import RunFiles
 from din_model.train.state import TrainingState
@@ -163,7 +163,7 @@ def start_from_environment(requested_device: str, *, environ: Mapping[str, str] 
     if num_workers <= 1:
         return None
     if import_npu is None:
-        from din_model.device import _import_npu_device as import_npu
+        from din_model.device.selection import _import_npu_device as import_npu
     if _npu_selected(requested_device, import_npu):
         print(f"[train] {tf_config.VARIABLE} names {num_workers} workers, but the Ascend NPU path ignores it: "
               "train on several NPUs with [npu] devices (NPU ranks, docs/ascend.md)", flush=True)

@@ -11,7 +11,7 @@ device with `RANK_SIZE`, `RANK_ID`, `RANK_TABLE_FILE` (the HCCL rank table) and
   averages the gradients over the ranks (`all_reduce(..., "mean")`) before the update;
   the model's variables are broadcast from rank 0 after building and restoring. Rank 0
   writes the run directory (checkpoints, metrics, SavedModel); the others write nothing.
-- `launch_ranks`: `TrainDIN` with `[npu] devices = n` checks the rank table (din_model/rank_table.py:
+- `launch_ranks`: `TrainDIN` with `[npu] devices = n` checks the rank table (din_model/device/rank_table.py:
   exactly n NPUs, else one error before any rank starts), measures the static layout's history
   capacity once and hands it to the ranks, starts the n rank processes (`python -m
   din_model.run.npu_rank ...`; rank r on the table's device_id of rank_id r, with HCCL_CONNECT_TIMEOUT
@@ -42,7 +42,7 @@ from din_common.feature_spec import FeatureSpec
 from din_model.params import TrainParams
 from din_model.parallel.placement import (Placement, check_files_per_process, epoch_seed, fixed_steps,
                                           per_process_batch_size, steps_per_epoch)
-from din_model.reader import iterate_checked, make_dataset, split_files
+from din_model.data.reader import iterate_checked, make_dataset, split_files
 from din_model.train import steps
 from din_model.train.run_files import RunFiles, read_metrics
 from din_model.train.state import TrainingState
@@ -178,8 +178,8 @@ def rank_environment(rank: int, table, sync_dir: str, environ=os.environ) -> dic
 def _capacity_for_ranks(spec_path, params: TrainParams) -> dict:
     """The static layout's history capacity, measured here once (not by every rank, on its NPU), for the ranks'
     environment; {} when the ranks' model does not use it."""
-    from din_model.history_capacity import capacity_environment
-    from din_model.model import resolve_history_layout
+    from din_model.model.history_capacity import capacity_environment
+    from din_model.model.network import resolve_history_layout
 
     if resolve_history_layout(params, static_shapes=True) != "static_compact":
         return {}

@@ -1,6 +1,6 @@
 """How one training process takes part in a run: the `Placement` interface and the helpers its implementations share.
 
-The training loop (din_model/training.py) is written once, over a `Placement`. What
+The training loop (din_model/run/loop.py) is written once, over a `Placement`. What
 differs between the ways of training sits behind its methods:
 - where variables are created (`scope`) and where checkpoints go (`checkpoint_dir`);
 - how the state is restored and made the same on every process (`restore`);
@@ -29,9 +29,9 @@ import numpy as np
 
 from din_common.errors import InputError
 from din_common.feature_spec import FeatureSpec
-from din_model.device import DeviceChoice
+from din_model.device.selection import DeviceChoice
 from din_model.params import TrainParams
-from din_model.reader import SHARD_ERRORS, damaged_shard, make_dataset, split_files
+from din_model.data.reader import SHARD_ERRORS, damaged_shard, make_dataset, split_files
 from din_model.train import steps
 from din_model.train.policies import fixed_batches
 from din_model.train.run_files import RunFiles

@@ -10,10 +10,10 @@ from typing import Iterator
 import numpy as np
 
 from din_common.feature_spec import FeatureSpec
-from din_model.device import DeviceChoice
+from din_model.device.selection import DeviceChoice
 from din_model.params import TrainParams
 from din_model.parallel.placement import Placement, epoch_dataset
-from din_model.reader import iterate_checked, split_files
+from din_model.data.reader import iterate_checked, split_files
 from din_model.train import steps
 from din_model.train.run_files import RunFiles
 from din_model.train.state import TrainingState

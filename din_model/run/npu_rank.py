@@ -12,10 +12,10 @@ import os
 import sys
 
 from din_common.errors import ReportedError
-from din_model.device import configure_npu
-from din_model.npu_options import NpuOptions
+from din_model.device.selection import configure_npu
+from din_model.device.npu_options import NpuOptions
 from din_model.params import TrainParams
-from din_model.training import train
+from din_model.run.loop import train
 
 
 def main(argv=None) -> int:

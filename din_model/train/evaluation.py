@@ -20,9 +20,9 @@ from din_common.atomic import write_json_atomic
 from din_common.errors import InputError
 from din_common import metrics as metric_functions
 from din_common.feature_spec import FeatureSpec
-from din_model.device import DeviceChoice, select_device
+from din_model.device.selection import DeviceChoice, select_device
 from din_model.params import TrainParams, run_id
-from din_model.reader import batches_with_rows, feature_spec_at, iterate_checked, make_dataset, split_files
+from din_model.data.reader import batches_with_rows, feature_spec_at, iterate_checked, make_dataset, split_files
 from din_model.train.policies import fixed_batches
 from din_model.train.portable_weights import restore_weights
 from din_model.train.run_files import RunFiles, read_metrics

@@ -10,7 +10,7 @@ import dataclasses
 from din_common.errors import InputError
 from din_common.feature_spec import FeatureSpec
 from din_model import compat
-from din_model.device import DeviceChoice
+from din_model.device.selection import DeviceChoice
 from din_model.params import TrainParams
 
 # Runs of at least this many full batches repay XLA's longer compile (docs/static_path.md, "[train] xla",

@@ -14,8 +14,8 @@ import tensorflow as tf
 
 from din_common.feature_spec import FeatureSpec
 from din_model import compat
-from din_model.device import DeviceChoice
-from din_model.model import build_model
+from din_model.device.selection import DeviceChoice
+from din_model.model.network import build_model
 from din_model.params import TrainParams
 from din_model.train.optimizer import FusedAdam
 from din_model.train.portable_weights import NODE as PORTABLE_WEIGHTS, WeightsByName

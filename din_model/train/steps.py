@@ -14,9 +14,9 @@ import tensorflow as tf
 
 from din_common.feature_spec import FeatureSpec
 from din_model import compat
-from din_model.device import DeviceChoice
+from din_model.device.selection import DeviceChoice
 from din_model.params import TrainParams
-from din_model.reader import batch_signature, effective_maxlen
+from din_model.data.reader import batch_signature, effective_maxlen
 from din_model.train.policies import fixed_batches
 
 

@@ -5,9 +5,9 @@ import sys
 import pytest
 
 from din_common.errors import InputError
-from din_model import device
-from din_model.device import configure_npu, select_device
-from din_model.npu_options import NpuOptions
+from din_model.device import selection as device
+from din_model.device.selection import configure_npu, select_device
+from din_model.device.npu_options import NpuOptions
 from tests.helpers.npu_standin import NpuConfig, NpuStandin
 
 ADAPTER_DEFAULTS = NpuConfig().as_dict()

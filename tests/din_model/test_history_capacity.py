@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from din_common.errors import InputError
-from din_model.history_capacity import HistoryCapacity, capacity_of_batches
+from din_model.model.history_capacity import HistoryCapacity, capacity_of_batches
 
 
 def test_capacity_rule_for_an_int_and_a_tensor_batch():
@@ -39,7 +39,8 @@ def test_the_spread_of_batch_totals_widens_the_capacity_when_batches_are_correla
 
 def test_a_launcher_measures_once_and_its_processes_read_the_rule_back(tmp_path, monkeypatch):
     """The NPU ranks' launcher measures; each rank gets the same rule without reading the split again."""
-    from din_model import history_capacity, reader
+    from din_model.data import reader
+    from din_model.model import history_capacity
     from din_common.feature_spec import FeatureSpec
     from tests.helpers.din_fixtures import write_random_fixture
 

@@ -7,11 +7,11 @@ import tensorflow as tf
 
 from din_model.compat import set_random_seed
 from din_model.train.export import SIGNATURE_NAMES, export_saved_model
-from din_model.layers import AttentionPooling, Dice, Dropout, PReLU
-from din_model.history_capacity import HistoryCapacity
-from din_model.model import build_model
-from din_model.reader import make_dataset
-from din_model.segments import row_operations
+from din_model.model.layers import AttentionPooling, Dice, Dropout, PReLU
+from din_model.model.history_capacity import HistoryCapacity
+from din_model.model.network import build_model
+from din_model.data.reader import make_dataset
+from din_model.model.segments import row_operations
 from din_model.params import TrainParams
 from din_model.train.steps import make_train_step
 from tests.helpers.din_fixtures import sizes_spec

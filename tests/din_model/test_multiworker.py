@@ -33,7 +33,7 @@ WORKER_TIMEOUT_S = 240
 WORKER_ENTRY = """
 import json, sys
 import numpy as np
-from din_model import training
+from din_model.run import loop as training
 from din_model.parallel import cluster as distribute
 from din_model.params import TrainParams
 

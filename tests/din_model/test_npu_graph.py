@@ -8,16 +8,16 @@ from __future__ import annotations
 import pytest
 import tensorflow as tf
 
-from din_model.device import configure_npu, select_device
+from din_model.device.selection import configure_npu, select_device
 from din_model.train.export import ScoringModule
-from din_model.graph_ops import graph_op_types
-from din_model.npu_ops import NOT_SUPPORTED, NPU_OP_TYPES, unsupported_ops
-from din_model.npu_options import NpuOptions
+from din_model.device.graph_ops import graph_op_types
+from din_model.device.npu_ops import NOT_SUPPORTED, NPU_OP_TYPES, unsupported_ops
+from din_model.device.npu_options import NpuOptions
 from din_model.params import TrainParams
 from din_common.feature_spec import FeatureSpec
 from din_model.train.state import TrainingState
 from din_model.train.steps import make_predict_step, make_step_loop, make_train_step, step_signature
-from din_model.training import train
+from din_model.run.loop import train
 from tests.helpers.din_fixtures import write_random_fixture
 from tests.helpers.npu_standin import npu_standin  # noqa: F401  (fixture)
 

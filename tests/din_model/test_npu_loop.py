@@ -6,10 +6,10 @@ import pytest
 import tensorflow as tf
 
 from din_model.train import steps as train_steps
-from din_model.device import configure_npu
-from din_model.npu_options import NpuOptions
+from din_model.device.selection import configure_npu
+from din_model.device.npu_options import NpuOptions
 from din_model.params import TrainParams
-from din_model.training import TrainingDiverged, train
+from din_model.run.loop import TrainingDiverged, train
 from tests.helpers.din_fixtures import nan_at_step, write_random_fixture
 from tests.helpers.npu_standin import npu_standin  # noqa: F401  (fixture)
 
@@ -60,7 +60,7 @@ def test_divergence_inside_a_sunk_call_is_reported_at_its_step(tmp_path, npu_sta
 def test_the_sunk_loop_is_one_while_that_every_op_feeds_as_the_adapter_requires(tmp_path, npu_standin):
     """tf_adapter_2.x/npu_device/core/npu_utils.cpp `IsGraphNeedLoop`: the graph's only While node consumes the
     iterator and a reverse walk from it reaches every op; otherwise the adapter does not sink the loop."""
-    from din_model.device import select_device
+    from din_model.device.selection import select_device
     from din_common.feature_spec import FeatureSpec
     from din_model.train.state import TrainingState
     from din_model.train.steps import make_train_step, step_signature

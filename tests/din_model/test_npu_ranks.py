@@ -13,7 +13,7 @@ import pytest
 
 from din_common.errors import InputError, RunFailed
 from din_model.parallel import npu_ranks
-from din_model.npu_options import NpuOptions
+from din_model.device.npu_options import NpuOptions
 from din_model.params import TrainParams
 from tests.helpers.din_fixtures import write_random_fixture
 from tests.helpers.rank_tables import device, table_1_0

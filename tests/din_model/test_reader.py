@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.din_fixtures import autotune_enabled, random_samples, write_fixture
-from din_model.reader import FEATURE_NAMES, batch_signature, iterate_checked, make_dataset, split_files
+from din_model.data.reader import FEATURE_NAMES, batch_signature, iterate_checked, make_dataset, split_files
 from din_common.errors import InputError
 from din_common.feature_spec import FeatureSpec
 

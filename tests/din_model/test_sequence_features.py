@@ -10,9 +10,9 @@ from din_common.errors import InputError
 from din_model.compat import set_random_seed
 from din_model.train.evaluation import plain_din_test_auc, relative_improvements
 from din_model.train.export import export_saved_model
-from din_model.history_capacity import HistoryCapacity
+from din_model.model.history_capacity import HistoryCapacity
 from din_common.metrics import rela_impr
-from din_model.model import TIME_GAP_BUCKETS, build_model, time_gap_buckets
+from din_model.model.network import TIME_GAP_BUCKETS, build_model, time_gap_buckets
 from din_model.params import TrainParams, run_id
 from tests.helpers.din_fixtures import sizes_spec
 from tests.helpers.scoring import load_scorer

@@ -6,11 +6,12 @@ import pytest
 import tensorflow as tf
 
 from din_common.errors import InputError
-from din_model import compat, training
+from din_model import compat
+from din_model.run import loop as training
 from din_model.parallel import placement
 from din_model.train import evaluation, policies, steps as train_steps
 from din_model.params import TrainParams
-from din_model.training import TrainingDiverged, evaluate, train, training_complete
+from din_model.run.loop import TrainingDiverged, evaluate, train, training_complete
 from tests.helpers.checkpoints import optimizer_iterations
 from tests.helpers.din_fixtures import nan_at_step, sizes_spec, write_random_fixture
 
@@ -135,7 +136,7 @@ def test_gpu_mixed_precision_path_trains_resumes_and_exports_on_cpu(spec_path, t
     and loss, the loss-scale optimizer in the checkpoint, export and reload.
     """
     from din_model.compat import LossScaleOptimizer, keras
-    from din_model.device import DeviceChoice
+    from din_model.device.selection import DeviceChoice
     from tests.helpers.scoring import load_scorer
 
     gpu_like = DeviceChoice(name="gpu", precision="mixed", dtype_policy="mixed_float16", static_shapes=False,
@@ -249,7 +250,7 @@ def test_several_steps_per_call_train_the_model_one_step_per_call_trains(spec_pa
     ("auto", "cpu", 64 * 512, 1, True), ("auto", "cpu", 64 * 256, 2, True), ("auto", "cpu", 64 * 512 - 1, 1, False),
     ("auto", "gpu", 10 ** 7, 8, False), ("auto", "npu", 10 ** 7, 8, False), ("auto", "cluster", 10 ** 7, 8, False)])
 def test_xla_setting_resolves_by_device_stack_and_run_length(xla, device, train_samples, epochs, expected):
-    from din_model.device import DeviceChoice
+    from din_model.device.selection import DeviceChoice
 
     cluster = device == "cluster"  # a CPU worker of several
     choice = DeviceChoice(name="cpu" if cluster else device, precision="fp32", dtype_policy="float32",
@@ -262,7 +263,7 @@ def test_xla_setting_resolves_by_device_stack_and_run_length(xla, device, train_
 
 
 def test_xla_on_the_npu_is_refused():
-    from din_model.device import DeviceChoice
+    from din_model.device.selection import DeviceChoice
 
     npu = DeviceChoice(name="npu", precision="mixed", dtype_policy="float32", static_shapes=True, loss_scaling=True)
     with pytest.raises(InputError, match=r"\[train\] xla = on: the NPU compiles its graphs itself"):

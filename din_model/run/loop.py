@@ -25,15 +25,16 @@ from din_common.atomic import write_json_atomic
 from din_common.errors import InputError, RunFailed
 from din_common.faults import kill_point
 from din_common.feature_spec import FeatureSpec
-from din_model import compat, cpu_kernels
-from din_model.device import DeviceChoice, select_device
-from din_model.train.evaluation import evaluate, predict_split, split_metrics  # noqa: F401  (evaluate: public API)
-from din_model.train.export import export_saved_model
-from din_model.params import TrainParams
+from din_model import compat
+from din_model.data.reader import feature_spec_at
+from din_model.device import cpu_kernels
+from din_model.device.selection import DeviceChoice, select_device
 from din_model.parallel.choose import choose_placement, placement_on
 from din_model.parallel.placement import Placement
-from din_model.reader import feature_spec_at
+from din_model.params import TrainParams
 from din_model.train import steps
+from din_model.train.evaluation import evaluate, predict_split, split_metrics  # noqa: F401  (evaluate: public API)
+from din_model.train.export import export_saved_model
 from din_model.train.policies import resolve_xla
 from din_model.train.reporting import plot_curves, run_title, write_tensorboard
 from din_model.train.run_files import RunFiles, read_metrics

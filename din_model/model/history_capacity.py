@@ -1,6 +1,6 @@
 """The fixed number of history slots per batch of the static-capacity layout, chosen from the data.
 
-The static layout (din_model/model.py) gathers a batch's real history entries into a
+The static layout (din_model/model/network.py) gathers a batch's real history entries into a
 buffer whose size must be known when the step is compiled (XLA, the NPU). A batch of B
 samples holds the sum of B kept history lengths. Were the samples independent, that sum
 would be close to normal with mean B * mean and standard deviation sqrt(B) * std of the
@@ -103,7 +103,7 @@ def _handed_down(spec: FeatureSpec, maxlen: int, batch_size: int, environ=os.env
 def measure_history_capacity(spec: FeatureSpec, maxlen: int, batch_size: int, max_samples: int = 262_144) -> HistoryCapacity:
     """The capacity rule measured on shuffled train batches of `batch_size`, at most `max_samples` samples
     (or the one the launcher of this process measured on the same data)."""
-    from din_model.reader import batches_with_rows, make_dataset
+    from din_model.data.reader import batches_with_rows, make_dataset
 
     handed_down = _handed_down(spec, maxlen, batch_size)
     if handed_down is not None:
