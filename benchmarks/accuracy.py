@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from din_model.params import TrainParams, run_id  # noqa: E402
-from din_model.training import evaluate, train  # noqa: E402
+from din_model.run.loop import evaluate, train  # noqa: E402
 
 
 def parse_assignments(text: str) -> dict:

@@ -2,7 +2,7 @@
 
     python benchmarks/capacity.py --data-dir DIR [--maxlen 20] [--batch-size 4096] [--epochs 5]
 
-Measures the capacity rule as `build_model` does (din_model/history_capacity.py), then
+Measures the capacity rule as `build_model` does (din_model/model/history_capacity.py), then
 counts the real history entries of every shuffled training batch of `--epochs` epochs
 (as training reads them): how many batches go over the capacity (they take the dense
 layout), the capacity's slots per real entry, and the dense layout's.
@@ -28,10 +28,11 @@ def main() -> None:
     args = parser.parse_args()
     import tensorflow as tf
 
-    from din_model.history_capacity import measure_history_capacity
-    from din_model.reader import effective_maxlen, load_spec, make_dataset
+    from din_model.model.history_capacity import measure_history_capacity
+    from din_common.feature_spec import FeatureSpec
+    from din_model.data.reader import effective_maxlen, make_dataset
 
-    spec = load_spec(args.data_dir / "tfrecords" / "feature_spec.json")
+    spec = FeatureSpec.read(args.data_dir / "tfrecords" / "feature_spec.json")
     maxlen = effective_maxlen(spec, args.maxlen)
     rule = measure_history_capacity(spec, maxlen, args.batch_size)
     capacity = rule.for_batch(args.batch_size)

@@ -63,8 +63,8 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from din_model.model import resolve_history_layout
-    from din_model.reader import make_dataset
+    from din_model.model.network import resolve_history_layout
+    from din_model.data.reader import make_dataset
 
     params, spec, device = preset_setup(args.data_dir, args.preset, device=args.device, precision=args.precision,
                                         history_layout=args.history_layout, jit_compile=args.jit)

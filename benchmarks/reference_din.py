@@ -167,15 +167,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=15)
     args = parser.parse_args()
     require_keras_2()
-    from din_model.reader import load_spec, make_dataset
+    from din_common.feature_spec import FeatureSpec
+    from din_model.data.reader import make_dataset
 
     if args.warmup < 1:
         raise SystemExit("--warmup must be at least 1 (the first window starts at the end of a batch)")
     per_window = max(1, args.steps // WINDOWS)
-    spec = load_spec(args.data_dir / "tfrecords" / "feature_spec.json")
+    spec = FeatureSpec.read(args.data_dir / "tfrecords" / "feature_spec.json")
     rows = make_dataset(spec, "train", REFERENCE_BATCH, shuffle=False, drop_remainder=True, maxlen=REFERENCE_MAXLEN)
     features, labels = in_memory_arrays(rows, (args.warmup + WINDOWS * per_window) * REFERENCE_BATCH)
-    rates = reference_fit_rates(int(spec["n_items"]), features, labels, args.warmup, per_window)
+    rates = reference_fit_rates(spec.n_items, features, labels, args.warmup, per_window)
     print(json.dumps({"reference_keras_fit_samples_per_s": round(statistics.median(rates)),
                       "window_samples_per_s": [round(rate) for rate in rates], "keras": keras_version(),
                       "tensorflow": tf.__version__, "warmup": args.warmup, "steps": WINDOWS * per_window,

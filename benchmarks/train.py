@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 # loads; the baseline's process inherits it, so both sides run the same kernels.
 import din_model  # noqa: E402,F401
 from din_model.params import HISTORY_LAYOUTS, MODELS, XLA_MODES  # noqa: E402
-from din_model.run_state import STEPS_PER_CALL, make_step_loop, resolve_xla  # noqa: E402
+from din_model.train.policies import resolve_xla  # noqa: E402
+from din_model.train.steps import STEPS_PER_CALL, make_step_loop  # noqa: E402
 
 PRESETS = {
     "reference": dict(batch_size=4096, embed_dim=8, use_category=False, attention_hidden="80,40",
@@ -89,18 +90,19 @@ def generate_data(data_dir: Path, samples: int) -> None:
 
 def preset_setup(data_dir: Path, preset: str, **settings):
     """(params, spec, device) of `preset` on DIR's shards; `settings` replace [train] values."""
-    from din_model.device import select_device
+    from din_model.device.selection import select_device
     from din_model.params import TrainParams
-    from din_model.reader import load_spec
+    from din_common.feature_spec import FeatureSpec
 
     params = TrainParams(**{**PRESETS[preset], **settings})
-    spec = load_spec(data_dir / "tfrecords" / "feature_spec.json")
+    spec = FeatureSpec.read(data_dir / "tfrecords" / "feature_spec.json")
     return params, spec, select_device(params.device, params.precision)
 
 
-def fresh_train_step(params, spec: dict, device):
+def fresh_train_step(params, spec, device):
     """A new model and optimizer and their compiled train step, as training builds them (under device.scope())."""
-    from din_model.training import TrainingState, make_train_step, step_signature
+    from din_model.train.state import TrainingState
+    from din_model.train.steps import make_train_step, step_signature
 
     state = TrainingState(params, spec, device, Path("/nonexistent-checkpoints"))
     return make_train_step(state.model, state.optimizer, params.jit_compile, step_signature(spec, params, device))
@@ -161,8 +163,8 @@ def main(argv=None) -> None:
     if not spec_path.is_file() and args.generate_samples:
         generate_data(args.data_dir, args.generate_samples)
 
-    from din_model.model import resolve_history_layout
-    from din_model.reader import make_dataset
+    from din_model.model.network import resolve_history_layout
+    from din_model.data.reader import make_dataset
 
     settings = {"device": args.device, "precision": args.precision, "xla": "on" if args.jit else args.xla,
                 "history_layout": args.history_layout}
@@ -171,7 +173,7 @@ def main(argv=None) -> None:
             settings[name] = getattr(args, name)
     params, spec, device = preset_setup(args.data_dir, args.preset, **settings)
     # XLA gets fixed-size batches too: the static layout's shapes must be known when the step
-    # is traced (din_model/segments.py `dimension`); the timed batches are all full anyway.
+    # is traced (din_model/model/segments.py `dimension`); the timed batches are all full anyway.
     params = resolve_xla(params, device, spec)
     device.static_shapes = device.static_shapes or args.static_shapes or params.jit_compile
 
@@ -180,7 +182,7 @@ def main(argv=None) -> None:
                             drop_remainder=True, maxlen=params.maxlen, history_fields=params.history_features)
 
     if args.cold:
-        from din_model.reader import split_files
+        from din_model.data.reader import split_files
         evict_from_page_cache(split_files(spec, "train"))
     input_rates = window_rates(iter(dataset()), args.steps * 2, args.warmup, lambda batch: int(batch[1].shape[0]))
     if args.input_only:
@@ -197,7 +199,7 @@ def main(argv=None) -> None:
                 return int(labels.shape[0])
 
             train_rates = window_rates(iter(dataset()), args.steps, args.warmup, timed_first(consume, first_call))
-        else:  # as training runs them (din_model/placement.py epoch_steps)
+        else:  # as training runs them (din_model/parallel/placement.py epoch_steps)
             run_steps = make_step_loop(train_step, args.steps_per_call)
 
             def consume(batches):

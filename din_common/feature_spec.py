@@ -100,6 +100,12 @@ class FeatureSpec:
                    **{key: content[key] for key in REQUIRED_KEYS if key != "splits"},
                    **{key: content.get(key) for key in OPTIONAL_KEYS})
 
+    @classmethod
+    def without_shards(cls, *, maxlen: int, n_items: int, n_cats: int, n_users: int = 1) -> "FeatureSpec":
+        """A spec of the sizes a model is built for and no shard (a model built without data: npu_check)."""
+        return cls(format_version=FORMAT_VERSION, maxlen=maxlen, prebatch=1, n_items=n_items, n_cats=n_cats,
+                   n_users=n_users, splits={}, directory=Path("."))
+
     def to_dict(self) -> dict:
         """The JSON content: every field but `directory`; optional ones only when set."""
         content = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
@@ -165,11 +171,6 @@ class FeatureSpec:
                 if written is not None and path.is_file() and path.stat().st_size != written:
                     raise InputError(f"{path} has {path.stat().st_size} bytes but stage 1 wrote {written}: the shard "
                                      "was replaced or cut short; rerun `luigi --module pipeline Preprocess`")
-
-    def as_dict(self) -> dict:
-        """Transitional view for din_model's modules that still take the spec as a dict: the JSON content
-        plus `_dir`, the spec's directory."""
-        return {**self.to_dict(), "_dir": str(self.directory)}
 
 
 def check_format_version(version, source) -> None:

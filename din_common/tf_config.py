@@ -1,7 +1,7 @@
 """`TF_CONFIG`, the environment variable that makes a process one worker of a training cluster.
 
 The one parser of it, TF-free, for both stages: stage 2 starts its multi-worker strategy
-from it (din_model/distribute.py), and the Luigi command gives each worker of a cluster its
+from it (din_model/parallel/cluster.py), and the Luigi command gives each worker of a cluster its
 own process lock (pipeline/train_tasks.py). Training runs on the "chief" and "worker" tasks
 only (MultiWorkerMirroredStrategy); a mistake in the variable is one `InputError` line.
 """

@@ -65,12 +65,6 @@ def options_without_autotune() -> tf.data.Options:
     return options
 
 
-def autotune_enabled(options: tf.data.Options) -> bool:
-    """Whether these options leave the autotune model on (None means TensorFlow's default: on)."""
-    enabled = options.autotune.enabled if hasattr(options, "autotune") else options.experimental_optimization.autotune
-    return enabled is not False
-
-
 # --- layers ----------------------------------------------------------------------------
 
 def no_autocast() -> dict:

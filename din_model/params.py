@@ -22,10 +22,10 @@ L2_WEIGHTS = ("all", "embeddings")
 HISTORY_LAYOUTS = ("auto", "dense", "compact", "static_compact")
 DEVICES = ("auto", "npu", "gpu", "cpu")
 PRECISIONS = ("mixed", "fp32")
-# XLA-compiled train steps: "auto" = where they measured faster (run_state.resolve_xla).
+# XLA-compiled train steps: "auto" = where they measured faster (din_model/train/policies.py).
 XLA_MODES = ("auto", "on", "off")
 # "din": the paper's model, whose attention pools the history as a set; "din_seq": DIN plus the
-# order-aware inputs named in `sequence_features` (din_model/model.py, docs/accuracy.md).
+# order-aware inputs named in `sequence_features` (din_model/model/network.py, docs/accuracy.md).
 MODELS = ("din", "din_seq")
 SEQUENCE_FEATURES = ("recency", "time_gap", "last_item")
 
@@ -49,7 +49,7 @@ class TrainParams:
     seed: int = 42
     maxlen: int | None = None
     # Whether the train step is XLA-compiled: set from `xla` once the device is known
-    # (run_state.resolve_xla); the benchmarks set it directly.
+    # (din_model/train/policies.py); the benchmarks set it directly.
     jit_compile: bool = False
     # Activation of the attention MLP; "dice"/"prelu" follow `activation`, "sigmoid" is the reference DIN code's.
     attention_activation: str = "sigmoid"
@@ -61,7 +61,7 @@ class TrainParams:
     # The weights the plain L2 (mini_batch_aware_l2 off) covers: "all" trainable weights, or the
     # embedding tables only (the reference's embeddings_regularizer).
     l2_weights: str = "all"
-    # History layout (din_model/model.py): "auto" picks static_compact for static shapes or XLA,
+    # History layout (din_model/model/network.py): "auto" picks static_compact for static shapes or XLA,
     # else compact; "dense", "compact" and "static_compact" force one.
     history_layout: str = "auto"
     xla: str = "auto"

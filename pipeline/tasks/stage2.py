@@ -44,17 +44,17 @@ def current_train_params():
 
 def training_module():
     """din_model.training, with TensorFlow started without its start-up noise (din_model.quiet_start)."""
-    from din_model.quiet_start import import_tensorflow
+    from din_model.device.quiet_start import import_tensorflow
 
     import_tensorflow()
-    from din_model import training
+    from din_model.run import loop as training
 
     return training
 
 
 def current_npu_options():
     """`[npu]` as NpuOptions; the compiled-operator cache goes into the data dir unless a directory is named."""
-    from din_model.npu_options import NpuOptions
+    from din_model.device.npu_options import NpuOptions
 
     values = dict(config.section_values(config.npu()))
     if values.get("op_compiler_cache_mode", "enable").strip() != "disable" and \
@@ -66,7 +66,7 @@ def current_npu_options():
 def npu_numerics(params):
     """The `[npu]` settings that change the numbers, when training will run on the NPU (else None): part of
     the run id, so a changed precision mode or mixlist starts a new run."""
-    from din_model.npu_options import npu_adapter_present
+    from din_model.device.npu_options import npu_adapter_present
 
     if params.device == "npu" or (params.device == "auto" and npu_adapter_present()):
         return current_npu_options().numerics(params.precision)
@@ -74,7 +74,7 @@ def npu_numerics(params):
 
 
 def _use_npu_options() -> None:
-    from din_model.device import configure_npu
+    from din_model.device.selection import configure_npu
 
     configure_npu(current_npu_options())
 
@@ -127,7 +127,7 @@ class TrainDIN(RunTask):
         options = current_npu_options()
         print(f"[TrainDIN] run {run_dir.name}: {self.train_params().epochs} epochs into {run_dir}", flush=True)
         if options.devices > 1:  # one rank process per NPU; this process opens none
-            from din_model.npu_ranks import launch_ranks
+            from din_model.parallel.npu_ranks import launch_ranks
 
             launch_ranks(options, self.spec_path(), run_dir, self.train_params())
             return

@@ -98,3 +98,11 @@ def test_shards_of_another_stage1_run_are_refused(tmp_path):
     with pytest.raises(InputError, match=r"/(train|val|test)/part-00000\.tfrecord was written by another stage-1 run "
                                          r"\(fingerprint older, feature_spec\.json expects abc\)"):
         FeatureSpec.read(spec.path)
+
+
+def test_a_spec_without_shards_carries_the_model_sizes_and_no_split():
+    spec = FeatureSpec.without_shards(maxlen=5, n_items=40, n_cats=6)
+    assert (spec.format_version, spec.maxlen, spec.n_items, spec.n_cats, spec.splits) == (FORMAT_VERSION, 5, 40, 6, {})
+    assert FeatureSpec.from_json(spec.to_json(), FILE_NAME) == spec
+    with pytest.raises(InputError, match="feature spec has no split 'train'; it has \\[\\]"):
+        spec.samples("train")

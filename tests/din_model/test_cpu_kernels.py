@@ -1,4 +1,4 @@
-"""oneDNN on or off (din_model.cpu_kernels): the rule on exact cases, and a real train step on oneDNN's AVX2 path."""
+"""oneDNN on or off (din_model.device.cpu_kernels): the rule on exact cases, and a real train step on oneDNN's AVX2 path."""
 import os
 import subprocess
 import sys
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from din_model import cpu_kernels
-from din_model.cpu_kernels import choose_onednn
+from din_model.device import cpu_kernels
+from din_model.device.cpu_kernels import choose_onednn
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,7 +54,7 @@ def _environment(**settings):
 
 
 def test_importing_din_model_applies_the_rule_and_a_user_setting_wins():
-    script = "import os, din_model; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS')); print(din_model.cpu_kernels.CHOICE)"
+    script = "import os, din_model; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS')); print(din_model.device.cpu_kernels.CHOICE)"
     chosen = subprocess.run([sys.executable, "-c", script], env=_environment(), capture_output=True, text=True,
                             check=True).stdout.splitlines()
     expected, reason = choose_onednn(None, __import__("platform").machine(), cpu_kernels.cpu_flags(),
@@ -68,7 +68,7 @@ def test_importing_din_model_applies_the_rule_and_a_user_setting_wins():
 TRAIN_ONE_EPOCH = textwrap.dedent("""
     import sys
     from din_model.params import TrainParams
-    from din_model.training import train
+    from din_model.run.loop import train
     from tests.helpers.din_fixtures import write_random_fixture
     spec = write_random_fixture(sys.argv[1], sizes=(("train", 256), ("val", 64), ("test", 64)), n_items=30, n_cats=4)
     result = train(spec, sys.argv[1] + "/run", TrainParams(embed_dim=4, attention_hidden="8,4", mlp_hidden="8,4",

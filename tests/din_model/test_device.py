@@ -5,9 +5,9 @@ import sys
 import pytest
 
 from din_common.errors import InputError
-from din_model import device
-from din_model.device import configure_npu, select_device
-from din_model.npu_options import NpuOptions
+from din_model.device import selection as device
+from din_model.device.selection import configure_npu, select_device
+from din_model.device.npu_options import NpuOptions
 from tests.helpers.npu_standin import NpuConfig, NpuStandin
 
 ADAPTER_DEFAULTS = NpuConfig().as_dict()
@@ -187,7 +187,7 @@ def test_cpu_explicit_ignores_npu(npu):
     ("mixed", NpuOptions(precision_mode="force_fp32"), True),
     ("mixed", NpuOptions(precision_mode="must_keep_origin_dtype"), False)])
 def test_npu_mixed_precision_scales_the_loss_with_the_adapters_optimizer(npu, precision, options, wrapped):
-    from din_model.optimizer import FusedAdam
+    from din_model.train.optimizer import FusedAdam
 
     choice = select_device("npu", precision, npu_options=options)
     optimizer = choice.wrap_optimizer(FusedAdam(learning_rate=0.01))

@@ -1,5 +1,6 @@
 """The static layout's capacity rule: mean * B + 4 sqrt(B) * std slots, rounded up, at most B * maxlen,
 with std widened by the spread of real batch totals."""
+import dataclasses
 import json
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from din_common.errors import InputError
-from din_model.history_capacity import HistoryCapacity, capacity_of_batches
+from din_model.model.history_capacity import HistoryCapacity, capacity_of_batches
 
 
 def test_capacity_rule_for_an_int_and_a_tensor_batch():
@@ -38,11 +39,12 @@ def test_the_spread_of_batch_totals_widens_the_capacity_when_batches_are_correla
 
 def test_a_launcher_measures_once_and_its_processes_read_the_rule_back(tmp_path, monkeypatch):
     """The NPU ranks' launcher measures; each rank gets the same rule without reading the split again."""
-    from din_model import history_capacity, reader
-    from din_model.reader import load_spec
+    from din_model.data import reader
+    from din_model.model import history_capacity
+    from din_common.feature_spec import FeatureSpec
     from tests.helpers.din_fixtures import write_random_fixture
 
-    spec = load_spec(write_random_fixture(tmp_path, sizes=(("train", 300), ("val", 50), ("test", 50))))
+    spec = FeatureSpec.read(write_random_fixture(tmp_path, sizes=(("train", 300), ("val", 50), ("test", 50))))
     environment = history_capacity.capacity_environment(spec, 6, 64)
     measured = json.loads(environment[history_capacity.MEASURED_VARIABLE])
     for name, value in environment.items():
@@ -51,6 +53,6 @@ def test_a_launcher_measures_once_and_its_processes_read_the_rule_back(tmp_path,
     handed_down = history_capacity.measure_history_capacity(spec, 6, 64)
     assert (handed_down.mean_entries, handed_down.std_entries, handed_down.maxlen) == (
         measured["mean_entries"], measured["std_entries"], 6)
-    for other in ((spec, 6, 128), (spec, 5, 64), ({**spec, "fingerprint": "other shards"}, 6, 64)):
+    for other in ((spec, 6, 128), (spec, 5, 64), (dataclasses.replace(spec, fingerprint="other shards"), 6, 64)):
         with pytest.raises(pytest.fail.Exception, match="measured again"):  # not this data: measured
             history_capacity.measure_history_capacity(*other)

@@ -6,17 +6,18 @@ import pytest
 import tensorflow as tf
 
 from din_model.compat import set_random_seed
-from din_model.export import SIGNATURE_NAMES, export_saved_model
-from din_model.layers import AttentionPooling, Dice, Dropout, PReLU
-from din_model.history_capacity import HistoryCapacity
-from din_model.model import build_model
-from din_model.reader import make_dataset
-from din_model.segments import row_operations
+from din_model.train.export import SIGNATURE_NAMES, export_saved_model
+from din_model.model.layers import AttentionPooling, Dice, Dropout, PReLU
+from din_model.model.history_capacity import HistoryCapacity
+from din_model.model.network import build_model
+from din_model.data.reader import make_dataset
+from din_model.model.segments import row_operations
 from din_model.params import TrainParams
-from din_model.training import make_train_step
+from din_model.train.steps import make_train_step
+from tests.helpers.din_fixtures import sizes_spec
 from tests.helpers.scoring import load_scorer
 
-SPEC = {"n_items": 40, "n_cats": 6, "maxlen": 5}
+SPEC = sizes_spec(n_items=40, n_cats=6, maxlen=5)
 SMALL = dict(embed_dim=4, attention_hidden="8,4", mlp_hidden="8,4", batch_size=16)
 
 
@@ -131,12 +132,12 @@ def test_dense_and_compact_history_layouts_agree(softmax):
 
 
 def test_static_shapes_or_xla_pick_the_static_capacity_layout_measured_on_the_train_split(tmp_path):
-    from din_model.reader import load_spec
+    from din_common.feature_spec import FeatureSpec
     from tests.helpers.din_fixtures import write_random_fixture
 
     write_random_fixture(tmp_path, sizes=(("train", 300), ("val", 20), ("test", 20)), maxlen=6, prebatch=64,
                          num_shards=2, n_items=40, n_cats=6, n_users=50, mean_history=3.0)
-    spec = load_spec(tmp_path / "tfrecords" / "feature_spec.json")
+    spec = FeatureSpec.read(tmp_path / "tfrecords" / "feature_spec.json")
     params = TrainParams(**SMALL, maxlen=4)
     assert build_model(params, spec).history_layout == "compact"
     assert build_model(dataclasses.replace(params, jit_compile=True), spec).history_layout == "static_compact"
@@ -215,7 +216,7 @@ def test_mini_batch_aware_l2_counts_each_present_row_once_over_its_frequency():
 def test_mini_batch_aware_l2_of_a_hand_made_batch():
     """Row 1 is used 3 times, row 3 twice; padding id 0 and the unused rows 2 and 4 add nothing."""
     params = TrainParams(**SMALL, l2=1.0, use_category=False)
-    model = build_model(params, {"n_items": 4, "n_cats": 1, "maxlen": 3})
+    model = build_model(params, sizes_spec(n_items=4, n_cats=1, maxlen=3))
     model.item_embedding.embeddings.assign(np.array([[9, 9, 9, 9], [1, 1, 1, 1], [2, 0, 0, 0], [0, 3, 0, 0],
                                                      [5, 5, 5, 5]], np.float32))
     features = {"hist_item": tf.constant([[1, 3, 0], [1, 0, 0]]), "target_item": tf.constant([3, 1]),
@@ -279,7 +280,7 @@ def test_named_weights_name_every_weight_once_by_its_role(activation, dropout, u
     params = TrainParams(embed_dim=4, attention_hidden="8,4", mlp_hidden="6,5", activation=activation, dropout=dropout,
                          use_category=use_category, mlp_input_batch_norm=reference_options,
                          dropout_last_only=reference_options)
-    model = build_model(params, {"n_items": 50, "n_cats": 5, "maxlen": 6})
+    model = build_model(params, sizes_spec(n_items=50, n_cats=5, maxlen=6))
     named = model.named_weights()
     assert sorted(id(variable) for variable in named.values()) == sorted(id(variable) for variable in model.weights)
     assert tuple(named["item_embedding_embeddings"].shape) == (51, 4)
@@ -297,7 +298,7 @@ def test_export_logs_no_warning_a_user_would_take_for_a_failure(tmp_path, caplog
     import logging
 
     model = build_model(TrainParams(embed_dim=4, attention_hidden="8", mlp_hidden="8", activation="dice"),
-                        {"n_items": 20, "n_cats": 4, "maxlen": 5})
+                        sizes_spec(n_items=20, n_cats=4, maxlen=5))
     with caplog.at_level(logging.WARNING):
         export_saved_model(model, 5, tmp_path / "saved_model")
     assert [record.getMessage()[:120] for record in caplog.records if record.levelno >= logging.WARNING] == []

@@ -16,8 +16,8 @@ import pytest
 import tensorflow as tf
 
 from din_common.errors import InputError
-from din_model import distribute
-from din_model.placement import check_files_per_process
+from din_model.parallel import cluster as distribute
+from din_model.parallel.placement import check_files_per_process
 from tests.helpers.checkpoints import optimizer_iterations
 from tests.helpers.din_fixtures import write_random_fixture
 
@@ -33,7 +33,8 @@ WORKER_TIMEOUT_S = 240
 WORKER_ENTRY = """
 import json, sys
 import numpy as np
-from din_model import distribute, training
+from din_model.run import loop as training
+from din_model.parallel import cluster as distribute
 from din_model.params import TrainParams
 
 spec_path, run_dir, weights_path, shards_path, params_json = sys.argv[1:6]
@@ -168,9 +169,9 @@ def test_the_npu_path_ignores_tf_config(capsys):
 
 
 def test_fewer_train_files_than_workers_and_an_indivisible_batch_are_refused(spec_path):
-    from din_model.reader import load_spec
+    from din_common.feature_spec import FeatureSpec
 
-    spec = load_spec(spec_path)
+    spec = FeatureSpec.read(spec_path)
     check_files_per_process(spec, 4, "workers")
     with pytest.raises(InputError, match="4 TFRecord file.*5 workers.*num_shards"):
         check_files_per_process(spec, 5, "workers")

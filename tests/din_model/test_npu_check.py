@@ -1,4 +1,4 @@
-"""`python -m din_model.npu_check`: one verdict line per check, here against the stand-in adapter."""
+"""`python -m din_model.run.npu_check`: one verdict line per check, here against the stand-in adapter."""
 from __future__ import annotations
 
 import json
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from din_model.npu_check import Verdicts, ai_cpu_ops, cann_supported_ops, check_all_reduce, run_checks
-from din_model.npu_ops import NPU_OP_TYPES
-from din_model.npu_options import NpuOptions
+from din_model.run.npu_check import Verdicts, ai_cpu_ops, cann_supported_ops, check_all_reduce, run_checks
+from din_model.device.npu_ops import NPU_OP_TYPES
+from din_model.device.npu_options import NpuOptions
 from tests.helpers.npu_standin import npu_standin  # noqa: F401  (fixture)
 from tests.helpers.rank_tables import device, table_1_0
 
@@ -106,7 +106,7 @@ def test_the_command_on_a_host_without_the_adapter_fails_at_open(tmp_path):
     import sys
 
     environment = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-m", "din_model.npu_check", "--dump-dir", str(tmp_path / "dump")],
+    done = subprocess.run([sys.executable, "-m", "din_model.run.npu_check", "--dump-dir", str(tmp_path / "dump")],
                           cwd=REPO, env=environment, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr[-2000:]
     assert done.stdout.splitlines()[-1].startswith("[npu_check] open: FAIL ([train] device = npu, but the Ascend CANN "

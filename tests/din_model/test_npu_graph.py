@@ -8,15 +8,16 @@ from __future__ import annotations
 import pytest
 import tensorflow as tf
 
-from din_model.device import configure_npu, select_device
-from din_model.export import ScoringModule
-from din_model.graph_ops import graph_op_types
-from din_model.npu_ops import NOT_SUPPORTED, NPU_OP_TYPES, unsupported_ops
-from din_model.npu_options import NpuOptions
+from din_model.device.selection import configure_npu, select_device
+from din_model.train.export import ScoringModule
+from din_model.device.graph_ops import graph_op_types
+from din_model.device.npu_ops import NOT_SUPPORTED, NPU_OP_TYPES, unsupported_ops
+from din_model.device.npu_options import NpuOptions
 from din_model.params import TrainParams
-from din_model.reader import load_spec
-from din_model.run_state import TrainingState, make_predict_step, make_step_loop, make_train_step, step_signature
-from din_model.training import train
+from din_common.feature_spec import FeatureSpec
+from din_model.train.state import TrainingState
+from din_model.train.steps import make_predict_step, make_step_loop, make_train_step, step_signature
+from din_model.run.loop import train
 from tests.helpers.din_fixtures import write_random_fixture
 from tests.helpers.npu_standin import npu_standin  # noqa: F401  (fixture)
 
@@ -43,7 +44,7 @@ def test_the_op_check_names_what_is_not_supported_and_why():
 
 def test_the_cpu_graph_of_dropout_holds_ops_the_npu_does_not_take(spec_path):
     """The check can fail: the CPU's byte dropout uses the stateless random ops."""
-    spec = load_spec(spec_path)
+    spec = FeatureSpec.read(spec_path)
     device = select_device("cpu")
     params = TrainParams(**{**SMALL, "device": "cpu"}, dropout=0.25)
     state = TrainingState(params, spec, device, spec_path.parent / "unused")
@@ -53,7 +54,7 @@ def test_the_cpu_graph_of_dropout_holds_ops_the_npu_does_not_take(spec_path):
 
 def _npu_graphs(spec_path, params: TrainParams, standin) -> dict:
     """{what: concrete function} of every graph the NPU runs for these params."""
-    spec = load_spec(spec_path)
+    spec = FeatureSpec.read(spec_path)
     device = select_device("npu", params.precision)
     state = TrainingState(params, spec, device, spec_path.parent / "unused")  # measures the capacity (a graph)
     measured = {f"capacity measurement {name}": graph for name, graph in standin.graph_calls.values()}
@@ -67,7 +68,7 @@ def _npu_graphs(spec_path, params: TrainParams, standin) -> dict:
     traced = {name: graph for name, graph in standin.graph_calls.values()}
     return {**measured, "train step": train_step.get_concrete_function(), "step loop": traced["loop"],
             "predict step (evaluation)": traced["predict_step"],
-            "export signature": ScoringModule(state.model, int(spec["maxlen"])).score.get_concrete_function()}
+            "export signature": ScoringModule(state.model, spec.maxlen).score.get_concrete_function()}
 
 
 @pytest.mark.parametrize("model, sequence_features, layout, dropout", NPU_CASES)
@@ -84,7 +85,7 @@ def test_every_npu_graph_holds_only_ops_the_graph_engine_takes(spec_path, npu_st
 def test_a_run_on_the_npu_calls_only_listed_ops_on_static_shapes(spec_path, tmp_path, npu_standin):
     """Train (sunk loop, validation), then evaluate (test split, popularity): every graph run under the
     adapter, the capacity measurement's included, takes static shapes and only listed ops."""
-    from din_model.evaluation import evaluate
+    from din_model.train.evaluation import evaluate
 
     configure_npu(NpuOptions(iterations_per_loop=3))
     params = TrainParams(**SMALL, dropout=0.2, epochs=1)

@@ -1,15 +1,15 @@
-"""Loop sinking on the NPU: `[npu] iterations_per_loop` train steps per graph call (run_state.make_step_loop)."""
+"""Loop sinking on the NPU: `[npu] iterations_per_loop` train steps per graph call (din_model/train/steps.py make_step_loop)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from din_model import run_state
-from din_model.device import configure_npu
-from din_model.npu_options import NpuOptions
+from din_model.train import steps as train_steps
+from din_model.device.selection import configure_npu
+from din_model.device.npu_options import NpuOptions
 from din_model.params import TrainParams
-from din_model.training import TrainingDiverged, train
+from din_model.run.loop import TrainingDiverged, train
 from tests.helpers.din_fixtures import nan_at_step, write_random_fixture
 from tests.helpers.npu_standin import npu_standin  # noqa: F401  (fixture)
 
@@ -26,7 +26,7 @@ def test_a_sunk_loop_runs_exactly_count_steps_and_returns_their_losses_in_order(
         traced.append(1)
         return tf.reduce_mean(labels)
 
-    run = run_state.make_step_loop(train_step, 4, sunk=True)
+    run = train_steps.make_step_loop(train_step, 4, sunk=True)
     iterator = iter(batches)
     got = [list(run(iterator, count)) for count in (4, 3, 4, 1)]  # the slots wrap around the 4 kept losses
     assert got == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9, 10], [11]]
@@ -46,7 +46,7 @@ def test_iterations_per_loop_must_be_a_positive_number(iterations):
 
 def test_divergence_inside_a_sunk_call_is_reported_at_its_step(tmp_path, npu_standin, monkeypatch):
     spec_path = write_random_fixture(tmp_path / "data")  # 400 train samples: 25 steps of 16
-    monkeypatch.setattr(run_state, "make_train_step", nan_at_step(run_state.make_train_step, 7))
+    monkeypatch.setattr(train_steps, "make_train_step", nan_at_step(train_steps.make_train_step, 7))
     configure_npu(NpuOptions(iterations_per_loop=4))
     try:
         with pytest.raises(TrainingDiverged, match=r"loss is nan at epoch 1 step 7; "):
@@ -60,16 +60,17 @@ def test_divergence_inside_a_sunk_call_is_reported_at_its_step(tmp_path, npu_sta
 def test_the_sunk_loop_is_one_while_that_every_op_feeds_as_the_adapter_requires(tmp_path, npu_standin):
     """tf_adapter_2.x/npu_device/core/npu_utils.cpp `IsGraphNeedLoop`: the graph's only While node consumes the
     iterator and a reverse walk from it reaches every op; otherwise the adapter does not sink the loop."""
-    from din_model.device import select_device
-    from din_model.reader import load_spec
-    from din_model.run_state import TrainingState, make_train_step, step_signature
+    from din_model.device.selection import select_device
+    from din_common.feature_spec import FeatureSpec
+    from din_model.train.state import TrainingState
+    from din_model.train.steps import make_train_step, step_signature
 
     spec_path = write_random_fixture(tmp_path / "data")
     params = TrainParams(**SMALL, dropout=0.2)
-    spec, device = load_spec(spec_path), select_device("npu")
+    spec, device = FeatureSpec.read(spec_path), select_device("npu")
     state = TrainingState(params, spec, device, tmp_path / "unused")
     signature = step_signature(spec, params, device)
-    loop = run_state.make_step_loop(make_train_step(state.model, state.optimizer, False, signature), 3, sunk=True)
+    loop = train_steps.make_step_loop(make_train_step(state.model, state.optimizer, False, signature), 3, sunk=True)
     batch = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), signature)
     loop(iter(tf.data.Dataset.from_tensors(batch).repeat()), 2)
     graph = [graph for name, graph in npu_standin.graph_calls.values() if name == "loop"][0].graph

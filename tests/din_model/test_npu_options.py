@@ -7,7 +7,7 @@ import json
 import pytest
 
 from din_common.errors import InputError
-from din_model.npu_options import NpuOptions
+from din_model.device.npu_options import NpuOptions
 
 
 def problem(name, value, expected):

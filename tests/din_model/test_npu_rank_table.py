@@ -4,8 +4,8 @@ import json
 import pytest
 
 from din_common.errors import InputError
-from din_model.npu_options import NpuOptions
-from din_model.rank_table import read_rank_table
+from din_model.device.npu_options import NpuOptions
+from din_model.device.rank_table import read_rank_table
 from tests.helpers.rank_tables import device, table_1_0, table_1_2
 
 

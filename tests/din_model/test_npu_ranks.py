@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from din_common.errors import InputError, RunFailed
-from din_model import npu_ranks
-from din_model.npu_options import NpuOptions
+from din_model.parallel import npu_ranks
+from din_model.device.npu_options import NpuOptions
 from din_model.params import TrainParams
 from tests.helpers.din_fixtures import write_random_fixture
 from tests.helpers.rank_tables import device, table_1_0
@@ -23,10 +23,10 @@ PARAMS = TrainParams(embed_dim=4, attention_hidden="8", mlp_hidden="8", batch_si
 
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory):
-    from din_model.reader import load_spec
+    from din_common.feature_spec import FeatureSpec
 
     root = tmp_path_factory.mktemp("data")
-    return load_spec(write_random_fixture(root, sizes=(("train", 1000), ("val", 100), ("test", 100)), num_shards=4))
+    return FeatureSpec.read(write_random_fixture(root, sizes=(("train", 1000), ("val", 100), ("test", 100)), num_shards=4))
 
 
 def test_each_rank_reads_its_own_files_in_per_rank_batches_for_the_same_number_of_steps(spec, monkeypatch):
@@ -120,6 +120,7 @@ def test_a_crashed_rank_stops_the_others_and_fails_the_run_naming_it(tmp_path, m
     real_popen = subprocess.Popen
 
     def stand_in_rank(command, **kwargs):
+        assert command[1:3] == ["-m", "din_model.run.npu_rank"]
         started.append(real_popen([sys.executable, "-c", STAND_IN_RANK], **kwargs))
         return started[-1]
 
@@ -131,6 +132,15 @@ def test_a_crashed_rank_stops_the_others_and_fails_the_run_naming_it(tmp_path, m
                                     "its last lines:\n  opening device 1\n  device 1 lost")
     assert [process.returncode for process in started] == [-15, 1]  # rank 0 was terminated, not waited for
     assert time.monotonic() - begun < 30
+
+
+def test_a_rank_given_a_setting_it_does_not_know_fails_with_one_line(tmp_path, capsys):
+    from din_model.run import npu_rank
+
+    code = npu_rank.main(["spec.json", str(tmp_path / "run"), json.dumps({"batch_size": 64, "bogus": 1}), "{}"])
+    assert code == 30
+    assert capsys.readouterr().err.startswith("ERROR: [train] unknown setting(s) ['bogus']; known: ")
+    assert not (tmp_path / "run").exists()
 
 
 def test_each_rank_opens_the_tables_device_of_its_rank_id_with_a_connect_timeout(tmp_path):

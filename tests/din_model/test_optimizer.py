@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from din_model import compat
-from din_model.optimizer import FusedAdam
+from din_model.train.optimizer import FusedAdam
 
 LEARNING_RATE, BETA_1, BETA_2, EPSILON = 0.1, 0.9, 0.999, 1e-7
 

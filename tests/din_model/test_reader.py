@@ -1,13 +1,14 @@
 """The tf.data reader: every sample once, padding, rebatching, maxlen, sharding, damaged shards."""
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from tests.helpers.din_fixtures import random_samples, write_fixture
-from din_model.reader import FEATURE_NAMES, batch_signature, iterate_checked, load_spec, make_dataset, split_files
-from din_model.compat import autotune_enabled
+from tests.helpers.din_fixtures import autotune_enabled, random_samples, write_fixture
+from din_model.data.reader import FEATURE_NAMES, batch_signature, iterate_checked, make_dataset, split_files
 from din_common.errors import InputError
+from din_common.feature_spec import FeatureSpec
 
 N_SAMPLES = 203  # not a multiple of prebatch or batch size
 
@@ -98,9 +99,9 @@ def test_spec_of_shards_without_hist_gap_is_refused(fixture, tmp_path):
         found = "format_version 1" if version else "no format_version"
         with pytest.raises(InputError, match=f"feature_spec.json has {found}, expected 2 or later: its shards "
                                              r"predate hist_gap .*rerun `luigi --module pipeline Preprocess`"):
-            load_spec(path)
+            FeatureSpec.read(path)
         with pytest.raises(InputError, match="predate hist_gap"):
-            make_dataset({**old, "_dir": str(fixture[0].parent)}, "train", 8)
+            make_dataset(path, "train", 8)
 
 
 def test_drop_remainder_gives_static_full_batches(fixture):
@@ -140,9 +141,9 @@ def test_file_shards_partition_the_split(fixture):
     assert sorted(keys) == list(range(1, N_SAMPLES + 1))
 
 
-def test_spec_dict_and_bad_maxlen(fixture):
+def test_spec_files_and_bad_maxlen(fixture):
     spec_path, _ = fixture
-    spec = load_spec(spec_path)
+    spec = FeatureSpec.read(spec_path)
     assert split_files(spec, "val")[0].endswith("val/part-00000.tfrecord")
     with pytest.raises(InputError, match="maxlen"):
         make_dataset(spec, "train", 8, maxlen=7)
@@ -151,10 +152,12 @@ def test_spec_dict_and_bad_maxlen(fixture):
 def test_missing_spec_and_missing_shard(tmp_path, fixture):
     with pytest.raises(InputError, match="feature spec not found"):
         make_dataset(tmp_path / "feature_spec.json", "train", 8)
-    spec = json.loads(fixture[0].read_text())
-    spec["splits"]["train"]["files"].append("train/part-00099.tfrecord")
+    spec = FeatureSpec.read(fixture[0])
+    train = spec.splits["train"]
+    listing_a_missing_shard = dataclasses.replace(spec, splits={**spec.splits, "train": dataclasses.replace(
+        train, files=train.files + ("train/part-00099.tfrecord",))})
     with pytest.raises(InputError, match="part-00099"):
-        make_dataset({**spec, "_dir": str(fixture[0].parent)}, "train", 8)
+        make_dataset(listing_a_missing_shard, "train", 8)
 
 
 def test_truncated_shard_is_named(tmp_path):
@@ -162,7 +165,7 @@ def test_truncated_shard_is_named(tmp_path):
     spec_path = write_fixture(tmp_path, {"train": samples}, maxlen=6, prebatch=8, num_shards=2)
     damaged = spec_path.parent / "train" / "part-00001.tfrecord"
     damaged.write_bytes(damaged.read_bytes()[:-30])
-    spec = load_spec(spec_path)
+    spec = FeatureSpec.read(spec_path)
     with pytest.raises(InputError, match="part-00001.tfrecord: corrupt or truncated"):
         for _ in iterate_checked(make_dataset(spec, "train", 8), split_files(spec, "train")):
             pass

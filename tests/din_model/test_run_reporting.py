@@ -1,5 +1,5 @@
 """What a training run reports: curves.png's title and ticks, and TensorFlow started
-without its start-up noise (din_model.reporting, din_model.quiet_start)."""
+without its start-up noise (din_model.train.reporting, din_model.device.quiet_start)."""
 import json
 import os
 import subprocess
@@ -14,7 +14,7 @@ EPOCHS = [{"epoch": e, "train_loss": 0.7 - 0.1 * e, "train_samples_per_s": 1000.
 
 
 def test_curves_are_titled_with_run_and_data_and_have_whole_epoch_ticks(tmp_path):
-    from din_model.reporting import curves_figure, plot_curves, run_title
+    from din_model.train.reporting import curves_figure, plot_curves, run_title
 
     run_dir = tmp_path / "mydata" / "runs" / "abc123"
     (tmp_path / "mydata" / "raw").mkdir(parents=True)
@@ -31,13 +31,13 @@ def test_curves_are_titled_with_run_and_data_and_have_whole_epoch_ticks(tmp_path
 
 
 def test_run_title_without_a_raw_manifest_names_the_data_dir(tmp_path):
-    from din_model.reporting import run_title
+    from din_model.train.reporting import run_title
 
     assert run_title(tmp_path / "d" / "runs" / "r1") == "DIN run r1, data: d"
 
 
 def test_known_start_up_notes_are_filtered_and_other_lines_kept():
-    from din_model.quiet_start import filtered
+    from din_model.device.quiet_start import filtered
 
     text = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
             "I0000 00:00:1795838482.881536    5480 port.cc:153] oneDNN custom operations are on.\n"
@@ -57,7 +57,7 @@ def test_importing_tensorflow_prints_no_start_up_noise_unless_the_user_sets_the_
     if user_level is not None:
         env["TF_CPP_MIN_LOG_LEVEL"] = user_level
     env["PYTHONPATH"] = str(REPO)
-    code = ("import din_model, din_model.quiet_start as q; tf = q.import_tensorflow(); "
+    code = ("import din_model, din_model.device.quiet_start as q; tf = q.import_tensorflow(); "
             "print(din_model.USER_SET_TF_LOG_LEVEL, os.environ['TF_CPP_MIN_LOG_LEVEL'], float(tf.constant(1.5)))")
     result = subprocess.run([sys.executable, "-c", "import os; " + code], env=env, capture_output=True, text=True,
                             timeout=300)

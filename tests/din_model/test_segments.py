@@ -2,7 +2,7 @@
 import numpy as np
 import tensorflow as tf
 
-from din_model.segments import gather_history, max_rows, repeat_rows, static_max_rows, static_sum_rows, sum_rows
+from din_model.model.segments import gather_history, max_rows, repeat_rows, static_max_rows, static_sum_rows, sum_rows
 
 # 5 samples: 0 and 4 have no entries, 1 has two, 2 has one, 3 has three.
 ROWS = tf.constant([1, 1, 2, 3, 3, 3])

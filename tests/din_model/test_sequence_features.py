@@ -1,4 +1,5 @@
 """DIN's order-aware inputs (model din_seq): recency and time-gap embeddings, the most recent item, RelaImpr."""
+import dataclasses
 import json
 
 import numpy as np
@@ -7,15 +8,16 @@ import tensorflow as tf
 
 from din_common.errors import InputError
 from din_model.compat import set_random_seed
-from din_model.evaluation import plain_din_test_auc, relative_improvements
-from din_model.export import export_saved_model
-from din_model.history_capacity import HistoryCapacity
+from din_model.train.evaluation import plain_din_test_auc, relative_improvements
+from din_model.train.export import export_saved_model
+from din_model.model.history_capacity import HistoryCapacity
 from din_common.metrics import rela_impr
-from din_model.model import TIME_GAP_BUCKETS, build_model, time_gap_buckets
+from din_model.model.network import TIME_GAP_BUCKETS, build_model, time_gap_buckets
 from din_model.params import TrainParams, run_id
+from tests.helpers.din_fixtures import sizes_spec
 from tests.helpers.scoring import load_scorer
 
-SPEC = {"n_items": 40, "n_cats": 6, "maxlen": 5}
+SPEC = sizes_spec(n_items=40, n_cats=6, maxlen=5)
 SMALL = dict(embed_dim=4, attention_hidden="8,4", mlp_hidden="8,4", batch_size=16)
 HOUR = 3600
 DAY = 24 * HOUR
@@ -203,7 +205,7 @@ def test_rela_impr_is_the_papers_relative_improvement():
 
 def test_plain_din_twin_is_the_same_settings_with_model_din_in_the_same_runs_folder(tmp_path):
     params = TrainParams(**SMALL, model="din_seq")
-    spec = {"fingerprint": "abc"}
+    spec = dataclasses.replace(SPEC, fingerprint="abc")
     twin = tmp_path / run_id(TrainParams(**SMALL, model="din"), "abc")
     own = tmp_path / run_id(params, "abc")
     assert plain_din_test_auc(own, params, spec) is None

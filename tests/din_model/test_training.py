@@ -6,11 +6,14 @@ import pytest
 import tensorflow as tf
 
 from din_common.errors import InputError
-from din_model import compat, evaluation, placement, run_state, training
+from din_model import compat
+from din_model.run import loop as training
+from din_model.parallel import placement
+from din_model.train import evaluation, policies, steps as train_steps
 from din_model.params import TrainParams
-from din_model.training import TrainingDiverged, evaluate, train, training_complete
+from din_model.run.loop import TrainingDiverged, evaluate, train, training_complete
 from tests.helpers.checkpoints import optimizer_iterations
-from tests.helpers.din_fixtures import nan_at_step, write_random_fixture
+from tests.helpers.din_fixtures import nan_at_step, sizes_spec, write_random_fixture
 
 TINY = dict(embed_dim=4, attention_hidden="8,4", mlp_hidden="8,4", batch_size=64, learning_rate=0.01, device="cpu")
 
@@ -57,8 +60,8 @@ def test_steps_trace_once_although_the_last_batches_are_smaller(spec_path, tmp_p
             return steps[-1]
         return make
 
-    monkeypatch.setattr(run_state, "make_train_step", recording(run_state.make_train_step))
-    monkeypatch.setattr(run_state, "make_predict_step", recording(run_state.make_predict_step))
+    monkeypatch.setattr(train_steps, "make_train_step", recording(train_steps.make_train_step))
+    monkeypatch.setattr(train_steps, "make_predict_step", recording(train_steps.make_predict_step))
     params = TrainParams(**TINY, epochs=2)  # 3000 train, 600 val samples: last batches of 56 and 24 rows
     train(spec_path, tmp_path / "run", params)
     evaluate(spec_path, tmp_path / "run", params)
@@ -104,7 +107,7 @@ def test_more_epochs_in_the_same_run_dir_continue_the_epoch_counter(spec_path, t
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(spec_path, tmp_path, monkeypatch):
     train(spec_path, tmp_path / "run", TrainParams(**TINY, epochs=1))
-    monkeypatch.setattr(run_state, "make_train_step", nan_at_step(run_state.make_train_step, 2))
+    monkeypatch.setattr(train_steps, "make_train_step", nan_at_step(train_steps.make_train_step, 2))
     with pytest.raises(TrainingDiverged, match=r"training diverged: loss is nan at epoch 2 step 2; "
                                                r"last good checkpoint kept at .*ckpt-1; try a lower \[train\] learning_rate"):
         train(spec_path, tmp_path / "run", TrainParams(**TINY, epochs=2))
@@ -133,7 +136,7 @@ def test_gpu_mixed_precision_path_trains_resumes_and_exports_on_cpu(spec_path, t
     and loss, the loss-scale optimizer in the checkpoint, export and reload.
     """
     from din_model.compat import LossScaleOptimizer, keras
-    from din_model.device import DeviceChoice
+    from din_model.device.selection import DeviceChoice
     from tests.helpers.scoring import load_scorer
 
     gpu_like = DeviceChoice(name="gpu", precision="mixed", dtype_policy="mixed_float16", static_shapes=False,
@@ -179,7 +182,7 @@ def test_npu_path_trains_on_static_batches_and_scores_every_sample(spec_path, tm
     npu = RecordingNpuDevice(monkeypatch)
     monkeypatch.setitem(sys.modules, "npu_device", npu)
     batch_shapes, scored_rows, steps = [], [], tf.Variable(0)
-    real_make_train_step, real_predict_split = run_state.make_train_step, training.predict_split
+    real_make_train_step, real_predict_split = train_steps.make_train_step, training.predict_split
 
     def recording_train_step(*args, **kwargs):
         step = real_make_train_step(*args, **kwargs)
@@ -196,7 +199,7 @@ def test_npu_path_trains_on_static_batches_and_scores_every_sample(spec_path, tm
         scored_rows.append(len(columns["label"]))
         return columns
 
-    monkeypatch.setattr(run_state, "make_train_step", recording_train_step)
+    monkeypatch.setattr(train_steps, "make_train_step", recording_train_step)
     monkeypatch.setattr(training, "predict_split", recording_predict_split)
     monkeypatch.setattr(evaluation, "predict_split", recording_predict_split)
     params = TrainParams(**{**TINY, "device": "npu"}, epochs=3)
@@ -221,7 +224,7 @@ def test_step_loop_runs_up_to_its_steps_per_call_and_stops_at_the_end_of_the_dat
         steps_seen.assign_add(1)
         return tf.reduce_sum(labels) + tf.reduce_sum(features["x"])
 
-    run, iterator = run_state.make_step_loop(fake_step, steps=3), iter(dataset)
+    run, iterator = train_steps.make_step_loop(fake_step, steps=3), iter(dataset)
     calls = [run(iterator) for _ in range(4)]
     assert [list(losses.numpy()) for losses, _ in calls] == [[0, 2, 4], [6, 8, 10], [6], []]
     assert [int(samples) for _, samples in calls] == [6, 6, 1, 0]
@@ -236,7 +239,7 @@ def test_several_steps_per_call_train_the_model_one_step_per_call_trains(spec_pa
         *args, **{**kwargs, "shuffle": False}))
     params = TrainParams(**TINY, epochs=2)
     looped = train(spec_path, tmp_path / "looped", params)
-    monkeypatch.setattr(run_state, "STEPS_PER_CALL", 1)
+    monkeypatch.setattr(train_steps, "STEPS_PER_CALL", 1)
     stepwise = train(spec_path, tmp_path / "stepwise", params)
     for ours, theirs in zip(looped["epochs"], stepwise["epochs"]):
         assert ours["train_loss"] == theirs["train_loss"] and ours["val"] == theirs["val"]
@@ -247,24 +250,24 @@ def test_several_steps_per_call_train_the_model_one_step_per_call_trains(spec_pa
     ("auto", "cpu", 64 * 512, 1, True), ("auto", "cpu", 64 * 256, 2, True), ("auto", "cpu", 64 * 512 - 1, 1, False),
     ("auto", "gpu", 10 ** 7, 8, False), ("auto", "npu", 10 ** 7, 8, False), ("auto", "cluster", 10 ** 7, 8, False)])
 def test_xla_setting_resolves_by_device_stack_and_run_length(xla, device, train_samples, epochs, expected):
-    from din_model.device import DeviceChoice
+    from din_model.device.selection import DeviceChoice
 
     cluster = device == "cluster"  # a CPU worker of several
     choice = DeviceChoice(name="cpu" if cluster else device, precision="fp32", dtype_policy="float32",
                           static_shapes=device == "npu", loss_scaling=False)
-    spec = {"splits": {"train": {"samples": train_samples}}}
-    resolved = run_state.resolve_xla(TrainParams(**TINY, xla=xla, epochs=epochs), choice, spec,
+    resolved = policies.resolve_xla(TrainParams(**TINY, xla=xla, epochs=epochs), choice,
+                                     sizes_spec(train_samples=train_samples),
                                      one_process=not cluster)
     # TF 2.6's XLA is ~100x slower on this model: auto never picks it there
     assert resolved.jit_compile is (expected and (xla == "on" or compat.KERAS_3))
 
 
 def test_xla_on_the_npu_is_refused():
-    from din_model.device import DeviceChoice
+    from din_model.device.selection import DeviceChoice
 
     npu = DeviceChoice(name="npu", precision="mixed", dtype_policy="float32", static_shapes=True, loss_scaling=True)
     with pytest.raises(InputError, match=r"\[train\] xla = on: the NPU compiles its graphs itself"):
-        run_state.resolve_xla(TrainParams(**TINY, xla="on"), npu, {"splits": {"train": {"samples": 10}}})
+        policies.resolve_xla(TrainParams(**TINY, xla="on"), npu, sizes_spec(train_samples=10))
 
 
 @pytest.mark.slow

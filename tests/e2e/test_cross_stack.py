@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from din_model.compat import KERAS_3
 from din_model.params import TrainParams
-from din_model.training import evaluate
+from din_model.run.loop import evaluate
 from tests.helpers.scoring import load_scorer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ import numpy as np
 from din_model.compat import KERAS_3
 from tests.helpers.scoring import load_scorer
 from din_model.params import TrainParams
-from din_model.training import evaluate, train
+from din_model.run.loop import evaluate, train
 from tests.helpers.din_fixtures import write_random_fixture
 from tests.e2e.test_cross_stack import scoring_inputs
 

@@ -9,6 +9,7 @@ learnable by attention: positive iff the target's category occurs in the history
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from din_common.feature_spec import FeatureSpec, SplitInfo
 from tests.helpers.npu_standin import NpuStandin
 
 
@@ -116,6 +118,18 @@ def write_fixture(root: str | Path, splits: dict[str, dict], *, maxlen: int = 10
     return spec_path
 
 
+def sizes_spec(*, maxlen: int = 5, n_items: int = 40, n_cats: int = 6, train_samples: int = 0) -> FeatureSpec:
+    """A FeatureSpec of sizes only, no shard: what a model is built for, and the train split's sample count."""
+    spec = FeatureSpec.without_shards(maxlen=maxlen, n_items=n_items, n_cats=n_cats)
+    return dataclasses.replace(spec, splits={"train": SplitInfo(samples=train_samples, files=())})
+
+
+def autotune_enabled(options: tf.data.Options) -> bool:
+    """Whether these tf.data options leave the autotune model on (None means TensorFlow's default: on)."""
+    enabled = options.autotune.enabled if hasattr(options, "autotune") else options.experimental_optimization.autotune
+    return enabled is not False
+
+
 def write_random_fixture(root: str | Path, *, sizes=(("train", 400), ("val", 120), ("test", 120)),
                          maxlen: int = 10, prebatch: int = 8, num_shards: int = 2, n_items: int = 50,
                          n_cats: int = 5, n_users: int = 20, mean_history: float = 4.0, seed: int = 0) -> Path:
@@ -145,7 +159,7 @@ class _LegacyCallSummary(Sequence):
 
 def nan_at_step(make_train_step, step: int):
     """A `make_train_step` whose train steps return a nan loss at the `step`-th step (1-based), counted in the
-    graph: several steps may run in one call (run_state.make_step_loop)."""
+    graph: several steps may run in one call (din_model/train/steps.py make_step_loop)."""
     def make(*args, **kwargs):
         train_step, steps = make_train_step(*args, **kwargs), tf.Variable(0)
 

@@ -537,7 +537,7 @@ class NpuStandin:
     def undo_with(self, monkeypatch) -> "NpuStandin":
         """as_default()'s replacements are undone with `monkeypatch` (when the test ends), and the test runs in a
         process that has not opened an NPU: a device this stand-in opens does not outlive the test."""
-        from din_model import device
+        from din_model.device import selection as device
 
         monkeypatch.setattr(device, "_process_npu", device._ProcessNpu())
         self._setattr = monkeypatch.setattr

@@ -5,8 +5,8 @@ import luigi
 import pytest
 
 from din_common.errors import InputError
-from din_model import device
-from din_model.npu_options import NpuOptions
+from din_model.device import selection as device
+from din_model.device.npu_options import NpuOptions
 from din_model.params import run_id
 from pipeline.tasks import stage2
 from tests.helpers.din_fixtures import write_random_fixture

@@ -2,7 +2,7 @@
 
 `NpuOptions` owns the `[npu]` section: constructing one validates every value (an unknown or invalid one is one
 `InputError` naming `[npu] <name>`, what was given and what is allowed), so a mistake stops the run before any
-training starts. `adapter_settings(precision)` is the nested {option: value} mapping that `din_model.device` sets
+training starts. `adapter_settings(precision)` is the nested {option: value} mapping that `din_model.device.selection` sets
 on `global_options()` before `npu_device.open(device_id)`: top-level options plus the `dump_config` and
 `profiling_config` groups, named as in the adapter's configs/*.py. Only the precision mode, the operator cache
 (on by default, as ModelZoo's scripts have it) and what the user turned on are set; every other adapter option
@@ -18,8 +18,8 @@ keeps the adapter's default. Values go with the Python type the adapter's option
 | profiling_output_dir (enables profiling), profiling_options | profiling_config.enable_profiling/profiling_options |
 | loss_scaling (dynamic or off) | npu_device.train.optimizer.NpuLossScaleOptimizer (float16 matrix products) |
 | devices, rank_table_file | NPU ranks: RANK_SIZE, RANK_ID, ASCEND_DEVICE_ID, RANK_TABLE_FILE per process; the
-  table is checked to list exactly `devices` NPUs (din_model/rank_table.py) |
-| iterations_per_loop | npu_device.set_npu_loop_size: train steps per graph call (din_model/run_state.py) |
+  table is checked to list exactly `devices` NPUs (din_model/device/rank_table.py) |
+| iterations_per_loop | npu_device.set_npu_loop_size: train steps per graph call (din_model/train/steps.py) |
 | op_compiler_cache_mode, op_compiler_cache_dir | the same names (cache on by default, in the data dir) |
 | hcom_parallel, op_debug_level, enable_exception_dump, graph_run_mode | the same names |
 | aoe_mode | aoe_config.aoe_mode |
@@ -186,7 +186,7 @@ class NpuOptions:
     profiling_output_dir: str = ""
     profiling_options: str = ""
     loss_scaling: str = "dynamic"  # NpuLossScaleOptimizer when the NPU computes in reduced precision
-    devices: int = 1               # NPUs of this host to train on, one rank process each (din_model/npu_ranks.py)
+    devices: int = 1               # NPUs of this host to train on, one rank process each (din_model/parallel/npu_ranks.py)
     rank_table_file: str = ""      # the host's HCCL rank table; needed when devices > 1
     # Compiled operators are cached (the Luigi tasks put the cache in the data dir): else every run recompiles.
     op_compiler_cache_mode: str = "enable"
@@ -271,8 +271,8 @@ class NpuOptions:
         return dataclasses.replace(self, device_id=device_id, devices=1)
 
     def rank_table(self):
-        """The checked rank table (din_model/rank_table.py) of `devices` NPUs."""
-        from din_model.rank_table import read_rank_table
+        """The checked rank table (din_model/device/rank_table.py) of `devices` NPUs."""
+        from din_model.device.rank_table import read_rank_table
 
         return read_rank_table(self.rank_table_file, self.devices)
 

@@ -7,9 +7,9 @@ Owns the loop over epochs and its run directory contract:
   loss stops with `TrainingDiverged` and leaves the last good checkpoint. At the end:
   SavedModel, curves.png.
 - How this process takes part (alone, a TF_CONFIG worker, an NPU rank) is a `Placement`
-  (din_model/placement.py), chosen by `choose_placement`; only the process that writes
+  (din_model/parallel/), chosen by `choose_placement`; only the process that writes
   the run directory validates and writes.
-The state and steps are in din_model/run_state.py, evaluation in din_model/evaluation.py.
+The state, steps and evaluation are in din_model/train/.
 """
 from __future__ import annotations
 
@@ -24,17 +24,22 @@ import tensorflow as tf
 from din_common.atomic import write_json_atomic
 from din_common.errors import InputError, RunFailed
 from din_common.faults import kill_point
-from din_model import compat, cpu_kernels
-from din_model.device import DeviceChoice, select_device
-from din_model.evaluation import evaluate, predict_split, split_metrics  # noqa: F401  (evaluate: public API)
-from din_model.export import export_saved_model
+from din_common.feature_spec import FeatureSpec
+from din_model import compat
+from din_model.data.reader import feature_spec_at
+from din_model.device import cpu_kernels
+from din_model.device.selection import DeviceChoice, select_device
+from din_model.parallel.choose import choose_placement, placement_on
+from din_model.parallel.placement import Placement
 from din_model.params import TrainParams
-from din_model.placement import Placement
-from din_model.reader import load_spec
-from din_model.reporting import plot_curves, run_title, write_tensorboard
-from din_model import run_state
-from din_model.run_state import (RunFiles, TrainingState, make_train_step, read_metrics, resolve_xla,  # noqa: F401
-                                  step_signature)
+from din_model.train import steps
+from din_model.train.evaluation import evaluate, predict_split, split_metrics  # noqa: F401  (evaluate: public API)
+from din_model.train.export import export_saved_model
+from din_model.train.policies import resolve_xla
+from din_model.train.reporting import plot_curves, run_title, write_tensorboard
+from din_model.train.run_files import RunFiles, read_metrics
+from din_model.train.state import TrainingState
+from din_model.train.steps import step_signature
 
 ProgressCallback = Callable[[float, str], None]
 PROGRESS_EVERY_STEPS = 50
@@ -54,28 +59,28 @@ def _diverged(loss: float, epoch: int, step: int, manager, params: TrainParams) 
         f"try a lower [train] learning_rate (now {params.learning_rate})")
 
 
-def run_epoch(train_step, state: TrainingState, spec, params: TrainParams, device: DeviceChoice, epoch: int,
+def run_epoch(train_step, state: TrainingState, spec: FeatureSpec, params: TrainParams, device: DeviceChoice, epoch: int,
               report: Callable[[int], None], placement: Placement) -> tuple[float, float]:
     """Train one epoch (1-based `epoch`) on the placement's batches; return (mean loss, samples per second)."""
-    loss_sum, steps, samples = 0.0, 0, 0
+    loss_sum, steps_done, samples = 0.0, 0, 0
     started = time.perf_counter()
     for losses, samples_of_call in placement.epoch_steps(train_step, spec, params, device, epoch):
-        reported = steps // PROGRESS_EVERY_STEPS
+        reported = steps_done // PROGRESS_EVERY_STEPS
         for loss in map(float, losses):
-            steps += 1
+            steps_done += 1
             if not np.isfinite(loss):
-                raise _diverged(loss, epoch, steps, state.manager, params)
+                raise _diverged(loss, epoch, steps_done, state.manager, params)
             loss_sum += loss
-            kill_point(f"train:epoch{epoch}:step{steps}")
+            kill_point(f"train:epoch{epoch}:step{steps_done}")
         samples += samples_of_call
-        if steps // PROGRESS_EVERY_STEPS > reported:
+        if steps_done // PROGRESS_EVERY_STEPS > reported:
             report(samples)
     elapsed = time.perf_counter() - started
-    if steps == 0:
+    if steps_done == 0:
         raise InputError("the train split of the TFRecords yields no batch "
                          f"(batch_size {params.batch_size} with drop_remainder on {device.name}?"
                          f"{placement.progress_label})")
-    return loss_sum / steps, samples / elapsed
+    return loss_sum / steps_done, samples / elapsed
 
 
 def _check_params_of_run(files: RunFiles, params: TrainParams) -> None:
@@ -98,49 +103,30 @@ def _print_and_report(progress_callback: ProgressCallback | None, fraction: floa
         progress_callback(min(1.0, fraction), message)
 
 
-def choose_placement(params: TrainParams, run_dir: Path, worker_timeout: float) -> Placement:
-    """A TF_CONFIG cluster's worker, if TF_CONFIG names several (first: it must set up collective
-    ops before any other TensorFlow op; the workers meet in `<runs>/.cluster/`), else alone."""
-    from din_model import distribute
-
-    cluster = distribute.start_from_environment(params.device, rendezvous_dir=Path(run_dir).parent / ".cluster",
-                                                worker_timeout=worker_timeout)
-    return cluster if cluster is not None else Placement()
-
-
-def placement_on(device: DeviceChoice, placement: Placement) -> Placement:
-    """NPU ranks instead of a single process when the opened NPU is one rank of several."""
-    from din_model import npu_ranks
-
-    if type(placement) is Placement and device.name == "npu":
-        return npu_ranks.placement_for(device) or placement
-    return placement
-
-
-def train(spec_path, run_dir, params: TrainParams, *, progress_callback: Optional[ProgressCallback] = None,
+def train(spec_path: str | Path | FeatureSpec, run_dir, params: TrainParams, *, progress_callback: Optional[ProgressCallback] = None,
           worker_timeout: float = 300.0) -> dict:
     """Train (or resume) the run in `run_dir`; return the metrics written to metrics.json.
 
     With a `TF_CONFIG` naming several workers, this process is one worker of a
-    MultiWorkerMirroredStrategy (din_model/distribute.py); with the Ascend adapter opened in
-    a rank of several (`RANK_SIZE` > 1), one NPU rank (din_model/npu_ranks.py). Then only
+    MultiWorkerMirroredStrategy (din_model/parallel/cluster.py); with the Ascend adapter opened in
+    a rank of several (`RANK_SIZE` > 1), one NPU rank (din_model/parallel/npu_ranks.py). Then only
     the chief / rank 0 writes the run directory. `worker_timeout`: how long a cluster
     worker waits for the others to start.
     """
     placement = choose_placement(params, run_dir, worker_timeout)
     try:
-        spec = load_spec(spec_path)
+        spec = feature_spec_at(spec_path)
         files = RunFiles(run_dir)
         _check_params_of_run(files, params)
         device = select_device(params.device, params.precision)
         placement = placement_on(device, placement)
-        params = resolve_xla(params, device, spec, one_process=type(placement) is Placement)
+        params = resolve_xla(params, device, spec, one_process=placement.processes == 1)
         placement.check(spec, params)
         if placement.writes_run_dir:
             write_json_atomic(files.params, {"params": params.to_dict(),
-                                             "tfrecord_fingerprint": spec.get("fingerprint")})
+                                             "tfrecord_fingerprint": spec.fingerprint})
         compat.set_random_seed(params.seed)
-        maxlen = params.maxlen or int(spec["maxlen"])
+        maxlen = params.maxlen or spec.maxlen
         with placement.scope(device):
             state = TrainingState(params, spec, device, placement.checkpoint_dir(files))
             done = placement.restore(state, files)
@@ -162,13 +148,13 @@ def train(spec_path, run_dir, params: TrainParams, *, progress_callback: Optiona
         placement.close()
 
 
-def train_epochs(train_step, state: TrainingState, files: RunFiles, spec: dict, params: TrainParams,
+def train_epochs(train_step, state: TrainingState, files: RunFiles, spec: FeatureSpec, params: TrainParams,
                  device: DeviceChoice, done: int, epochs: list, placement: Placement,
                  progress_callback: Optional[ProgressCallback]) -> list:
     """Epochs done+1..params.epochs: train, validate, record, checkpoint; `epochs` grows in place."""
-    train_samples = max(1, int(spec["splits"]["train"].get("samples", 0)))
+    train_samples = max(1, spec.samples("train"))
     if placement.writes_run_dir:
-        predict_step = run_state.make_predict_step(state.model, step_signature(spec, params, device))
+        predict_step = steps.make_predict_step(state.model, step_signature(spec, params, device))
         writer = tf.summary.create_file_writer(str(files.tensorboard))
     for epoch in range(done + 1, params.epochs + 1):
         def report(samples, epoch=epoch):
@@ -199,7 +185,7 @@ def train_epochs(train_step, state: TrainingState, files: RunFiles, spec: dict, 
     return epochs
 
 
-def finish_run(state: TrainingState, files: RunFiles, spec: dict, params: TrainParams, device: DeviceChoice,
+def finish_run(state: TrainingState, files: RunFiles, spec: FeatureSpec, params: TrainParams, device: DeviceChoice,
                epochs: list[dict], metrics_fields: dict | None = None) -> dict:
     """After the last epoch (the SavedModel already exported): curves.png and the final metrics.json."""
     plot_curves(epochs, files.curves, run_title(files.root))
@@ -210,11 +196,11 @@ def finish_run(state: TrainingState, files: RunFiles, spec: dict, params: TrainP
     return read_metrics(files.metrics)
 
 
-def _metrics_document(device: DeviceChoice, params: TrainParams, spec: dict, epochs: list[dict], *,
+def _metrics_document(device: DeviceChoice, params: TrainParams, spec: FeatureSpec, epochs: list[dict], *,
                       done: bool, checkpoint: str | None) -> dict:
     return {**device.describe(), "cpu_kernels": cpu_kernels.CHOICE, "epochs": epochs, "epochs_planned": params.epochs,
             "training_done": done,
-            "checkpoint": checkpoint, "params": params.to_dict(), "tfrecord_fingerprint": spec.get("fingerprint")}
+            "checkpoint": checkpoint, "params": params.to_dict(), "tfrecord_fingerprint": spec.fingerprint}
 
 
 def training_complete(metrics_path: str | Path, params: TrainParams) -> bool:

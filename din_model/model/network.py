@@ -11,7 +11,7 @@ History layouts (`history_layout`), the same function with different work and sh
 - "dense": every one of the L padded positions goes through the attention MLP; static shapes.
 - "compact": only the N real entries (`tf.where` of the mask); N varies per batch (CPU, GPU).
 - "static_compact": the real entries gathered into a buffer of C slots, C fixed per batch
-  size and chosen from the data (din_model/history_capacity.py), so shapes are static (XLA,
+  size and chosen from the data (din_model/model/history_capacity.py), so shapes are static (XLA,
   the NPU) at close to the compact layout's work. A batch with more than C entries takes
   the dense layout instead (a `tf.cond`): no entry is ever dropped.
 
@@ -31,12 +31,13 @@ from __future__ import annotations
 import tensorflow as tf
 
 from din_common.errors import InputError
+from din_common.feature_spec import FeatureSpec
 from din_model.compat import keras
-from din_model.layers import AttentionPooling, DenseStack, leaf_weights
+from din_model.model.layers import AttentionPooling, DenseStack, leaf_weights
 from din_model.params import TrainParams, history_features
-from din_model.history_capacity import HistoryCapacity, measure_history_capacity
-from din_model.recompute import only_when
-from din_model.segments import dimension, gather_history, static_sum_rows, sum_rows
+from din_model.model.history_capacity import HistoryCapacity, measure_history_capacity
+from din_model.model.recompute import only_when
+from din_model.model.segments import dimension, gather_history, static_sum_rows, sum_rows
 
 # Time-gap buckets: floor(log2(1 + hours)), the last one open-ended (2^15 - 1 hours, ~3.7 years, and more).
 TIME_GAP_BUCKETS = 16
@@ -161,7 +162,7 @@ class DeepInterestNetwork(keras.Model):
 
     def _pool_compact(self, ids, target, mask, training):
         """Attention over the real history entries only (ids > 0), gathered into [N]."""
-        positions = tf.where(mask)  # row-major, so rows come out sorted (din_model/segments.py)
+        positions = tf.where(mask)  # row-major, so rows come out sorted (din_model/model/segments.py)
         rows = tf.cast(positions[:, 0], tf.int32)
         history = self.embed_history({name: tf.gather_nd(values, positions) for name, values in ids.items()})
         interest = self.attention((target, history, rows), training=training)
@@ -257,21 +258,21 @@ def resolve_history_layout(params: TrainParams, static_shapes: bool) -> str:
     return "static_compact" if static_shapes or params.jit_compile else "compact"
 
 
-def build_model(params: TrainParams, spec: dict, dtype_policy: str = "float32", static_shapes: bool = False,
+def build_model(params: TrainParams, spec: FeatureSpec, dtype_policy: str = "float32", static_shapes: bool = False,
                 history_capacity: HistoryCapacity | None = None, on_npu: bool = False) -> DeepInterestNetwork:
     """The DIN for these params and this feature spec, built (variables exist) for `maxlen`.
 
     The history layout follows `resolve_history_layout`: with static shapes (NPU) or
     `params.jit_compile` (XLA) the static-capacity layout, whose capacity is measured on the
     spec's train split unless `history_capacity` is given; otherwise the compact layout. `on_npu`: only
-    ops the Ascend graph engine takes (the adapter's dropout, din_model/layers.py `Dropout`).
+    ops the Ascend graph engine takes (the adapter's dropout, din_model/model/layers.py `Dropout`).
     """
-    maxlen = params.maxlen or int(spec["maxlen"])
+    maxlen = params.maxlen or spec.maxlen
     layout = resolve_history_layout(params, static_shapes)
     if layout == "static_compact" and history_capacity is None:
         history_capacity = measure_history_capacity(spec, maxlen, params.batch_size)
     model = DeepInterestNetwork(
-        n_items=int(spec["n_items"]), n_cats=int(spec["n_cats"]), embed_dim=params.embed_dim,
+        n_items=spec.n_items, n_cats=spec.n_cats, embed_dim=params.embed_dim,
         use_category=params.use_category, attention_units=params.attention_units,
         attention_activation=params.attention_activation, attention_softmax=params.attention_softmax,
         mlp_units=params.mlp_units, activation=params.activation, dropout=params.dropout,

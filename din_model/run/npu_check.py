@@ -1,10 +1,10 @@
-"""First-host check of the NPU path: `python -m din_model.npu_check`, one verdict line per check.
+"""First-host check of the NPU path: `python -m din_model.run.npu_check`, one verdict line per check.
 
 Run it once on a new Ascend host before training. It opens the NPU as training does (the `[npu]` settings
 of luigi.cfg), with the graph engine's graph dump on, and checks:
 - open: the adapter opens the device with the run's options;
 - op list: the graphs the NPU runs (train step, sunk step loop, predict step) hold only the op types of
-  din_model/npu_ops.py (Huawei's published support);
+  din_model/device/npu_ops.py (Huawei's published support);
 - CANN op list: every one of those op types is in the installed CANN's `npu_supported_ops.json`, which
   the adapter reads at open (tf_adapter_2.x/npu_device/core/npu_device.cpp lines 1302-1339; an op not in
   it is run on the CPU, outside the NPU graph);
@@ -106,17 +106,18 @@ def check_graphs(verdicts: Verdicts, device, params, opp_path: str) -> None:
     """Build the model on the opened NPU, check its graphs' op types, run the steps."""
     import tensorflow as tf
 
+    from din_common.feature_spec import FeatureSpec
     from din_model import compat
-    from din_model.graph_ops import graph_op_types
-    from din_model.history_capacity import HistoryCapacity
-    from din_model.model import build_model
-    from din_model.npu_ops import unsupported_ops
-    from din_model.optimizer import FusedAdam
-    from din_model.reader import batch_signature
-    from din_model.run_state import make_predict_step, make_step_loop, make_train_step
+    from din_model.device.graph_ops import graph_op_types
+    from din_model.model.history_capacity import HistoryCapacity
+    from din_model.model.network import build_model
+    from din_model.device.npu_ops import unsupported_ops
+    from din_model.train.optimizer import FusedAdam
+    from din_model.data.reader import batch_signature
+    from din_model.train.steps import make_predict_step, make_step_loop, make_train_step
 
     maxlen, n_items, n_cats = 20, 1000, 20
-    spec = {"maxlen": maxlen, "n_items": n_items, "n_cats": n_cats}
+    spec = FeatureSpec.without_shards(maxlen=maxlen, n_items=n_items, n_cats=n_cats)
     model = build_model(params, spec, device.dtype_policy, True, HistoryCapacity(maxlen / 2, maxlen / 4, maxlen),
                         on_npu=True)
     optimizer = device.wrap_optimizer(FusedAdam(learning_rate=params.learning_rate))
@@ -146,7 +147,7 @@ def check_graphs(verdicts: Verdicts, device, params, opp_path: str) -> None:
     outside = unsupported_ops(op_types)
     verdicts.say("op list", "FAIL" if outside else "OK",
                  "; ".join(f"{op}: {why}" for op, why in outside.items()) if outside else
-                 f"{len(op_types)} op types in the train step, step loop and predict step, all in din_model/npu_ops.py")
+                 f"{len(op_types)} op types in the train step, step loop and predict step, all in din_model/device/npu_ops.py")
     cann = cann_supported_ops(opp_path) if opp_path else None
     if cann is None:
         verdicts.say("CANN op list", "SKIP", f"no npu_supported_ops.json under ASCEND_OPP_PATH={opp_path!r} (source "
@@ -172,8 +173,8 @@ def check_ai_cpu(verdicts: Verdicts, dump_dir: Path) -> None:
 
 def check_all_reduce(verdicts: Verdicts, rank_table: str, timeout: float) -> None:
     from din_common.errors import InputError
-    from din_model.npu_ranks import rank_environment
-    from din_model.rank_table import read_rank_table
+    from din_model.parallel.npu_ranks import rank_environment
+    from din_model.device.rank_table import read_rank_table
 
     if not rank_table:
         verdicts.say("all-reduce", "SKIP", "no rank table: set [npu] rank_table_file or pass --rank-table")
@@ -184,7 +185,7 @@ def check_all_reduce(verdicts: Verdicts, rank_table: str, timeout: float) -> Non
         verdicts.say("all-reduce", "FAIL", str(error))
         return
     expected = [value * RANKS for value in ALL_REDUCE_INPUT]
-    processes = [subprocess.Popen([sys.executable, "-m", "din_model.npu_check", "--all-reduce-rank"],
+    processes = [subprocess.Popen([sys.executable, "-m", "din_model.run.npu_check", "--all-reduce-rank"],
                                   env={**os.environ, **rank_environment(rank, table, sync_dir="")},
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                  for rank in range(RANKS)]
@@ -223,7 +224,7 @@ def _all_reduce_rank() -> int:
 def run_checks(options, *, dump_dir: Path, rank_table: str, timeout: float = 600.0,
                echo: Callable[[str], None] = print) -> Verdicts:
     from din_common.errors import InputError
-    from din_model.device import select_device
+    from din_model.device.selection import select_device
     from din_model.params import TrainParams
 
     verdicts = Verdicts(echo)
@@ -243,7 +244,7 @@ def run_checks(options, *, dump_dir: Path, rank_table: str, timeout: float = 600
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m din_model.npu_check", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m din_model.run.npu_check", description=__doc__.split("\n")[0])
     parser.add_argument("--rank-table", default=None, help="HCCL rank table for the 2-rank all-reduce "
                                                            "(default: [npu] rank_table_file)")
     parser.add_argument("--dump-dir", default=None, help="where the graph engine dumps its graphs (default: a new "

@@ -1,6 +1,6 @@
-"""How one training process takes part in a run: alone, as a TF_CONFIG worker, or as one NPU rank.
+"""How one training process takes part in a run: the `Placement` interface and the helpers its implementations share.
 
-The training loop (din_model/training.py) is written once, over a `Placement`. What
+The training loop (din_model/run/loop.py) is written once, over a `Placement`. What
 differs between the ways of training sits behind its methods:
 - where variables are created (`scope`) and where checkpoints go (`checkpoint_dir`);
 - how the state is restored and made the same on every process (`restore`);
@@ -10,12 +10,15 @@ differs between the ways of training sits behind its methods:
   for one process on a CPU or GPU, several steps per call (`epoch_steps`);
 - who writes the run directory (`writes_run_dir`), agreement and barriers between processes.
 
-`Placement` itself is the single process (CPU, one GPU, one NPU). The others:
-`din_model.distribute.ClusterPlacement` (MultiWorkerMirroredStrategy from TF_CONFIG) and
-`din_model.npu_ranks.NpuRankPlacement` (the Ascend adapter's HCCL collectives).
+Each implementation answers the abstract methods; the others have defaults that hold for a
+process training on its own data with its own checkpoints. The implementations:
+`din_model.parallel.single.SingleProcess` (CPU, one GPU, one NPU),
+`din_model.parallel.cluster.Cluster` (MultiWorkerMirroredStrategy from TF_CONFIG) and
+`din_model.parallel.npu_ranks.NpuRankPlacement` (the Ascend adapter's HCCL collectives).
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import itertools
 import math
@@ -25,56 +28,78 @@ from typing import Iterator
 import numpy as np
 
 from din_common.errors import InputError
-from din_model.device import DeviceChoice
+from din_common.feature_spec import FeatureSpec
+from din_model.device.selection import DeviceChoice
 from din_model.params import TrainParams
-from din_model.reader import SHARD_ERRORS, damaged_shard, iterate_checked, make_dataset, split_files
-from din_model import run_state
-from din_model.run_state import RunFiles, TrainingState, fixed_batches
+from din_model.data.reader import SHARD_ERRORS, damaged_shard, make_dataset, split_files
+from din_model.train import steps
+from din_model.train.policies import fixed_batches
+from din_model.train.run_files import RunFiles
+from din_model.train.state import TrainingState
 
 
-class Placement:
-    """A single training process: the whole train split, its own checkpoints, it writes the run directory."""
+class Placement(abc.ABC):
+    """How this process takes part in a run. Defaults: it writes the run directory, keeps its own checkpoints,
+    and runs several steps per call."""
 
     writes_run_dir = True
     progress_label = ""  # appended to the per-epoch progress line
+    process_kind = "processes"  # what the processes of a run are called in messages
+    this_process = "this process"
     _step_loop = (None, None)  # (train step, its `make_step_loop` function), built on first use
 
+    @property
+    @abc.abstractmethod
+    def processes(self) -> int:
+        """How many processes train the run together (1: this one alone)."""
+
+    @abc.abstractmethod
     def describe(self) -> dict:
         """Extra metrics.json fields (strategy, number of processes)."""
-        return {}
 
-    def check(self, spec: dict, params: TrainParams) -> None:
+    @abc.abstractmethod
+    def check(self, spec: FeatureSpec, params: TrainParams) -> None:
         """Settings that cannot work with this placement: InputError before anything is built."""
 
+    @abc.abstractmethod
+    def restore(self, state: TrainingState, files: RunFiles) -> int:
+        """Restore the run's last checkpoint into `state`; return the epochs already done."""
+
+    @abc.abstractmethod
+    def make_train_step(self, state: TrainingState, params: TrainParams, signature):
+        """The compiled train step: (features, labels) -> the loss of the (global) batch."""
+
+    @abc.abstractmethod
+    def epoch_batches(self, spec: FeatureSpec, params: TrainParams, device: DeviceChoice, epoch: int) -> Iterator:
+        """(features, labels) batches of one epoch (1-based `epoch`), shuffled with the epoch's seed."""
+
+    @abc.abstractmethod
+    def samples_in(self, labels, params: TrainParams) -> int:
+        """Samples one step trained on (over every process)."""
+
+    @abc.abstractmethod
+    def sum_over_processes(self, values: list) -> np.ndarray:
+        """Element-wise sum of `values` over every process (a collective, hence also a barrier)."""
+
     def scope(self, device: DeviceChoice):
+        """Where the model and optimizer variables are created."""
         return device.scope()
 
     def checkpoint_dir(self, files: RunFiles) -> Path:
+        """Where this process's checkpoint manager saves."""
         return files.checkpoints
 
-    def restore(self, state: TrainingState, files: RunFiles) -> int:
-        """Restore the run's last checkpoint into `state`; return the epochs already done."""
-        return state.restore_latest()
-
-    def make_train_step(self, state: TrainingState, params: TrainParams, signature):
-        return run_state.make_train_step(state.model, state.optimizer, params.jit_compile, signature)
-
-    def epoch_batches(self, spec: dict, params: TrainParams, device: DeviceChoice, epoch: int) -> Iterator:
-        """(features, labels) batches of one epoch (1-based `epoch`), shuffled with the epoch's seed."""
-        return iterate_checked(_epoch_dataset(spec, params, device, epoch), split_files(spec, "train"))
-
-    def sunk_input(self, spec: dict, params: TrainParams, device: DeviceChoice, epoch: int):
+    def sunk_input(self, spec: FeatureSpec, params: TrainParams, device: DeviceChoice, epoch: int):
         """(dataset, steps): the NPU's fixed-size train batches of one epoch and how many it trains on."""
-        return _epoch_dataset(spec, params, device, epoch), int(spec["splits"]["train"].get("samples", 0)) // \
-            params.batch_size
+        return epoch_dataset(spec, params, device, epoch), spec.samples("train") // params.batch_size
 
     def steps_per_call(self, device: DeviceChoice) -> int:
         """Train steps one call runs: several, with no Python between them, for one process on a CPU or
         GPU; `[npu] iterations_per_loop` on the NPU (one graph-engine loop); one where processes meet
         in collectives of a TF_CONFIG cluster."""
-        return device.iterations_per_loop if device.name == "npu" else run_state.STEPS_PER_CALL
+        return device.iterations_per_loop if device.name == "npu" else steps.STEPS_PER_CALL
 
-    def epoch_steps(self, train_step, spec: dict, params: TrainParams, device: DeviceChoice,
+    def epoch_steps(self, train_step, spec: FeatureSpec, params: TrainParams, device: DeviceChoice,
                     epoch: int) -> Iterator[tuple[np.ndarray, int]]:
         """(losses, samples) of one epoch's train steps, `steps_per_call` steps at a time."""
         if device.name == "npu":
@@ -86,7 +111,7 @@ class Placement:
                 yield np.array([float(train_step(features, labels))]), self.samples_in(labels, params)
             return
         run = self._step_loop_of(train_step, device)
-        iterator = iter(_epoch_dataset(spec, params, device, epoch))
+        iterator = iter(epoch_dataset(spec, params, device, epoch))
         while True:
             with _naming_damaged_shard(spec):
                 losses, samples = run(iterator)
@@ -97,17 +122,17 @@ class Placement:
     def _step_loop_of(self, train_step, device: DeviceChoice):
         """One loop function per train step, traced once."""
         if self._step_loop[0] is not train_step:
-            self._step_loop = (train_step, run_state.make_step_loop(train_step, self.steps_per_call(device),
+            self._step_loop = (train_step, steps.make_step_loop(train_step, self.steps_per_call(device),
                                                                     sunk=device.name == "npu"))
         return self._step_loop[1]
 
-    def _sunk_epoch_steps(self, train_step, spec: dict, params: TrainParams, device: DeviceChoice, epoch: int):
+    def _sunk_epoch_steps(self, train_step, spec: FeatureSpec, params: TrainParams, device: DeviceChoice, epoch: int):
         """The NPU: calls of `iterations_per_loop` steps (fewer for the epoch's last), each its loop size."""
         run = self._step_loop_of(train_step, device)
-        dataset, steps = self.sunk_input(spec, params, device, epoch)
+        dataset, total = self.sunk_input(spec, params, device, epoch)
         iterator, done = iter(dataset), 0
-        while done < steps:
-            count = min(self.steps_per_call(device), steps - done)
+        while done < total:
+            count = min(self.steps_per_call(device), total - done)
             if device.set_loop_size is not None:  # a DeviceChoice made by hand (tests) may have none
                 device.set_loop_size(count)
             with _naming_damaged_shard(spec):
@@ -115,26 +140,16 @@ class Placement:
             done += count
             yield losses, count * params.batch_size
 
-    def samples_in(self, labels, params: TrainParams) -> int:
-        """Samples one step trained on (over every process)."""
-        return int(labels.shape[0])
-
     def save(self, state: TrainingState, epoch: int) -> None:
+        """Checkpoint after `epoch` (after its metrics are written)."""
         state.save(epoch)
-
-    processes = "processes"  # what the processes of a cluster are called in messages
-    this_process = "this process"
-
-    def sum_over_processes(self, values: list) -> np.ndarray:
-        """Element-wise sum of `values` over every process (a collective, hence also a barrier)."""
-        return np.asarray(values, dtype=np.float64)
 
     def agree_on(self, value: int, what: str) -> None:
         """InputError unless every process holds the same value."""
         total, squares, count = self.sum_over_processes([float(value), float(value) ** 2, 1.0])
         if squares * count != total * total:  # equal only when every value is the same
-            raise InputError(f"the {self.processes} disagree on {what} ({self.this_process} has {value}, mean over "
-                             f"the {self.processes} {total / count:g}); every one must see the same run directory "
+            raise InputError(f"the {self.process_kind} disagree on {what} ({self.this_process} has {value}, mean over "
+                             f"the {self.process_kind} {total / count:g}); every one must see the same run directory "
                              "(put [paths] data_dir on storage shared by all machines)")
 
     def barrier(self) -> None:
@@ -146,7 +161,7 @@ class Placement:
 
 
 @contextlib.contextmanager
-def _naming_damaged_shard(spec: dict):
+def _naming_damaged_shard(spec: FeatureSpec):
     """A damaged train shard is named; any other failure is raised as it is."""
     try:
         yield
@@ -157,7 +172,8 @@ def _naming_damaged_shard(spec: dict):
         raise damaged from None
 
 
-def _epoch_dataset(spec: dict, params: TrainParams, device: DeviceChoice, epoch: int):
+def epoch_dataset(spec: FeatureSpec, params: TrainParams, device: DeviceChoice, epoch: int):
+    """The whole train split in batches of batch_size, shuffled with the epoch's seed."""
     return make_dataset(spec, "train", params.batch_size, shuffle=True, seed=epoch_seed(params, epoch),
                         drop_remainder=fixed_batches(params, device), maxlen=params.maxlen,
                         history_fields=params.history_features)
@@ -167,13 +183,13 @@ def epoch_seed(params: TrainParams, epoch: int) -> int:
     return params.seed * 1000 + epoch
 
 
-def steps_per_epoch(spec: dict, batch_size: int) -> int:
+def steps_per_epoch(spec: FeatureSpec, batch_size: int) -> int:
     """Global steps of one epoch when processes share the split: every one runs this many,
     so none waits at a collective for a batch another one does not have."""
-    return max(1, math.ceil(int(spec["splits"]["train"].get("samples", 0)) / batch_size))
+    return max(1, math.ceil(spec.samples("train") / batch_size))
 
 
-def check_files_per_process(spec: dict, processes: int, what: str) -> None:
+def check_files_per_process(spec: FeatureSpec, processes: int, what: str) -> None:
     files = split_files(spec, "train")
     if len(files) < processes:
         raise InputError(f"the train split has {len(files)} TFRecord file(s) for {processes} {what}; each one reads "

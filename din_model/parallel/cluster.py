@@ -1,8 +1,8 @@
 """Multi-worker data-parallel training driven by the `TF_CONFIG` environment variable.
 
 Owns: starting `tf.distribute.MultiWorkerMirroredStrategy` when `TF_CONFIG` (parsed by
-din_common/tf_config.py) names more than one worker (CPU/GPU path), and `ClusterPlacement`, this worker's part in
-the one training loop (din_model/training.py, din_model/placement.py): its part of the
+din_common/tf_config.py) names more than one worker (CPU/GPU path), and `Cluster`, this worker's part in
+the one training loop (din_model/run/loop.py, din_model/parallel/placement.py): its part of the
 train split, the distributed train step, agreement and barriers between workers. Without
 `TF_CONFIG`, or with a single worker, `start_from_environment` returns None.
 
@@ -23,7 +23,7 @@ train split, the distributed train step, agreement and barriers between workers.
   (TF needs every worker to take part in a save) into a temporary directory outside the
   run directory, removed at the end.
 - The Ascend NPU path ignores `TF_CONFIG`: several NPUs train as NPU ranks
-  (din_model/npu_ranks.py, the adapter's HCCL collectives).
+  (din_model/parallel/npu_ranks.py, the adapter's HCCL collectives).
 """
 from __future__ import annotations
 
@@ -38,13 +38,16 @@ import numpy as np
 import tensorflow as tf
 
 from din_common import tf_config
+from din_common.feature_spec import FeatureSpec
 from din_model import compat
-from din_model.cluster_join import exit_on_sigterm, leave, wait_for_workers
+from din_model.parallel.cluster_join import exit_on_sigterm, leave, wait_for_workers
 from din_model.params import TrainParams
-from din_model.placement import (Placement, check_files_per_process, epoch_seed, fixed_steps, per_process_batch_size,
-                                 steps_per_epoch)
-from din_model.reader import iterate_checked, make_dataset, split_files
-from din_model.run_state import RunFiles, TrainingState
+from din_model.parallel.placement import (Placement, check_files_per_process, epoch_seed, fixed_steps,
+                                          per_process_batch_size, steps_per_epoch)
+from din_model.data.reader import iterate_checked, make_dataset, split_files
+from din_model.train import steps
+from din_model.train.run_files import RunFiles
+from din_model.train.state import TrainingState
 
 STRATEGY_NAME = "MultiWorkerMirroredStrategy"
 DEFAULT_WORKER_TIMEOUT_S = 300.0
@@ -80,7 +83,7 @@ class Cluster(Placement):
     def describe(self) -> dict:
         return {"strategy": STRATEGY_NAME, "workers": self.num_workers}
 
-    def check(self, spec: dict, params: TrainParams) -> None:
+    def check(self, spec: FeatureSpec, params: TrainParams) -> None:
         check_files_per_process(spec, self.num_workers, "workers")
         per_replica_batch_size(params.batch_size, self)
 
@@ -106,7 +109,7 @@ class Cluster(Placement):
     def make_train_step(self, state: TrainingState, params: TrainParams, signature):
         return make_train_step(self.strategy, state.model, state.optimizer, params.jit_compile)
 
-    def epoch_batches(self, spec: dict, params: TrainParams, device, epoch: int):
+    def epoch_batches(self, spec: FeatureSpec, params: TrainParams, device, epoch: int):
         dataset = distributed_train_dataset(self, spec, params, seed=epoch_seed(params, epoch))
         files = split_files(spec, "train")[self.position::self.num_workers]
         return fixed_steps(iterate_checked(dataset, files), steps_per_epoch(spec, params.batch_size))
@@ -117,7 +120,11 @@ class Cluster(Placement):
     def steps_per_call(self, device) -> int:
         return 1  # a step's collectives run per call of the strategy's step, as the other workers expect
 
-    processes = "workers"
+    process_kind = "workers"
+
+    @property
+    def processes(self) -> int:
+        return self.num_workers
 
     @property
     def this_process(self) -> str:
@@ -147,16 +154,16 @@ def start_from_environment(requested_device: str, *, environ: Mapping[str, str] 
 
     Creates the MultiWorkerMirroredStrategy, so it must run before any other TF op in the
     process (the strategy sets up the collective ops); with `rendezvous_dir`, only once
-    every worker has started (din_model/cluster_join.py), else an InputError after
+    every worker has started (din_model/parallel/cluster_join.py), else an InputError after
     `worker_timeout` seconds. On the NPU path it returns None: several NPUs train as NPU
-    ranks instead (din_model/npu_ranks.py).
+    ranks instead (din_model/parallel/npu_ranks.py).
     """
     config = tf_config.read(environ)
     num_workers = tf_config.count_workers(config)
     if num_workers <= 1:
         return None
     if import_npu is None:
-        from din_model.device import _import_npu_device as import_npu
+        from din_model.device.selection import _import_npu_device as import_npu
     if _npu_selected(requested_device, import_npu):
         print(f"[train] {tf_config.VARIABLE} names {num_workers} workers, but the Ascend NPU path ignores it: "
               "train on several NPUs with [npu] devices (NPU ranks, docs/ascend.md)", flush=True)
@@ -190,7 +197,7 @@ def per_replica_batch_size(batch_size: int, cluster: Cluster) -> int:
     return per_process_batch_size(batch_size, replicas, f"replicas of the cluster ({cluster.num_workers} workers)")
 
 
-def distributed_train_dataset(cluster: Cluster, spec: dict, params: TrainParams, *,
+def distributed_train_dataset(cluster: Cluster, spec: FeatureSpec, params: TrainParams, *,
                               seed: int) -> tf.distribute.DistributedDataset:
     """This worker's files (i, i+n, ...), repeated without end, in full per-replica batches.
 
@@ -221,9 +228,7 @@ def make_train_step(strategy, model, optimizer, jit_compile: bool):
 
     def loss_and_gradients(features, labels):
         with tf.GradientTape() as tape:
-            logits = model(features, training=True)
-            loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
-            loss += model.regularization_loss(features)
+            loss = steps.loss(model, features, labels)
             # The optimizer sums the gradients over replicas: scaling by 1/replicas gives the global mean.
             scaled_loss = compat.scale_loss(optimizer, loss / replicas)
         return loss, tape.gradient(scaled_loss, variables)

@@ -1,6 +1,6 @@
 """The fixed number of history slots per batch of the static-capacity layout, chosen from the data.
 
-The static layout (din_model/model.py) gathers a batch's real history entries into a
+The static layout (din_model/model/network.py) gathers a batch's real history entries into a
 buffer whose size must be known when the step is compiled (XLA, the NPU). A batch of B
 samples holds the sum of B kept history lengths. Were the samples independent, that sum
 would be close to normal with mean B * mean and standard deviation sqrt(B) * std of the
@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from din_common.errors import InputError
+from din_common.feature_spec import FeatureSpec
 
 STANDARD_DEVIATIONS = 4.0
 MEASURED_VARIABLE = "DIN_HISTORY_CAPACITY"  # a launcher's measured rule, for the processes it starts
@@ -76,18 +77,18 @@ def capacity_of_batches(batches: list, maxlen: int) -> HistoryCapacity:
     return HistoryCapacity(float(lengths.mean()), max(float(lengths.std()), spread_of_totals), maxlen)
 
 
-def _measured_for(spec: dict, maxlen: int, batch_size: int) -> dict:
-    return {"fingerprint": spec.get("fingerprint"), "maxlen": int(maxlen), "batch_size": int(batch_size)}
+def _measured_for(spec: FeatureSpec, maxlen: int, batch_size: int) -> dict:
+    return {"fingerprint": spec.fingerprint, "maxlen": int(maxlen), "batch_size": int(batch_size)}
 
 
-def capacity_environment(spec: dict, maxlen: int, batch_size: int) -> dict:
+def capacity_environment(spec: FeatureSpec, maxlen: int, batch_size: int) -> dict:
     """{MEASURED_VARIABLE: the rule measured here} for the environment of processes training on this data."""
     rule = measure_history_capacity(spec, maxlen, batch_size)
     return {MEASURED_VARIABLE: json.dumps({**_measured_for(spec, maxlen, batch_size),
                                            "mean_entries": rule.mean_entries, "std_entries": rule.std_entries})}
 
 
-def _handed_down(spec: dict, maxlen: int, batch_size: int, environ=os.environ):
+def _handed_down(spec: FeatureSpec, maxlen: int, batch_size: int, environ=os.environ):
     """The rule a launcher measured for exactly this data and batch size, else None."""
     try:
         measured = json.loads(environ.get(MEASURED_VARIABLE) or "{}")
@@ -99,10 +100,10 @@ def _handed_down(spec: dict, maxlen: int, batch_size: int, environ=os.environ):
     return None
 
 
-def measure_history_capacity(spec: dict, maxlen: int, batch_size: int, max_samples: int = 262_144) -> HistoryCapacity:
+def measure_history_capacity(spec: FeatureSpec, maxlen: int, batch_size: int, max_samples: int = 262_144) -> HistoryCapacity:
     """The capacity rule measured on shuffled train batches of `batch_size`, at most `max_samples` samples
     (or the one the launcher of this process measured on the same data)."""
-    from din_model.reader import batches_with_rows, make_dataset
+    from din_model.data.reader import batches_with_rows, make_dataset
 
     handed_down = _handed_down(spec, maxlen, batch_size)
     if handed_down is not None:

@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from din_model.compat import keras, no_autocast, random_words
-from din_model.recompute import recomputing
-from din_model.segments import dimension, row_operations
+from din_model.model.recompute import recomputing
+from din_model.model.segments import dimension, row_operations
 
 MASKED_SCORE = -1e9
 
@@ -52,8 +52,8 @@ class PReLU(keras.layers.Layer):
     def call(self, inputs):
         alpha = tf.cast(self.alpha, inputs.dtype)
         # One slope per value (1 or alpha) and one product: fewer element-wise passes,
-        # forward and backward, than relu(x) - alpha * relu(-x); reference-preset train
-        # steps 1.06-1.07x faster (two same-process A/B runs).
+        # forward and backward, than relu(x) - alpha * relu(-x) (measured in docs/performance.md,
+        # "What the trainer does").
         return inputs * tf.where(inputs > 0, tf.ones_like(alpha), alpha)
 
 
@@ -134,7 +134,7 @@ class Dropout(keras.layers.Layer):
 
     `on_npu`: `tf.nn.dropout` at the exact rate instead. The graph engine does not take the stateless
     random ops (`tf.random.stateless_uniform` is "not supported" in Huawei's TF2.6_api_support_list.xlsx),
-    and the adapter's `as_default()` replaces `tf.nn.dropout` by its own NPU dropout (din_model/npu_ops.py).
+    and the adapter's `as_default()` replaces `tf.nn.dropout` by its own NPU dropout (din_model/device/npu_ops.py).
     The seed weight still exists, so checkpoints have the same weights on every device.
     """
 
@@ -220,13 +220,13 @@ class AttentionPooling(keras.layers.Layer):
     history key k, ending in one linear score per key (its first layer is computed
     from W's row blocks, see `_first_projection`).
 
-    Three layouts of the history (din_model/model.py), told apart by the inputs (one layer
+    Three layouts of the history (din_model/model/network.py), told apart by the inputs (one layer
     serves all, as the static-capacity layout falls back to the dense one for a batch over
     its capacity); each returns the pooled interest [S, d] for queries [S, d]:
     - "dense": inputs (query [B, d], keys [B, L, d], mask [B, L] bool); padded positions
       are scored too, then masked (weight 0, or -inf before the softmax). Static shapes.
     - "compact": inputs (query [B, d], keys [N, d], rows [N] int32), the N real history
-      entries and the sample each belongs to (sorted, see din_model/segments.py); only
+      entries and the sample each belongs to (sorted, see din_model/model/segments.py); only
       real entries are scored (a few times less work with short histories). Dynamic shapes.
     - "static_compact": inputs (query [S, d], keys [C, d], rows [C] int32, filled [C] bool),
       a fixed-capacity buffer of the real entries; empty slots belong to a sample of their
@@ -256,7 +256,7 @@ class AttentionPooling(keras.layers.Layer):
             weights = tf.cast(self._segment_weights(scores, mask_or_rows, samples, rows), keys.dtype)
             return rows.sum(weights[:, None] * keys, mask_or_rows, samples)
         weights = tf.cast(self._masked_weights(scores, mask_or_rows), keys.dtype)
-        # [B, 1, L] x [B, L, d]: a batched MatMul (tf.einsum is "not supported" on the NPU, see din_model/npu_ops.py)
+        # [B, 1, L] x [B, L, d]: a batched MatMul (tf.einsum is "not supported" on the NPU, see din_model/device/npu_ops.py)
         return tf.squeeze(tf.matmul(weights[:, None, :], keys), axis=1)
 
     def build(self, input_shape):

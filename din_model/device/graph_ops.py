@@ -1,7 +1,7 @@
 """The op types of a traced TensorFlow function, nested functions (loop bodies, branches, calls) included.
 
 `graph_op_types(concrete_function)` is what the NPU's graph engine is handed for that function (the adapter
-gives GE the function's graph with its library); `din_model.npu_ops` checks those types against the ops
+gives GE the function's graph with its library); `din_model.device.npu_ops` checks those types against the ops
 Huawei publishes as supported.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@
 scalar `needed` is true and `zeros()` otherwise. Its gradient runs `function` again under a
 tape, again only when `needed`, so the forward pass keeps none of its intermediates.
 
-The static-capacity history layout (din_model/model.py) uses it for its dense fallback,
+The static-capacity history layout (din_model/model/network.py) uses it for its dense fallback,
 taken by the rare batch with more history entries than buffer slots. A plain
 `tf.cond(fits, buffer, dense)` costs every step under XLA: the gradient of a `tf.cond` there
 carries the intermediates of *both* branches out of the forward pass, filling the untaken

@@ -2,8 +2,7 @@
 
 Owns: turning a split's shard files into a dataset of `(features, label)` batches, and
 mapping corrupt shards to `InputError`. The feature spec itself (its keys, checks and
-files) is `din_common.feature_spec.FeatureSpec`; `load_spec` hands it to this package's
-modules as the dict they still take.
+files) is `din_common.feature_spec.FeatureSpec`, which this package's modules take as it is.
 
 Pipeline: shard files (shuffled when training) -> parallel interleave of
 `TFRecordDataset`s -> record shuffle -> groups of records -> one parse per group
@@ -27,34 +26,21 @@ from din_model.compat import options_without_autotune, rebatch
 SHARD_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError)
 
 
-def feature_spec_of(spec: str | Path | dict) -> FeatureSpec:
-    """The FeatureSpec at a path, or of a dict that `load_spec` returned (`_dir`: its directory, default ".")."""
-    if not isinstance(spec, dict):
-        return FeatureSpec.read(spec)
-    content = dict(spec)
-    directory = content.pop("_dir", ".")
-    return FeatureSpec.from_dict(content, directory, directory)
+def feature_spec_at(spec: str | Path | FeatureSpec) -> FeatureSpec:
+    """`spec` itself, or the checked `FeatureSpec` read from the feature_spec.json at that path."""
+    return spec if isinstance(spec, FeatureSpec) else FeatureSpec.read(spec)
 
 
-def load_spec(spec: str | Path | dict) -> dict:
-    """The feature spec as a dict, with `_dir` (the tfrecords directory) added; checked as `FeatureSpec.read`
-    checks it. The dict is how this package's modules still take the spec."""
-    feature_spec = feature_spec_of(spec)
-    if isinstance(spec, dict):
-        feature_spec.check_shards()
-    return feature_spec.as_dict()
+def split_files(spec: FeatureSpec, split: str) -> list[str]:
+    """Absolute shard paths of `split` as strings (as tf.data and messages take them); every one must exist."""
+    return [str(path) for path in spec.files(split)]
 
 
-def split_files(spec: dict, split: str) -> list[str]:
-    """Absolute shard paths of `split`; every one must exist."""
-    return [str(path) for path in feature_spec_of(spec).files(split)]
-
-
-def effective_maxlen(spec: dict, maxlen: int | None) -> int:
+def effective_maxlen(spec: FeatureSpec, maxlen: int | None) -> int:
     if maxlen is None:
-        return int(spec["maxlen"])
-    if not 0 < maxlen <= int(spec["maxlen"]):
-        raise InputError(f"[train] maxlen must be between 1 and the shards' maxlen {spec['maxlen']}, got {maxlen}")
+        return spec.maxlen
+    if not 0 < maxlen <= spec.maxlen:
+        raise InputError(f"[train] maxlen must be between 1 and the shards' maxlen {spec.maxlen}, got {maxlen}")
     return int(maxlen)
 
 
@@ -99,7 +85,7 @@ def make_record_parser(maxlen: int, stored_maxlen: int, history_fields: tuple[st
     return parse
 
 
-def make_dataset(spec: str | Path | dict, split: str, batch_size: int, *, shuffle: bool = False,
+def make_dataset(spec: str | Path | FeatureSpec, split: str, batch_size: int, *, shuffle: bool = False,
                  seed: int = 0, drop_remainder: bool = False, maxlen: int | None = None,
                  file_shard: tuple[int, int] | None = None, repeat: bool = False,
                  records_per_parse: int | None = None,
@@ -110,7 +96,7 @@ def make_dataset(spec: str | Path | dict, split: str, batch_size: int, *, shuffl
     `file_shard=(index, count)` keeps every count-th file (one worker's part).
     `maxlen` below the shards' maxlen keeps the most recent entries.
     """
-    spec = load_spec(spec)
+    spec = feature_spec_at(spec)
     if batch_size <= 0:
         raise InputError(f"[train] batch_size must be a positive integer, got {batch_size}")
     length = effective_maxlen(spec, maxlen)
@@ -119,8 +105,8 @@ def make_dataset(spec: str | Path | dict, split: str, batch_size: int, *, shuffl
         index, count = file_shard
         files = files[index::count]
         if not files:
-            raise InputError(f"file_shard {file_shard} leaves no {split} file (only {len(spec['splits'][split]['files'])})")
-    prebatch = int(spec["prebatch"])
+            raise InputError(f"file_shard {file_shard} leaves no {split} file (only {len(spec.splits[split].files)})")
+    prebatch = spec.prebatch
     if records_per_parse is None:
         records_per_parse = max(1, math.ceil(batch_size / prebatch))
 
@@ -134,7 +120,7 @@ def make_dataset(spec: str | Path | dict, split: str, batch_size: int, *, shuffl
     if shuffle:
         dataset = dataset.shuffle(max(8, 4 * records_per_parse), seed=seed + 1, reshuffle_each_iteration=True)
     dataset = dataset.batch(records_per_parse)
-    dataset = dataset.map(make_record_parser(length, int(spec["maxlen"]), history_fields),
+    dataset = dataset.map(make_record_parser(length, spec.maxlen, history_fields),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
     dataset = rebatch(dataset, batch_size, drop_remainder)
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(_options_without_autotune())

@@ -2,7 +2,7 @@
 
 MultiWorkerMirroredStrategy's constructor waits for every worker without end, and
 TensorFlow catches SIGTERM from then on (its preemption notifier), so a worker whose
-peer never starts used to hang until SIGKILL. Here:
+peer never starts would wait until SIGKILL. Here:
 
 - `wait_for_workers`: before the strategy exists, every worker announces itself in a
   directory all workers share (`<data_dir>/runs/.cluster/<cluster digest>/`, the data dir

@@ -5,7 +5,7 @@ trains, the precision actually used, the Keras dtype policy of the model, whethe
 batches need static shapes, and a `scope()` to build and run the model in.
 
 - NPU (the CANN TF2 adapter, `import npu_device`): every `[npu]` setting
-  (`din_model.npu_options.NpuOptions`, given to `configure_npu` or as `npu_options=`) is set on
+  (`din_model.device.npu_options.NpuOptions`, given to `configure_npu` or as `npu_options=`) is set on
   `npu_device.global_options()` before `npu_device.open(device_id).as_default()`; `[train] precision`
   picks precision_mode when `[npu] precision_mode` is empty. The adapter reads options only when it
   opens the device, so the opened device is kept for the whole process: a later `select_device` with
@@ -26,9 +26,8 @@ from typing import Any, Callable, Optional
 import tensorflow as tf
 
 from din_common.errors import InputError
-from din_model.npu_options import NpuOptions, setting_of
-DEVICES = ("auto", "npu", "gpu", "cpu")
-PRECISIONS = ("mixed", "fp32")
+from din_model.device.npu_options import NpuOptions, setting_of
+from din_model.params import DEVICES, PRECISIONS
 
 
 @dataclasses.dataclass

@@ -19,17 +19,20 @@ import numpy as np
 from din_common.atomic import write_json_atomic
 from din_common.errors import InputError
 from din_common import metrics as metric_functions
-from din_model.device import DeviceChoice, select_device
+from din_common.feature_spec import FeatureSpec
+from din_model.device.selection import DeviceChoice, select_device
 from din_model.params import TrainParams, run_id
-from din_model.portable_weights import restore_weights
-from din_model.reader import batches_with_rows, iterate_checked, load_spec, make_dataset, split_files
-from din_model import run_state
-from din_model.run_state import RunFiles, TrainingState, fixed_batches, read_metrics, step_signature
+from din_model.data.reader import batches_with_rows, feature_spec_at, iterate_checked, make_dataset, split_files
+from din_model.train.policies import fixed_batches
+from din_model.train.portable_weights import restore_weights
+from din_model.train.run_files import RunFiles, read_metrics
+from din_model.train.state import TrainingState
+from din_model.train import steps
 
 EVAL_BATCH_SIZE = 8192
 
 
-def predict_split(predict_step, spec: dict, split: str, params: TrainParams, device: DeviceChoice) -> dict:
+def predict_split(predict_step, spec: FeatureSpec, split: str, params: TrainParams, device: DeviceChoice) -> dict:
     """Numpy columns user_id, target_item, label, probability of a whole split (no features kept)."""
     fixed = fixed_batches(params, device)  # the predict step's signature has batch_size rows: the last is padded
     batch_size = params.batch_size if fixed else max(params.batch_size, EVAL_BATCH_SIZE)
@@ -51,10 +54,10 @@ def split_metrics(columns: dict) -> dict[str, float]:
     return metric_functions.all_metrics(columns["user_id"], columns["label"], columns["probability"])
 
 
-def popularity_scores(spec: dict, test_items: np.ndarray) -> np.ndarray:
+def popularity_scores(spec: FeatureSpec, test_items: np.ndarray) -> np.ndarray:
     """How often each test target item is a positive target in the train split (one streamed pass, batches of
     one static shape: under the NPU adapter even this eager read of the data runs on the NPU)."""
-    counter = metric_functions.PopularityCounter(int(spec["n_items"]))
+    counter = metric_functions.PopularityCounter(spec.n_items)
     dataset = batches_with_rows(make_dataset(spec, "train", EVAL_BATCH_SIZE, maxlen=1, history_fields=()),
                                 EVAL_BATCH_SIZE)
     for features, labels, rows in iterate_checked(dataset, split_files(spec, "train")):
@@ -76,16 +79,15 @@ def read_oracle_auc(path: Path) -> float | None:
     return None
 
 
-def default_oracle_path(spec_path) -> Path | None:
-    if isinstance(spec_path, dict):
-        return None
-    return Path(spec_path).resolve().parent.parent / "raw" / "oracle.json"
+def default_oracle_path(spec: FeatureSpec) -> Path:
+    """raw/oracle.json of the data directory whose tfrecords/ the spec lies in."""
+    return spec.directory.resolve().parent / "raw" / "oracle.json"
 
 
-def plain_din_test_auc(run_dir: Path, params: TrainParams, spec: dict, npu_numerics: dict | None = None) -> float | None:
+def plain_din_test_auc(run_dir: Path, params: TrainParams, spec: FeatureSpec, npu_numerics: dict | None = None) -> float | None:
     """Test AUC of the plain-DIN twin of this run (same settings but `model = din`, same shards, same NPU
     numerics), a sibling run directory under the same runs/ folder, if it has been evaluated."""
-    twin = Path(run_dir).parent / run_id(dataclasses.replace(params, model="din"), spec.get("fingerprint", ""),
+    twin = Path(run_dir).parent / run_id(dataclasses.replace(params, model="din"), spec.fingerprint or "",
                                          npu_numerics)
     return read_metrics(RunFiles(twin).metrics).get("test", {}).get("auc")
 
@@ -96,7 +98,7 @@ def relative_improvements(test_auc: float, popularity_auc: float, din_auc: float
             "vs_din": None if din_auc is None else metric_functions.rela_impr(test_auc, din_auc)}
 
 
-def evaluate(spec_path, run_dir, params: TrainParams, *, oracle_path: str | Path | None = None,
+def evaluate(spec_path: str | Path | FeatureSpec, run_dir, params: TrainParams, *, oracle_path: str | Path | None = None,
              plain_din_auc: float | None = None, npu_numerics: dict | None = None) -> dict:
     """Test metrics of the last checkpoint + baselines, merged into metrics.json under `test`.
 
@@ -104,7 +106,7 @@ def evaluate(spec_path, run_dir, params: TrainParams, *, oracle_path: str | Path
     this run's plain-DIN twin (`plain_din_test_auc`, with the run id's `npu_numerics`), or this run's own
     for a plain-DIN run.
     """
-    spec = load_spec(spec_path)
+    spec = feature_spec_at(spec_path)
     files = RunFiles(run_dir)
     device = select_device(params.device, params.precision)
     with device.scope():
@@ -112,7 +114,7 @@ def evaluate(spec_path, run_dir, params: TrainParams, *, oracle_path: str | Path
         if not state.manager.latest_checkpoint:
             raise InputError(f"{files.checkpoints}: no checkpoint to evaluate; run training first (TrainDIN)")
         restore_weights(state.model, state.manager.latest_checkpoint, state.checkpoint)
-        test = predict_split(run_state.make_predict_step(state.model, step_signature(spec, params, device)), spec, "test",
+        test = predict_split(steps.make_predict_step(state.model, steps.step_signature(spec, params, device)), spec, "test",
                              params, device)
     result = {"test": split_metrics(test),
               "popularity_test_auc": metric_functions.auc(test["label"], popularity_scores(spec, test["target_item"]))}
@@ -120,7 +122,7 @@ def evaluate(spec_path, run_dir, params: TrainParams, *, oracle_path: str | Path
         plain_din_auc = (result["test"]["auc"] if params.model == "din"
                          else plain_din_test_auc(run_dir, params, spec, npu_numerics))
     result["rela_impr"] = relative_improvements(result["test"]["auc"], result["popularity_test_auc"], plain_din_auc)
-    oracle_path = Path(oracle_path) if oracle_path else default_oracle_path(spec_path)
+    oracle_path = Path(oracle_path) if oracle_path else default_oracle_path(spec)
     oracle_auc = read_oracle_auc(oracle_path) if oracle_path else None
     if oracle_auc is not None:
         result["oracle_test_auc"] = oracle_auc

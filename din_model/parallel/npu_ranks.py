@@ -11,10 +11,10 @@ device with `RANK_SIZE`, `RANK_ID`, `RANK_TABLE_FILE` (the HCCL rank table) and
   averages the gradients over the ranks (`all_reduce(..., "mean")`) before the update;
   the model's variables are broadcast from rank 0 after building and restoring. Rank 0
   writes the run directory (checkpoints, metrics, SavedModel); the others write nothing.
-- `launch_ranks`: `TrainDIN` with `[npu] devices = n` checks the rank table (din_model/rank_table.py:
+- `launch_ranks`: `TrainDIN` with `[npu] devices = n` checks the rank table (din_model/device/rank_table.py:
   exactly n NPUs, else one error before any rank starts), measures the static layout's history
   capacity once and hands it to the ranks, starts the n rank processes (`python -m
-  din_model.npu_ranks ...`; rank r on the table's device_id of rank_id r, with HCCL_CONNECT_TIMEOUT
+  din_model.run.npu_rank ...`; rank r on the table's device_id of rank_id r, with HCCL_CONNECT_TIMEOUT
   unless set), waits for them, and stops them all when one fails.
 - No rank waits in a collective while rank 0 alone works: after each epoch, and at the end, the
   others wait for rank 0's marker file in the launcher's directory (validation, checkpoint, export),
@@ -37,15 +37,16 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from din_common.errors import InputError, ReportedError, RunFailed
+from din_common.errors import InputError, RunFailed
+from din_common.feature_spec import FeatureSpec
 from din_model.params import TrainParams
-from din_model.placement import (Placement, check_files_per_process, epoch_seed, fixed_steps, per_process_batch_size,
-                                 steps_per_epoch)
-from din_model.reader import iterate_checked, make_dataset, split_files
-from din_model import run_state
-from din_model.run_state import RunFiles, TrainingState
+from din_model.parallel.placement import (Placement, check_files_per_process, epoch_seed, fixed_steps,
+                                          per_process_batch_size, steps_per_epoch)
+from din_model.data.reader import iterate_checked, make_dataset, split_files
+from din_model.train import steps
+from din_model.train.run_files import RunFiles, read_metrics
+from din_model.train.state import TrainingState
 
-RANK_ENVIRONMENT = ("RANK_SIZE", "RANK_ID", "RANK_TABLE_FILE", "ASCEND_DEVICE_ID")
 STRATEGY_NAME = "NPU ranks (HCCL)"
 SYNC_DIR_VARIABLE = "DIN_NPU_RANKS_SYNC_DIR"  # the launcher's directory of rank 0's progress markers
 SYNC_POLL_S = 0.2
@@ -85,7 +86,7 @@ class NpuRankPlacement(Placement):
     def describe(self) -> dict:
         return {"strategy": STRATEGY_NAME, "workers": self.ranks}
 
-    def check(self, spec: dict, params: TrainParams) -> None:
+    def check(self, spec: FeatureSpec, params: TrainParams) -> None:
         check_files_per_process(spec, self.ranks, "NPU ranks")
         per_process_batch_size(params.batch_size, self.ranks, "NPU ranks")
 
@@ -98,16 +99,16 @@ class NpuRankPlacement(Placement):
 
     def make_train_step(self, state: TrainingState, params: TrainParams, signature):
         per_rank = signature if signature is None else _per_rank_signature(signature, params.batch_size // self.ranks)
-        return run_state.make_train_step(state.model, state.optimizer, params.jit_compile, per_rank,
+        return steps.make_train_step(state.model, state.optimizer, params.jit_compile, per_rank,
                                reduce_gradients=lambda gradients: self.adapter.distribute.all_reduce(gradients, "mean"))
 
-    def sunk_input(self, spec: dict, params: TrainParams, device, epoch: int):
+    def sunk_input(self, spec: FeatureSpec, params: TrainParams, device, epoch: int):
         dataset = make_dataset(spec, "train", params.batch_size // self.ranks, shuffle=True,
                                seed=epoch_seed(params, epoch), drop_remainder=True, maxlen=params.maxlen,
                                repeat=True, file_shard=(self.rank, self.ranks), history_fields=params.history_features)
         return dataset, steps_per_epoch(spec, params.batch_size)
 
-    def epoch_batches(self, spec: dict, params: TrainParams, device, epoch: int):
+    def epoch_batches(self, spec: FeatureSpec, params: TrainParams, device, epoch: int):
         dataset, steps = self.sunk_input(spec, params, device, epoch)
         return fixed_steps(iterate_checked(dataset, split_files(spec, "train")[self.rank::self.ranks]), steps)
 
@@ -127,7 +128,11 @@ class NpuRankPlacement(Placement):
         else:
             super().barrier()
 
-    processes = "NPU ranks"
+    process_kind = "NPU ranks"
+
+    @property
+    def processes(self) -> int:
+        return self.ranks
 
     @property
     def this_process(self) -> str:
@@ -173,14 +178,13 @@ def rank_environment(rank: int, table, sync_dir: str, environ=os.environ) -> dic
 def _capacity_for_ranks(spec_path, params: TrainParams) -> dict:
     """The static layout's history capacity, measured here once (not by every rank, on its NPU), for the ranks'
     environment; {} when the ranks' model does not use it."""
-    from din_model.history_capacity import capacity_environment
-    from din_model.model import resolve_history_layout
-    from din_model.reader import load_spec
+    from din_model.model.history_capacity import capacity_environment
+    from din_model.model.network import resolve_history_layout
 
     if resolve_history_layout(params, static_shapes=True) != "static_compact":
         return {}
-    spec = load_spec(spec_path)
-    return capacity_environment(spec, params.maxlen or int(spec["maxlen"]), params.batch_size)
+    spec = FeatureSpec.read(spec_path)
+    return capacity_environment(spec, params.maxlen or spec.maxlen, params.batch_size)
 
 
 def launch_ranks(options, spec_path, run_dir, params: TrainParams, *, poll_seconds: float = 0.5) -> dict:
@@ -201,7 +205,7 @@ def launch_ranks(options, spec_path, run_dir, params: TrainParams, *, poll_secon
     processes = []
     try:
         for rank in range(ranks):
-            command = [sys.executable, "-m", "din_model.npu_ranks", str(spec_path), str(run_dir),
+            command = [sys.executable, "-m", "din_model.run.npu_rank", str(spec_path), str(run_dir),
                        json.dumps(params.to_dict()), settings]
             environment = {**os.environ, **capacity, **rank_environment(rank, table, str(logs))}
             output = None if rank == 0 else open(logs / f"rank{rank}.log", "w")
@@ -216,7 +220,7 @@ def launch_ranks(options, spec_path, run_dir, params: TrainParams, *, poll_secon
             if output is not None:
                 output.close()
         shutil.rmtree(logs, ignore_errors=True)  # the ranks' logs and epoch markers
-    return run_state.read_metrics(RunFiles(run_dir).metrics)
+    return read_metrics(RunFiles(run_dir).metrics)
 
 
 def _wait_all(processes, logs: Path, poll_seconds: float) -> None:
@@ -236,24 +240,3 @@ def _wait_all(processes, logs: Path, poll_seconds: float) -> None:
                 raise RunFailed(f"NPU rank {rank} of {len(processes)} failed (exit code {code}); the other ranks "
                                  "were stopped" + ("; its last lines:\n  " + "\n  ".join(tail) if tail else ""))
         time.sleep(poll_seconds)
-
-
-def main(argv=None) -> int:
-    """One rank: `python -m din_model.npu_ranks SPEC RUN_DIR PARAMS_JSON NPU_SETTINGS_JSON` (launch_ranks runs it)."""
-    from din_model.device import configure_npu
-    from din_model.npu_options import NpuOptions
-    from din_model.training import train
-
-    spec_path, run_dir, params_json, settings_json = (argv or sys.argv[1:])[:4]
-    settings = json.loads(settings_json)
-    try:
-        configure_npu(NpuOptions(**settings).for_rank(int(os.environ["ASCEND_DEVICE_ID"])))
-        train(spec_path, run_dir, TrainParams(**json.loads(params_json)))
-    except ReportedError as error:
-        print(f"ERROR: {error}", file=sys.stderr, flush=True)
-        return 30
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,30 @@
+"""One run directory's layout: the paths inside it and its metrics.json.
+
+`RunFiles`: the paths of a run directory (`params.json checkpoints/ saved_model/ tensorboard/
+metrics.json curves.png`); `read_metrics` its metrics.json (empty before the first epoch);
+`CHECKPOINT_NAME` the prefix of the checkpoint files.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CHECKPOINT_NAME = "ckpt"
+
+
+class RunFiles:
+    """Paths inside one run directory."""
+
+    def __init__(self, run_dir: str | Path):
+        self.root = Path(run_dir)
+        self.params = self.root / "params.json"
+        self.checkpoints = self.root / "checkpoints"
+        self.saved_model = self.root / "saved_model"
+        self.tensorboard = self.root / "tensorboard"
+        self.metrics = self.root / "metrics.json"
+        self.curves = self.root / "curves.png"
+
+
+def read_metrics(path: str | Path) -> dict:
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else {}
