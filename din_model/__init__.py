@@ -11,7 +11,7 @@ Packages by role, each importing only those listed before it (and din_common, ne
 - `parallel/`  how a process takes part in a run: the `Placement` interface, `SingleProcess`, a TF_CONFIG
                `Cluster`, NPU ranks and their launcher.
 - `run/`       the loop over epochs (`run.loop.train`) and the entry points (`python -m din_model.run.npu_rank`,
-               `python -m din_model.run.npu_check`).
+               `python -m pipeline.cli.npu_check`).
 
 This package file imports nothing heavy: `import din_model.params` does not load TensorFlow.
 The metrics (AUC, GAUC, logloss, the popularity baseline) are numpy-only, in `din_common.metrics`.

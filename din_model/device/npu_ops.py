@@ -1,7 +1,7 @@
 """The op types the NPU path may hand Ascend's graph engine (GE), and where each entry comes from.
 
 `unsupported_ops(op_types)` names every op type outside `NPU_OP_TYPES` with the reason; the tests trace
-every graph the NPU runs and fail on any (tests/din_model/test_npu_graph.py), and `python -m din_model.run.npu_check`
+every graph the NPU runs and fail on any (tests/din_model/test_npu_graph.py), and `python -m pipeline.cli.npu_check`
 checks the same graphs on a real host, there also against the installed CANN's own list.
 
 Sources (read through Ascend/tensorflow, branch master, commit 085a7b2e7feac20dae2e3371fe08ea34296ea9fc):
@@ -15,7 +15,7 @@ Sources (read through Ascend/tensorflow, branch master, commit 085a7b2e7feac20da
 - [adapter] `tf_adapter_2.x/npu_device/core/npu_device.cpp` lines 1302-1339: at `open()` the adapter
   loads the CANN op list `<ASCEND_OPP_PATH>/built-in/framework/tensorflow/npu_supported_ops.json` (older
   layout: `framework/built-in/tensorflow/`), adds `IteratorV2` and `IteratorGetNext` to it, and places
-  every op not in it on the CPU (outside the NPU graph). `python -m din_model.run.npu_check` reads that file
+  every op not in it on the CPU (outside the NPU graph). `python -m pipeline.cli.npu_check` reads that file
   on a host; this machine has no CANN, so the file's contents are not checked here.
 - [adapter] `tf_adapter_2.x/python/npu_device/train/convert_dropout.py` lines 33-97: `tf.nn.dropout` in a
   graph becomes the NPU ops DropOutGenMask + DropOutDoMask (hccl_ops.py likewise emits the HCCL ops).

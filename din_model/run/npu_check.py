@@ -1,4 +1,4 @@
-"""First-host check of the NPU path: `python -m din_model.run.npu_check`, one verdict line per check.
+"""First-host check of the NPU path, one verdict line per check (the user command: `python -m pipeline.cli.npu_check`).
 
 Run it once on a new Ascend host before training. It opens the NPU as training does (the `[npu]` settings
 of luigi.cfg), with the graph engine's graph dump on, and checks:
@@ -31,7 +31,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -244,30 +243,12 @@ def run_checks(options, *, dump_dir: Path, rank_table: str, timeout: float = 600
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m din_model.run.npu_check", description=__doc__.split("\n")[0])
-    parser.add_argument("--rank-table", default=None, help="HCCL rank table for the 2-rank all-reduce "
-                                                           "(default: [npu] rank_table_file)")
-    parser.add_argument("--dump-dir", default=None, help="where the graph engine dumps its graphs (default: a new "
-                                                         "temporary directory, kept)")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the all-reduce ranks")
-    parser.add_argument("--all-reduce-rank", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.all_reduce_rank:
-        return _all_reduce_rank()
-    from din_common.errors import InputError
-
-    try:
-        from pipeline.train_tasks import current_npu_options  # luigi.cfg [npu], as training reads it
-
-        options = current_npu_options()
-    except InputError as error:
-        print(f"ERROR: {error}", file=sys.stderr)
-        return 2
-    dump_dir = Path(args.dump_dir or tempfile.mkdtemp(prefix="din-npu-check-"))
-    dump_dir.mkdir(parents=True, exist_ok=True)
-    rank_table = options.rank_table_file if args.rank_table is None else args.rank_table
-    verdicts = run_checks(options, dump_dir=dump_dir, rank_table=rank_table, timeout=args.timeout)
-    return 1 if verdicts.failed else 0
+    """The rank side of the all-reduce check, started by `check_all_reduce`; the user command that runs
+    every check with luigi.cfg's `[npu]` settings is `python -m pipeline.cli.npu_check`."""
+    parser = argparse.ArgumentParser(prog="python -m din_model.run.npu_check")
+    parser.add_argument("--all-reduce-rank", action="store_true", required=True)
+    parser.parse_args(argv)
+    return _all_reduce_rank()
 
 
 if __name__ == "__main__":
