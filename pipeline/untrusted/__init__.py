@@ -5,25 +5,13 @@
 - `unpickler`: the pure-Python unpickler with the exact allow-list (layer 2);
 - `allowlist`, `checks`: what a pickle may name and build, and the states numpy and pandas trust.
 Light on purpose: the sandbox child imports this package before its own module, so it holds
-only `SandboxJob` and the entry points, which import the sandbox when called.
+only the entry points, which import the sandbox when called, and `SandboxJob` (from `job`).
 """
 from __future__ import annotations
 
 import os
-from typing import Callable, NamedTuple
 
-
-class SandboxJob(NamedTuple):
-    """What one kind of pickle must hold and how the child checks it."""
-
-    name: str  # key in `<module>.SANDBOX_JOBS`
-    module: str  # the module the child imports to find this job
-    check: Callable[[list, str], tuple[dict, dict]]  # (objects, file name) -> (frames, info), in the child
-    sample: Callable[[], list[list]]  # valid object lists, to warm the child up before it is confined
-    n_objects: int
-    expected: str
-    frames: dict[str, dict[str, str]]  # frame name -> {column: "str" | "int64"}
-    info_keys: tuple[str, ...]
+from pipeline.untrusted.job import SandboxJob  # noqa: F401  (the type raw/ declares its jobs with)
 
 
 def load(path: str | os.PathLike, job: SandboxJob):

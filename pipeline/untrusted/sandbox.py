@@ -17,7 +17,7 @@ This module owns both ends of the sandbox:
     happen now). A worker closes stdin, confines itself (`confine.confine`: resource
     limits, Landlock, seccomp), and only then reads the first opcode with
     `safe_load` (layer 2) and runs the job's check.
-A `SandboxJob` (pipeline.untrusted) says what a file must hold: it is defined next to its
+A `SandboxJob` (pipeline.untrusted.job) says what a file must hold: it is defined next to its
 checks (`pipeline.raw_sources.SANDBOX_JOBS`) and found by name in the child.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ import pyarrow.ipc
 
 from din_common.errors import InputError
 from pipeline.compat import TEXT_DTYPE
-from pipeline.untrusted import SandboxJob
+from pipeline.untrusted.job import SandboxJob
 from pipeline.untrusted.checks import printable
 
 LOGGER = logging.getLogger("luigi-interface")
