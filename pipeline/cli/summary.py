@@ -11,9 +11,10 @@ Built on Luigi's public hooks only:
   their requires() raised). These events fire in the scheduling process, also with
   `--workers N`.
 - the `luigi` command ends with `sys.exit(code)` and offers no "run finished" callback, so the
-  block is printed by an `atexit` handler. It is registered at the first event of a `luigi`
-  command (one with a `CmdlineParser` instance), so an in-process `luigi.build` prints nothing.
-  Luigi's forked task processes leave with `os._exit` and never print it.
+  block is printed by an `atexit` handler, registered only in the `luigi` command's process (an
+  in-process `luigi.build` prints nothing). Luigi's forked task processes leave with `os._exit`
+  and never print it. A lone task without dependencies run by a child worker (`--workers N`)
+  sends no event to the command's process: its root is then read from the command line at exit.
 - at exit each task that was to run answers from its own outputs: complete -> ran; not complete
   although everything it requires is -> failed; otherwise -> not run. The command-line settings
   (`--paths-data-dir ...`) are in force again while it asks: Luigi resolves them through the
@@ -86,7 +87,6 @@ class RunRecord:
             self.command = sys.argv[1:]
             self.root = parser.get_task_obj()
             self.scheduled.append(self.root)
-            atexit.register(self.print_at_exit)
         if task not in self.scheduled:
             self.scheduled.append(task)
         return True
@@ -122,8 +122,17 @@ class RunRecord:
         return dict(found)
 
     def print_at_exit(self) -> None:
+        if self.command is None:
+            # No scheduling event reached this process: a lone task without dependencies that a
+            # child worker ran (`--workers N`), or no run at all (--help, an unknown task).
+            if not _is_luigi_command() or HELP_FLAGS.intersection(sys.argv[1:]):
+                return
+            self.command = sys.argv[1:]
         try:
-            with CmdlineParser.global_instance(self.command, allow_override=True):
+            with CmdlineParser.global_instance(self.command, allow_override=True) as parser:
+                if self.root is None:
+                    self.root = parser.get_task_obj()
+                    self.scheduled.append(self.root)
                 lines = summary_block(self.root, self.statuses())
             print("\n".join(lines), flush=True)
         except (Exception, SystemExit):  # the summary must never turn a finished run into a crash
@@ -233,9 +242,22 @@ def summary_block(root_task, statuses: dict[str, list]) -> list[str]:
     return lines
 
 
+HELP_FLAGS = frozenset(("-h", "--help", "--help-all"))
+
+
+def _is_luigi_command() -> bool:
+    """Whether this process is the `luigi` command: its console script or `python -m luigi`."""
+    program = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    return program.name == "luigi" or (program.name == "__main__.py" and program.parent.name == "luigi")
+
+
 RUN_RECORD = RunRecord()
 
 
 def install_run_summary() -> None:
     """Record the scheduling of a `luigi` command, to print the summary block when it exits."""
     RUN_RECORD.listen()
+    # Printed by the `luigi` command's own process only: in-process `luigi.build` callers are not the
+    # command, and Luigi's forked task processes leave with os._exit, which skips atexit.
+    if _is_luigi_command():
+        atexit.register(RUN_RECORD.print_at_exit)

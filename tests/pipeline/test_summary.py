@@ -74,7 +74,6 @@ def test_the_root_is_the_commands_task_and_events_fill_the_record(record):
     assert record.root == root
     assert record.scheduled == [root, low, mid]
     assert record.up_to_date == {low} and record.could_not_start == {mid}
-    assert record.registered_at_exit == [record.print_at_exit]
 
 
 def test_the_block_prints_at_exit_in_the_commands_settings(record, capsys, monkeypatch):
@@ -88,10 +87,37 @@ def test_the_block_prints_at_exit_in_the_commands_settings(record, capsys, monke
     assert lines[0] == lines[-1] == "=" * 72 and len(lines) == 4
 
 
+def test_a_lone_task_that_sent_no_event_takes_its_root_from_the_command_line(record, capsys, monkeypatch):
+    # With --workers 2 a task without dependencies runs in a child: the command's process sees no event.
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/luigi", "SummaryStep", "--name", "top", "--summary-test-finished", "top"])
+    record.print_at_exit()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:3] == ["Summary of SummaryStep(name=top, needs=)", f"{'ran:':<20}SummaryStep"]
+
+
+@pytest.mark.parametrize("argv", [["/venv/bin/pytest", "SummaryStep", "--name", "top"],
+                                  ["/venv/bin/luigi", "SummaryStep", "--help"],
+                                  ["/venv/bin/luigi", "NoSuchTask"]])
+def test_no_block_outside_a_luigi_run(record, capsys, monkeypatch, argv):
+    monkeypatch.setattr(sys, "argv", argv)
+    record.print_at_exit()
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("program, registered", [("/venv/bin/luigi", True), ("/usr/lib/python3/luigi/__main__.py", True),
+                                                 ("/venv/bin/pytest", False)])
+def test_only_the_luigi_commands_process_registers_the_block(record, monkeypatch, program, registered):
+    monkeypatch.setattr(sys, "argv", [program, "AllTasks"])
+    summary.install_run_summary()
+    summary.RUN_RECORD.stop_listening()  # the fixture listens again
+    assert record.registered_at_exit == ([summary.RUN_RECORD.print_at_exit] if registered else [])
+
+
 def test_an_in_process_build_records_and_prints_nothing(record, capsys):
     SummaryStep.done = {"low"}
     luigi.build([step("mid", "low")], local_scheduler=True, log_level="WARNING")
-    assert record.scheduled == [] and record.print_at_exit not in record.registered_at_exit
+    assert record.scheduled == []
+    record.print_at_exit()  # even if its handler ran: a pytest process is not the luigi command
     assert capsys.readouterr().out == ""
 
 
