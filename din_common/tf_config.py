@@ -2,7 +2,7 @@
 
 The one parser of it, TF-free, for both stages: stage 2 starts its multi-worker strategy
 from it (din_model/parallel/cluster.py), and the Luigi command gives each worker of a cluster its
-own process lock (pipeline/train_tasks.py). Training runs on the "chief" and "worker" tasks
+own process lock (pipeline/cli/process_lock.py). Training runs on the "chief" and "worker" tasks
 only (MultiWorkerMirroredStrategy); a mistake in the variable is one `InputError` line.
 """
 from __future__ import annotations

@@ -78,7 +78,7 @@ class train(luigi.Config):
 class npu(luigi.Config):
     """Options of the Ascend adapter (`npu_device.global_options()`), used when training runs on an NPU.
 
-    Plain text parameters, validated by `din_model.npu_options.NpuOptions` (one clear line per mistake).
+    Plain text parameters, validated by `din_model.device.npu_options.NpuOptions` (one clear line per mistake).
     docs/ascend.md has the table of what each maps to.
     """
     precision_mode = luigi.Parameter(default="", description="Adapter precision_mode; empty: from [train] precision "

@@ -1,10 +1,10 @@
-"""Stage-2 Luigi tasks: TrainDIN and EvaluateDIN, thin shells over `din_model.training`.
+"""Stage-2 Luigi tasks: TrainDIN and EvaluateDIN, thin shells over `din_model.run.loop`.
 
 The only pipeline module that imports din_model, and only inside functions: TensorFlow starts
 when a stage-2 task runs, never when stage 1 is scheduled.
 
 Both read the `[train]` section (pipeline.config.train) into `din_model.params.TrainParams`
-and the `[npu]` section into `din_model.npu_options.NpuOptions`: checked when the task is
+and the `[npu]` section into `din_model.device.npu_options.NpuOptions`: checked when the task is
 scheduled (a bad value stops the run before stage 1) and handed to `din_model.device.configure_npu`
 before training or evaluating, so one process opens the NPU once with those options.
 The run directory is `<data_dir>/runs/<run_id>/`, `run_id` hashing every training
@@ -43,7 +43,7 @@ def current_train_params():
 
 
 def training_module():
-    """din_model.training, with TensorFlow started without its start-up noise (din_model.quiet_start)."""
+    """din_model.run.loop, with TensorFlow started without its start-up noise (din_model.device.quiet_start)."""
     from din_model.device.quiet_start import import_tensorflow
 
     import_tensorflow()
