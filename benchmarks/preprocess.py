@@ -32,7 +32,7 @@ import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 from din_common.feature_spec import FeatureSpec  # noqa: E402
-from pipeline import synthetic  # noqa: E402
+from pipeline.raw import synthetic  # noqa: E402
 from pipeline.tasks.stage1 import BuildSequences, Preprocess, RemapIds, WriteTFRecords  # noqa: E402
 
 ELECTRONICS = {"users": 192_403, "items": 63_001, "categories": 801}
@@ -76,12 +76,12 @@ def raw_loading(raw_dir: Path, repeats: int, total_s: float) -> dict:
     """Seconds to load and check reviews.pkl + meta.pkl with and without the sandbox, same run."""
     import pandas as pd
 
-    from pipeline import raw_sources
+    from pipeline.raw import pickles
     from pipeline.untrusted.unpickler import safe_load
 
     paths = (raw_dir / "reviews.pkl", raw_dir / "meta.pkl")
-    checks = (raw_sources.check_reviews, raw_sources.check_meta)
-    sandboxed = best_of(repeats, lambda: raw_sources.load_raw_pickles(*paths))
+    checks = (pickles.check_reviews, pickles.check_meta)
+    sandboxed = best_of(repeats, lambda: pickles.load_raw_pickles(*paths))
     in_process = best_of(repeats, lambda: [check([safe_load(p)], str(p)) for check, p in zip(checks, paths)])
     plain = best_of(repeats, lambda: [check([pd.read_pickle(p)], str(p)) for check, p in zip(checks, paths)])
     return {

@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.synthetic import KNOBS, generate  # noqa: E402
+from pipeline.raw.synthetic import KNOBS, generate  # noqa: E402
 
 SESSION_DAYS = 3
 

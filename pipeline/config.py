@@ -26,8 +26,8 @@ class raw(luigi.Config):
     synthetic_items = luigi.IntParameter(default=6500)
     synthetic_categories = luigi.IntParameter(default=300)
     synthetic_seed = luigi.IntParameter(default=7)
-    # The planted model's order signal (pipeline/synthetic.py). Plain text, checked by
-    # pipeline.synthetic.check_order_knobs: a FloatParameter answers "abc" with a traceback.
+    # The planted model's order signal (pipeline/raw/synthetic.py). Plain text, checked by
+    # pipeline.raw.synthetic.check_order_knobs: a FloatParameter answers "abc" with a traceback.
     synthetic_stickiness = luigi.Parameter(default="0.5", description="P(a review stays in the previous review's "
                                                                       "category) right after it; in [0, 1].")
     synthetic_stickiness_half_life_days = luigi.Parameter(default="14", description="Days of gap that halve the "

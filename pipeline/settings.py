@@ -43,7 +43,7 @@ class Settings:
         synthetic = {"users": raw.synthetic_users, "items": raw.synthetic_items,
                      "categories": raw.synthetic_categories, "seed": raw.synthetic_seed}
         if raw.source == "synthetic":
-            from pipeline.synthetic import ORDER_KNOB_SETTINGS, check_order_knobs
+            from pipeline.raw.synthetic import ORDER_KNOB_SETTINGS, check_order_knobs
             synthetic["knobs"] = check_order_knobs({knob: getattr(raw, setting)
                                                     for knob, (setting, _) in ORDER_KNOB_SETTINGS.items()})
         return cls(
@@ -110,7 +110,7 @@ class Settings:
     def raw_fingerprint(self) -> str | None:
         """What the raw pickles must be made of; None when a source file is missing."""
         if self.source == "synthetic":
-            from pipeline.synthetic import GENERATOR_VERSION
+            from pipeline.raw.synthetic import GENERATOR_VERSION
             return combine(source="synthetic", generator=GENERATOR_VERSION, **self.synthetic)
         inputs = self.source_inputs()
         if not inputs or not all(p.is_file() for p in inputs.values()):

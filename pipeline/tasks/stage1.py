@@ -15,17 +15,18 @@ import luigi
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline import raw_sources
 from din_common.atomic import atomic_path, remove_stale_temporaries, write_json_atomic
 from din_common.errors import InputError
 from din_common.feature_spec import FORMAT_VERSION, SPLITS, FeatureSpec, SplitInfo
 from pipeline.console import count, split_counts
-from pipeline.raw_manifest import check_files, file_records
-from pipeline.raw_sources import load_raw_pickles
+from pipeline.raw.amazon_json import convert_amazon_json
+from pipeline.raw.manifest import check_files, file_records
+from pipeline.raw.pickles import load_raw_pickles
+from pipeline.raw.remap_pickle import convert_remap_pickle
+from pipeline.raw.synthetic import write_raw
 from pipeline.remap import remap_ids_within, remap_time_limit
 from pipeline.sequences import build_shard_samples
 from pipeline.settings import GENERATED_SOURCES, Settings, missing_input_error
-from pipeline.synthetic import write_raw
 from pipeline.tasks.base import SAMPLE_PARQUET_OPTIONS, ManifestTask, read_parquet, write_parquet_atomic
 from pipeline.tfrecord_io import write_samples_tfrecord
 
@@ -55,7 +56,7 @@ class PrepareRaw(ManifestTask):
         return True
 
     def check_integrity(self) -> None:
-        """Raise if raw pickles the pipeline made differ from what it recorded (pipeline.raw_manifest)."""
+        """Raise if raw pickles the pipeline made differ from what it recorded (pipeline.raw.manifest)."""
         settings = self.settings()
         if settings.source in GENERATED_SOURCES and all(path.is_file() for path in self.data_files()):
             check_files(settings.raw_pickles, self.read_manifest().get("files"), settings.raw_manifest)
@@ -78,8 +79,7 @@ class PrepareRaw(ManifestTask):
             details = write_raw(settings.raw_dir, s["users"], s["items"], s["categories"], s["seed"],
                                 knobs=s["knobs"])
         else:
-            convert = {"amazon-json": raw_sources.convert_amazon_json,
-                       "remap-pickle": raw_sources.convert_remap_pickle}[settings.source]
+            convert = {"amazon-json": convert_amazon_json, "remap-pickle": convert_remap_pickle}[settings.source]
             inputs = settings.source_inputs()
             if not inputs or not all(p.is_file() for p in inputs.values()):
                 raise missing_input_error(settings.raw_dir / ("remap.pkl" if settings.source == "remap-pickle"

@@ -18,7 +18,7 @@ This module owns both ends of the sandbox:
     limits, Landlock, seccomp), and only then reads the first opcode with
     `safe_load` (layer 2) and runs the job's check.
 A `SandboxJob` (pipeline.untrusted.job) says what a file must hold: it is defined next to its
-checks (`pipeline.raw_sources.SANDBOX_JOBS`) and found by name in the child.
+checks (pipeline.raw) and found by name in the child (`pipeline.raw.sandbox_jobs.SANDBOX_JOBS`).
 """
 from __future__ import annotations
 

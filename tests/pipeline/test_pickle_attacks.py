@@ -423,7 +423,7 @@ import json, resource, sys, time
 from pathlib import Path
 from din_common.errors import InputError
 from pipeline.untrusted import sandbox as pickle_sandbox
-from pipeline.raw_sources import SANDBOX_JOBS
+from pipeline.raw.sandbox_jobs import SANDBOX_JOBS
 pickle_sandbox._CHILD_MODULE = "tests.helpers.compromised_child"
 
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from din_common.errors import InputError
+from pipeline.raw.sandbox_jobs import SANDBOX_JOBS
 from pipeline.untrusted import confine as sandbox_confine, sandbox as pickle_sandbox
-from pipeline.raw_sources import SANDBOX_JOBS
 from tests.helpers.hostile_jobs import SANDBOX_JOBS as HOSTILE
 
 KERNEL_LAYERS = sandbox_confine.landlock_abi() > 0 or sandbox_confine._SECCOMP is not None

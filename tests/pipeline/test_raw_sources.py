@@ -1,4 +1,4 @@
-"""Tests for pipeline.raw_sources: loading, checking and converting the raw input."""
+"""Tests for pipeline.raw: loading, checking and converting the raw input."""
 from __future__ import annotations
 
 import gzip
@@ -15,7 +15,9 @@ import pytest
 
 from din_common.errors import InputError
 from pipeline.compat import TEXT_DTYPE
-from pipeline.raw_sources import convert_amazon_json, convert_remap_pickle, load_meta, load_reviews
+from pipeline.raw.amazon_json import convert_amazon_json
+from pipeline.raw.pickles import load_meta, load_reviews
+from pipeline.raw.remap_pickle import convert_remap_pickle
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pickles"
 # Every protocol this interpreter writes (5 only from Python 3.8 on).

@@ -1,4 +1,4 @@
-"""Tests of the synthetic Amazon-shaped generator and its oracle (pipeline/synthetic.py)."""
+"""Tests of the synthetic Amazon-shaped generator and its oracle (pipeline/raw/synthetic.py)."""
 from __future__ import annotations
 
 import json
@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import synthetic
+from pipeline.raw import synthetic
 from din_common.errors import InputError
 from pipeline.settings import Settings
-from pipeline.synthetic import generate, rank_auc, write_raw
+from pipeline.raw.synthetic import generate, rank_auc, write_raw
 from pipeline.tasks.stage1 import PrepareRaw, Preprocess
 from tests.helpers.luigi_config import luigi_settings
 from tests.helpers.cli_capture import assert_one_clear_line, build_and_capture
