@@ -1,0 +1,91 @@
+"""Same-run comparison of this checkout against another commit, for any benchmark here that prints JSON.
+
+    python benchmarks/versus_commit.py BASE_COMMIT [--rounds 3] [--metric total_s] -- preprocess.py --data-dir /tmp/b
+
+Checks BASE_COMMIT out into a temporary git worktree, then runs `benchmarks/<script> <args>` alternately
+from the base and from this checkout (base, head, base, head, ...: machine noise falls on both sides),
+each run in its own process with PYTHONPATH pointing at its tree, so each imports its own code. Every
+run's last JSON line is kept; `--metric` (a key of that line; dotted for nested keys) is compared.
+Prints one JSON line: the CPU model, each side's values, their medians and `head_over_base` (the ratio
+of medians; for a time, below 1 means this checkout is faster).
+Both sides must accept the same arguments; the data the benchmark generates is made by the first run
+and reused by the others when the script supports it (preprocess.py and train.py do).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def last_json(output: str) -> dict:
+    for line in reversed(output.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise ValueError("the benchmark printed no JSON line")
+
+
+def metric_of(result: dict, dotted: str) -> float:
+    value = result
+    for key in dotted.split("."):
+        value = value[key]
+    return float(value)
+
+
+def run_once(tree: Path, script_and_args: list[str]) -> dict:
+    environment = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run([sys.executable, str(tree / "benchmarks" / script_and_args[0]), *script_and_args[1:]],
+                          cwd=tree, env=environment, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"ERROR: {script_and_args[0]} failed in {tree} (exit {done.returncode}): "
+                         f"{done.stderr.strip().splitlines()[-1:] or 'no output'}")
+    return last_json(done.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("base", help="the commit to compare against (any git revision)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per side, alternating")
+    parser.add_argument("--metric", default="total_s", help="the JSON key compared (dotted for nested keys)")
+    argv = sys.argv[1:]
+    if "--" not in argv or argv.index("--") == len(argv) - 1:
+        parser.error("name the benchmark after --, e.g. -- preprocess.py --data-dir /tmp/b")
+    split = argv.index("--")
+    args, benchmark = parser.parse_args(argv[:split]), argv[split + 1:]
+    values = {"base": [], "head": []}
+    with tempfile.TemporaryDirectory(prefix="din-versus-") as scratch:
+        base_tree = Path(scratch) / "base"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", "--detach", str(base_tree), args.base],
+                       check=True)
+        try:
+            for _ in range(args.rounds):
+                for side, tree in (("base", base_tree), ("head", REPO)):
+                    values[side].append(metric_of(run_once(tree, benchmark), args.metric))
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base_tree)], check=False)
+    medians = {side: statistics.median(found) for side, found in values.items()}
+    print(json.dumps({"cpu": cpu_model(), "benchmark": benchmark, "metric": args.metric, "base": args.base,
+                      "values": values, "median": medians,
+                      "head_over_base": round(medians["head"] / medians["base"], 4)}))
+
+
+if __name__ == "__main__":
+    main()
