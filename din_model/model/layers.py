@@ -125,8 +125,8 @@ class Dropout(keras.layers.Layer):
     """Inverted dropout whose keep decisions come from one random byte per value.
 
     Four decisions per 32-bit random word make the random numbers a quarter of what
-    Keras' Dropout draws (one float each); on CPU the reference preset's train step is
-    ~8 % faster, and under XLA it avoids Keras' Dropout, which made the XLA step ~9x slower.
+    Keras' Dropout draws (one float each), and it compiles well under XLA, where Keras' Dropout
+    does not (figures: docs/performance.md, "Training speed").
     The rate is therefore rounded to a multiple of 1/256 (0.5 stays exact; 0.1 becomes
     26/256 = 0.1016); kept values are scaled by 1 / (kept fraction) so the expected output
     equals the input. The stateless seed is (layer seed, call counter), the counter a
@@ -274,8 +274,7 @@ class AttentionPooling(keras.layers.Layer):
 
         With W split into its row blocks, x W = q (W_q + W_d) + k (W_k - W_d) + (q * k) W_p:
         the query term is computed once per sample rather than once per history entry,
-        and the 4d-wide x is never materialised (train steps 1.12-1.25x faster with the
-        default 64-wide items, within noise with the reference preset's 8, in A/B runs).
+        and the 4d-wide x is never materialised (measured in docs/performance.md, "Training speed").
         """
         first = self.hidden.dense_layers[0]
         w_query, w_key, w_difference, w_product = tf.split(tf.cast(first.kernel, keys.dtype), 4, axis=0)
