@@ -118,6 +118,16 @@ class RunTask(LockedTask):
         identifier = run_id(params, fingerprint, npu_numerics(params), spec and spec.content_fingerprint())
         return Path(config.paths().data_dir) / "runs" / identifier
 
+    def check_memory(self) -> None:
+        """Settings whose weights cannot fit are refused before TensorFlow starts (once the spec is written;
+        before that, the training run checks it before building the model)."""
+        from din_model.footprint import check_fits_in_memory
+
+        params = self.train_params()
+        spec = _current_spec(self.preprocess_task(), _tfrecords_fingerprint(self.preprocess_task()))
+        if spec is not None:
+            check_fits_in_memory(params, spec.n_items, spec.n_cats, params.maxlen or spec.maxlen)
+
     def wrote(self) -> str:
         return f"-> {self.output().path}"
 
@@ -134,6 +144,7 @@ class TrainDIN(RunTask):
 
     def complete(self) -> bool:
         metrics_path = self.output().path  # reads the settings and the spec first: reported before TF starts
+        self.check_memory()
         return training_module().training_complete(metrics_path, self.train_params())
 
     def build(self) -> None:

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from pipeline.tasks import stage2
-from tests.e2e.test_cli_output import SCHEDULING_ERROR, TINY, assert_one_error, luigi
+from tests.e2e.test_cli_output import SCHEDULING_ERROR, TASK_FAILED, TINY, assert_one_error, luigi
 from tests.helpers.luigi_config import luigi_settings
 
 TRAIN = ["TrainDIN", *TINY, "--train-epochs", "1", "--train-embed-dim", "4", "--train-device", "cpu"]
@@ -92,3 +92,21 @@ def test_the_run_id_stays_for_rebuilt_data_and_changes_with_an_edited_spec(data_
     edit_spec(data_copy, lambda content, _: content["splits"]["train"]["files"].pop())
     assert run_dir_name(data_copy) != honest
 
+
+def test_an_embedding_too_large_for_the_memory_is_one_error_line_before_anything_is_built(stage1_data):
+    result = luigi(stage1_data, *TRAIN, "--train-embed-dim", "10000000")
+    assert_one_error(result, r"^ERROR: \[train\] embed_dim = 10000000 needs about [\d.]+ GiB for the weights of a model "
+                             r"of \d+ items and \d+ categories with Adam's two slots, more than the [\d.]+ GiB of "
+                             r"memory available; lower it \(in luigi\.cfg or with --train-embed-dim\)$", SCHEDULING_ERROR)
+    assert not (stage1_data / "runs").exists()
+    assert not (stage1_data / ".locks").exists()
+
+
+def test_before_stage_1_ran_the_training_run_refuses_it_before_building_the_model(tmp_path):
+    data_dir = tmp_path / "data"
+    result = luigi(data_dir, *TRAIN, "--train-embed-dim", "10000000")
+    assert_one_error(result, r"^ERROR: \[train\] embed_dim = 10000000 needs about [\d.]+ GiB for the weights ",
+                     TASK_FAILED)  # the spec did not exist while scheduling: the run's own check refused it
+    assert (data_dir / "tfrecords" / "feature_spec.json").is_file()
+    assert not (data_dir / "runs").exists()
+    assert not (data_dir / ".locks").exists()
