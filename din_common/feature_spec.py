@@ -10,6 +10,7 @@ keys, the format version and each shard's stage-1 manifest, and says what is wro
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -31,6 +32,19 @@ FORMAT_VERSION = 2
 REQUIRED_KEYS = ("maxlen", "prebatch", "n_items", "n_cats", "n_users", "splits")
 OPTIONAL_KEYS = ("fingerprint", "num_shards", "seed")
 SPLIT_KEYS = ("samples", "files")
+# Sizes that must be positive integers: a 0 or a string here would surface as a TensorFlow error much later.
+POSITIVE_KEYS = ("maxlen", "prebatch", "n_items", "n_cats", "n_users")
+# What stage 1 records per shard (tfrecords/_shards/part-N.json) and the spec must repeat.
+SHARD_LAYOUT_KEYS = ("maxlen", "prebatch")
+# The vocabulary sizes, and where stage 1 counted them (relative to the data dir holding tfrecords/).
+SIZE_KEYS = ("n_items", "n_cats", "n_users")
+REMAP_STATS = Path("remap") / "stats.json"
+
+
+def rewrite_advice(path) -> str:
+    """How to get back the spec stage 1 wrote: Preprocess rewrites a removed one from the shards' counts."""
+    return f"rm {path} and rerun `luigi --module pipeline Preprocess` to rewrite it"
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +83,7 @@ class FeatureSpec:
         if not path.is_file():
             raise InputError(f"{path}: feature spec not found (run the preprocessing first: Preprocess task)")
         spec = cls.from_json(path.read_text(), path)
+        spec.check_paths()
         spec.check_shards()
         return spec
 
@@ -90,11 +105,20 @@ class FeatureSpec:
         if missing:
             raise InputError(f"{source}: feature spec lacks {missing}; expected the keys of data/README.md")
         check_format_version(content.get("format_version"), source)
+        advice = rewrite_advice(source)
+        bad = [key for key in POSITIVE_KEYS if not _is_count(content[key]) or content[key] < 1]
+        if bad:
+            raise InputError(f"{source}: {bad[0]} is {content[bad[0]]!r}, expected a positive integer; {advice}")
+        if not isinstance(content["splits"], dict):
+            raise InputError(f"{source}: splits must be an object of train/val/test; {advice}")
         splits = {}
         for split, info in content["splits"].items():
             lacking = [key for key in SPLIT_KEYS if key not in info]
             if lacking:
                 raise InputError(f"{source}: split {split!r} lacks {lacking}; expected the keys of data/README.md")
+            if not _is_count(info["samples"]) or not isinstance(info["files"], list) or \
+                    not all(isinstance(name, str) for name in info["files"]):
+                raise InputError(f"{source}: split {split!r} needs a sample count and a list of file names; {advice}")
             splits[split] = SplitInfo(samples=info["samples"], files=tuple(info["files"]), records=info.get("records"))
         return cls(format_version=content["format_version"], splits=splits, directory=Path(directory),
                    **{key: content[key] for key in REQUIRED_KEYS if key != "splits"},
@@ -129,8 +153,19 @@ class FeatureSpec:
     def samples(self, split: str) -> int:
         return int(self._split(split).samples)
 
+    def content_fingerprint(self) -> str:
+        """A hash of what a model trained on this spec sees: the sizes and each split's files and counts.
+
+        Part of the run id (din_model.params.run_id), so a spec edited by hand never trains under
+        the id of the one stage 1 wrote. The directory is left out: a moved data dir keeps its runs.
+        """
+        content = self.to_dict()
+        identity = {key: content[key] for key in POSITIVE_KEYS + ("splits",)}
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
     def files(self, split: str) -> list:
-        """Absolute shard paths of `split`; every one must exist."""
+        """Absolute shard paths of `split`; every one must exist and lie inside the spec's directory."""
+        self.check_paths()
         files = [self.directory / name for name in self._split(split).files]
         missing = [str(path) for path in files if not path.is_file()]
         if missing:
@@ -144,11 +179,23 @@ class FeatureSpec:
             raise InputError(f"feature spec has no split {split!r}; it has {sorted(self.splits)}")
         return self.splits[split]
 
+    def check_paths(self) -> None:
+        """Every shard must lie inside the spec's directory (tfrecords/), symlinks resolved."""
+        inside = self.directory.resolve()
+        for split, info in self.splits.items():
+            for index, name in enumerate(info.files):
+                resolved = (self.directory / name).resolve()
+                if Path(name).is_absolute() or inside not in resolved.parents:
+                    raise self._edited(f"splits.{split}.files[{index}] = {name!r} lies outside {inside}; a feature "
+                                       "spec may name only shards inside its own directory")
+
     def check_shards(self) -> None:
         """Each shard's stage-1 manifest (tfrecords/_shards/part-N.json) must vouch for the spec's files.
 
         Catches shards of an older stage-1 run next to a newer feature_spec.json (or the
         reverse): a different fingerprint, or a file whose size is not the one written.
+        The spec must also list every shard of its run once, with the counts, maxlen and prebatch
+        the manifests record, and the vocabulary sizes of remap/stats.json.
         Data dirs without stage-1 manifests (hand-made shards) are taken as they are.
         """
         manifests = self.directory / "_shards"
@@ -171,6 +218,65 @@ class FeatureSpec:
                 if written is not None and path.is_file() and path.stat().st_size != written:
                     raise InputError(f"{path} has {path.stat().st_size} bytes but stage 1 wrote {written}: the shard "
                                      "was replaced or cut short; rerun `luigi --module pipeline Preprocess`")
+        self._check_against_manifests(self._manifests_of_this_run(manifests))
+        self._check_sizes_against_remap()
+
+    def _manifests_of_this_run(self, manifests: Path) -> Dict[str, dict]:
+        """The shard manifests (by shard name, part-N) that carry this spec's fingerprint."""
+        found = {}
+        for path in sorted(manifests.glob("part-*.json")):
+            try:
+                manifest = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue  # a file the spec lists is reported by name in check_shards' loop
+            if isinstance(manifest, dict) and manifest.get("fingerprint") == self.fingerprint:
+                found[path.stem] = manifest
+        return found
+
+    def _check_against_manifests(self, manifests: Dict[str, dict]) -> None:
+        """The spec must list each shard stage 1 wrote once, with the counts and layout stage 1 recorded."""
+        for key in SHARD_LAYOUT_KEYS:
+            recorded = {manifest[key] for manifest in manifests.values() if key in manifest}
+            if recorded and recorded != {getattr(self, key)}:
+                raise self._edited(f"{key} is {getattr(self, key)!r} but stage 1 wrote the shards with {key} "
+                                   f"{sorted(recorded)[0]} ({self.directory / '_shards'})")
+        if self.num_shards is not None and manifests and self.num_shards != len(manifests):
+            raise self._edited(f"num_shards is {self.num_shards!r} but stage 1 wrote {len(manifests)} shards "
+                               f"({self.directory / '_shards'})")
+        for split, info in self.splits.items():
+            listed = [Path(name).stem for name in info.files]
+            unlisted = sorted(set(manifests) - set(listed))
+            if unlisted or len(set(listed)) != len(listed):
+                problem = (f"leaves out {split}/{unlisted[0]}.tfrecord" if unlisted
+                           else "names a shard more than once")
+                raise self._edited(f"splits.{split}.files {problem}, but stage 1 wrote {len(manifests)} {split} shards")
+            for key in ("samples", "records"):
+                counts = [manifests[name].get("splits", {}).get(split, {}).get(key) for name in listed
+                          if name in manifests]
+                claimed = getattr(info, key)
+                if claimed is not None and counts and None not in counts and sum(counts) != claimed:
+                    raise self._edited(f"splits.{split}.{key} is {claimed!r} but stage 1 wrote {sum(counts)} "
+                                       "in those shards")
+
+    def _check_sizes_against_remap(self) -> None:
+        """The vocabulary sizes must be remap/stats.json's (next to tfrecords/ in a stage-1 data dir): a
+        larger n_items only wastes memory, a smaller one fails deep in TensorFlow on the first large id."""
+        path = self.directory.parent / REMAP_STATS
+        try:
+            stats = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return
+        for key in SIZE_KEYS:
+            if isinstance(stats, dict) and key in stats and stats[key] != getattr(self, key):
+                raise self._edited(f"{key} is {getattr(self, key)!r} but {path} says {stats[key]!r}")
+
+    def _edited(self, problem: str) -> InputError:
+        """The error for a spec that disagrees with what stage 1 wrote: the problem, and how to undo the edit."""
+        return InputError(f"{self.path}: {problem}; {rewrite_advice(self.path)}")
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def check_format_version(version, source) -> None:

@@ -5,8 +5,9 @@
 no config entry: benchmarks/train.py's `reference` preset uses them to build the reference DIN's
 model function. `validate()` raises
 `InputError` naming the setting the way a user writes it (`[train] batch_size`).
-`run_id` hashes every parameter together with the TFRecord fingerprint (and, on the NPU, the `[npu]`
-settings that change the numbers), so a changed parameter or changed shards give a new run directory.
+`run_id` hashes every parameter together with the TFRecord fingerprint, the feature spec's content (and,
+on the NPU, the `[npu]` settings that change the numbers), so a changed parameter, changed shards or an
+edited feature_spec.json give a new run directory.
 """
 from __future__ import annotations
 
@@ -162,10 +163,15 @@ def parse_sequence_features(text: str) -> tuple[str, ...]:
     return names
 
 
-def run_id(params: TrainParams, tfrecord_fingerprint: str, npu_numerics: dict | None = None) -> str:
-    """Short stable hash of every training parameter, the shards' fingerprint and, for a run on the NPU, the
-    `[npu]` settings that change the numbers (`NpuOptions.numerics`); without them the id is what it always was."""
+def run_id(params: TrainParams, tfrecord_fingerprint: str, npu_numerics: dict | None = None,
+           spec_content: str | None = None) -> str:
+    """Short stable hash of every training parameter, the shards' fingerprint, the feature spec's content
+    (`FeatureSpec.content_fingerprint`: sizes, files, counts; None before stage 1 wrote the spec) and, for a
+    run on the NPU, the `[npu]` settings that change the numbers (`NpuOptions.numerics`); without the last
+    two the id is what it always was."""
     identity = {"params": params.to_dict(), "tfrecords": tfrecord_fingerprint}
     if npu_numerics:
         identity["npu"] = npu_numerics
+    if spec_content:
+        identity["spec"] = spec_content
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]

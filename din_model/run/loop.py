@@ -27,6 +27,7 @@ from din_common.faults import kill_point
 from din_common.feature_spec import FeatureSpec
 from din_model import compat
 from din_model.data.reader import feature_spec_at
+from din_model.footprint import check_fits_in_memory
 from din_model.device import cpu_kernels
 from din_model.device.selection import DeviceChoice, select_device
 from din_model.parallel.choose import choose_placement, placement_on
@@ -116,6 +117,7 @@ def train(spec_path: str | Path | FeatureSpec, run_dir, params: TrainParams, *, 
     placement = choose_placement(params, run_dir, worker_timeout)
     try:
         spec = feature_spec_at(spec_path)
+        check_fits_in_memory(params, spec.n_items, spec.n_cats, params.maxlen or spec.maxlen)
         files = RunFiles(run_dir)
         _check_params_of_run(files, params)
         device = select_device(params.device, params.precision)

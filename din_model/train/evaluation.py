@@ -88,7 +88,7 @@ def plain_din_test_auc(run_dir: Path, params: TrainParams, spec: FeatureSpec, np
     """Test AUC of the plain-DIN twin of this run (same settings but `model = din`, same shards, same NPU
     numerics), a sibling run directory under the same runs/ folder, if it has been evaluated."""
     twin = Path(run_dir).parent / run_id(dataclasses.replace(params, model="din"), spec.fingerprint or "",
-                                         npu_numerics)
+                                         npu_numerics, spec.content_fingerprint())
     return read_metrics(RunFiles(twin).metrics).get("test", {}).get("auc")
 
 

@@ -4,6 +4,10 @@ The exported module has signatures `serving_default` and `score` (the same funct
 inputs hist_item, hist_cate (and hist_gap, seconds to the target, for a model with the time-gap
 feature) `[None, maxlen]` and target_item, target_cate `[None]` (int32; 0 = padding in the
 histories), output `{"probability": float32 [None]}`.
+The serving function checks its inputs with graph assertions (no Python per call): every history
+has exactly `maxlen` columns, item and category ids lie in `[0, vocabulary)` (a negative id
+would otherwise be read from the end of the table, a too large one fail naming no input), and all
+inputs have one batch size. A bad input fails with an InvalidArgumentError naming it.
 The directory appears atomically: saved to a temporary sibling, then renamed.
 """
 from __future__ import annotations
@@ -30,9 +34,40 @@ class ScoringModule(tf.Module):
                  for name in self.input_names]
         self.score = tf.function(self._score, input_signature=specs)
 
+        self.maxlen = maxlen
+        embeddings = {"item": model.item_embedding, "cate": model.cate_embedding}
+        # Ids index these tables; without categories target_cate is read by nothing and only checked >= 0.
+        self.vocabulary = {name: embeddings[name.split("_")[1]].input_dim for name in self.input_names
+                           if name != "hist_gap" and embeddings[name.split("_")[1]] is not None}
+
     def _score(self, *inputs):
-        logits = self.model(dict(zip(self.input_names, inputs)), training=False)
+        features = dict(zip(self.input_names, inputs))
+        with tf.control_dependencies(self._input_checks(features)):
+            features = {name: tf.identity(value) for name, value in features.items()}
+        logits = self.model(features, training=False)
         return {"probability": tf.sigmoid(tf.cast(logits, tf.float32))}
+
+    def _input_checks(self, features) -> list:
+        """Assertions on the request: each names its input and says what was expected."""
+        batch = tf.shape(features["target_item"])[0]
+        checks = []
+        for name, value in features.items():
+            checks.append(tf.debugging.assert_equal(
+                tf.shape(value)[0], batch, message=f"{name}: expected as many rows as target_item"))
+            if name.startswith("hist_"):
+                checks.append(tf.debugging.assert_equal(
+                    tf.shape(value)[1], self.maxlen,
+                    message=f"{name}: expected exactly {self.maxlen} columns (the maxlen of the model; pad with 0)"))
+            if name == "hist_gap":
+                continue
+            checks.append(tf.debugging.assert_non_negative(
+                value, message=f"{name}: ids must be >= 0 (0 = padding)"))
+            if name in self.vocabulary:
+                checks.append(tf.debugging.assert_less(
+                    value, self.vocabulary[name],
+                    message=f"{name}: ids must be < {self.vocabulary[name]} (the vocabulary of the model: 1..."
+                            f"{self.vocabulary[name] - 1}, 0 = padding)"))
+        return checks
 
 
 def export_saved_model(model, maxlen: int, path: str | Path) -> Path:

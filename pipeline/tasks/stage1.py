@@ -256,7 +256,7 @@ class WriteTFRecords(ShardTask):
             with atomic_path(path) as tmp:
                 records = write_samples_tfrecord(tmp, table, settings.prebatch)
             counts[split] = {"samples": table.num_rows, "records": records, "bytes": path.stat().st_size}
-        self.write_manifest(shard=self.shard, splits=counts)
+        self.write_manifest(shard=self.shard, splits=counts, maxlen=settings.maxlen, prebatch=settings.prebatch)
 
     def wrote(self) -> str:
         splits = self.read_manifest()["splits"]

@@ -8,7 +8,8 @@ and the `[npu]` section into `din_model.device.npu_options.NpuOptions`: checked 
 scheduled (a bad value stops the run before stage 1) and handed to `din_model.device.configure_npu`
 before training or evaluating, so one process opens the NPU once with those options.
 The run directory is `<data_dir>/runs/<run_id>/`, `run_id` hashing every training
-parameter, the fingerprint that stage 1 writes into feature_spec.json and, when training
+parameter, the fingerprint that stage 1 writes into feature_spec.json, the spec's content
+(maxlen, sizes, files, sample counts; the spec is checked against the shard manifests first) and, when training
 runs on the NPU, the `[npu]` settings that change the numbers (`npu_numerics`); so a changed
 training parameter or precision mode starts a new run and leaves stage 1 untouched, and new
 shards start a new run too.
@@ -28,6 +29,7 @@ from din_common import tf_config
 from din_common.atomic import write_json_atomic
 from pipeline import config
 from pipeline.console import progress_line
+from pipeline.fingerprint import read_manifest_fingerprint
 from pipeline.tasks.base import LockedTask
 from pipeline.tasks.stage1 import Preprocess
 
@@ -84,6 +86,17 @@ def _tfrecords_fingerprint(preprocess_task) -> str:
     return preprocess_task.expected_fingerprint() or "inputs-missing"
 
 
+def _current_spec(preprocess_task, fingerprint: str):
+    """feature_spec.json once Preprocess wrote it for `fingerprint` (else None), checked against the shard
+    manifests (FeatureSpec.read): an edited spec stops here with one line, before TensorFlow starts."""
+    from din_common.feature_spec import FeatureSpec
+
+    path = Path(preprocess_task.output().path)
+    if read_manifest_fingerprint(path) != fingerprint:
+        return None
+    return FeatureSpec.read(path)
+
+
 class RunTask(LockedTask):
     """Shared by the stage-2 tasks: params and run directory (progress: LockedTask.report)."""
 
@@ -100,8 +113,20 @@ class RunTask(LockedTask):
         from din_model.params import run_id
 
         params = self.train_params()
-        identifier = run_id(params, _tfrecords_fingerprint(self.preprocess_task()), npu_numerics(params))
+        fingerprint = _tfrecords_fingerprint(self.preprocess_task())
+        spec = _current_spec(self.preprocess_task(), fingerprint)
+        identifier = run_id(params, fingerprint, npu_numerics(params), spec and spec.content_fingerprint())
         return Path(config.paths().data_dir) / "runs" / identifier
+
+    def check_memory(self) -> None:
+        """Settings whose weights cannot fit are refused before TensorFlow starts (once the spec is written;
+        before that, the training run checks it before building the model)."""
+        from din_model.footprint import check_fits_in_memory
+
+        params = self.train_params()
+        spec = _current_spec(self.preprocess_task(), _tfrecords_fingerprint(self.preprocess_task()))
+        if spec is not None:
+            check_fits_in_memory(params, spec.n_items, spec.n_cats, params.maxlen or spec.maxlen)
 
     def wrote(self) -> str:
         return f"-> {self.output().path}"
@@ -118,7 +143,8 @@ class TrainDIN(RunTask):
         return luigi.LocalTarget(str(self.run_dir() / "metrics.json"))
 
     def complete(self) -> bool:
-        metrics_path = self.output().path  # reads the settings first: a bad one is reported before TF starts
+        metrics_path = self.output().path  # reads the settings and the spec first: reported before TF starts
+        self.check_memory()
         return training_module().training_complete(metrics_path, self.train_params())
 
     def build(self) -> None:

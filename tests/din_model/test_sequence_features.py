@@ -206,8 +206,8 @@ def test_rela_impr_is_the_papers_relative_improvement():
 def test_plain_din_twin_is_the_same_settings_with_model_din_in_the_same_runs_folder(tmp_path):
     params = TrainParams(**SMALL, model="din_seq")
     spec = dataclasses.replace(SPEC, fingerprint="abc")
-    twin = tmp_path / run_id(TrainParams(**SMALL, model="din"), "abc")
-    own = tmp_path / run_id(params, "abc")
+    twin = tmp_path / run_id(TrainParams(**SMALL, model="din"), "abc", None, spec.content_fingerprint())
+    own = tmp_path / run_id(params, "abc", None, spec.content_fingerprint())
     assert plain_din_test_auc(own, params, spec) is None
     twin.mkdir()
     (twin / "metrics.json").write_text(json.dumps({"test": {"auc": 0.875}}))

@@ -5,6 +5,7 @@ import luigi
 import pytest
 
 from din_common.errors import InputError
+from din_common.feature_spec import FeatureSpec
 from din_model.device import selection as device
 from din_model.device.npu_options import NpuOptions
 from din_model.params import run_id
@@ -97,4 +98,5 @@ def test_a_changed_numerics_setting_starts_a_new_run_and_a_dump_setting_does_not
     mixlist.write_text(json.dumps({"white-list": {"to-add": ["MatMulV2"]}}))
     assert run_dir(modify_mixlist=str(mixlist)) != with_mixlist  # same file name, other contents
     with luigi_settings(paths={"data_dir": tmp_path}, train={**TRAIN_SETTINGS, "device": "cpu"}):
-        assert stage2.TrainDIN().run_dir().name == run_id(stage2.current_train_params(), "fixture")
+        assert stage2.TrainDIN().run_dir().name == run_id(stage2.current_train_params(), "fixture", None,
+                                                          FeatureSpec.read(spec).content_fingerprint())

@@ -1,0 +1,50 @@
+"""The exported SavedModel refuses bad requests, naming the input: ids out of the vocabulary (negative
+ones would be read from the end of the table), histories wider than maxlen, rows that disagree."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from din_model.model.network import build_model
+from din_model.params import TrainParams
+from din_model.train.export import export_saved_model
+from tests.helpers.din_fixtures import sizes_spec
+from tests.helpers.scoring import load_scorer
+
+MAXLEN, N_ITEMS, N_CATS = 5, 40, 6
+
+
+@pytest.fixture(scope="module", params=["din", "din_seq"])
+def scorer(request, tmp_path_factory):
+    params = TrainParams(embed_dim=4, attention_hidden="8", mlp_hidden="8", model=request.param)
+    model = build_model(params, sizes_spec(n_items=N_ITEMS, n_cats=N_CATS, maxlen=MAXLEN))
+    return load_scorer(export_saved_model(model, MAXLEN, tmp_path_factory.mktemp("export") / "saved_model"))
+
+
+def request_of(scorer, **changes):
+    names = scorer.structured_input_signature[1]
+    good = {"hist_item": np.array([[3, 7, 0, 0, 0]] * 2), "hist_cate": np.array([[4, 2, 0, 0, 0]] * 2),
+            "hist_gap": np.array([[900, 60, 0, 0, 0]] * 2), "target_item": np.array([N_ITEMS, 1]),
+            "target_cate": np.array([N_CATS, 1])}
+    return {name: tf.constant(changes.get(name, good[name]), tf.int32) for name in names}
+
+
+def test_a_good_request_at_the_vocabulary_edges_is_scored(scorer):
+    probability = scorer(**request_of(scorer))["probability"].numpy()
+    assert probability.shape == (2,) and np.all((probability > 0) & (probability < 1))
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("target_item", [-1, 1], r"target_item: ids must be >= 0 \(0 = padding\)"),
+    ("target_cate", [1, -3], r"target_cate: ids must be >= 0"),
+    ("hist_item", [[3, -1, 0, 0, 0]] * 2, r"hist_item: ids must be >= 0"),
+    ("target_item", [N_ITEMS + 1, 1], rf"target_item: ids must be < {N_ITEMS + 1} \(the vocabulary of the model: "
+                                      rf"1\.\.\.{N_ITEMS}, 0 = padding\)"),
+    ("hist_cate", [[N_CATS + 1, 0, 0, 0, 0]] * 2, rf"hist_cate: ids must be < {N_CATS + 1} "),
+    ("hist_item", [[3, 7, 0, 0, 0, 9]] * 2, rf"hist_item: expected exactly {MAXLEN} columns \(the maxlen of the model"),
+    ("hist_item", [[3] * 100] * 2, rf"hist_item: expected exactly {MAXLEN} columns"),
+    ("hist_cate", [[3, 7, 0, 0]] * 2, rf"hist_cate: expected exactly {MAXLEN} columns"),
+    ("target_item", [1, 2, 3], r"target_item|hist_item: expected as many rows as target_item"),
+])
+def test_a_bad_request_is_refused_naming_the_input(scorer, name, value, message):
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError, TypeError), match=message):
+        scorer(**request_of(scorer, **{name: value}))
