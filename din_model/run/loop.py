@@ -27,7 +27,7 @@ from din_common.faults import kill_point
 from din_common.feature_spec import FeatureSpec
 from din_model import compat
 from din_model.data.reader import feature_spec_at
-from din_model.footprint import check_fits_in_memory
+from din_model.model.footprint import check_fits_in_memory
 from din_model.device import cpu_kernels
 from din_model.device.selection import DeviceChoice, select_device
 from din_model.parallel.choose import choose_placement, placement_on

@@ -121,7 +121,7 @@ class RunTask(LockedTask):
     def check_memory(self) -> None:
         """Settings whose weights cannot fit are refused before TensorFlow starts (once the spec is written;
         before that, the training run checks it before building the model)."""
-        from din_model.footprint import check_fits_in_memory
+        from din_model.model.footprint import check_fits_in_memory
 
         params = self.train_params()
         spec = _current_spec(self.preprocess_task(), _tfrecords_fingerprint(self.preprocess_task()))

@@ -4,7 +4,7 @@ import re
 import pytest
 
 from din_common.errors import InputError
-from din_model.footprint import BYTES_PER_WEIGHT, available_memory, check_fits_in_memory, weight_counts
+from din_model.model.footprint import BYTES_PER_WEIGHT, available_memory, check_fits_in_memory, weight_counts
 from din_model.params import TrainParams
 
 GIB = 2 ** 30
