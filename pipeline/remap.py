@@ -135,10 +135,12 @@ def remap_ids_within(seconds: float, reviews: pd.DataFrame, meta: pd.DataFrame, 
                      source: str = "reviews.pkl") -> RemapResult:
     """`remap_ids`, or one InputError if it takes longer than `seconds`.
 
-    The ids come from files someone sent: ids crafted to share one Arrow hash
-    make its hash tables quadratic. Arrow's kernels release the GIL, so the
-    remap runs in a daemon thread and this one stops waiting at the limit (the
-    thread ends with the process, which exits on the error).
+    The ids come from files someone sent. `remap_ids` hashes them only under a
+    per-run random key (pipeline.id_encoding), so they cannot be crafted to
+    collide; this limit is the second line for whatever else could be slow.
+    Arrow's kernels release the GIL, so the remap runs in a daemon thread and
+    this one stops waiting at the limit (the thread ends with the process,
+    which exits on the error).
     """
     outcome: dict = {}
 
