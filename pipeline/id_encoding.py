@@ -3,9 +3,9 @@
 Arrow's string hash (and so `dictionary_encode`, `unique`, `is_in`, `index_in`) is
 unkeyed: ids crafted to share one hash make its hash table quadratic. Here each id is
 first reduced to a 64-bit value with a multilinear hash whose keys are drawn from
-`os.urandom` on every call (`keyed_hash`): for two different ids of at most L bytes
-the chance of equal values is at most 2^-56 whatever the ids are, because the file
-was written before the keys existed. Only those values are hashed by Arrow, so
+`os.urandom` on every call (`keyed_hash`): for two ids of one length that differ in
+some byte the chance of equal values is at most 2^-56 whatever the ids are (a byte
+difference is below 2^8), because the file was written before the keys existed. Only those values are hashed by Arrow, so
 the input cannot choose what collides. Equal values are then checked to be equal
 ids byte for byte; if two different ids ever share a value, the column is encoded
 by Arrow's sort instead (O(n log n) compares whatever the values). Either way the
