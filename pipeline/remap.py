@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from din_common.errors import InputError
+from pipeline.id_encoding import encode_sorted
 
 
 @dataclass
@@ -37,21 +37,17 @@ def _strings(series: pd.Series) -> pa.Array:
     return array.cast(pa.large_string()) if array.type != pa.large_string() else array
 
 
-def _dictionary(values: pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """(code per row, distinct values): one hash pass over a large column."""
-    encoded = pc.dictionary_encode(values)
-    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
+def _ids_of(selected: np.ndarray) -> np.ndarray:
+    """1-based rank among the selected codes (codes are in sorted order); 0 where not selected."""
+    return np.where(selected, np.cumsum(selected), 0).astype(np.int64)
 
 
-def _sorted(values: pa.Array) -> pa.Array:
-    # Byte order of UTF-8 equals code point order, i.e. Python's sorted() on str.
-    return values.take(pc.sort_indices(values))
-
-
-def _ids_in(values: pa.Array, sorted_keys: pa.Array) -> np.ndarray:
-    """1-based position of each value in `sorted_keys`; 0 where absent."""
-    positions = pc.index_in(values, value_set=sorted_keys)
-    return pc.fill_null(positions, -1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
+def _first_row_of(codes: np.ndarray, n_codes: int) -> np.ndarray:
+    """Row of the first occurrence of each code (np.unique's index sort is stable)."""
+    present, first = np.unique(codes, return_index=True)
+    rows = np.zeros(n_codes, dtype=np.int64)
+    rows[present] = first
+    return rows
 
 
 def _user_time_order(user_id: np.ndarray, ts: np.ndarray) -> np.ndarray:
@@ -69,31 +65,31 @@ def _user_time_order(user_id: np.ndarray, ts: np.ndarray) -> np.ndarray:
 
 def remap_ids(reviews: pd.DataFrame, meta: pd.DataFrame, *, source: str = "reviews.pkl") -> RemapResult:
     """Remap `reviews` (reviewerID, asin, unixReviewTime) with `meta` (asin, category)."""
-    # Work on the distinct values (tens of thousands) and map rows through codes,
-    # instead of hashing the million-row string columns once per lookup.
-    asin_code, distinct_asins = _dictionary(_strings(reviews["asin"]))
-    user_code, distinct_users = _dictionary(_strings(reviews["reviewerID"]))
-    meta_asins, meta_categories = _strings(meta["asin"]), _strings(meta["category"])
-
-    known = pc.is_in(distinct_asins, value_set=meta_asins)
-    item_asins = _sorted(distinct_asins.filter(known))
-    item_id_of_code = _ids_in(distinct_asins, item_asins)
-    item_id_all = item_id_of_code[asin_code]
+    # The ids come from files someone sent: every string column is encoded by
+    # pipeline.id_encoding (no hash the file can steer); the rest works on integer codes.
+    n_rows = len(reviews)
+    asin_code, asins = encode_sorted(pa.concat_arrays([_strings(reviews["asin"]), _strings(meta["asin"])]))
+    review_asin_code, meta_asin_code = asin_code[:n_rows], asin_code[n_rows:]
+    in_reviews = np.bincount(review_asin_code, minlength=len(asins)) > 0
+    in_meta = np.bincount(meta_asin_code, minlength=len(asins)) > 0
+    is_item = in_reviews & in_meta
+    item_asins = asins.filter(pa.array(is_item))
+    item_id_all = _ids_of(is_item)[review_asin_code]
     keep = item_id_all > 0
     n_known = int(keep.sum())
     if n_known == 0:
         raise InputError(f"{source}: none of the {len(reviews)} reviews has an asin that appears in meta.pkl "
                          "(expected the two files to describe the same products)")
 
-    meta_row_of_item = pc.index_in(item_asins, value_set=meta_asins).to_numpy().astype(np.int64)
-    item_category_names = meta_categories.take(pa.array(meta_row_of_item))
-    category_names = _sorted(pc.unique(item_category_names))
-    item_cate = _ids_in(item_category_names, category_names).astype(np.int32)
+    meta_row_of_item = _first_row_of(meta_asin_code, len(asins))[is_item]
+    item_category_names = _strings(meta["category"]).take(pa.array(meta_row_of_item))
+    item_cate_code, category_names = encode_sorted(item_category_names)
+    item_cate = (item_cate_code + 1).astype(np.int32)
 
+    user_code, distinct_users = encode_sorted(_strings(reviews["reviewerID"]))
     user_has_kept_review = np.bincount(user_code[keep], minlength=len(distinct_users)) > 0
-    user_keys = _sorted(distinct_users.filter(pa.array(user_has_kept_review)))
-    user_id_of_code = _ids_in(distinct_users, user_keys)
-    user_id = user_id_of_code[user_code[keep]].astype(np.int32)
+    user_keys = distinct_users.filter(pa.array(user_has_kept_review))
+    user_id = _ids_of(user_has_kept_review)[user_code[keep]].astype(np.int32)
     item_id = item_id_all[keep].astype(np.int32)
     ts = reviews["unixReviewTime"].to_numpy(dtype=np.int64)[keep]
 
@@ -110,8 +106,8 @@ def remap_ids(reviews: pd.DataFrame, meta: pd.DataFrame, *, source: str = "revie
         "reviews_in": int(len(reviews)),
         "reviews_kept": int(n_known),
         "reviews_dropped_unknown_asin": int(len(reviews) - n_known),
-        "unknown_asins": int(len(distinct_asins) - len(item_asins)),
-        "meta_items_without_reviews": int(len(pc.unique(meta_asins)) - n_items),
+        "unknown_asins": int(in_reviews.sum() - n_items),
+        "meta_items_without_reviews": int(in_meta.sum() - n_items),
         "n_items": n_items,
         "n_cats": n_cats,
         "n_users": n_users,
@@ -139,10 +135,12 @@ def remap_ids_within(seconds: float, reviews: pd.DataFrame, meta: pd.DataFrame, 
                      source: str = "reviews.pkl") -> RemapResult:
     """`remap_ids`, or one InputError if it takes longer than `seconds`.
 
-    The ids come from files someone sent: ids crafted to share one Arrow hash
-    make its hash tables quadratic. Arrow's kernels release the GIL, so the
-    remap runs in a daemon thread and this one stops waiting at the limit (the
-    thread ends with the process, which exits on the error).
+    The ids come from files someone sent. `remap_ids` hashes them only under a
+    per-run random key (pipeline.id_encoding), so they cannot be crafted to
+    collide; this limit is the second line for whatever else could be slow.
+    Arrow's kernels release the GIL, so the remap runs in a daemon thread and
+    this one stops waiting at the limit (the thread ends with the process,
+    which exits on the error).
     """
     outcome: dict = {}
 

@@ -26,7 +26,7 @@ LAYERS = (
     ("din_model.parallel.*",),
     ("din_model.run.*",),
     ("pipeline.compat", "pipeline.config", "pipeline.fingerprint", "pipeline.console"),
-    ("pipeline.untrusted.*", "pipeline.tfrecord_io", "pipeline.remap", "pipeline.sequences",
+    ("pipeline.untrusted.*", "pipeline.id_encoding", "pipeline.tfrecord_io", "pipeline.remap", "pipeline.sequences",
      "pipeline.inspect"),
     ("pipeline.raw.*",),
     ("pipeline.settings",),

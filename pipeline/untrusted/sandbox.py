@@ -211,8 +211,11 @@ def _finish(request: _Request, receiver: "_Receiver", outputs: dict, stopped: st
                          f"so it was stopped: expected {job.expected}")
     returncode = outputs["returncodes"].get(index, outputs["child_returncode"] or -signal.SIGKILL)
     header = receiver.header
-    if returncode != 0 or header is None:
+    if returncode != 0:
         raise InputError(f"{path}: {_describe_exit(returncode, limits, outputs['stderr'])}: expected {job.expected}")
+    if header is None:
+        raise InputError(f"{path}: the pickle sandbox exited normally but its reply did not start with one line of "
+                         f"UTF-8 JSON object (the header), so it was refused: expected {job.expected}")
     _report_layers(_strings(header.get("layers"), path))
     if not header.get("ok"):
         raise InputError(_one_line(str(header.get("error", "the pickle sandbox failed"))))
