@@ -36,7 +36,7 @@ from din_model.params import TrainParams
 from din_model.train import steps
 from din_model.train.best_epoch import BestEpoch, early_stopping_fields
 from din_model.train.evaluation import evaluate, predict_split, split_metrics  # noqa: F401  (evaluate: public API)
-from din_model.train.portable_weights import restore_weights
+from din_model.train.portable_weights import assign_weights
 from din_model.train.export import export_saved_model
 from din_model.train.policies import resolve_xla
 from din_model.train.reporting import plot_curves, run_title, write_tensorboard
@@ -140,7 +140,8 @@ def train(spec_path: str | Path | FeatureSpec, run_dir, params: TrainParams, *, 
             train_step = placement.make_train_step(state, params, step_signature(spec, params, device))
             train_epochs(train_step, state, files, spec, params, device, done, epochs, placement, progress_callback)
             if placement.writes_run_dir:
-                restore_weights(state.model, state.checkpoint_to_export(params.restore_best), state.checkpoint)
+                if params.restore_best:
+                    assign_weights(state.model, state.checkpoint_to_export(params.restore_best))
                 export_saved_model(state.model, maxlen, files.saved_model)
         if placement.writes_run_dir:
             finish_run(state, files, spec, params, device, epochs, placement.describe())

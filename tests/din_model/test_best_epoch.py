@@ -38,7 +38,7 @@ PEAK_AT_2 = [0.6, 0.8, 0.7, 0.75, 0.78, 0.79]
 
 @pytest.fixture(scope="module")
 def spec_path(tmp_path_factory):
-    return write_random_fixture(tmp_path_factory.mktemp("data"), sizes=(("train", 1200), ("val", 300), ("test", 300)),
+    return write_random_fixture(tmp_path_factory.mktemp("data"), sizes=(("train", 640), ("val", 200), ("test", 200)),
                                 n_items=60, n_cats=6, num_shards=2)
 
 
@@ -65,7 +65,7 @@ def test_patience_and_restore_best_are_checked_and_part_of_the_run_id():
 
 
 def val_features(spec, params):
-    features, _ = next(iter(make_dataset(spec, "val", 300, shuffle=False, maxlen=params.maxlen,
+    features, _ = next(iter(make_dataset(spec, "val", 200, shuffle=False, maxlen=params.maxlen,
                                          history_fields=params.history_features)))
     return features
 
@@ -149,7 +149,7 @@ def test_a_spent_patience_stops_the_loop_and_a_rerun_trains_no_more(spec_path, t
 @pytest.mark.parametrize("killed_at, aucs_after", [
     ("train:epoch3:checkpointed", [0.75]),
     # latest checkpoint of the new best epoch written, its best copy not yet: the resume keeps it
-    ("train:epoch2:checkpointed", [0.7, 0.75]),
+    pytest.param("train:epoch2:checkpointed", [0.7, 0.75], marks=pytest.mark.slow),
 ])
 def test_a_killed_and_resumed_run_remembers_its_best_epoch(spec_path, tmp_path, monkeypatch, killed_at, aucs_after):
     params = TrainParams(**TINY, epochs=4)
@@ -172,12 +172,13 @@ def test_a_killed_and_resumed_run_remembers_its_best_epoch(spec_path, tmp_path, 
     assert_exports_epoch(spec_path, tmp_path / "run", params, 2, 4)
 
 
+@pytest.mark.slow
 def test_on_the_npu_stand_in_the_same_epoch_is_chosen(tmp_path, npu_standin, monkeypatch):  # noqa: F811
     spec_path = write_random_fixture(tmp_path / "data")
     monkeypatch.setattr(training, "split_metrics", scripted_split_metrics(PEAK_AT_2))
-    result = training.train(spec_path, tmp_path / "run", TrainParams(**{**TINY, "batch_size": 16, "device": "npu"},
-                                                                      epochs=5, patience=2))
-    assert (result["device"], result["best_epoch"], result["stopped_early"], result["epochs_run"]) == ("npu", 2, True, 4)
+    result = training.train(spec_path, tmp_path / "run", TrainParams(**{**TINY, "batch_size": 40, "device": "npu"},
+                                                                      epochs=4, patience=1))
+    assert (result["device"], result["best_epoch"], result["stopped_early"], result["epochs_run"]) == ("npu", 2, True, 3)
     assert result["checkpoint"] == str(tmp_path / "run" / "checkpoints" / "best" / "ckpt-2")
 
 
@@ -216,6 +217,7 @@ def test_two_npu_ranks_stop_together_at_the_epoch_rank_zero_chose(tmp_path, monk
         return real_popen([sys.executable, "-c", entry, *command[3:]], cwd=REPO, **kwargs)
 
     monkeypatch.setattr(npu_ranks.subprocess, "Popen", scripted_rank)
+    monkeypatch.setattr(npu_ranks.importlib.util, "find_spec", lambda name: object())  # the ranks import the stand-in
     params = TrainParams(**{**TINY, "batch_size": 32, "device": "npu"}, epochs=5, patience=2)
     result = npu_ranks.launch_ranks(NpuOptions(devices=2, rank_table_file=str(table)), spec_path, tmp_path / "run",
                                     params, poll_seconds=0.1)
@@ -238,7 +240,7 @@ def test_two_cluster_workers_stop_together_at_the_epoch_the_chief_chose(tmp_path
                  for index in range(2)]
     outputs = [process.communicate(timeout=300)[0] for process in processes]
     for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-3000:]
+        assert process.returncode == 0, "\n".join(line for line in output.splitlines() if "WARNING" not in line)[-3000:]
         assert "[train] stopping early after epoch 4" in output
     metrics = json.loads((tmp_path / "run-0" / "metrics.json").read_text())
     assert (metrics["workers"], metrics["best_epoch"], metrics["stopped_early"], metrics["epochs_run"]) == (2, 2, True, 4)
