@@ -70,6 +70,10 @@ class TrainParams:
     # Comma-separated subset of SEQUENCE_FEATURES, used when model is din_seq; the default is the
     # best set measured (docs/accuracy.md, "Order-aware inputs").
     sequence_features: str = "time_gap"
+    # Early stopping (din_model/train/best_epoch.py): stop after `patience` epochs without a validation AUC
+    # gain (0: run every epoch); `restore_best` exports and evaluates the best epoch's weights, not the last.
+    patience: int = 0
+    restore_best: bool = True
 
     def __post_init__(self) -> None:
         self.validate()
@@ -98,6 +102,8 @@ class TrainParams:
         for name in ("batch_size", "epochs", "embed_dim"):
             _require(isinstance(getattr(self, name), int) and getattr(self, name) > 0, name,
                      "a positive integer", getattr(self, name))
+        _require(isinstance(self.patience, int) and not isinstance(self.patience, bool) and self.patience >= 0,
+                 "patience", "an integer >= 0 (0: no early stopping)", self.patience)
         _require(self.learning_rate > 0, "learning_rate", "a positive number", self.learning_rate)
         _require(0.0 <= self.dropout < 1.0, "dropout", "a number in [0, 1)", self.dropout)
         _require(self.l2 >= 0.0, "l2", "a number >= 0", self.l2)

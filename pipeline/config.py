@@ -70,6 +70,11 @@ class train(luigi.Config):
     sequence_features = luigi.Parameter(default="time_gap",
                                         description="din_seq's order-aware inputs, comma-separated: recency, "
                                                     "time_gap, last_item (or none)")
+    patience = luigi.IntParameter(default=0, description="Stop after this many epochs without a validation AUC gain "
+                                                         "(0: run every epoch).")
+    restore_best = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+                                       description="Export and evaluate the epoch with the best validation AUC "
+                                                   "(false: the last epoch).")
     # Not a model setting (current_train_params leaves it out, so it is not in the run id).
     worker_timeout = luigi.FloatParameter(default=300.0, description="TF_CONFIG clusters: seconds a worker waits "
                                                                      "for the others to start.")

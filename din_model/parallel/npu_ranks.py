@@ -37,6 +37,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from din_common.atomic import write_json_atomic
 from din_common.errors import InputError, RunFailed
 from din_common.feature_spec import FeatureSpec
 from din_model.params import TrainParams
@@ -121,6 +122,21 @@ class NpuRankPlacement(Placement):
             state.save(epoch)
         if self.sync_dir:
             self._rank_zero_reached(f"epoch{epoch}")
+
+    def save_best(self, state: TrainingState, epoch: int) -> None:
+        if self.writes_run_dir:
+            state.save_best(epoch)
+
+    def share_from_writer(self, values: list, moment: str) -> list[float]:
+        """With the launcher's sync directory, through a file rank 0 writes there: the others wait for it
+        outside any collective while rank 0 validates, as for its checkpoint."""
+        if not self.sync_dir:
+            return super().share_from_writer(values, moment)
+        shared = Path(self.sync_dir) / f"rank0-shared-{moment}.json"
+        if self.rank == 0:
+            write_json_atomic(shared, {"values": [float(value) for value in values]})
+        self._rank_zero_reached(f"shared-{moment}")
+        return json.loads(shared.read_text())["values"]
 
     def barrier(self) -> None:
         if self.sync_dir:

@@ -8,7 +8,8 @@ differs between the ways of training sits behind its methods:
   gradients all-reduced over NPU ranks) and the batches of an epoch (`epoch_batches`:
   the whole split, or this process's part for a fixed number of steps), run a step or,
   for one process on a CPU or GPU, several steps per call (`epoch_steps`);
-- who writes the run directory (`writes_run_dir`), agreement and barriers between processes.
+- who writes the run directory (`writes_run_dir`), agreement and barriers between processes, and
+  how the writer's decisions (a new best epoch, stop early) reach the others (`share_from_writer`).
 
 Each implementation answers the abstract methods; the others have defaults that hold for a
 process training on its own data with its own checkpoints. The implementations:
@@ -143,6 +144,16 @@ class Placement(abc.ABC):
     def save(self, state: TrainingState, epoch: int) -> None:
         """Checkpoint after `epoch` (after its metrics are written)."""
         state.save(epoch)
+
+    def save_best(self, state: TrainingState, epoch: int) -> None:
+        """Keep the checkpoint of `epoch` (already saved as the latest) as the best epoch's."""
+        state.save_best(epoch)
+
+    def share_from_writer(self, values: list, moment: str) -> list[float]:
+        """The writer's `values` on every process (each calls this at the same `moment`, e.g. "epoch3"): what
+        only the writer knows, such as the decisions it takes from validation."""
+        return [float(value) for value in
+                self.sum_over_processes([float(value) if self.writes_run_dir else 0.0 for value in values])]
 
     def agree_on(self, value: int, what: str) -> None:
         """InputError unless every process holds the same value."""

@@ -3,9 +3,10 @@
 Owns the loop over epochs and its run directory contract:
 - `train`: per epoch, stream the train split through the compiled step, evaluate val
   (AUC, GAUC, logloss), write TensorBoard scalars, metrics.json and a checkpoint (model,
-  optimizer, epoch counter). A rerun resumes after the last checkpointed epoch. A nan/inf
-  loss stops with `TrainingDiverged` and leaves the last good checkpoint. At the end:
-  SavedModel, curves.png.
+  optimizer, epoch counter), and keep the best epoch's checkpoint beside it; stop after
+  `[train] patience` epochs without a gain (din_model/train/best_epoch.py). A rerun resumes
+  after the last checkpointed epoch. A nan/inf loss stops with `TrainingDiverged` and leaves
+  the last good checkpoint. At the end: SavedModel (of the best epoch with `restore_best`), curves.png.
 - How this process takes part (alone, a TF_CONFIG worker, an NPU rank) is a `Placement`
   (din_model/parallel/), chosen by `choose_placement`; only the process that writes
   the run directory validates and writes.
@@ -34,7 +35,9 @@ from din_model.parallel.choose import choose_placement, placement_on
 from din_model.parallel.placement import Placement
 from din_model.params import TrainParams
 from din_model.train import steps
+from din_model.train.best_epoch import BestEpoch, early_stopping_fields
 from din_model.train.evaluation import evaluate, predict_split, split_metrics  # noqa: F401  (evaluate: public API)
+from din_model.train.portable_weights import assign_weights
 from din_model.train.export import export_saved_model
 from din_model.train.policies import resolve_xla
 from din_model.train.reporting import plot_curves, run_title, write_tensorboard
@@ -139,6 +142,8 @@ def train(spec_path: str | Path | FeatureSpec, run_dir, params: TrainParams, *, 
             train_step = placement.make_train_step(state, params, step_signature(spec, params, device))
             train_epochs(train_step, state, files, spec, params, device, done, epochs, placement, progress_callback)
             if placement.writes_run_dir:
+                if params.restore_best:
+                    assign_weights(state.model, state.checkpoint_to_export(params.restore_best))
                 export_saved_model(state.model, maxlen, files.saved_model)
         if placement.writes_run_dir:
             finish_run(state, files, spec, params, device, epochs, placement.describe())
@@ -153,11 +158,15 @@ def train(spec_path: str | Path | FeatureSpec, run_dir, params: TrainParams, *, 
 def train_epochs(train_step, state: TrainingState, files: RunFiles, spec: FeatureSpec, params: TrainParams,
                  device: DeviceChoice, done: int, epochs: list, placement: Placement,
                  progress_callback: Optional[ProgressCallback]) -> list:
-    """Epochs done+1..params.epochs: train, validate, record, checkpoint; `epochs` grows in place."""
+    """Epochs done+1..params.epochs: train, validate, record, checkpoint (and keep the best), until the patience
+    is spent; `epochs` grows in place. The writer decides from its validation, the others follow it."""
     train_samples = max(1, spec.samples("train"))
     if placement.writes_run_dir:
         predict_step = steps.make_predict_step(state.model, step_signature(spec, params, device))
         writer = tf.summary.create_file_writer(str(files.tensorboard))
+    best = BestEpoch.from_records(epochs)
+    if done and _resumed_run_stops(state, params, done, best, placement):
+        return epochs
     for epoch in range(done + 1, params.epochs + 1):
         def report(samples, epoch=epoch):
             fraction = (epoch - 1 + samples / train_samples) / params.epochs
@@ -167,24 +176,48 @@ def train_epochs(train_step, state: TrainingState, files: RunFiles, spec: Featur
         loss, rate = run_epoch(train_step, state, spec, params, device, epoch, report, placement)
         record = {"epoch": epoch, "train_loss": loss, "train_samples_per_s": rate}
         epochs.append(record)
+        improved = stop = False
         if placement.writes_run_dir:
             record["val"] = split_metrics(predict_split(predict_step, spec, "val", params, device))
+            improved = best.update(record)
+            stop = best.patience_spent(epoch, params.patience)
             write_tensorboard(writer, epoch, record)
             # metrics.json first, then the checkpoint: a kill in between leaves a record for an
             # epoch without its checkpoint, which the resume drops and retrains (never the reverse).
             write_json_atomic(files.metrics, {**_metrics_document(device, params, spec, epochs, done=False,
                                                                   checkpoint=state.checkpoint_path(epoch)),
                                               **placement.describe()})
+        improved, stop = map(bool, placement.share_from_writer([improved, stop], f"epoch{epoch}"))
         kill_point(f"train:epoch{epoch}:metrics-written")
         placement.save(state, epoch)
         kill_point(f"train:epoch{epoch}:checkpointed")
+        # The best checkpoint after the latest one: a kill in between is mended on resume (_resumed_run_stops).
+        if improved and params.restore_best:
+            placement.save_best(state, epoch)
+            kill_point(f"train:epoch{epoch}:best-kept")
         val = (f", val auc {record['val']['auc']:.4f} gauc {record['val']['gauc']:.4f} "
                f"logloss {record['val']['logloss']:.4f}" if "val" in record else "")
         _print_and_report(progress_callback, epoch / params.epochs,
                           f"[train] epoch {epoch}/{params.epochs}: loss {loss:.4f}, {rate:,.0f} samples/s{val} "
                           f"({device.name}, {device.precision}{', xla' if params.jit_compile else ''}"
                           f"{placement.progress_label})")
+        if stop:
+            _print_and_report(progress_callback, 1.0, f"[train] stopping early after epoch {epoch}: "
+                              f"[train] patience = {params.patience} epoch(s) without a validation AUC gain")
+            break
     return epochs
+
+
+def _resumed_run_stops(state: TrainingState, params: TrainParams, done: int, best: BestEpoch,
+                       placement: Placement) -> bool:
+    """On resume after `done` epochs: keep the restored state as the best checkpoint if the run was killed after
+    checkpointing a new best epoch but before keeping it; True if the run had already stopped early."""
+    keep = placement.writes_run_dir and params.restore_best and best.epoch == done and not state.holds_best(done)
+    keep, stop = map(bool, placement.share_from_writer([keep, best.patience_spent(done, params.patience)],
+                                                       f"resumed{done}"))
+    if keep:
+        placement.save_best(state, done)
+    return stop
 
 
 def finish_run(state: TrainingState, files: RunFiles, spec: FeatureSpec, params: TrainParams, device: DeviceChoice,
@@ -192,7 +225,7 @@ def finish_run(state: TrainingState, files: RunFiles, spec: FeatureSpec, params:
     """After the last epoch (the SavedModel already exported): curves.png and the final metrics.json."""
     plot_curves(epochs, files.curves, run_title(files.root))
     result = _metrics_document(device, params, spec, epochs, done=True,
-                               checkpoint=state.manager.latest_checkpoint)
+                               checkpoint=state.checkpoint_to_export(params.restore_best))
     result.update(saved_model=str(files.saved_model), curves=str(files.curves), **(metrics_fields or {}))
     write_json_atomic(files.metrics, {**read_metrics(files.metrics), **result})
     return read_metrics(files.metrics)
@@ -201,11 +234,12 @@ def finish_run(state: TrainingState, files: RunFiles, spec: FeatureSpec, params:
 def _metrics_document(device: DeviceChoice, params: TrainParams, spec: FeatureSpec, epochs: list[dict], *,
                       done: bool, checkpoint: str | None) -> dict:
     return {**device.describe(), "cpu_kernels": cpu_kernels.CHOICE, "epochs": epochs, "epochs_planned": params.epochs,
-            "training_done": done,
+            "training_done": done, **early_stopping_fields(epochs, params),
             "checkpoint": checkpoint, "params": params.to_dict(), "tfrecord_fingerprint": spec.fingerprint}
 
 
 def training_complete(metrics_path: str | Path, params: TrainParams) -> bool:
-    """metrics.json says training finished with all `params.epochs` epochs."""
+    """metrics.json says training finished with all `params.epochs` epochs, or stopped early."""
     document = read_metrics(metrics_path)
-    return bool(document.get("training_done")) and len(document.get("epochs", [])) >= params.epochs
+    return bool(document.get("training_done")) and (len(document.get("epochs", [])) >= params.epochs
+                                                    or bool(document.get("stopped_early")))

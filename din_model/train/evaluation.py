@@ -2,8 +2,8 @@
 
 - `predict_split`: probabilities of a whole split, streamed (static-shape devices get
   their last batch padded and the padding dropped).
-- `evaluate`: test AUC, GAUC and logloss of the last checkpoint (written on either
-  supported stack), the item-popularity baseline and, on synthetic data
+- `evaluate`: test AUC, GAUC and logloss of the exported checkpoint (the best epoch's with
+  `[train] restore_best`, else the last; written on either supported stack), the item-popularity baseline and, on synthetic data
   (`raw/oracle.json`), the oracle AUC and the share of the popularity-to-oracle gap closed;
   RelaImpr against popularity and against plain DIN (the `model = din` run of the same
   settings and shards, when it has been evaluated); merged into metrics.json.
@@ -100,7 +100,8 @@ def relative_improvements(test_auc: float, popularity_auc: float, din_auc: float
 
 def evaluate(spec_path: str | Path | FeatureSpec, run_dir, params: TrainParams, *, oracle_path: str | Path | None = None,
              plain_din_auc: float | None = None, npu_numerics: dict | None = None) -> dict:
-    """Test metrics of the last checkpoint + baselines, merged into metrics.json under `test`.
+    """Test metrics of the exported checkpoint (`TrainingState.checkpoint_to_export`) + baselines, merged into
+    metrics.json under `test`.
 
     `plain_din_auc`: the plain-DIN test AUC to compute RelaImpr against; by default that of
     this run's plain-DIN twin (`plain_din_test_auc`, with the run id's `npu_numerics`), or this run's own
@@ -111,9 +112,10 @@ def evaluate(spec_path: str | Path | FeatureSpec, run_dir, params: TrainParams, 
     device = select_device(params.device, params.precision)
     with device.scope():
         state = TrainingState(params, spec, device, files.checkpoints)
-        if not state.manager.latest_checkpoint:
+        checkpoint = state.checkpoint_to_export(params.restore_best)
+        if not checkpoint:
             raise InputError(f"{files.checkpoints}: no checkpoint to evaluate; run training first (TrainDIN)")
-        restore_weights(state.model, state.manager.latest_checkpoint, state.checkpoint)
+        restore_weights(state.model, checkpoint, state.checkpoint)
         test = predict_split(steps.make_predict_step(state.model, steps.step_signature(spec, params, device)), spec, "test",
                              params, device)
     result = {"test": split_metrics(test),

@@ -6,6 +6,8 @@ Owns the `weights/` node of a training checkpoint: every weight of the model und
 trained on the Ascend stack (TF 2.6, Keras 2) restores and scores on the modern stack
 (Keras 3) through this node only. Checkpoints written before the node existed restore
 through the whole training state, on the stack that wrote them (`restore_weights`'s fallback).
+`assign_weights` sets a live model's weights from the node without creating a variable (the
+training loop's way back to the best epoch, where creating one is a collective of a multi-worker strategy).
 """
 from __future__ import annotations
 
@@ -47,3 +49,10 @@ def restore_weights(model, checkpoint_path: str, whole_state: tf.train.Checkpoin
         raise InputError(f"{checkpoint_path}: the checkpoint has no weights {missing[:5]} of this model; was it "
                          "trained with other [train] settings (embed_dim, hidden sizes, activation, dropout)?")
     tf.train.Checkpoint(**{NODE: WeightsByName(named)}).restore(checkpoint_path).expect_partial()
+
+
+def assign_weights(model, checkpoint_path: str) -> None:
+    """Set the model's weights to the checkpoint's `weights/` node by assignment only."""
+    reader = tf.train.load_checkpoint(checkpoint_path)
+    for name, variable in model.named_weights().items():
+        variable.assign(reader.get_tensor(f"{NODE}/{name}/.ATTRIBUTES/VARIABLE_VALUE"))

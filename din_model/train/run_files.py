@@ -2,7 +2,8 @@
 
 `RunFiles`: the paths of a run directory (`params.json checkpoints/ saved_model/ tensorboard/
 metrics.json curves.png`); `read_metrics` its metrics.json (empty before the first epoch);
-`CHECKPOINT_NAME` the prefix of the checkpoint files.
+`CHECKPOINT_NAME` the prefix of the checkpoint files, `BEST_CHECKPOINT_DIR` the folder of the best
+epoch's checkpoint inside `checkpoints/`.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 from pathlib import Path
 
 CHECKPOINT_NAME = "ckpt"
+BEST_CHECKPOINT_DIR = "best"
 
 
 class RunFiles:

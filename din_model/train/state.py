@@ -1,9 +1,10 @@
 """The training state: model, optimizer and epoch counter, checkpointed together.
 
 `TrainingState` builds the model for the feature spec and the device, wraps the optimizer
-for the device, and keeps the checkpoint manager of a run's checkpoints (with the model's
-weights also under portable names, din_model/train/portable_weights.py, so either stack
-reads them).
+for the device, and keeps the checkpoint managers of a run: the latest epochs' checkpoints
+(resume starts from the last) and, in `best/` beside them, the best epoch's (the one exported and
+evaluated with `[train] restore_best`), each with the model's weights also under portable names
+(din_model/train/portable_weights.py), so either stack reads them.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from din_model.model.network import build_model
 from din_model.params import TrainParams
 from din_model.train.optimizer import FusedAdam
 from din_model.train.portable_weights import NODE as PORTABLE_WEIGHTS, WeightsByName
-from din_model.train.run_files import CHECKPOINT_NAME
+from din_model.train.run_files import BEST_CHECKPOINT_DIR, CHECKPOINT_NAME
 
 
 class TrainingState:
@@ -36,6 +37,8 @@ class TrainingState:
         self.checkpoint_dir = Path(checkpoint_dir)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(checkpoint_dir), max_to_keep=3,
                                                   checkpoint_name=CHECKPOINT_NAME)
+        self.best_manager = tf.train.CheckpointManager(self.checkpoint, str(self.checkpoint_dir / BEST_CHECKPOINT_DIR),
+                                                       max_to_keep=1, checkpoint_name=CHECKPOINT_NAME)
 
     def restore_latest(self, checkpoint_dir: Optional[Path] = None) -> int:
         """Restore the last checkpoint of `checkpoint_dir` (default: this state's own; a cluster's other
@@ -52,3 +55,18 @@ class TrainingState:
     def save(self, epochs_done: int) -> str:
         self.epoch.assign(epochs_done)
         return self.manager.save(checkpoint_number=epochs_done)
+
+    def save_best(self, epochs_done: int) -> str:
+        """Keep the state after `epochs_done` (saved as the latest first) as the best epoch's checkpoint."""
+        self.epoch.assign(epochs_done)
+        return self.best_manager.save(checkpoint_number=epochs_done)
+
+    def holds_best(self, epochs_done: int) -> bool:
+        """The best checkpoint is that of epoch `epochs_done`."""
+        return self.best_manager.latest_checkpoint == str(self.checkpoint_dir / BEST_CHECKPOINT_DIR /
+                                                          f"{CHECKPOINT_NAME}-{epochs_done}")
+
+    def checkpoint_to_export(self, restore_best: bool) -> str | None:
+        """The checkpoint a finished run exports and evaluates: the best epoch's with `restore_best` (when one was
+        kept), else the latest."""
+        return (restore_best and self.best_manager.latest_checkpoint) or self.manager.latest_checkpoint

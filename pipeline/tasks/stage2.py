@@ -40,7 +40,7 @@ def current_train_params():
     section = config.train()
     names = ("batch_size", "epochs", "learning_rate", "embed_dim", "attention_hidden", "mlp_hidden", "activation",
              "attention_softmax", "dropout", "l2", "mini_batch_aware_l2", "use_category", "device", "precision",
-             "seed", "history_layout", "xla", "model", "sequence_features")
+             "seed", "history_layout", "xla", "model", "sequence_features", "patience", "restore_best")
     return TrainParams(**{name: getattr(section, name) for name in names})
 
 

@@ -98,7 +98,7 @@ TINY_TRAINING = ["--train-epochs", "3", "--train-batch-size", "256", "--train-em
 
 
 @pytest.mark.parametrize("kill_at, resumed_after", [("train:epoch2:step2", 1), ("train:epoch2:metrics-written", 1),
-                                                   ("train:epoch2:checkpointed", 2)])
+                                                   ("train:epoch2:checkpointed", 2), ("train:epoch1:best-kept", 1)])
 def test_training_killed_resumes_from_its_last_checkpoint(tmp_path, reference, kill_at, resumed_after):
     data_dir = tmp_path / "data"
     killed = run_pipeline(data_dir, task="AllTasks", kill_at=kill_at, extra=TINY_TRAINING)
