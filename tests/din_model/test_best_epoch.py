@@ -113,6 +113,7 @@ def test_a_run_peaking_at_epoch_2_of_4_exports_and_evaluates_epoch_2(spec_path, 
     assert evaluated["test"]["auc"] == pytest.approx(metric_functions.auc(test["label"], test["probability"]), abs=1e-9)
 
 
+@pytest.mark.slow  # four training epochs and an export: the README's quick run keeps one such test
 def test_restore_best_off_exports_the_last_epoch(spec_path, tmp_path, monkeypatch):
     monkeypatch.setattr(training, "split_metrics", scripted_split_metrics(PEAK_AT_2))
     params = TrainParams(**TINY, epochs=3, restore_best=False)
@@ -133,6 +134,7 @@ def recording_epochs(monkeypatch) -> list:
     return trained
 
 
+@pytest.mark.slow  # four training epochs and an export: the README's quick run keeps one such test
 def test_a_spent_patience_stops_the_loop_and_a_rerun_trains_no_more(spec_path, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(training, "split_metrics", scripted_split_metrics(PEAK_AT_2))
     trained = recording_epochs(monkeypatch)
@@ -147,7 +149,7 @@ def test_a_spent_patience_stops_the_loop_and_a_rerun_trains_no_more(spec_path, t
 
 
 @pytest.mark.parametrize("killed_at, aucs_after", [
-    ("train:epoch3:checkpointed", [0.75]),
+    pytest.param("train:epoch3:checkpointed", [0.75], marks=pytest.mark.slow),
     # latest checkpoint of the new best epoch written, its best copy not yet: the resume keeps it
     pytest.param("train:epoch2:checkpointed", [0.7, 0.75], marks=pytest.mark.slow),
 ])
