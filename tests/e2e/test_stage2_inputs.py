@@ -13,6 +13,8 @@ from pipeline.tasks import stage2
 from tests.e2e.test_cli_output import SCHEDULING_ERROR, TASK_FAILED, TINY, assert_one_error, luigi
 from tests.helpers.luigi_config import luigi_settings
 
+pytestmark = pytest.mark.slow  # seven `luigi` commands and a stage-1 run: CI runs them with the slow tests
+
 TRAIN = ["TrainDIN", *TINY, "--train-epochs", "1", "--train-embed-dim", "4", "--train-device", "cpu"]
 SETTINGS = {"raw": {"synthetic_users": "300", "synthetic_items": "400", "synthetic_categories": "12"},
             "preprocess": {"num_shards": "2", "maxlen": "5", "prebatch": "64"},
