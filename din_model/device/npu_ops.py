@@ -91,6 +91,12 @@ ADAPTER_OPS = {
     "HcomAllReduce": "distribute/hccl_ops.py allreduce", "HcomBroadcast": "distribute/hccl_ops.py broadcast",
 }
 
+# op type -> why it may sit in the exported SavedModel's signature although no graph the NPU trains or
+# evaluates with holds it: the serving function's input checks (tf.debugging.assert_*, din_model/train/export.py).
+# A SavedModel is served by TensorFlow on a CPU or GPU host; were it loaded under the adapter, an op outside
+# npu_supported_ops.json runs on the host CPU (docs/ascend.md, "Serving").
+SERVING_CHECK_OPS = {"Assert": "the SavedModel's input checks (tf.debugging.assert_*), run where it is served"}
+
 # op type -> (the API marked not supported that emits it, its row)
 NOT_SUPPORTED = {
     "Einsum": ("tf.einsum", 3221),
