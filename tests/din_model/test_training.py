@@ -167,7 +167,8 @@ def test_gpu_mixed_precision_path_trains_resumes_and_exports_on_cpu(spec_path, t
     assert [record["epoch"] for record in result["epochs"]] == [1, 2, 3]
     assert result["epochs"][-1]["val"]["auc"] > 0.75 and evaluated["test"]["auc"] > 0.75
     scorer = load_scorer(tmp_path / "run" / "saved_model", "serving_default")
-    ones = tf.ones([3, 5], tf.int32)
+    maxlen = scorer.structured_input_signature[1]["hist_item"].shape[1]  # the serving checks want exactly maxlen
+    ones = tf.ones([3, maxlen], tf.int32)
     probability = scorer(hist_item=ones, hist_cate=ones, target_item=ones[:, 0], target_cate=ones[:, 0])["probability"]
     assert probability.dtype == tf.float32 and np.all((probability.numpy() > 0) & (probability.numpy() < 1))
 
