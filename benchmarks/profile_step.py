@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import describe  # noqa: E402
 from benchmarks.train import PRESETS, fresh_train_step, preset_setup  # noqa: E402
 from din_model.params import HISTORY_LAYOUTS  # noqa: E402
 
@@ -95,7 +96,8 @@ def main() -> None:
                       "step_ms": round(step_ms, 1), "samples_per_s": round(params.batch_size / step_ms * 1000),
                       "op_thread_ms_per_step": round(total, 1), "matmul_thread_ms_per_step": round(matmul, 1),
                       "matmul_share": round(matmul / total, 3),
-                      "top_op_types_ms": {name: round(ms, 2) for name, ms in by_type.most_common(15)}}))
+                      "top_op_types_ms": {name: round(ms, 2) for name, ms in by_type.most_common(15)},
+                      "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "machine": describe()}))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import din_model  # noqa: E402,F401  (the same TensorFlow environment as our trainer: cpu_kernels)
+from benchmarks.machine import describe  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -180,7 +181,8 @@ def main() -> None:
     print(json.dumps({"reference_keras_fit_samples_per_s": round(statistics.median(rates)),
                       "window_samples_per_s": [round(rate) for rate in rates], "keras": keras_version(),
                       "tensorflow": tf.__version__, "warmup": args.warmup, "steps": WINDOWS * per_window,
-                      "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TensorFlow's default")}))
+                      "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TensorFlow's default"),
+                      "machine": describe()}))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 # din_model sets TensorFlow's environment (log level, oneDNN kernels) before TensorFlow
 # loads; the baseline's process inherits it, so both sides run the same kernels.
 import din_model  # noqa: E402,F401
+from benchmarks.machine import describe  # noqa: E402
 from din_model.params import HISTORY_LAYOUTS, MODELS, XLA_MODES  # noqa: E402
 from din_model.train.policies import resolve_xla  # noqa: E402
 from din_model.train.steps import STEPS_PER_CALL, make_step_loop  # noqa: E402
@@ -223,7 +224,8 @@ def main(argv=None) -> None:
                       "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "jit_compile": params.jit_compile,
                       "history_layout": resolve_history_layout(params, device.static_shapes),
                       "model": params.model, "sequence_features": list(params.active_sequence_features),
-                      "steps": args.steps, "steps_per_call": args.steps_per_call, **baseline}))
+                      "steps": args.steps, "steps_per_call": args.steps_per_call, **baseline,
+                      "machine": describe()}))
 
 
 if __name__ == "__main__":

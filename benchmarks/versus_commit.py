@@ -6,17 +6,18 @@ Checks BASE_COMMIT out into a temporary git worktree, then runs `benchmarks/<scr
 from the base and from this checkout (base, head, base, head, ...: machine noise falls on both sides),
 each run in its own process with PYTHONPATH pointing at its tree, so each imports its own code. Every
 run's last JSON line is kept; `--metric` (a key of that line; dotted for nested keys) is compared.
-Prints one JSON line: the CPU model, each side's values, their medians and `head_over_base` (the ratio
-of medians; for a time, below 1 means this checkout is faster).
+Prints one JSON line: the machine (benchmarks/machine.py), each side's values, their medians and `head_over_base` (the ratio
+of medians; for a time, below 1 means this checkout is faster), and every run's JSON line (`runs`).
 Both sides must accept the same arguments; the data the benchmark generates is made by the first run
-and reused by the others when the script supports it (preprocess.py and train.py do).
+and reused by the others when the script supports it (preprocess.py and train.py do). With
+`--script-from-head`, both sides run this checkout's script (for a benchmark newer than the base commit,
+e.g. noop_run.py): each side still imports its own tree's code and reads its own luigi.cfg.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,16 +25,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+sys.path.insert(0, str(REPO / "benchmarks"))
+from machine import describe  # noqa: E402
 
 
 def last_json(output: str) -> dict:
@@ -50,9 +43,10 @@ def metric_of(result: dict, dotted: str) -> float:
     return float(value)
 
 
-def run_once(tree: Path, script_and_args: list[str]) -> dict:
+def run_once(tree: Path, script_and_args: list[str], script_tree: Path | None = None) -> dict:
     environment = {**os.environ, "PYTHONPATH": str(tree)}
-    done = subprocess.run([sys.executable, str(tree / "benchmarks" / script_and_args[0]), *script_and_args[1:]],
+    script = (script_tree or tree) / "benchmarks" / script_and_args[0]
+    done = subprocess.run([sys.executable, str(script), *script_and_args[1:]],
                           cwd=tree, env=environment, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"ERROR: {script_and_args[0]} failed in {tree} (exit {done.returncode}): "
@@ -65,12 +59,14 @@ def main() -> None:
     parser.add_argument("base", help="the commit to compare against (any git revision)")
     parser.add_argument("--rounds", type=int, default=3, help="runs per side, alternating")
     parser.add_argument("--metric", default="total_s", help="the JSON key compared (dotted for nested keys)")
+    parser.add_argument("--script-from-head", action="store_true",
+                        help="run this checkout's benchmark script on both sides (each imports its own code)")
     argv = sys.argv[1:]
     if "--" not in argv or argv.index("--") == len(argv) - 1:
         parser.error("name the benchmark after --, e.g. -- preprocess.py --data-dir /tmp/b")
     split = argv.index("--")
     args, benchmark = parser.parse_args(argv[:split]), argv[split + 1:]
-    values = {"base": [], "head": []}
+    values, runs = {"base": [], "head": []}, {"base": [], "head": []}
     with tempfile.TemporaryDirectory(prefix="din-versus-") as scratch:
         base_tree = Path(scratch) / "base"
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", "--detach", str(base_tree), args.base],
@@ -78,13 +74,14 @@ def main() -> None:
         try:
             for _ in range(args.rounds):
                 for side, tree in (("base", base_tree), ("head", REPO)):
-                    values[side].append(metric_of(run_once(tree, benchmark), args.metric))
+                    runs[side].append(run_once(tree, benchmark, REPO if args.script_from_head else None))
+                    values[side].append(metric_of(runs[side][-1], args.metric))
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base_tree)], check=False)
     medians = {side: statistics.median(found) for side, found in values.items()}
-    print(json.dumps({"cpu": cpu_model(), "benchmark": benchmark, "metric": args.metric, "base": args.base,
+    print(json.dumps({"machine": describe(), "benchmark": benchmark, "metric": args.metric, "base": args.base,
                       "values": values, "median": medians,
-                      "head_over_base": round(medians["head"] / medians["base"], 4)}))
+                      "head_over_base": round(medians["head"] / medians["base"], 4), "runs": runs}))
 
 
 if __name__ == "__main__":

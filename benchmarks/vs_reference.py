@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from benchmarks.machine import describe  # noqa: E402
 
 
 def last_json_line(command: list) -> dict:
@@ -58,8 +60,8 @@ def main(argv=None) -> None:
                       "reference_median": round(statistics.median(pair["reference"] for pair in pairs)),
                       "ours_settings": results["ours"], "reference_settings": {
                           key: value for key, value in results["reference"].items()
-                          if key not in ("reference_keras_fit_samples_per_s", "window_samples_per_s")},
-                      "command_extra": args.extra}))
+                          if key not in ("reference_keras_fit_samples_per_s", "window_samples_per_s", "machine")},
+                      "command_extra": args.extra, "machine": describe()}))
 
 
 if __name__ == "__main__":

@@ -8,14 +8,13 @@ directory (rename is atomic only within one file system).
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import uuid
 from pathlib import Path
 from typing import Iterator
 
-from din_common.errors import InputError
+from din_common.disk_full import reported_disk_full
 from din_common.faults import kill_point
 
 TMP_MARK = ".tmp-"
@@ -27,22 +26,20 @@ def temporary_path(final_path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(final_path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path to write; on success fsync and rename it to `final_path`."""
+def atomic_path(final_path: str | os.PathLike, size: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path to write; on success fsync and rename it to `final_path`.
+
+    A full disk is one `InputError` naming the file and, when the caller knows it, its `size`."""
     final_path = Path(final_path)
     final_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(final_path)
     try:
-        yield tmp
-        kill_point(f"atomic:{final_path.name}")
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, final_path)
-    except OSError as error:
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise InputError(f"no space left on the device while writing {final_path}: nothing was left "
-                             "half-written; free some space and rerun the same command") from None
-        raise
+        with reported_disk_full(final_path.name, final_path.parent, size):
+            yield tmp
+            kill_point(f"atomic:{final_path.name}")
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, final_path)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -56,9 +53,13 @@ def remove_file(path: str | os.PathLike) -> None:
         pass
 
 
+def write_bytes_atomic(final_path: str | os.PathLike, content: bytes) -> None:
+    with atomic_path(final_path, len(content)) as tmp:
+        tmp.write_bytes(content)
+
+
 def write_json_atomic(final_path: str | os.PathLike, payload: dict) -> None:
-    with atomic_path(final_path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    write_bytes_atomic(final_path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _writer_is_alive(pid: int) -> bool:

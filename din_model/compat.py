@@ -10,6 +10,7 @@ modern stack and `tf.keras` on TF 2.6, whose top-level `keras` package is not th
 """
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -38,6 +39,20 @@ def set_random_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     tf.random.set_seed(seed)
+
+
+def enable_op_determinism() -> None:
+    """Deterministic TensorFlow kernels for the rest of this process (`[train] deterministic`).
+
+    TF >= 2.8 has `tf.config.experimental.enable_op_determinism` (ops without a deterministic kernel then
+    raise instead of varying). TF 2.6 reads the `TF_DETERMINISTIC_OPS` environment variable when a kernel
+    that honours it first runs, so it is set here, before the training run builds or runs any op.
+    """
+    enable = getattr(tf.config.experimental, "enable_op_determinism", None)
+    if enable is not None:
+        enable()
+    else:
+        os.environ["TF_DETERMINISTIC_OPS"] = "1"
 
 
 # --- tf.data ---------------------------------------------------------------------------
@@ -90,6 +105,15 @@ def build_optimizer(optimizer, variables) -> None:
         optimizer.build(variables)
     else:
         optimizer._create_all_weights(variables)  # Keras 2's eager slot creation
+
+
+def learning_rate_variable(optimizer):
+    """The variable holding the learning rate of `optimizer` (or of the one a loss-scaling wrapper holds): the
+    compiled step reads it, so assigning it between epochs retraces nothing, and the checkpoint saves it (Keras 3
+    keeps it in `_learning_rate`, Keras 2 as the `learning_rate` hyperparameter, created with the slots)."""
+    while hasattr(optimizer, "inner_optimizer"):
+        optimizer = optimizer.inner_optimizer
+    return optimizer._learning_rate if KERAS_3 else optimizer._get_hyper("learning_rate")
 
 
 def _is_loss_scaled(optimizer) -> bool:

@@ -74,6 +74,12 @@ class TrainParams:
     # gain (0: run every epoch); `restore_best` exports and evaluates the best epoch's weights, not the last.
     patience: int = 0
     restore_best: bool = True
+    # Learning-rate decay on a plateau (din_model/train/best_epoch.py): the rate is multiplied by `lr_decay_factor`
+    # after `lr_decay_patience` epochs without a validation AUC gain (1.0: no decay).
+    lr_decay_factor: float = 1.0
+    lr_decay_patience: int = 1
+    # Reproducible runs (din_model/compat.py enable_op_determinism, the reader's fixed order, the NPU's option).
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -104,6 +110,12 @@ class TrainParams:
                      "a positive integer", getattr(self, name))
         _require(isinstance(self.patience, int) and not isinstance(self.patience, bool) and self.patience >= 0,
                  "patience", "an integer >= 0 (0: no early stopping)", self.patience)
+        _require(isinstance(self.lr_decay_patience, int) and not isinstance(self.lr_decay_patience, bool)
+                 and self.lr_decay_patience > 0, "lr_decay_patience", "a positive integer", self.lr_decay_patience)
+        _require(0.0 < self.lr_decay_factor <= 1.0, "lr_decay_factor", "a number in (0, 1] (1: no decay)",
+                 self.lr_decay_factor)
+        _require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= 2**32 - 1,
+                 "seed", "an integer from 0 to 4294967295 (numpy's seed range)", self.seed)
         _require(self.learning_rate > 0, "learning_rate", "a positive number", self.learning_rate)
         _require(0.0 <= self.dropout < 1.0, "dropout", "a number in [0, 1)", self.dropout)
         _require(self.l2 >= 0.0, "l2", "a number >= 0", self.l2)
@@ -174,10 +186,20 @@ def run_id(params: TrainParams, tfrecord_fingerprint: str, npu_numerics: dict | 
     """Short stable hash of every training parameter, the shards' fingerprint, the feature spec's content
     (`FeatureSpec.content_fingerprint`: sizes, files, counts; None before stage 1 wrote the spec) and, for a
     run on the NPU, the `[npu]` settings that change the numbers (`NpuOptions.numerics`); without the last
-    two the id is what it always was."""
-    identity = {"params": params.to_dict(), "tfrecords": tfrecord_fingerprint}
+    two the id is what it always was. The learning-rate decay settings count only when the decay is on, and
+    `deterministic` only when true, so runs from before they existed keep their ids."""
+    identity = {"params": _identity_params(params), "tfrecords": tfrecord_fingerprint}
     if npu_numerics:
         identity["npu"] = npu_numerics
     if spec_content:
         identity["spec"] = spec_content
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _identity_params(params: TrainParams) -> dict[str, Any]:
+    values = params.to_dict()
+    if params.lr_decay_factor == 1.0:
+        del values["lr_decay_factor"], values["lr_decay_patience"]
+    if not params.deterministic:
+        del values["deterministic"]
+    return values

@@ -9,6 +9,7 @@ from pipeline.tasks.all import AllTasks
 from pipeline.tasks.stage1 import BuildSequences, PrepareRaw, Preprocess, RemapIds, WriteTFRecords
 from pipeline.tasks.stage2 import EvaluateDIN, TrainDIN
 
-PUBLIC_TASKS = (AllTasks, PrepareRaw, RemapIds, BuildSequences, WriteTFRecords, Preprocess, TrainDIN, EvaluateDIN)
+STAGE1_TASKS = (PrepareRaw, RemapIds, BuildSequences, WriteTFRecords, Preprocess)
+PUBLIC_TASKS = (AllTasks, *STAGE1_TASKS, TrainDIN, EvaluateDIN)
 
-cli.install([task.get_task_family() for task in PUBLIC_TASKS])
+cli.install([task.get_task_family() for task in PUBLIC_TASKS], [task.get_task_family() for task in STAGE1_TASKS])

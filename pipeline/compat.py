@@ -14,7 +14,8 @@ spell it `StringDtype("pyarrow")`, with pd.NA for missing, and have no `str`
 Stage 1 keeps no missing text, so the two agree on every value it writes.
 
 Parquet. pyarrow 12 and 13+ differ in one default (`PARQUET_WRITE_OPTIONS`);
-with it set, stage 1's tables and their schemas are equal on both stacks.
+with it set, stage 1's tables and their schemas are equal on both stacks. Page checksums
+exist from pyarrow 13 on (`PARQUET_PAGE_CHECKSUMS`).
 
 Pickles. Python 3.8+ pickles with protocol 5 by default, which Python 3.7 cannot
 read; the raw pickles stage 1 writes use protocol 4, so a raw dir made under
@@ -24,16 +25,26 @@ of pandas 1.x.)
 """
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 # The highest protocol every supported Python (3.7 on) reads.
 RAW_PICKLE_PROTOCOL = 4
 
+# Page checksums (CRC32 of every data page) are written and verified where pyarrow has them
+# (13 on): a bit flip in a stage-1 parquet is then an error, not different ids. pyarrow 12 (the
+# Python 3.7 stack) has neither option; there only damage that breaks decoding is caught.
+PARQUET_PAGE_CHECKSUMS = "write_page_checksum" in inspect.signature(pq.ParquetWriter.__init__).parameters
+
 # Parquet list columns name their items `element`, as the Parquet spec does: pyarrow's
 # default from 13 on; pyarrow 12 writes `item` unless asked, so ask on every stack.
-PARQUET_WRITE_OPTIONS = {"use_compliant_nested_type": True}
+PARQUET_WRITE_OPTIONS = {"use_compliant_nested_type": True,
+                         **({"write_page_checksum": True} if PARQUET_PAGE_CHECKSUMS else {})}
+PARQUET_READ_OPTIONS = {"page_checksum_verification": True} if PARQUET_PAGE_CHECKSUMS else {}
 
 
 def _text_dtype() -> pd.StringDtype:

@@ -29,7 +29,7 @@ class RemapResult:
     stats: dict = field(default_factory=dict)
 
 
-def _strings(series: pd.Series) -> pa.Array:
+def large_strings(series: pd.Series) -> pa.Array:
     """The column as one arrow string array (zero-copy for pandas' arrow-backed strings)."""
     array = pa.array(series)
     if isinstance(array, pa.ChunkedArray):
@@ -63,72 +63,122 @@ def _user_time_order(user_id: np.ndarray, ts: np.ndarray) -> np.ndarray:
     return np.lexsort((ts, user_id))
 
 
+@dataclass
+class ItemIndex:
+    """The items: asins with meta and reviews, their categories, and item_id per distinct asin."""
+    item_id_of_asin: np.ndarray   # per distinct asin code: item_id, 0 when not an item
+    item_asins: pa.Array
+    item_cate: np.ndarray         # cate_id per item (item_id - 1)
+    category_names: pa.Array
+    in_reviews: np.ndarray        # per distinct asin code
+    in_meta: np.ndarray
+
+
+def index_items(asins: pa.Array, in_reviews: np.ndarray, meta_asin_code: np.ndarray,
+                meta_category: pd.Series) -> ItemIndex:
+    """Items from the distinct asins (sorted), which of them reviews name, and meta's rows.
+
+    `meta_asin_code[r]` is the code of meta row r's asin; the first meta row of an asin
+    gives its category.
+    """
+    in_meta = np.bincount(meta_asin_code, minlength=len(asins)) > 0
+    is_item = in_reviews & in_meta
+    meta_row_of_item = _first_row_of(meta_asin_code, len(asins))[is_item]
+    item_category_names = large_strings(meta_category).take(pa.array(meta_row_of_item))
+    item_cate_code, category_names = encode_sorted(item_category_names)
+    return ItemIndex(item_id_of_asin=_ids_of(is_item), item_asins=asins.filter(pa.array(is_item)),
+                     item_cate=(item_cate_code + 1).astype(np.int32), category_names=category_names,
+                     in_reviews=in_reviews, in_meta=in_meta)
+
+
+def check_known_reviews(n_known: int, n_reviews: int, source: str) -> None:
+    if n_known == 0:
+        raise InputError(f"{source}: none of the {n_reviews} reviews has an asin that appears in meta.pkl "
+                         "(expected the two files to describe the same products)")
+
+
+def index_users(distinct_users: pa.Array, kept_reviews_of_user: np.ndarray, source: str) -> tuple:
+    """(user keys, user_id per distinct user code, n_reviews per user) of the users with kept reviews."""
+    has_kept = kept_reviews_of_user > 0
+    n_reviews = kept_reviews_of_user[has_kept].astype(np.int32)
+    if n_reviews.max() < 2:
+        raise InputError(f"{source}: no user has 2 or more reviews with known asins "
+                         "(each sample needs at least one earlier review as history)")
+    return distinct_users.filter(pa.array(has_kept)), _ids_of(has_kept), n_reviews
+
+
+def duplicate_rows(user_id: np.ndarray, item_id: np.ndarray, ts: np.ndarray) -> int:
+    """Adjacent rows of one (user, item, time) in reviews sorted by (user_id, ts)."""
+    return int(((user_id[1:] == user_id[:-1]) & (item_id[1:] == item_id[:-1]) & (ts[1:] == ts[:-1])).sum())
+
+
+def sorted_reviews_table(user_id: np.ndarray, item_id: np.ndarray, ts: np.ndarray,
+                         item_cate: np.ndarray) -> pa.Table:
+    """reviews.parquet's rows of these reviews, sorted by (user_id, ts), ties in the given order."""
+    order = _user_time_order(user_id, ts)
+    user_id, item_id, ts = user_id[order], item_id[order], ts[order]
+    cate_lookup = np.concatenate([[0], item_cate]).astype(np.int32)
+    return pa.table({"user_id": pa.array(user_id), "item_id": pa.array(item_id),
+                     "cate_id": pa.array(cate_lookup[item_id]), "ts": pa.array(ts)})
+
+
+def key_tables(items: ItemIndex, user_keys: pa.Array, n_reviews: np.ndarray) -> dict[str, pa.Table]:
+    """The items, categories and users tables."""
+    n_items, n_cats, n_users = len(items.item_asins), len(items.category_names), len(user_keys)
+    return {
+        "items": pa.table({"item_id": pa.array(np.arange(1, n_items + 1, dtype=np.int32)),
+                           "asin": items.item_asins.cast(pa.string()),
+                           "cate_id": pa.array(items.item_cate)}),
+        "categories": pa.table({"cate_id": pa.array(np.arange(1, n_cats + 1, dtype=np.int32)),
+                                "category": items.category_names.cast(pa.string())}),
+        "users": pa.table({"user_id": pa.array(np.arange(1, n_users + 1, dtype=np.int32)),
+                           "reviewerID": user_keys.cast(pa.string()),
+                           "n_reviews": pa.array(n_reviews)}),
+    }
+
+
+def remap_stats(reviews_in: int, reviews_kept: int, items: ItemIndex, n_reviews: np.ndarray,
+                duplicates: int) -> dict:
+    n_items = len(items.item_asins)
+    return {
+        "reviews_in": int(reviews_in),
+        "reviews_kept": int(reviews_kept),
+        "reviews_dropped_unknown_asin": int(reviews_in - reviews_kept),
+        "unknown_asins": int(items.in_reviews.sum() - n_items),
+        "meta_items_without_reviews": int(items.in_meta.sum() - n_items),
+        "n_items": n_items,
+        "n_cats": len(items.category_names),
+        "n_users": len(n_reviews),
+        "users_with_2plus_reviews": int((n_reviews >= 2).sum()),
+        # Kept, as in the reference scripts (a re-posted review is still an event); counted here.
+        "duplicate_user_item_time_rows": int(duplicates),
+    }
+
+
 def remap_ids(reviews: pd.DataFrame, meta: pd.DataFrame, *, source: str = "reviews.pkl") -> RemapResult:
     """Remap `reviews` (reviewerID, asin, unixReviewTime) with `meta` (asin, category)."""
     # The ids come from files someone sent: every string column is encoded by
     # pipeline.id_encoding (no hash the file can steer); the rest works on integer codes.
     n_rows = len(reviews)
-    asin_code, asins = encode_sorted(pa.concat_arrays([_strings(reviews["asin"]), _strings(meta["asin"])]))
+    asin_code, asins = encode_sorted(pa.concat_arrays([large_strings(reviews["asin"]),
+                                                       large_strings(meta["asin"])]))
     review_asin_code, meta_asin_code = asin_code[:n_rows], asin_code[n_rows:]
-    in_reviews = np.bincount(review_asin_code, minlength=len(asins)) > 0
-    in_meta = np.bincount(meta_asin_code, minlength=len(asins)) > 0
-    is_item = in_reviews & in_meta
-    item_asins = asins.filter(pa.array(is_item))
-    item_id_all = _ids_of(is_item)[review_asin_code]
+    items = index_items(asins, np.bincount(review_asin_code, minlength=len(asins)) > 0, meta_asin_code,
+                        meta["category"])
+    item_id_all = items.item_id_of_asin[review_asin_code]
     keep = item_id_all > 0
     n_known = int(keep.sum())
-    if n_known == 0:
-        raise InputError(f"{source}: none of the {len(reviews)} reviews has an asin that appears in meta.pkl "
-                         "(expected the two files to describe the same products)")
+    check_known_reviews(n_known, n_rows, source)
 
-    meta_row_of_item = _first_row_of(meta_asin_code, len(asins))[is_item]
-    item_category_names = _strings(meta["category"]).take(pa.array(meta_row_of_item))
-    item_cate_code, category_names = encode_sorted(item_category_names)
-    item_cate = (item_cate_code + 1).astype(np.int32)
-
-    user_code, distinct_users = encode_sorted(_strings(reviews["reviewerID"]))
-    user_has_kept_review = np.bincount(user_code[keep], minlength=len(distinct_users)) > 0
-    user_keys = distinct_users.filter(pa.array(user_has_kept_review))
-    user_id = _ids_of(user_has_kept_review)[user_code[keep]].astype(np.int32)
-    item_id = item_id_all[keep].astype(np.int32)
-    ts = reviews["unixReviewTime"].to_numpy(dtype=np.int64)[keep]
-
-    order = _user_time_order(user_id, ts)
-    user_id, item_id, ts = user_id[order], item_id[order], ts[order]
-    cate_lookup = np.concatenate([[0], item_cate]).astype(np.int32)
-    n_reviews = np.bincount(user_id, minlength=len(user_keys) + 1)[1:].astype(np.int32)
-    if n_reviews.max() < 2:
-        raise InputError(f"{source}: no user has 2 or more reviews with known asins "
-                         "(each sample needs at least one earlier review as history)")
-
-    n_items, n_cats, n_users = len(item_asins), len(category_names), len(user_keys)
-    stats = {
-        "reviews_in": int(len(reviews)),
-        "reviews_kept": int(n_known),
-        "reviews_dropped_unknown_asin": int(len(reviews) - n_known),
-        "unknown_asins": int(in_reviews.sum() - n_items),
-        "meta_items_without_reviews": int(in_meta.sum() - n_items),
-        "n_items": n_items,
-        "n_cats": n_cats,
-        "n_users": n_users,
-        "users_with_2plus_reviews": int((n_reviews >= 2).sum()),
-        # Kept, as in the reference scripts (a re-posted review is still an event); counted here.
-        "duplicate_user_item_time_rows": int(((user_id[1:] == user_id[:-1]) & (item_id[1:] == item_id[:-1])
-                                              & (ts[1:] == ts[:-1])).sum()),
-    }
-    return RemapResult(
-        items=pa.table({"item_id": pa.array(np.arange(1, n_items + 1, dtype=np.int32)),
-                        "asin": item_asins.cast(pa.string()),
-                        "cate_id": pa.array(item_cate)}),
-        categories=pa.table({"cate_id": pa.array(np.arange(1, n_cats + 1, dtype=np.int32)),
-                             "category": category_names.cast(pa.string())}),
-        users=pa.table({"user_id": pa.array(np.arange(1, n_users + 1, dtype=np.int32)),
-                        "reviewerID": user_keys.cast(pa.string()),
-                        "n_reviews": pa.array(n_reviews)}),
-        reviews=pa.table({"user_id": pa.array(user_id), "item_id": pa.array(item_id),
-                          "cate_id": pa.array(cate_lookup[item_id]), "ts": pa.array(ts)}),
-        stats=stats,
-    )
+    user_code, distinct_users = encode_sorted(large_strings(reviews["reviewerID"]))
+    user_keys, user_id_of_code, n_reviews = index_users(
+        distinct_users, np.bincount(user_code[keep], minlength=len(distinct_users)), source)
+    reviews_table = sorted_reviews_table(user_id_of_code[user_code[keep]].astype(np.int32),
+                                         item_id_all[keep].astype(np.int32),
+                                         reviews["unixReviewTime"].to_numpy(dtype=np.int64)[keep], items.item_cate)
+    columns = [reviews_table.column(name).to_numpy() for name in ("user_id", "item_id", "ts")]
+    return RemapResult(**key_tables(items, user_keys, n_reviews), reviews=reviews_table,
+                       stats=remap_stats(n_rows, n_known, items, n_reviews, duplicate_rows(*columns)))
 
 
 def remap_ids_within(seconds: float, reviews: pd.DataFrame, meta: pd.DataFrame, *,

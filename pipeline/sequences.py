@@ -75,11 +75,17 @@ def history_gaps(ts: np.ndarray, event_rows: np.ndarray, lengths: np.ndarray, hi
 
     `history` holds the review indices of the events' histories, `lengths[k]` of them for
     `event_rows[k]`, as `_history_index` lays them out. Reviews sorted by (user_id, ts)
-    give gaps >= 0; the clip keeps a hand-made table with decreasing times from wrapping.
+    give gaps >= 0; a hand-made table with decreasing times gets 0, not a negative gap.
+    Any two int64 times are allowed: INT64_MAX - INT64_MIN does not fit int64.
     """
     ts = np.asarray(ts, dtype=np.int64)
-    gaps = np.repeat(ts[event_rows], lengths) - ts[history]
-    return np.clip(gaps, 0, _MAX_GAP).astype(np.int32)
+    event_ts = np.repeat(ts[event_rows], lengths)
+    history_ts = ts[history]
+    # Subtracting the bit patterns as uint64 is exact modulo 2**64, so exact for every
+    # gap in [0, 2**64), which holds every event at or after its history entry.
+    gaps = np.minimum(event_ts.view(np.uint64) - history_ts.view(np.uint64), np.uint64(_MAX_GAP))
+    gaps[event_ts < history_ts] = 0
+    return gaps.astype(np.int32)
 
 
 def build_shard_samples(user_id: np.ndarray, item_id: np.ndarray, cate_id: np.ndarray, ts: np.ndarray,

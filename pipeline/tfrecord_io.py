@@ -117,6 +117,36 @@ def iter_prebatches(table: pa.Table, prebatch: int) -> Iterator[bytes]:
         yield encode_prebatch(columns)
 
 
+def check_sample_ranges(table: pa.Table, source: str | Path, n_items: int, n_cats: int, vocabulary: str) -> None:
+    """Ids within the remap's vocabulary (1..n_items, 1..n_cats) and gaps >= 0, else one InputError naming
+    `source`, the column and the first bad row. numpy min/max per column; the first bad row only on failure.
+
+    Stage 2 looks ids up in tables of that size: an id outside it fails there naming no file. A gap
+    beyond the model's last time-gap bucket is valid (that bucket is open-ended).
+    """
+    bounds = {"target_item": (1, n_items, "n_items"), "hist_item": (1, n_items, "n_items"),
+              "target_cate": (1, n_cats, "n_cats"), "hist_cate": (1, n_cats, "n_cats"),
+              "hist_gap": (0, None, None)}
+    for column, (low, high, size) in bounds.items():
+        if column not in table.column_names:  # the sample layout before hist_gap (feature_spec format 1)
+            continue
+        array = table.column(column).combine_chunks()
+        ragged = pa.types.is_list(array.type)
+        values = (array.flatten() if ragged else array).to_numpy(zero_copy_only=False)
+        if not len(values) or (values.min() >= low and (high is None or values.max() <= high)):
+            continue
+        bad = values < low
+        if high is not None:
+            bad |= values > high
+        first = row = int(np.argmax(bad))
+        if ragged:
+            offsets = array.offsets.to_numpy()
+            row = int(np.searchsorted(offsets - offsets[0], first, side="right") - 1)
+        expected = f"from {low} to {high} ({size} in {vocabulary})" if high is not None else f">= {low}"
+        raise InputError(f"{source} column {column} row {row} holds {int(values[first])}: expected values "
+                         f"{expected}; delete the file and rerun the same command to rebuild it")
+
+
 def write_samples_tfrecord(path: str | Path, table: pa.Table, prebatch: int) -> int:
     """Write `table` (sample schema) to `path` as pre-batched records; return the record count."""
     records = 0

@@ -89,12 +89,14 @@ def make_dataset(spec: str | Path | FeatureSpec, split: str, batch_size: int, *,
                  seed: int = 0, drop_remainder: bool = False, maxlen: int | None = None,
                  file_shard: tuple[int, int] | None = None, repeat: bool = False,
                  records_per_parse: int | None = None,
-                 history_fields: tuple[str, ...] = HISTORY_FIELDS) -> tf.data.Dataset:
+                 history_fields: tuple[str, ...] = HISTORY_FIELDS, ordered: bool = False) -> tf.data.Dataset:
     """Batches `(features, label)` of `split`: features hist_item/hist_cate/hist_gap `[B, L]`,
     target_item, target_cate, user_id `[B]` (int32), label `[B]` float32.
 
     `file_shard=(index, count)` keeps every count-th file (one worker's part).
     `maxlen` below the shards' maxlen keeps the most recent entries.
+    A shuffled split is read in whatever order the parallel reads finish, unless `ordered` (`[train]
+    deterministic`): then the seeded shuffles alone decide the order.
     """
     spec = feature_spec_at(spec)
     if batch_size <= 0:
@@ -115,13 +117,14 @@ def make_dataset(spec: str | Path | FeatureSpec, split: str, batch_size: int, *,
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
+    in_order = ordered or not shuffle
     dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 4),
-                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=in_order)
     if shuffle:
         dataset = dataset.shuffle(max(8, 4 * records_per_parse), seed=seed + 1, reshuffle_each_iteration=True)
     dataset = dataset.batch(records_per_parse)
     dataset = dataset.map(make_record_parser(length, spec.maxlen, history_fields),
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=in_order)
     dataset = rebatch(dataset, batch_size, drop_remainder)
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(_options_without_autotune())
 

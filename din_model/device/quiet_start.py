@@ -11,9 +11,16 @@ one of those known start-up notes. TensorFlow 2.6.5 (the Ascend stack) honours
 `TF_CPP_MIN_LOG_LEVEL` and prints none of them; the filter passes its lines through.
 
 A user who sets `TF_CPP_MIN_LOG_LEVEL` themselves gets TensorFlow's output unfiltered.
+
+Either way the Python root logger gets a `NullHandler` if it has none: absl (which TensorFlow's checkpoint
+and SavedModel code log through) calls `logging.basicConfig()` on its first message when the root logger
+has no handler, and from then on every record that reaches the root, the `luigi` command's one `ERROR:`
+line included, would be printed a second time in Python's default format. absl's notes stay unprinted,
+as they were before their first one.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -37,6 +44,8 @@ def filtered(text: str) -> str:
 
 def import_tensorflow():
     """`import tensorflow` (and its device probe) with the start-up noise filtered out."""
+    if not logging.getLogger().handlers:
+        logging.getLogger().addHandler(logging.NullHandler())
     if "tensorflow" in sys.modules or din_model.USER_SET_TF_LOG_LEVEL:
         import tensorflow
         return tensorflow

@@ -13,6 +13,9 @@ batches need static shapes, and a `scope()` to build and run the model in.
   is an InputError. Batches are fixed-size (drop_remainder) because the NPU compiles one graph per shape.
 - GPU: the Keras `mixed_float16` policy (+ loss scaling in training) for mixed.
 - CPU: always float32; the recorded precision is "fp32" whatever was asked.
+`deterministic=True` (`[train] deterministic`) turns on TensorFlow's op determinism for the process
+(din_model/compat.py) and, on the NPU, the adapter's `deterministic` option where the installed adapter
+has it (tf_adapter_2.x configs/npu_config.py; an adapter without it gets a warning line, docs/ascend.md).
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from typing import Any, Callable, Optional
 import tensorflow as tf
 
 from din_common.errors import InputError
+from din_model import compat
 from din_model.device.npu_options import NpuOptions, setting_of
 from din_model.params import DEVICES, PRECISIONS
 
@@ -81,6 +85,7 @@ class _OpenedNpu:
     adapter: Any      # the `npu_device` module that opened the device
     device_id: int
     precision: str    # [train] precision it was opened for
+    deterministic: bool  # [train] deterministic it was opened for
     settings: dict    # what was set on global_options()
     handle: Any
 
@@ -125,7 +130,8 @@ def configure_npu(options: NpuOptions) -> None:
     with _process_npu.lock:
         opened = _process_npu.opened
         if opened is not None:
-            _require_same_setup(opened, options.resolved_device_id(), options.adapter_settings(opened.precision))
+            _require_same_setup(opened, options.resolved_device_id(),
+                                _npu_settings(opened.adapter, options, opened.precision, opened.deterministic))
         _process_npu.configured = options
 
 
@@ -151,8 +157,29 @@ def _create_output_directories(options: NpuOptions) -> None:
             raise InputError(f"[npu] {name} = {path!r}: cannot create the directory ({error})") from None
 
 
-def _open_npu(npu_module, precision: str, options: NpuOptions) -> DeviceChoice:
-    settings, device_id = options.adapter_settings(precision), options.resolved_device_id()
+def _npu_settings(npu_module, options: NpuOptions, precision: str, deterministic: bool) -> dict:
+    """What to set on the adapter's global_options(): the `[npu]` options, and `deterministic = 1` for a
+    deterministic run when this adapter has the option."""
+    settings = options.adapter_settings(precision)
+    if deterministic and _adapter_has_option(npu_module, "deterministic"):
+        settings["deterministic"] = 1
+    return settings
+
+
+def _adapter_has_option(npu_module, name: str) -> bool:
+    try:
+        getattr(npu_module.global_options(), name)
+    except (AttributeError, ValueError):
+        return False
+    return True
+
+
+def _open_npu(npu_module, precision: str, options: NpuOptions, deterministic: bool = False) -> DeviceChoice:
+    settings, device_id = _npu_settings(npu_module, options, precision, deterministic), options.resolved_device_id()
+    if deterministic and "deterministic" not in settings:
+        print("WARNING: [train] deterministic: this Ascend adapter's global_options() has no deterministic option; "
+              "TensorFlow's op determinism and the input order are fixed, the NPU's kernels may still vary "
+              "(docs/ascend.md)", flush=True)
     with _process_npu.lock:
         opened = _process_npu.opened
         # A different module object only happens when tests swap stand-in adapters: a fresh adapter, fresh state.
@@ -164,7 +191,7 @@ def _open_npu(npu_module, precision: str, options: NpuOptions) -> DeviceChoice:
             _set_options(npu_module.global_options(), settings)
             handle = npu_module.open(device_id)
             handle.as_default()
-            _process_npu.opened = _OpenedNpu(npu_module, device_id, precision, settings, handle)
+            _process_npu.opened = _OpenedNpu(npu_module, device_id, precision, deterministic, settings, handle)
     # Mixed precision on the NPU happens inside the graph (precision_mode), so the model stays float32 and
     # the loss is scaled by the adapter's optimizer wrapper, dynamic as the adapter documents for it.
     return DeviceChoice(name="npu", precision=options.computes_in(precision), dtype_policy="float32",
@@ -184,7 +211,7 @@ def _use_cpu() -> DeviceChoice:
                         loss_scaling=False, tf_device="/CPU:0")
 
 
-def select_device(requested: str = "auto", precision: str = "mixed", *,
+def select_device(requested: str = "auto", precision: str = "mixed", *, deterministic: bool = False,
                   npu_options: Optional[NpuOptions] = None,
                   import_npu: Callable[[], Any] = _import_npu_device,
                   gpu_present: Callable[[], bool] = _gpu_present) -> DeviceChoice:
@@ -197,11 +224,13 @@ def select_device(requested: str = "auto", precision: str = "mixed", *,
         raise InputError(f"[train] device must be one of {DEVICES}, got {requested!r}")
     if precision not in PRECISIONS:
         raise InputError(f"[train] precision must be one of {PRECISIONS}, got {precision!r}")
+    if deterministic:
+        compat.enable_op_determinism()
     if requested in ("auto", "npu"):
         npu_module = import_npu()
         if npu_module is not None:
             return _open_npu(npu_module, precision,
-                             npu_options if npu_options is not None else _process_npu.configured)
+                             npu_options if npu_options is not None else _process_npu.configured, deterministic)
         if requested == "npu":
             raise _absent("npu", "the Ascend CANN TF adapter (npu_device) is not importable: install the "
                                  "CANN toolkit and its TensorFlow adapter and source set_env.sh")

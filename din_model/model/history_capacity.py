@@ -110,8 +110,9 @@ def measure_history_capacity(spec: FeatureSpec, maxlen: int, batch_size: int, ma
         return handed_down
 
     # padded to one static shape (the NPU compiles one graph per shape); the padding is not counted
+    # ordered: the same data always gives the same capacity, so the same graph (reproducible runs)
     dataset = batches_with_rows(make_dataset(spec, "train", batch_size, shuffle=True, seed=0, maxlen=maxlen,
-                                             history_fields=("hist_item",)), batch_size)
+                                             history_fields=("hist_item",), ordered=True), batch_size)
     count_entries = tf.function(lambda history: tf.reduce_sum(tf.cast(history > 0, tf.int32), axis=1))
     batches = [count_entries(features["hist_item"]).numpy()[:rows]
                for features, _, rows in dataset.take(max(1, max_samples // batch_size))]

@@ -210,7 +210,8 @@ def distributed_train_dataset(cluster: Cluster, spec: FeatureSpec, params: Train
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         dataset = make_dataset(spec, "train", batch, shuffle=True, seed=seed, drop_remainder=True,
                                maxlen=params.maxlen, repeat=True, history_fields=params.history_features,
-                               file_shard=(context.input_pipeline_id, context.num_input_pipelines))
+                               file_shard=(context.input_pipeline_id, context.num_input_pipelines),
+                               ordered=params.deterministic)
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))

@@ -106,7 +106,8 @@ class NpuRankPlacement(Placement):
     def sunk_input(self, spec: FeatureSpec, params: TrainParams, device, epoch: int):
         dataset = make_dataset(spec, "train", params.batch_size // self.ranks, shuffle=True,
                                seed=epoch_seed(params, epoch), drop_remainder=True, maxlen=params.maxlen,
-                               repeat=True, file_shard=(self.rank, self.ranks), history_fields=params.history_features)
+                               repeat=True, file_shard=(self.rank, self.ranks), history_fields=params.history_features,
+                               ordered=params.deterministic)
         return dataset, steps_per_epoch(spec, params.batch_size)
 
     def epoch_batches(self, spec: FeatureSpec, params: TrainParams, device, epoch: int):

@@ -187,7 +187,7 @@ def epoch_dataset(spec: FeatureSpec, params: TrainParams, device: DeviceChoice, 
     """The whole train split in batches of batch_size, shuffled with the epoch's seed."""
     return make_dataset(spec, "train", params.batch_size, shuffle=True, seed=epoch_seed(params, epoch),
                         drop_remainder=fixed_batches(params, device), maxlen=params.maxlen,
-                        history_fields=params.history_features)
+                        history_fields=params.history_features, ordered=params.deterministic)
 
 
 def epoch_seed(params: TrainParams, epoch: int) -> int:

@@ -4,7 +4,8 @@ Owns the loop over epochs and its run directory contract:
 - `train`: per epoch, stream the train split through the compiled step, evaluate val
   (AUC, GAUC, logloss), write TensorBoard scalars, metrics.json and a checkpoint (model,
   optimizer, epoch counter), and keep the best epoch's checkpoint beside it; stop after
-  `[train] patience` epochs without a gain (din_model/train/best_epoch.py). A rerun resumes
+  `[train] patience` epochs without a gain, and decay the learning rate after `lr_decay_patience`
+  epochs without one (din_model/train/best_epoch.py). A rerun resumes
   after the last checkpointed epoch. A nan/inf loss stops with `TrainingDiverged` and leaves
   the last good checkpoint. At the end: SavedModel (of the best epoch with `restore_best`), curves.png.
 - How this process takes part (alone, a TF_CONFIG worker, an NPU rank) is a `Placement`
@@ -20,10 +21,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-import tensorflow as tf
 
 from din_common.atomic import write_json_atomic
-from din_common.errors import InputError, RunFailed
+from din_common.errors import InputError, Interrupted, RunFailed
 from din_common.faults import kill_point
 from din_common.feature_spec import FeatureSpec
 from din_model import compat
@@ -35,13 +35,13 @@ from din_model.parallel.choose import choose_placement, placement_on
 from din_model.parallel.placement import Placement
 from din_model.params import TrainParams
 from din_model.train import steps
-from din_model.train.best_epoch import BestEpoch, early_stopping_fields
+from din_model.train.best_epoch import BestEpoch, early_stopping_fields, plateau_learning_rate
 from din_model.train.evaluation import evaluate, predict_split, split_metrics  # noqa: F401  (evaluate: public API)
 from din_model.train.portable_weights import assign_weights
 from din_model.train.export import export_saved_model
 from din_model.train.policies import resolve_xla
-from din_model.train.reporting import plot_curves, run_title, write_tensorboard
-from din_model.train.run_files import RunFiles, read_metrics
+from din_model.train.reporting import TensorBoardLog, plot_curves, run_title
+from din_model.train.run_files import RunFiles, read_metrics, training_complete  # noqa: F401  (public API)
 from din_model.train.state import TrainingState
 from din_model.train.steps import step_signature
 
@@ -118,12 +118,13 @@ def train(spec_path: str | Path | FeatureSpec, run_dir, params: TrainParams, *, 
     worker waits for the others to start.
     """
     placement = choose_placement(params, run_dir, worker_timeout)
+    state = None
     try:
         spec = feature_spec_at(spec_path)
         check_fits_in_memory(params, spec.n_items, spec.n_cats, params.maxlen or spec.maxlen)
         files = RunFiles(run_dir)
         _check_params_of_run(files, params)
-        device = select_device(params.device, params.precision)
+        device = select_device(params.device, params.precision, deterministic=params.deterministic)
         placement = placement_on(device, placement)
         params = resolve_xla(params, device, spec, one_process=placement.processes == 1)
         placement.check(spec, params)
@@ -151,8 +152,18 @@ def train(spec_path: str | Path | FeatureSpec, run_dir, params: TrainParams, *, 
         if placement.writes_run_dir:
             return read_metrics(files.metrics)
         return _metrics_document(device, params, spec, epochs, done=True, checkpoint=None)
+    except KeyboardInterrupt:
+        raise _interrupted(state) from None
     finally:
         placement.close()
+
+
+def _interrupted(state: Optional[TrainingState]) -> Interrupted:
+    """Ctrl-C: the one line naming the last epoch whose checkpoint the rerun resumes from."""
+    if state is None or not state.checkpointed:
+        return Interrupted("interrupted before the first epoch was checkpointed; rerun the same command to start "
+                           "the run again")
+    return Interrupted(f"interrupted after epoch {state.checkpointed}; rerun the same command to resume")
 
 
 def train_epochs(train_step, state: TrainingState, files: RunFiles, spec: FeatureSpec, params: TrainParams,
@@ -163,8 +174,9 @@ def train_epochs(train_step, state: TrainingState, files: RunFiles, spec: Featur
     train_samples = max(1, spec.samples("train"))
     if placement.writes_run_dir:
         predict_step = steps.make_predict_step(state.model, step_signature(spec, params, device))
-        writer = tf.summary.create_file_writer(str(files.tensorboard))
+        tensorboard = TensorBoardLog(files.tensorboard, epochs)
     best = BestEpoch.from_records(epochs)
+    learning_rate_variable = compat.learning_rate_variable(state.optimizer)
     if done and _resumed_run_stops(state, params, done, best, placement):
         return epochs
     for epoch in range(done + 1, params.epochs + 1):
@@ -173,22 +185,29 @@ def train_epochs(train_step, state: TrainingState, files: RunFiles, spec: Featur
             _print_and_report(progress_callback, fraction,
                               f"epoch {epoch}/{params.epochs}: {samples:,} samples", echo=False)
 
+        learning_rate = float(f"{float(learning_rate_variable.numpy()):.7g}")  # float32 digits
         loss, rate = run_epoch(train_step, state, spec, params, device, epoch, report, placement)
-        record = {"epoch": epoch, "train_loss": loss, "train_samples_per_s": rate}
+        record = {"epoch": epoch, "train_loss": loss, "train_samples_per_s": rate, "learning_rate": learning_rate}
         epochs.append(record)
         improved = stop = False
+        next_learning_rate = learning_rate
         if placement.writes_run_dir:
             record["val"] = split_metrics(predict_split(predict_step, spec, "val", params, device))
             improved = best.update(record)
             stop = best.patience_spent(epoch, params.patience)
-            write_tensorboard(writer, epoch, record)
+            next_learning_rate = plateau_learning_rate(epochs, params)
+            tensorboard.write(epoch, record)
             # metrics.json first, then the checkpoint: a kill in between leaves a record for an
             # epoch without its checkpoint, which the resume drops and retrains (never the reverse).
             write_json_atomic(files.metrics, {**_metrics_document(device, params, spec, epochs, done=False,
                                                                   checkpoint=state.checkpoint_path(epoch)),
                                               **placement.describe()})
-        improved, stop = map(bool, placement.share_from_writer([improved, stop], f"epoch{epoch}"))
+        improved, stop, next_learning_rate = placement.share_from_writer([improved, stop, next_learning_rate],
+                                                                         f"epoch{epoch}")
+        improved, stop = bool(improved), bool(stop)
         kill_point(f"train:epoch{epoch}:metrics-written")
+        # before the checkpoint, which saves it: a resumed run trains its next epoch at this rate
+        learning_rate_variable.assign(next_learning_rate)
         placement.save(state, epoch)
         kill_point(f"train:epoch{epoch}:checkpointed")
         # The best checkpoint after the latest one: a kill in between is mended on resume (_resumed_run_stops).
@@ -201,6 +220,10 @@ def train_epochs(train_step, state: TrainingState, files: RunFiles, spec: Featur
                           f"[train] epoch {epoch}/{params.epochs}: loss {loss:.4f}, {rate:,.0f} samples/s{val} "
                           f"({device.name}, {device.precision}{', xla' if params.jit_compile else ''}"
                           f"{placement.progress_label})")
+        if next_learning_rate < learning_rate and not stop:
+            _print_and_report(progress_callback, epoch / params.epochs,
+                              f"[train] learning rate {next_learning_rate:g} from epoch {epoch + 1}: [train] "
+                              f"lr_decay_patience = {params.lr_decay_patience} epoch(s) without a validation AUC gain")
         if stop:
             _print_and_report(progress_callback, 1.0, f"[train] stopping early after epoch {epoch}: "
                               f"[train] patience = {params.patience} epoch(s) without a validation AUC gain")
@@ -233,13 +256,9 @@ def finish_run(state: TrainingState, files: RunFiles, spec: FeatureSpec, params:
 
 def _metrics_document(device: DeviceChoice, params: TrainParams, spec: FeatureSpec, epochs: list[dict], *,
                       done: bool, checkpoint: str | None) -> dict:
-    return {**device.describe(), "cpu_kernels": cpu_kernels.CHOICE, "epochs": epochs, "epochs_planned": params.epochs,
+    return {**device.describe(), "cpu_kernels": cpu_kernels.CHOICE,
+            "cpu_choices": cpu_kernels.CHOICES, "epochs": epochs, "epochs_planned": params.epochs,
             "training_done": done, **early_stopping_fields(epochs, params),
             "checkpoint": checkpoint, "params": params.to_dict(), "tfrecord_fingerprint": spec.fingerprint}
 
 
-def training_complete(metrics_path: str | Path, params: TrainParams) -> bool:
-    """metrics.json says training finished with all `params.epochs` epochs, or stopped early."""
-    document = read_metrics(metrics_path)
-    return bool(document.get("training_done")) and (len(document.get("epochs", [])) >= params.epochs
-                                                    or bool(document.get("stopped_early")))

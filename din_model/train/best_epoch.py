@@ -5,6 +5,9 @@
   `[train] patience` epochs have passed without a gain.
 - `early_stopping_fields`: what metrics.json says about it (`best_epoch`, `stopped_early`, `epochs_run`,
   `exported_epoch`).
+- `plateau_learning_rate`: the learning rate after a plateau of validation AUC (`[train] lr_decay_factor`,
+  `lr_decay_patience`), also worked out from the epoch records; the loop assigns it to the optimizer's learning-rate
+  variable between epochs, and the checkpoint saves that variable, so a resumed run continues the schedule.
 
 The best epoch's checkpoint sits in `checkpoints/best/` beside the latest ones that resume uses
 (`TrainingState.save_best`). Only the process that writes the run directory validates, so it decides;
@@ -54,3 +57,17 @@ def early_stopping_fields(records: list[dict], params: TrainParams) -> dict:
             "exported_epoch": (best_epoch if params.restore_best and best_epoch else last) or None,
             "stopped_early": best.patience_spent(last, params.patience) and last < params.epochs,
             "epochs_run": len(records)}
+
+
+def plateau_learning_rate(records: list[dict], params: TrainParams) -> float:
+    """The learning rate for the epoch after `records`: `[train] learning_rate`, times `lr_decay_factor` each time
+    `lr_decay_patience` epochs pass without a validation AUC gain, counted from the best epoch or from the last decay,
+    whichever came later (so a long plateau decays again every `lr_decay_patience` epochs)."""
+    rate, best, epochs_without_gain = params.learning_rate, BestEpoch(), 0
+    if params.lr_decay_factor == 1.0:
+        return rate
+    for record in records:
+        epochs_without_gain = 0 if best.update(record) else epochs_without_gain + 1
+        if epochs_without_gain >= params.lr_decay_patience:
+            rate, epochs_without_gain = rate * params.lr_decay_factor, 0
+    return rate

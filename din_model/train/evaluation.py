@@ -109,7 +109,7 @@ def evaluate(spec_path: str | Path | FeatureSpec, run_dir, params: TrainParams, 
     """
     spec = feature_spec_at(spec_path)
     files = RunFiles(run_dir)
-    device = select_device(params.device, params.precision)
+    device = select_device(params.device, params.precision, deterministic=params.deterministic)
     with device.scope():
         state = TrainingState(params, spec, device, files.checkpoints)
         checkpoint = state.checkpoint_to_export(params.restore_best)

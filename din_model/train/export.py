@@ -8,7 +8,8 @@ The serving function checks its inputs with graph assertions (no Python per call
 has exactly `maxlen` columns, item and category ids lie in `[0, vocabulary)` (a negative id
 would otherwise be read from the end of the table, a too large one fail naming no input), and all
 inputs have one batch size. A bad input fails with an InvalidArgumentError naming it.
-The directory appears atomically: saved to a temporary sibling, then renamed.
+The directory appears atomically: saved to a temporary sibling, then renamed; a full disk removes the
+temporary and is one error line naming the folder and the weights' size (the graph adds a little).
 """
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ import contextlib
 import shutil
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 from din_common.atomic import temporary_path
+from din_common.disk_full import reported_disk_full
 
 SIGNATURE_NAMES = ("serving_default", "score")
 
@@ -76,8 +79,9 @@ def export_saved_model(model, maxlen: int, path: str | Path) -> Path:
     module = ScoringModule(model, maxlen)
     signatures = {name: module.score for name in SIGNATURE_NAMES}
     tmp = temporary_path(path)
+    weights = sum(int(np.prod(weight.shape)) * tf.as_dtype(weight.dtype).size for weight in model.weights)
     try:
-        with _without_absl_warnings():
+        with _without_absl_warnings(), reported_disk_full("the SavedModel", path.parent, weights):
             tf.saved_model.save(module, str(tmp), signatures=signatures)
         if path.exists():
             shutil.rmtree(path)

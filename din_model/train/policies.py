@@ -9,7 +9,7 @@ import dataclasses
 
 from din_common.errors import InputError
 from din_common.feature_spec import FeatureSpec
-from din_model import compat
+from din_model.device import cpu_kernels
 from din_model.device.selection import DeviceChoice
 from din_model.params import TrainParams
 
@@ -20,11 +20,12 @@ XLA_MIN_STEPS = 512
 
 def resolve_xla(params: TrainParams, device: DeviceChoice, spec: FeatureSpec, *, one_process: bool = True) -> TrainParams:
     """`params` with `jit_compile` set from `[train] xla`: "on", "off", or "auto": on for one process on a
-    CPU on the modern stack when the run trains at least XLA_MIN_STEPS full batches, off elsewhere
+    CPU whose kind and TensorFlow XLA was measured to speed up (`cpu_kernels.XLA_ON_CPU`: AVX-512 and
+    TensorFlow >= 2.16) when the run trains at least XLA_MIN_STEPS full batches, off elsewhere
     (clusters of workers were not measured with it).
 
-    Where XLA pays off, and where it does not (TF 2.6's XLA, GPUs not measured), is measured in
-    docs/static_path.md. XLA steps take fixed-size batches, so an
+    Where XLA pays off, and where it does not (TF 2.6's XLA, CPUs without AVX-512, GPUs not measured), is
+    measured in docs/static_path.md and docs/performance.md. XLA steps take fixed-size batches, so an
     epoch leaves out its last partial batch (a different one each epoch, as the data is reshuffled).
     """
     if params.xla == "on" and device.name == "npu":
@@ -33,7 +34,7 @@ def resolve_xla(params: TrainParams, device: DeviceChoice, spec: FeatureSpec, *,
         return dataclasses.replace(params, jit_compile=params.xla == "on")
     full_batches = spec.samples("train") // params.batch_size
     worth_compiling = full_batches * params.epochs >= XLA_MIN_STEPS
-    return dataclasses.replace(params, jit_compile=device.name == "cpu" and compat.KERAS_3 and worth_compiling
+    return dataclasses.replace(params, jit_compile=device.name == "cpu" and cpu_kernels.XLA_ON_CPU and worth_compiling
                                and one_process)
 
 

@@ -1,18 +1,22 @@
 """What a training run reports: curves.png and the TensorBoard scalars.
 
-- `write_tensorboard`: one epoch's train loss, speed and val metrics as TensorBoard
-  scalars (event files written with TensorFlow alone, no tensorboard package needed).
+- `TensorBoardLog`: each epoch's train loss, speed and val metrics as TensorBoard scalars
+  (event files written with TensorFlow alone, no tensorboard package needed), in one events file
+  that a resumed run starts afresh with the epochs metrics.json already holds; a full disk removes
+  it (metrics.json keeps every figure, the rerun writes it again) and is one error line.
 - `plot_curves`: train loss / val logloss and val AUC / GAUC per epoch in a PNG,
   titled with the run id and the data it was trained on (`run_title`).
 """
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import tensorflow as tf
 
-from din_common.atomic import atomic_path
+from din_common.atomic import remove_file, write_bytes_atomic
+from din_common.disk_full import reported_disk_full
 
 
 def _scalar_metadata() -> bytes:
@@ -25,14 +29,35 @@ def _scalar_metadata() -> bytes:
         data_class=summary_pb2.DATA_CLASS_SCALAR).SerializeToString()
 
 
-def write_tensorboard(writer, epoch: int, record: dict) -> None:
-    scalars = {"train/loss": record["train_loss"], "train/samples_per_s": record["train_samples_per_s"],
-               **{f"val/{name}": value for name, value in record["val"].items()}}
-    metadata = _scalar_metadata()
-    with writer.as_default():
-        for tag, value in scalars.items():
-            tf.summary.write(tag, tf.constant(value, tf.float32), step=epoch, metadata=metadata)
-    writer.flush()
+class TensorBoardLog:
+    """The run's TensorBoard scalars: one events file, holding every epoch of `epochs` (those of metrics.json
+    so far) from the start."""
+
+    def __init__(self, directory: Path, epochs: list[dict]):
+        self.directory = Path(directory)
+        with reported_disk_full("TensorBoard events", self.directory, cleanup=self._remove_events):
+            self._remove_events()
+            self.writer = tf.summary.create_file_writer(str(self.directory))
+            for record in epochs:
+                self._write(record["epoch"], record)
+
+    def write(self, epoch: int, record: dict) -> None:
+        with reported_disk_full("TensorBoard events", self.directory, cleanup=self._remove_events):
+            self._write(epoch, record)
+
+    def _write(self, epoch: int, record: dict) -> None:
+        scalars = {"train/loss": record["train_loss"], "train/samples_per_s": record["train_samples_per_s"],
+                   **{f"val/{name}": value for name, value in record["val"].items()}}
+        metadata = _scalar_metadata()
+        with self.writer.as_default():
+            for tag, value in scalars.items():
+                tf.summary.write(tag, tf.constant(value, tf.float32), step=epoch, metadata=metadata)
+        self.writer.flush()
+
+    def _remove_events(self) -> None:
+        if self.directory.is_dir():
+            for path in self.directory.glob("events.out.tfevents.*"):
+                remove_file(path)
 
 
 def run_title(run_dir: Path) -> str:
@@ -74,10 +99,11 @@ def curves_figure(epochs: list[dict], title: str = ""):
 
 
 def plot_curves(epochs: list[dict], path: Path, title: str = "") -> None:
-    """curves.png (matplotlib Agg), written atomically."""
+    """curves.png (matplotlib Agg), written atomically (rendered first: a full disk names its size)."""
     from matplotlib import pyplot
 
     figure = curves_figure(epochs, title)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=100)
     pyplot.close(figure)
+    write_bytes_atomic(path, image.getvalue())

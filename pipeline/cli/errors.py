@@ -11,11 +11,17 @@ documented exit code (luigi.cfg `[retcode]`), never with a traceback:
   names the setting, the value and the expected type. Exit 35.
 - an unknown task name (`AllTask`): Luigi raises it before it runs anything, so it
   reaches `sys.excepthook`; ours prints the closest task names. Exit 35.
+- an unknown option (`--train-epohcs 3`): checked against the flags Luigi's parser accepts
+  (pipeline.cli.command) when `--module pipeline` is imported, before Luigi parses the command
+  line; the line names the closest flags (the same difflib match as task names). Exit 2.
 - a task parameter missing or unparsable on the command line (`BuildSequences` without
   `--shard`, `--shard abc`): Luigi cannot build the task and logs "Uncaught exception";
   the filter names the parameter, found by parsing each flag of the command's task with
   its own parameter (public `Register.get_task_cls`, `get_params`, `Parameter.parse`).
   Exit 40 (Luigi's code for it).
+- Ctrl-C (SIGINT): Luigi lets the KeyboardInterrupt through to the top, where the same hook prints
+  one line, the training run's `Interrupted` message ("interrupted after epoch 2; rerun the same
+  command to resume") or a general one, and exits 130 (128 + SIGINT, what a shell reports).
 Tracebacks stay for every other exception (bugs), and for these too when the log
 level is DEBUG (`luigi --log-level DEBUG ...`).
 """
@@ -27,10 +33,16 @@ import os
 import re
 import sys
 
-from din_common.errors import InputError, ReportedError, RunFailed
+from din_common.errors import InputError, Interrupted, ReportedError, RunFailed
+from pipeline.cli.command import (SETTINGS_COMMAND, asks_for_help, known_flags, names_this_package, option_words,
+                                  task_class_named_in)
 
 LUIGI_LOGGER = "luigi-interface"
 SCHEDULING_ERROR_EXIT = 35  # luigi.cfg [retcode] scheduling_error; the fallback when no config is readable
+COMMAND_LINE_ERROR_EXIT = 2  # argparse's code for a command line it refuses (README, Troubleshooting)
+INTERRUPTED_EXIT = 128 + 2  # 128 + SIGINT
+INTERRUPTED = ("interrupted; rerun the same command to go on (the tasks that finished are kept, a partly "
+               "trained run resumes from its last checkpoint)")
 
 # How a traceback names the reported errors: "din_common.errors.InputError: <message>".
 _FORMATTED_REPORTED_ERROR = re.compile("|".join(re.escape(f"{kind.__module__}.{kind.__qualname__}: ")
@@ -118,25 +130,18 @@ def task_parameter_message(error: BaseException, argv: list[str]) -> str | None:
 def unparsable_task_flag(argv: list[str]) -> str | None:
     """The first flag of the command's task (`--shard`, or `--BuildSequences-shard`) whose value its
     parameter cannot parse, else None. The task is the first word of `argv` that names one."""
-    from luigi.task_register import Register, TaskClassException
-
-    for word in argv:
-        if word.startswith("-"):
-            continue
-        try:
-            task_class = Register.get_task_cls(word)
-        except TaskClassException:
-            continue
-        for name, parameter in task_class.get_params():
-            for flag in (command_line_flag(name), command_line_flag(name, task_class.get_task_family())):
-                value = _flag_value(argv, flag)
-                if value is None:
-                    continue
-                try:
-                    parameter.parse(value)
-                except (ValueError, TypeError):
-                    return flag
+    task_class = task_class_named_in(argv)
+    if task_class is None:
         return None
+    for name, parameter in task_class.get_params():
+        for flag in (command_line_flag(name), command_line_flag(name, task_class.get_task_family())):
+            value = _flag_value(argv, flag)
+            if value is None:
+                continue
+            try:
+                parameter.parse(value)
+            except (ValueError, TypeError):
+                return flag
     return None
 
 
@@ -158,10 +163,37 @@ def _exception_chain(error: BaseException) -> list[BaseException]:
     return chain
 
 
+def did_you_mean(name: str, known: list[str]) -> str:
+    """`did you mean A or B?` naming the known names closest to `name` (difflib, up to three, those nearly as
+    close as the closest), or ""."""
+    scored = [(difflib.SequenceMatcher(None, name, candidate).ratio(), candidate)
+              for candidate in difflib.get_close_matches(name, known, n=3, cutoff=0.5)]
+    closest = [candidate for score, candidate in scored if score >= scored[0][0] - 0.1]
+    return f"did you mean {' or '.join(closest)}?" if closest else ""
+
+
 def unknown_task_message(name: str, task_names: list[str], module: str = "pipeline") -> str:
-    closest = difflib.get_close_matches(name, task_names, n=3, cutoff=0.5)
-    hint = f"did you mean {' or '.join(closest)}? " if closest else ""
-    return f"no task named {name!r} in --module {module}; {hint}(tasks: {', '.join(task_names)})"
+    hint = did_you_mean(name, task_names)
+    return f"no task named {name!r} in --module {module}; {hint + ' ' if hint else ''}(tasks: {', '.join(task_names)})"
+
+
+def unknown_option_message(argv: list[str], known: set[str]) -> str | None:
+    """One line for the options of `argv` that Luigi's parser would refuse, else None. argparse takes a unique
+    prefix of a flag (`--train-epoch`), refuses a word that starts no flag and one that starts several."""
+    problems = []
+    for option in option_words(argv):
+        if option in known:
+            continue
+        starting = sorted(flag for flag in known if flag.startswith(option))
+        if not starting:
+            hint = did_you_mean(option, sorted(known))
+            problems.append(f"unknown option {option}" + (f"; {hint}" if hint else ""))
+        elif len(starting) > 1:
+            problems.append(f"ambiguous option {option}: {' or '.join(starting[:3])}"
+                            + (", ..." if len(starting) > 3 else ""))
+    if not problems:
+        return None
+    return "; ".join(problems) + f" (every setting: {SETTINGS_COMMAND})"
 
 
 def _exit_code(name: str, fallback: int) -> int:
@@ -178,20 +210,47 @@ def _install_excepthook(task_names: list[str]) -> None:
 
     previous = sys.excepthook
 
-    def report_unknown_task(kind, error, tb):
-        if not isinstance(error, TaskClassNotFoundException) or _debugging():
+    def report_unknown_task_or_interrupt(kind, error, tb):
+        if _debugging():
             previous(kind, error, tb)
-            return
-        match = re.match(r"No task (.+?)\. (?:Did you mean|Candidates are)", str(error))
-        name = match.group(1) if match else str(error)
-        sys.stdout.flush()
-        print(f"ERROR: {unknown_task_message(name, task_names)}", file=sys.stderr, flush=True)
-        # An excepthook cannot choose the exit status (the interpreter exits with 1 after
-        # it); nothing has started yet that needs a clean shutdown.
-        os._exit(_exit_code("scheduling_error", SCHEDULING_ERROR_EXIT))
+        elif isinstance(error, KeyboardInterrupt):
+            _exit_with_line(str(error) if isinstance(error, Interrupted) else INTERRUPTED, INTERRUPTED_EXIT)
+        elif isinstance(error, TaskClassNotFoundException):
+            match = re.match(r"No task (.+?)\. (?:Did you mean|Candidates are)", str(error))
+            name = match.group(1) if match else str(error)
+            _exit_with_line(f"ERROR: {unknown_task_message(name, task_names)}",
+                            _exit_code("scheduling_error", SCHEDULING_ERROR_EXIT))
+        else:
+            previous(kind, error, tb)
 
-    if getattr(previous, "__name__", "") != report_unknown_task.__name__:
-        sys.excepthook = report_unknown_task
+    if getattr(previous, "__name__", "") != report_unknown_task_or_interrupt.__name__:
+        sys.excepthook = report_unknown_task_or_interrupt
+
+
+def _exit_with_line(line: str, code: int) -> None:
+    """Print `line` to stderr and end the process with `code`: an excepthook cannot choose the exit status (the
+    interpreter exits with 1 after it, or kills itself with SIGINT after a KeyboardInterrupt); the tasks'
+    locks and temporaries were released by the `finally` blocks the exception went through."""
+    sys.stdout.flush()
+    print(line, file=sys.stderr, flush=True)
+    os._exit(code)
+
+
+def refuse_unknown_options(argv: list[str]) -> None:
+    """Before Luigi parses the command line `argv` of the `luigi` command: an option its parser would refuse
+    (argparse's usage line and "unrecognized arguments") is one ERROR line naming the closest flags, exit 2
+    as argparse's. Left to Luigi: a command asking for --help, naming no known task (Luigi says which), or
+    loading another module (`--module mine`), whose tasks and settings are not all registered yet."""
+    if asks_for_help(argv) or not names_this_package(argv):
+        return
+    task_class = task_class_named_in(argv)
+    if task_class is None:
+        return
+    message = unknown_option_message(argv, known_flags(task_class))
+    if message:
+        sys.stdout.flush()
+        print(f"ERROR: {message}", file=sys.stderr, flush=True)
+        sys.exit(COMMAND_LINE_ERROR_EXIT)
 
 
 def install_error_reporting(task_names: list[str] | None = None) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import importlib.util
 import json
 import logging
 import sys
@@ -38,6 +39,7 @@ from luigi.task import flatten
 from din_common.errors import InputError
 from din_common.feature_spec import FILE_NAME as FEATURE_SPEC_FILE, FeatureSpec
 from pipeline import config
+from pipeline.cli.command import asks_for_help, is_luigi_command
 from pipeline.cli.errors import LUIGI_LOGGER
 from pipeline.console import count, split_counts
 from pipeline.tasks.stage2 import RunTask
@@ -125,7 +127,7 @@ class RunRecord:
         if self.command is None:
             # No scheduling event reached this process: a lone task without dependencies that a
             # child worker ran (`--workers N`), or no run at all (--help, an unknown task).
-            if not _is_luigi_command() or HELP_FLAGS.intersection(sys.argv[1:]):
+            if not is_luigi_command() or asks_for_help(sys.argv[1:]):
                 return
             self.command = sys.argv[1:]
         try:
@@ -185,11 +187,27 @@ def run_lines(run_dir: Path) -> list[str]:
              f"{'  metrics:':<20}{metrics_path}",
              f"{'  curves:':<20}{run_dir / 'curves.png'}",
              f"{'  saved model:':<20}{run_dir / 'saved_model'}",
-             f"{'  TensorBoard:':<20}tensorboard --logdir {run_dir / 'tensorboard'}"]
+             f"{'  TensorBoard:':<20}{tensorboard_hint(run_dir / 'tensorboard')}"]
     headline = headline_metrics(metrics)
     if headline:
         lines.append(f"{'metrics:':<20}{headline}")
     return lines
+
+
+TENSORBOARD_INSTALL = "pip install -e '.[tensorboard]'"
+
+
+def tensorboard_installed() -> bool:
+    """Whether this interpreter has TensorBoard (found, not imported: importing it is slow). TensorFlow 2.21
+    does not bring it; the `tensorboard` extra does (pyproject.toml), TensorFlow 2.6 on the Ascend stack does."""
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def tensorboard_hint(logdir: Path) -> str:
+    """The command that shows a run's TensorBoard scalars, or how to install TensorBoard first."""
+    if tensorboard_installed():
+        return f"tensorboard --logdir {logdir}"
+    return f"not installed: {TENSORBOARD_INSTALL} adds it (then tensorboard --logdir {logdir})"
 
 
 def headline_metrics(metrics: dict) -> str:
@@ -242,15 +260,6 @@ def summary_block(root_task, statuses: dict[str, list]) -> list[str]:
     return lines
 
 
-HELP_FLAGS = frozenset(("-h", "--help", "--help-all"))
-
-
-def _is_luigi_command() -> bool:
-    """Whether this process is the `luigi` command: its console script or `python -m luigi`."""
-    program = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
-    return program.name == "luigi" or (program.name == "__main__.py" and program.parent.name == "luigi")
-
-
 RUN_RECORD = RunRecord()
 
 
@@ -259,5 +268,5 @@ def install_run_summary() -> None:
     RUN_RECORD.listen()
     # Printed by the `luigi` command's own process only: in-process `luigi.build` callers are not the
     # command, and Luigi's forked task processes leave with os._exit, which skips atexit.
-    if _is_luigi_command():
+    if is_luigi_command():
         atexit.register(RUN_RECORD.print_at_exit)

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from din_common.atomic import atomic_path, remove_file
 from din_common.errors import InputError
@@ -31,8 +33,9 @@ JOBS_MODULE = "pipeline.raw.sandbox_jobs"
 
 EXPECTED_CATEGORIES = "a non-empty list of non-empty lists of str (the category is categories[-1][-1])"
 EXPECTED_SECONDS = "integer seconds since 1970 (int64)"
+EXPECTED_ID = "expected a non-blank id (not empty, not only whitespace)"
 
-INT64_MAX = np.iinfo(np.int64).max
+INT64_MIN, INT64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
 REVIEW_KINDS = {"reviewerID": "str", "asin": "str", "unixReviewTime": "int64"}
 META_KINDS = {"asin": "str", "category": "str"}
 
@@ -70,6 +73,28 @@ def check_no_missing(column: pd.Series, path, name: str) -> None:
             f"{path} column {name} has {int(missing.sum())} missing values (NaN/None), first at row {first}: "
             "expected a value in every row"
         )
+
+
+def first_blank(values) -> int | None:
+    """Index of the first empty or whitespace-only string of `values` (str, no missing), or None.
+
+    A blank id is no id: every review whose reviewerID is "" would become one user.
+    """
+    array = pa.array(values)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    # utf8_is_space is false for "", so the empty strings are asked for separately.
+    blank = pc.or_(pc.equal(pc.utf8_length(array), 0), pc.utf8_is_space(array))
+    if not pc.any(blank).as_py():
+        return None
+    return int(np.argmax(blank.to_numpy(zero_copy_only=False)))
+
+
+def check_not_blank(values, where: str) -> None:
+    """One InputError naming the first empty or whitespace-only id; `where` is e.g. "<path> column asin row"."""
+    position = first_blank(values)
+    if position is not None:
+        raise InputError(f"{where} {position} is {shown(values[position])}: {EXPECTED_ID}")
 
 
 def integer_values(column: pd.Series, path, name: str, expected: str) -> np.ndarray:

@@ -20,7 +20,7 @@ from pipeline import untrusted
 from pipeline.compat import as_text, is_arrow_string_dtype, text_array
 from pipeline.raw.frames import (
     EXPECTED_CATEGORIES, EXPECTED_SECONDS, JOBS_MODULE, META_COLUMNS, META_KINDS, REVIEW_COLUMNS, REVIEW_KINDS,
-    category_of, category_problem, check_frame, check_no_missing, integer_values, shown,
+    category_of, category_problem, check_frame, check_no_missing, check_not_blank, integer_values, shown,
 )
 
 EXPECTED_REVIEWS = "a pandas DataFrame of reviews (reviewerID, asin, unixReviewTime) written by DataFrame.to_pickle"
@@ -81,7 +81,13 @@ def check_meta(objects: list, path) -> tuple[dict, dict]:
 
 
 def _string_values(column: pd.Series, path, name: str) -> pd.api.extensions.ExtensionArray:
-    """Return the column as a pandas `str` array; strings only (no numbers), none missing."""
+    """Return the column as a pandas `str` array of ids: strings only (no numbers), none missing or blank."""
+    values = _strings_of(column, path, name)
+    check_not_blank(values, f"{path} column {name} row")
+    return values
+
+
+def _strings_of(column: pd.Series, path, name: str) -> pd.api.extensions.ExtensionArray:
     dtype = column.dtype
     if dtype == object and pd.api.types.infer_dtype(column, skipna=False) == "string":
         # The common case, checked in one pass: all str means none missing.

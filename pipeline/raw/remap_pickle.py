@@ -17,7 +17,7 @@ from din_common.errors import InputError
 from pipeline import untrusted
 from pipeline.compat import text_array
 from pipeline.raw.frames import (
-    EXPECTED_SECONDS, JOBS_MODULE, META_KINDS, REVIEW_COLUMNS, REVIEW_KINDS, check_frame, existing_dir,
+    EXPECTED_SECONDS, JOBS_MODULE, META_KINDS, REVIEW_COLUMNS, REVIEW_KINDS, check_frame, check_not_blank, existing_dir,
     integer_values, is_sequence, short_repr, shown, write_pickle_pair,
 )
 
@@ -88,6 +88,7 @@ def _remap_keys(keys: Any, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
             raise InputError(
                 f"{path} {name} entry {position} is {shown(value)} ({type(value).__name__}): expected a list of str"
             )
+        check_not_blank(array, f"{path} {name} entry")
         arrays.append(array)
     return tuple(arrays)
 

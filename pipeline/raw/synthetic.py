@@ -134,17 +134,20 @@ class SyntheticData:
 
 # --------------------------------------------------------------------------- checks
 
-def _count(value, setting: str, minimum: int) -> int:
+def _count(value, setting: str, minimum: int, maximum: int) -> int:
     try:
         if isinstance(value, bool):
             raise TypeError
         number = operator.index(value)
     except TypeError:
         raise InputError(f"[raw] {setting} must be an integer, got {value!r}") from None
-    if number < minimum:
-        raise InputError(f"[raw] {setting} must be >= {minimum}, got {number} "
+    if not minimum <= number <= maximum:
+        raise InputError(f"[raw] {setting} must be an integer from {minimum} to {maximum:,}, got {number} "
                          f"(set it in luigi.cfg or with --raw-{setting.replace('_', '-')})")
     return number
+
+
+MAX_IDS = 2**31 - 1  # ids are int32 in every stage-1 table (0 is padding)
 
 
 # The order knobs that [raw] exposes: knob -> (setting, upper bound).
@@ -178,16 +181,22 @@ def check_order_knobs(values: dict) -> dict:
     return checked
 
 
-def _check_args(n_users, n_items, n_categories, seed, mean_reviews_per_user):
-    n_users = _count(n_users, "synthetic_users", 1)
-    n_categories = _count(n_categories, "synthetic_categories", 1)
+def check_sizes(n_users, n_items, n_categories, seed) -> tuple[int, int, int, int]:
+    """The [raw] synthetic_* sizes and seed, each checked with one clear error naming its setting."""
+    n_users = _count(n_users, "synthetic_users", 1, MAX_IDS)
+    n_categories = _count(n_categories, "synthetic_categories", 1, MAX_IDS)
     # every user has >= 5 reviews and must keep at least one never-reviewed item
     # (the negative of the test protocol is drawn from those)
-    n_items = _count(n_items, "synthetic_items", MIN_REVIEWS_PER_USER + 1)
+    n_items = _count(n_items, "synthetic_items", MIN_REVIEWS_PER_USER + 1, MAX_IDS)
     if n_items < n_categories:
         raise InputError(f"[raw] synthetic_items ({n_items}) must be >= synthetic_categories "
                          f"({n_categories}): every category needs at least one item")
-    seed = _count(seed, "synthetic_seed", 0)
+    seed = _count(seed, "synthetic_seed", 0, 2**32 - 1)
+    return n_users, n_items, n_categories, seed
+
+
+def _check_args(n_users, n_items, n_categories, seed, mean_reviews_per_user):
+    n_users, n_items, n_categories, seed = check_sizes(n_users, n_items, n_categories, seed)
     try:
         mean = float(mean_reviews_per_user)
     except (TypeError, ValueError):

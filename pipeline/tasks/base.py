@@ -9,19 +9,22 @@ Stage 1 (pipeline.tasks.stage1) and stage 2 (pipeline.tasks.stage2) subclass the
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import time
 from pathlib import Path
+from typing import Iterable
 
 import luigi
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from din_common.atomic import atomic_path, remove_file, remove_stale_temporaries, write_json_atomic
+from din_common.errors import InputError
 from pipeline import config
-from pipeline.compat import PARQUET_WRITE_OPTIONS
+from pipeline.compat import PARQUET_READ_OPTIONS, PARQUET_WRITE_OPTIONS
 from pipeline.console import progress_line, task_line
 from pipeline.fingerprint import read_manifest_fingerprint
 
@@ -30,6 +33,9 @@ from pipeline.fingerprint import read_manifest_fingerprint
 # plain pages, no compression; compressing them costs more stage-1 CPU than it saves
 # (docs/performance.md, "Stage-1 parquet options").
 SAMPLE_PARQUET_OPTIONS = {"compression": "none", "use_dictionary": False}
+
+
+_CANNOT_WRITE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR)
 
 
 @contextlib.contextmanager
@@ -48,6 +54,13 @@ def task_lock(data_dir: Path, task_id: str):
             handle = open(path, "a")
         except (FileExistsError, FileNotFoundError):  # another process removed the empty lock dir meanwhile
             continue
+        except OSError as error:
+            if error.errno not in _CANNOT_WRITE:
+                raise
+            # The first write of every task: a data dir that cannot be written fails here, before any output.
+            raise InputError(f"cannot write in the data directory {data_dir} ({error.strerror}: {error.filename}): "
+                             "expected a directory this user may write ([paths] data_dir, --paths-data-dir)"
+                             ) from None
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
@@ -65,13 +78,61 @@ def task_lock(data_dir: Path, task_id: str):
 
 
 def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
-    # ParquetFile, not pq.read_table: the latter imports pyarrow.dataset, slow to start in every worker process.
-    return pq.ParquetFile(path).read(columns=columns)
+    with reading_parquet(path) as parquet:
+        return parquet.read(columns=columns)
+
+
+@contextlib.contextmanager
+def reading_parquet(path: Path):
+    """A stage-1 parquet file opened with its page checksums verified; damage is one InputError naming it."""
+    try:
+        # ParquetFile, not pq.read_table: the latter imports pyarrow.dataset, slow to start in every worker process.
+        yield pq.ParquetFile(path, **PARQUET_READ_OPTIONS)
+    except (OSError, pa.ArrowException) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"{path} is damaged ({detail}): expected the parquet file stage 1 wrote; delete it and rerun "
+                         "the same command to rebuild it") from None
+
+
+# Rows per parquet row group, stated rather than left to pyarrow, whose default differs between versions:
+# a table streamed in pieces (write_parquet_stream_atomic) then gets the row groups of one whole write.
+ROW_GROUP_ROWS = 1 << 20
+
+
+@contextlib.contextmanager
+def _parquet_writer_atomic(path: Path, schema: pa.Schema, options: dict):
+    with atomic_path(path) as tmp:
+        with pq.ParquetWriter(tmp, schema, **PARQUET_WRITE_OPTIONS, **(options or {"compression": "zstd"})) as writer:
+            yield writer
 
 
 def write_parquet_atomic(table: pa.Table, path: Path, **options) -> None:
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, **PARQUET_WRITE_OPTIONS, **(options or {"compression": "zstd"}))
+    with _parquet_writer_atomic(path, table.schema, options) as writer:
+        writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+
+
+def write_parquet_stream_atomic(tables: Iterable[pa.Table], path: Path, schema: pa.Schema, **options) -> int:
+    """Write the concatenation of `tables` as `write_parquet_atomic` writes it whole, byte for byte,
+    holding at most one row group plus one piece; returns the row count."""
+    pending, pending_rows, written = [], 0, 0
+    with _parquet_writer_atomic(path, schema, options) as writer:
+        for table in tables:
+            pending.append(table)
+            pending_rows += table.num_rows
+            while pending_rows >= ROW_GROUP_ROWS:
+                # Contiguous columns, as in one whole table, so page boundaries fall alike.
+                rows = pa.concat_tables(pending).combine_chunks()
+                writer.write_table(rows.slice(0, ROW_GROUP_ROWS), row_group_size=ROW_GROUP_ROWS)
+                pending = [rows.slice(ROW_GROUP_ROWS)]
+                pending_rows = pending[0].num_rows
+                written += min(rows.num_rows, ROW_GROUP_ROWS)
+        if pending_rows or not written:
+            writer.write_table(pa.concat_tables(pending or [schema.empty_table()]).combine_chunks(),
+                               row_group_size=ROW_GROUP_ROWS)
+            written += pending_rows
+    return written
 
 
 class LockedTask(luigi.Task):

@@ -12,23 +12,26 @@ import json
 from pathlib import Path
 
 import luigi
-import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 
-from din_common.atomic import atomic_path, remove_stale_temporaries, write_json_atomic
+from din_common.atomic import remove_stale_temporaries, write_json_atomic
 from din_common.errors import InputError
 from din_common.feature_spec import FORMAT_VERSION, SPLITS, FeatureSpec, SplitInfo
 from pipeline.console import count, split_counts
 from pipeline.raw.amazon_json import convert_amazon_json
 from pipeline.raw.manifest import check_files, file_records
+from pipeline.raw.parquet_files import FOLDERS as PARQUET_FOLDERS, parquet_files, read_meta, read_review_file
 from pipeline.raw.pickles import load_raw_pickles
 from pipeline.raw.remap_pickle import convert_remap_pickle
 from pipeline.raw.synthetic import write_raw
 from pipeline.remap import remap_ids_within, remap_time_limit
-from pipeline.sequences import build_shard_samples
 from pipeline.settings import GENERATED_SOURCES, Settings, missing_input_error
-from pipeline.tasks.base import SAMPLE_PARQUET_OPTIONS, ManifestTask, read_parquet, write_parquet_atomic
-from pipeline.tfrecord_io import write_samples_tfrecord
+from pipeline.tasks.base import ManifestTask, write_parquet_atomic
+from pipeline.tasks.shard_steps import build_sequences, write_tfrecords
+
+
+USER_SOURCES = ("pickle", "parquet")  # the user's own raw files, read where they are
 
 
 class PrepareRaw(ManifestTask):
@@ -44,12 +47,13 @@ class PrepareRaw(ManifestTask):
         return self.settings().raw_fingerprint()
 
     def data_files(self) -> list[Path]:
-        return list(self.settings().raw_pickles.values())
+        settings = self.settings()
+        return list((settings.source_inputs() if settings.source == "parquet" else settings.raw_pickles).values())
 
     def complete(self) -> bool:
         settings = self.settings()
-        if settings.source == "pickle":  # the user's own files: present is current
-            return all(path.is_file() for path in self.data_files())
+        if settings.source in USER_SOURCES:  # the user's own files: present is current
+            return all(path.is_file() for path in self.data_files()) and bool(self.data_files())
         if not super().complete():
             return False
         self.check_integrity()
@@ -67,6 +71,11 @@ class PrepareRaw(ManifestTask):
             for name, path in settings.raw_pickles.items():
                 if not path.is_file():
                     raise missing_input_error(path, f"the {name} DataFrame pickle ([raw] source = pickle)")
+        if settings.source == "parquet":
+            for folder in PARQUET_FOLDERS:
+                if not parquet_files(settings.raw_dir, folder):
+                    raise missing_input_error(settings.raw_dir / folder / "*.parquet",
+                                              f"the {folder} parquet files ([raw] source = parquet)")
         self._refuse_to_overwrite_user_files(settings)
         self.invalidate()
         # Claim the pickles before writing them: if this run is killed half-way, the next
@@ -79,13 +88,15 @@ class PrepareRaw(ManifestTask):
             details = write_raw(settings.raw_dir, s["users"], s["items"], s["categories"], s["seed"],
                                 knobs=s["knobs"])
         else:
-            convert = {"amazon-json": convert_amazon_json, "remap-pickle": convert_remap_pickle}[settings.source]
             inputs = settings.source_inputs()
             if not inputs or not all(p.is_file() for p in inputs.values()):
                 raise missing_input_error(settings.raw_dir / ("remap.pkl" if settings.source == "remap-pickle"
                                                               else "reviews_*.json[.gz]"),
                                           f"the input of [raw] source = {settings.source}")
-            details = convert(settings.raw_dir)
+            if settings.source == "amazon-json":
+                details = convert_amazon_json(settings.raw_dir, settings.json_limits)
+            else:
+                details = convert_remap_pickle(settings.raw_dir)
         self.write_manifest(source=settings.source, details=details, files=file_records(settings.raw_pickles))
         self.report("raw data ready", 100)
 
@@ -128,46 +139,50 @@ class RemapIds(ManifestTask):
     def build(self) -> None:
         settings = Settings.current()
         self.invalidate()
+        if settings.source == "parquet":
+            self._build_from_parquet(settings)
+            return
         self.report("loading raw pickles", 5)
         (reviews, review_info), (meta, meta_info) = load_raw_pickles(
             settings.raw_pickles["reviews"], settings.raw_pickles["meta"]
         )
-        self.report("remapping ids", 40)
-        result = remap_ids_within(remap_time_limit(len(reviews)), reviews, meta,
-                                  source=str(settings.raw_pickles["reviews"]))
+        self.report(f"remapping ids ({settings.engine} engine)", 40)
+        source = str(settings.raw_pickles["reviews"])
+        if settings.engine == "dask":
+            from pipeline.dask_engine.remap import remap_frames_on_cluster
+            stats = remap_frames_on_cluster(settings, reviews, meta, source)
+        else:
+            stats = self._remap_locally(settings, reviews, meta, source)
+        self.write_manifest(**stats, reviews_file=review_info, meta_file=meta_info)
+
+    def _build_from_parquet(self, settings: Settings) -> None:
+        """`[raw] source = parquet`: the dask engine reads each review file as a partition on a worker."""
+        files = parquet_files(settings.raw_dir, "reviews")
+        meta, meta_info = read_meta(settings.raw_dir)
+        source = str(settings.raw_dir / "reviews" / "*.parquet")
+        self.report(f"remapping ids of {count(len(files), 'review file')} ({settings.engine} engine)", 10)
+        if settings.engine == "dask":
+            from pipeline.dask_engine.remap import remap_files_on_cluster
+            stats = remap_files_on_cluster(settings, files, meta, source)
+        else:
+            stats = self._remap_locally(settings, pd.concat([read_review_file(path) for path in files],
+                                                            ignore_index=True), meta, source)
+        self.write_manifest(**stats, reviews_file={"rows": stats["reviews_in"], "files": len(files)},
+                            meta_file=meta_info)
+
+    def _remap_locally(self, settings: Settings, reviews: pd.DataFrame, meta: pd.DataFrame, source: str) -> dict:
+        result = remap_ids_within(remap_time_limit(len(reviews)), reviews, meta, source=source)
         del reviews, meta
         self.report("writing remap tables", 70)
         for name, path in settings.remap_tables().items():
             write_parquet_atomic(getattr(result, name), path)
-        self.write_manifest(**result.stats, reviews_file=review_info, meta_file=meta_info)
+        return result.stats
 
     def wrote(self) -> str:
         stats = self.read_manifest()
         return (f"{count(stats['reviews_kept'], 'review')} of {count(stats['n_users'], 'user')}, "
                 f"{count(stats['n_items'], 'item')}, {count(stats['n_cats'], 'category', 'categories')} "
                 f"-> {Settings.current().remap_dir}")
-
-
-REVIEW_READ_BATCH = 1 << 20
-
-
-def _read_remap_for_shard(settings: Settings, shard: int) -> dict[str, np.ndarray]:
-    """The shard's reviews (sorted as in reviews.parquet) and the item -> category lookup.
-
-    Reads reviews.parquet in batches and keeps only the shard's rows, so a shard task's
-    memory follows its shard, not the data set.
-    """
-    tables = settings.remap_tables()
-    kept = {name: [] for name in ("user_id", "item_id", "cate_id", "ts")}
-    for batch in pq.ParquetFile(tables["reviews"]).iter_batches(REVIEW_READ_BATCH, columns=list(kept)):
-        user_id = batch.column(0).to_numpy()
-        rows = np.flatnonzero(user_id % settings.num_shards == shard)
-        for index, name in enumerate(kept):
-            kept[name].append(batch.column(index).to_numpy()[rows])
-    items = read_parquet(tables["items"], ["item_id", "cate_id"])
-    item_cate = np.zeros(items.num_rows + 1, dtype=np.int32)
-    item_cate[items.column("item_id").to_numpy()] = items.column("cate_id").to_numpy()
-    return {**{name: np.concatenate(parts) for name, parts in kept.items()}, "item_cate": item_cate}
 
 
 class ShardTask(ManifestTask):
@@ -195,6 +210,22 @@ class ShardTask(ManifestTask):
     def display_name(self) -> str:
         return f"{self.get_task_family()} {self.shard + 1}/{Settings.current().num_shards}"
 
+    def build(self) -> None:
+        settings = Settings.current()
+        if settings.engine == "dask":
+            # Every pending shard of the stage at once on the cluster (pipeline.dask_engine.shards).
+            from pipeline.dask_engine.shards import run_shard_steps
+            pending = [task for task in (type(self)(shard=shard) for shard in range(settings.num_shards))
+                       if task.shard == self.shard or (not task.complete() and task.requires().complete())]
+            for task in pending:
+                task.invalidate()
+            self.report(f"{self.get_task_family()} of {count(len(pending), 'shard')} on the dask cluster", 10)
+            run_shard_steps(settings, type(self).step, [task.shard for task in pending], self.expected_fingerprint())
+        else:
+            self.invalidate()
+            self.report(f"{self.get_task_family()} of shard {self.shard}", 10)
+            type(self).step(settings, self.shard, self.expected_fingerprint())
+
     def files_pattern(self) -> str:
         settings = Settings.current()
         return str(self.stage_dir(settings) / "{train,val,test}" / f"{settings.part_name(self.shard)}{self.suffix}")
@@ -203,6 +234,7 @@ class ShardTask(ManifestTask):
 class BuildSequences(ShardTask):
     """One shard's samples -> sequences/{train,val,test}/part-NNNNN.parquet."""
     suffix = ".parquet"
+    step = staticmethod(build_sequences)
 
     def requires(self):
         return RemapIds()
@@ -213,20 +245,6 @@ class BuildSequences(ShardTask):
     def expected_fingerprint(self) -> str | None:
         return Settings.current().sequences_fingerprint()
 
-    def build(self) -> None:
-        settings = Settings.current()
-        self.invalidate()
-        self.report(f"building samples of shard {self.shard}", 10)
-        remap = _read_remap_for_shard(settings, self.shard)
-        n_items = len(remap["item_cate"]) - 1
-        tables = build_shard_samples(remap["user_id"], remap["item_id"], remap["cate_id"], remap["ts"],
-                                     remap["item_cate"], n_items=n_items, maxlen=settings.maxlen,
-                                     seed=settings.seed, shard=self.shard)
-        self.report(f"writing samples of shard {self.shard}", 60)
-        for split, path in self.files().items():
-            write_parquet_atomic(tables[split], path, **SAMPLE_PARQUET_OPTIONS)
-        self.write_manifest(shard=self.shard, samples={split: tables[split].num_rows for split in SPLITS})
-
     def wrote(self) -> str:
         samples = self.read_manifest()["samples"]
         return f"{split_counts(samples)} samples -> {self.files_pattern()}"
@@ -235,6 +253,7 @@ class BuildSequences(ShardTask):
 class WriteTFRecords(ShardTask):
     """One shard's parquet samples -> tfrecords/{train,val,test}/part-NNNNN.tfrecord."""
     suffix = ".tfrecord"
+    step = staticmethod(write_tfrecords)
 
     def requires(self):
         return BuildSequences(shard=self.shard)
@@ -244,19 +263,6 @@ class WriteTFRecords(ShardTask):
 
     def expected_fingerprint(self) -> str | None:
         return Settings.current().tfrecords_fingerprint()
-
-    def build(self) -> None:
-        settings = Settings.current()
-        self.invalidate()
-        sources = settings.shard_files(settings.sequences_dir, self.shard, ".parquet")
-        counts = {}
-        for step, (split, path) in enumerate(self.files().items()):
-            self.report(f"writing {split} records of shard {self.shard}", 100 * step // len(SPLITS))
-            table = read_parquet(sources[split])
-            with atomic_path(path) as tmp:
-                records = write_samples_tfrecord(tmp, table, settings.prebatch)
-            counts[split] = {"samples": table.num_rows, "records": records, "bytes": path.stat().st_size}
-        self.write_manifest(shard=self.shard, splits=counts, maxlen=settings.maxlen, prebatch=settings.prebatch)
 
     def wrote(self) -> str:
         splits = self.read_manifest()["splits"]

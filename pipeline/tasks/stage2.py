@@ -1,7 +1,10 @@
 """Stage-2 Luigi tasks: TrainDIN and EvaluateDIN, thin shells over `din_model.run.loop`.
 
 The only pipeline module that imports din_model, and only inside functions: TensorFlow starts
-when a stage-2 task runs, never when stage 1 is scheduled.
+when a stage-2 task runs (`training_module`), never when stage 1 is scheduled, nor to check that a
+stage-2 task is complete: the completeness checks and the summary's run folder use TensorFlow-free
+din_model modules only (params, device.npu_options, model.footprint, train.run_files), so a command
+with nothing to do never loads TensorFlow.
 
 Both read the `[train]` section (pipeline.config.train) into `din_model.params.TrainParams`
 and the `[npu]` section into `din_model.device.npu_options.NpuOptions`: checked when the task is
@@ -35,12 +38,16 @@ from pipeline.tasks.stage1 import Preprocess
 
 
 def current_train_params():
+    """`[train]` as TrainParams, checked (with worker_timeout, which is not a model setting) before anything runs."""
     from din_model.params import TrainParams
 
+    config.refuse_empty_flags()
     section = config.train()
+    config.require_seconds("train", "worker_timeout", section.worker_timeout)
     names = ("batch_size", "epochs", "learning_rate", "embed_dim", "attention_hidden", "mlp_hidden", "activation",
              "attention_softmax", "dropout", "l2", "mini_batch_aware_l2", "use_category", "device", "precision",
-             "seed", "history_layout", "xla", "model", "sequence_features", "patience", "restore_best")
+             "seed", "history_layout", "xla", "model", "sequence_features", "patience", "restore_best",
+             "lr_decay_factor", "lr_decay_patience", "deterministic")
     return TrainParams(**{name: getattr(section, name) for name in names})
 
 
@@ -143,9 +150,11 @@ class TrainDIN(RunTask):
         return luigi.LocalTarget(str(self.run_dir() / "metrics.json"))
 
     def complete(self) -> bool:
+        from din_model.train.run_files import training_complete
+
         metrics_path = self.output().path  # reads the settings and the spec first: reported before TF starts
         self.check_memory()
-        return training_module().training_complete(metrics_path, self.train_params())
+        return training_complete(metrics_path, self.train_params())
 
     def build(self) -> None:
         run_dir = self.run_dir()

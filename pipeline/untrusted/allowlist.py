@@ -39,6 +39,7 @@ from pandas._libs.arrays import NDArrayBacked
 from pandas.compat import pickle_compat
 from pandas.core.arrays.masked import BaseMaskedArray
 from pandas.core.internals.blocks import Block
+from pandas.util._decorators import cache_readonly
 
 from pipeline.untrusted.checks import (
     BUFFERS,
@@ -285,8 +286,7 @@ def check_build(inst: Any, state: Any) -> Any:
 
 
 # The keys pandas 1.x-3.x write in the dict state of each class that gets one. Any other
-# key would become an attribute pandas trusts (a forged `_cache` of inferred types, a
-# second array); `_cache` itself is dropped: caches are computed again from the values.
+# key would become an attribute pandas trusts (a second array), so it is refused.
 _FRAME_KEYS = {"_mgr", "_typ", "_metadata", "attrs", "_attrs", "_flags"}
 _ARRAY_KEYS = {"_data", "_mask", "_dtype", "_readonly", "_pa_array", "_ndarray", "_codes", "_freq", "freq"}
 _STATE_KEYS: dict[str, set[str]] = {
@@ -309,7 +309,7 @@ _STATE_VALUES: dict[str, Callable[[Any], bool]] = {
 
 
 def _known_keys(inst: Any, state: Any) -> Any:
-    """A dict (or (dict, slots)) state with only the keys pandas writes for this class, `_cache` dropped."""
+    """A dict (or (dict, slots)) state with only the keys pandas writes for this class; `_cache` checked, then dropped."""
     if isinstance(state, tuple) and len(state) == 2 and (state[0] is None or isinstance(state[0], dict)) \
             and isinstance(state[1], dict):
         return (_known_keys(inst, state[0]) if state[0] else state[0], _known_keys(inst, state[1]))
@@ -324,7 +324,29 @@ def _known_keys(inst: Any, state: Any) -> Any:
     for key, fits in _STATE_VALUES.items():
         if key in state and not fits(state[key]):
             raise Refused(f"a {type(inst).__name__} with {key} = {short(state[key])}")
+    if "_cache" not in state:
+        return state
+    _check_cache(type(inst), state["_cache"])
     return {key: value for key, value in state.items() if key != "_cache"}
+
+
+# pandas 3 writes `_cache` into the state of every Arrow string array ({}) and of a masked
+# array whose dtype was read ({"dtype": ..., "_can_hold_na": True}), so it cannot be refused
+# outright. It may name only cached properties of the class (a forged `inferred_type` is
+# refused), and is never applied: every cache is computed again from the values.
+def _check_cache(cls: type, cache: Any) -> None:
+    if not isinstance(cache, dict):
+        raise Refused(f"a _cache of a {cls.__name__} that is {short(cache)}, not a dict")
+    forged = [key for key in cache if key not in _cached_properties(cls)]
+    if forged:
+        raise Refused(f"the cached value {short(forged[0])} in the state of a {cls.__name__}, which is not a cached "
+                      f"property of that class")
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_properties(cls: type) -> frozenset:
+    return frozenset(name for klass in cls.__mro__ for name, attribute in vars(klass).items()
+                     if isinstance(attribute, cache_readonly))
 
 
 def after_build(inst: Any) -> None:

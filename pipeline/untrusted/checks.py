@@ -40,15 +40,6 @@ def short(value: Any, limit: int = 40) -> str:
     return f"a {type(value).__name__}"
 
 
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def printable(text: str) -> str:
-    """`text` with everything but printable ASCII escaped (terminal escapes, bidi marks), as ascii() does."""
-    text = text.encode("ascii", "backslashreplace").decode("ascii")
-    return _UNPRINTABLE.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
-
-
 def named(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
 

@@ -1,8 +1,8 @@
-"""Confining the current process so that it can only compute (the child of `pipeline.untrusted.sandbox`).
+"""Confining the current process so that it can only compute (the sandbox's workers and its reply reader).
 
 This module owns the one-way steps a process takes before it reads untrusted
 bytes, and reports which of them the platform supports:
-  * resource limits: address space, CPU seconds, file size 0, no core dumps;
+  * resource limits: address space, CPU seconds, file size (0 unless told), no core dumps;
   * no_new_privs, then Landlock (Linux >= 5.13): a ruleset that handles every
     filesystem right (and TCP bind/connect from ABI 4, abstract sockets and
     signals from ABI 6) with no rule allowing any, so no file can be opened,
@@ -57,13 +57,13 @@ def _limit(kind: int, value: int) -> None:
     resource.setrlimit(kind, (value, value))
 
 
-def set_resource_limits(max_bytes: int, max_cpu_seconds: int) -> None:
+def set_resource_limits(max_bytes: int, max_cpu_seconds: int, max_file_bytes: int = 0) -> None:
     _limit(resource.RLIMIT_AS, max_bytes)
     soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
     # SIGXCPU at the soft limit (reported by the parent), SIGKILL a second later.
     resource.setrlimit(resource.RLIMIT_CPU, (max_cpu_seconds, max_cpu_seconds + 1)
                        if hard == resource.RLIM_INFINITY else (min(max_cpu_seconds, hard), hard))
-    _limit(resource.RLIMIT_FSIZE, 0)
+    _limit(resource.RLIMIT_FSIZE, max_file_bytes)
     _limit(resource.RLIMIT_CORE, 0)
 
 
@@ -139,11 +139,15 @@ def _apply_seccomp(seccomp: Any) -> None:
 CONFINED = False
 
 
-def confine(max_bytes: int, max_cpu_seconds: int) -> list[str]:
-    """Apply every confinement this platform offers; return the names of the active layers."""
+def confine(max_bytes: int, max_cpu_seconds: int, max_file_bytes: int = 0) -> list[str]:
+    """Apply every confinement this platform offers; return the names of the active layers.
+
+    `max_file_bytes` bounds what the process may write into a file it already holds open (the
+    sandbox's workers hold none; the reply reader its scratch files).
+    """
     global CONFINED
     CONFINED = True
-    set_resource_limits(max_bytes, max_cpu_seconds)
+    set_resource_limits(max_bytes, max_cpu_seconds, max_file_bytes)
     layers = ["rlimits"]
     if platform.system() != "Linux":
         return layers

@@ -3,13 +3,14 @@
 This module owns both ends of the sandbox:
   * the parent, `load(path, job)`: opens the file itself, starts
     one child process (`_CHILD_BOOTSTRAP`) with only the open file
-    descriptors and an output pipe per file, stdin closed; waits with a
-    wall-clock timeout and an output cap, and turns a crash, a hang or a
-    limit hit into one InputError naming the file. What comes back is a JSON header and one
-    uncompressed Arrow record batch per frame, never a pickle, read as it arrives
-    (`_Receiver`: every byte and decoded byte counted, so the parent's memory is bounded by
-    the cap): the parent checks the schema (exact columns and types), the values (no nulls,
-    Arrow's full validation) and the info dict, and escapes whatever text the child sends.
+    descriptors and an output pipe per file, stdin closed, and the reply reader
+    (`pipeline.untrusted.reply`) with the pipes' other ends and one unnamed scratch file per
+    frame; waits for both with a wall-clock timeout, and turns a crash, a hang or a
+    limit hit into one InputError naming the file. What the worker sends is a JSON header and one
+    uncompressed Arrow record batch per frame, never a pickle; the reader, a process with an
+    address-space limit of its own, reads and checks it (counted against an output cap) and
+    leaves the checked frames in the scratch files, which the parent maps (size checked
+    first) and checks again, escaping whatever text came from the child.
   * the child, `_child_main`: imports once and forks one worker per file
     (their start-up is shared, their work runs in parallel), then reports
     how each worker ended. Before forking it warms up (a sample of each
@@ -28,24 +29,23 @@ import json
 import logging
 import os
 import pickle
-import re
 import signal
-import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.ipc
 
 from din_common.errors import InputError
 from pipeline.compat import TEXT_DTYPE
+from pipeline.untrusted import reply
+from pipeline.untrusted.escape import one_line
 from pipeline.untrusted.job import SandboxJob
-from pipeline.untrusted.checks import printable
 
 LOGGER = logging.getLogger("luigi-interface")
 # Limits, each scaled with the file: the pure-Python unpickler's time grows with the opcodes it
@@ -53,19 +53,14 @@ LOGGER = logging.getLogger("luigi-interface")
 BASE_TIMEOUT_S, TIMEOUT_S_PER_MB = 120.0, 1.0
 BASE_MEMORY_BYTES, MEMORY_PER_BYTE = 3 << 30, 16
 BASE_OUTPUT_BYTES, OUTPUT_PER_BYTE = 64 << 20, 4
+# The reply reader's memory above what it holds once started (docs/security.md, "Limits"): room for a
+# reply at the output cap, which it holds about twice while it checks and writes it.
+READER_BASE_MEMORY_BYTES, READER_MEMORY_PER_BYTE = 256 << 20, 8
 # A gzip pickle's limits count it as this many times its size (about what data pickles
 # compress by, docs/security.md); the size its trailer claims is the writer's word, not ours.
 GZIP_SCALE = 4
-MAX_HEADER_BYTES = 1 << 16
 MAX_STDERR_BYTES = 1 << 14
-MAX_MESSAGE_CHARS = 1000
 KERNEL_LAYERS = ("landlock", "seccomp")
-
-# Column kinds a job may declare, and the Arrow types that carry them.
-_ARROW_KINDS: dict[str, Callable[[pa.DataType], bool]] = {
-    "str": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
-    "int64": lambda t: t == pa.int64(),
-}
 
 
 class Limits(NamedTuple):
@@ -73,6 +68,7 @@ class Limits(NamedTuple):
     memory_bytes: int
     cpu_seconds: int
     output_bytes: int
+    reader_memory_bytes: int  # the reply reader's, above its start-up size
 
 
 def limits_for(path: Path, size: int) -> Limits:
@@ -81,7 +77,8 @@ def limits_for(path: Path, size: int) -> Limits:
         scaled = size * GZIP_SCALE if handle.read(2) == b"\x1f\x8b" else size
     timeout = BASE_TIMEOUT_S + TIMEOUT_S_PER_MB * scaled / 1e6
     return Limits(timeout_s=timeout, memory_bytes=BASE_MEMORY_BYTES + MEMORY_PER_BYTE * scaled,
-                  cpu_seconds=int(2 * timeout) + 1, output_bytes=BASE_OUTPUT_BYTES + OUTPUT_PER_BYTE * scaled)
+                  cpu_seconds=int(2 * timeout) + 1, output_bytes=BASE_OUTPUT_BYTES + OUTPUT_PER_BYTE * scaled,
+                  reader_memory_bytes=READER_BASE_MEMORY_BYTES + READER_MEMORY_PER_BYTE * scaled)
 
 
 # ---------------------------------------------------------------- parent
@@ -115,6 +112,10 @@ sys.modules["pipeline"] = package
 import importlib
 importlib.import_module(sys.argv[2])._child_main(sys.argv[3:])
 """
+# The reply reader runs it too, without numpy where pyarrow allows (>= 16): importing numpy is
+# most of the reader's start-up, and nothing it does needs numpy (docs/security.md, "Cost").
+_READER_BOOTSTRAP = (_CHILD_BOOTSTRAP.replace("import sys, types\n", "import sys, types\nsys.modules['numpy'] = None\n")
+                     if int(pa.__version__.split(".")[0]) >= 16 else _CHILD_BOOTSTRAP)
 # The module whose _child_main the child runs. Only tests change it (in-process, to drive a
 # deliberately compromised child, tests/helpers/compromised_child.py); no file or setting can.
 _CHILD_MODULE = "pipeline.untrusted.sandbox"
@@ -125,8 +126,9 @@ class _Request(NamedTuple):
     job: SandboxJob
     limits: Limits
     source_fd: int  # the pickle, opened by the parent
-    out_fd: int  # the parent's read end of this worker's output pipe
+    out_fd: int  # the read end of this worker's output pipe, for the reply reader
     worker_out_fd: int  # the write end, for the worker
+    scratch: dict[str, IO[bytes]]  # frame name -> unnamed file the reply reader writes it into
 
 
 def load(path: str | os.PathLike, job: SandboxJob) -> tuple[dict[str, pd.DataFrame], dict]:
@@ -135,36 +137,53 @@ def load(path: str | os.PathLike, job: SandboxJob) -> tuple[dict[str, pd.DataFra
 
 
 def load_many(requests: list[tuple[str | os.PathLike, SandboxJob]]) -> list[tuple[dict[str, pd.DataFrame], dict]]:
-    """Load several files at once: one child imports once and forks a confined worker per file."""
+    """Load several files at once: one child imports once and forks a confined worker per file.
+
+    Their replies are read by one reply reader (`pipeline.untrusted.reply`), a process with an
+    address-space limit of its own; this process only maps the checked frames it leaves.
+    """
     from pipeline.untrusted.unpickler import open_pickle
 
     opened: list[_Request] = []
-    receivers: list[_Receiver] = []
+    fds = _Descriptors()
     try:
         for path, job in requests:
             handle, size = open_pickle(Path(path), str(path), job.expected)
-            read_end, write_end = os.pipe()
+            with handle:
+                source_fd = fds.add(os.dup(handle.fileno()))
+            read_end, write_end = (fds.add(fd) for fd in os.pipe())
             _widen_pipe(read_end)
-            opened.append(_Request(Path(path), job, limits_for(Path(path), size), os.dup(handle.fileno()),
-                                   read_end, write_end))
-            handle.close()
+            scratch = {frame: tempfile.TemporaryFile(prefix="din-reply-") for frame in job.frames}
+            opened.append(_Request(Path(path), job, limits_for(Path(path), size), source_fd, read_end, write_end,
+                                   scratch))
         process = _start(opened)
-        for request in opened:  # the child has its own copies now
-            os.close(request.source_fd)
-            os.close(request.worker_out_fd)
-        receivers = [_Receiver(request) for request in opened]  # each owns (and closes) its read end
-        outputs, stopped = _collect(process, opened, receivers)
-        return [_finish(request, receiver, outputs, stopped, index)
-                for index, (request, receiver) in enumerate(zip(opened, receivers))]
+        fds.close(*(fd for request in opened for fd in (request.source_fd, request.worker_out_fd)))
+        reader = _start_reader(opened)
+        fds.close(*(request.out_fd for request in opened))  # the reader's alone now: it gets EOF, a worker EPIPE
+        outputs, stopped = _collect(process, reader, opened)
+        return [_finish(request, outputs, stopped, index) for index, request in enumerate(opened)]
     finally:
-        owned = {receiver.request.out_fd for receiver in receivers}
+        fds.close(*fds.open)
         for request in opened:
-            for fd in (request.source_fd, request.worker_out_fd) + ((request.out_fd,) if request.out_fd not in owned
-                                                                      else ()):
-                try:
-                    os.close(fd)
-                except OSError:  # already closed
-                    pass
+            for scratch in request.scratch.values():
+                scratch.close()  # unnamed: nothing stays on disk once the last mapping of it goes
+
+
+class _Descriptors:
+    """File descriptors this process opened for a load, each closed once."""
+
+    def __init__(self):
+        self.open: list[int] = []
+
+    def add(self, fd: int) -> int:
+        self.open.append(fd)
+        return fd
+
+    def close(self, *fds: int) -> None:
+        for fd in fds:
+            if fd in self.open:
+                self.open.remove(fd)
+                os.close(fd)
 
 
 _F_SETPIPE_SZ = 1031
@@ -180,14 +199,32 @@ def _widen_pipe(fd: int) -> None:
         pass
 
 
+def _python_command(module: str, argument: str, bootstrap: str = _CHILD_BOOTSTRAP) -> list[str]:
+    return [sys.executable, "-c", bootstrap, str(Path(__file__).parent.parent), module, argument]
+
+
 def _start(requests: list[_Request]) -> subprocess.Popen:
     spec = [{"module": r.job.module, "job": r.job.name, "source": r.source_fd, "out": r.worker_out_fd,
              "name": str(r.path), "memory": r.limits.memory_bytes, "cpu": r.limits.cpu_seconds} for r in requests]
-    command = [sys.executable, "-c", _CHILD_BOOTSTRAP, str(Path(__file__).parent.parent), _CHILD_MODULE,
-               json.dumps(spec)]
     fds = [fd for r in requests for fd in (r.source_fd, r.worker_out_fd)]
-    return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            pass_fds=fds, env=_child_environment())
+    return subprocess.Popen(_python_command(_CHILD_MODULE, json.dumps(spec)), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=fds, env=_child_environment())
+
+
+def _start_reader(requests: list[_Request]) -> subprocess.Popen:
+    spec = {"memory": _reader_memory(requests), "cpu": max(r.limits.cpu_seconds for r in requests), "files": [
+        {"name": str(r.path), "pipe": r.out_fd, "scratch": {frame: f.fileno() for frame, f in r.scratch.items()},
+         "frames": r.job.frames, "info_keys": list(r.job.info_keys), "output_bytes": r.limits.output_bytes}
+        for r in requests]}
+    fds = [fd for r in requests for fd in [r.out_fd] + [f.fileno() for f in r.scratch.values()]]
+    return subprocess.Popen(_python_command("pipeline.untrusted.reply", json.dumps(spec), _READER_BOOTSTRAP),
+                            stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=fds, env=_child_environment())
+
+
+def _reader_memory(requests: list[_Request]) -> int:
+    # It reads one reply at a time: the largest file's allowance is enough.
+    return max(r.limits.reader_memory_bytes for r in requests)
 
 
 # The child gets no secrets from the environment (tokens, keys): only what Python and the
@@ -201,157 +238,93 @@ def _child_environment() -> dict[str, str]:
     return env
 
 
-def _finish(request: _Request, receiver: "_Receiver", outputs: dict, stopped: str | None,
-            index: int) -> tuple[dict, dict]:
+def _finish(request: _Request, outputs: dict, stopped: str | None, index: int) -> tuple[dict, dict]:
     path, job, limits = request.path, request.job, request.limits
     if stopped:
         raise InputError(f"{path}: {stopped} in the pickle sandbox, so it was stopped: expected {job.expected}")
-    if receiver.over_budget:
+    result = outputs["results"].get(index)
+    status = result["status"] if result else None
+    if status == reply.OVER_BUDGET:
         raise InputError(f"{path}: it produced more than {limits.output_bytes} bytes of data in the pickle sandbox, "
                          f"so it was stopped: expected {job.expected}")
+    reader_code = outputs["reader_returncode"]
+    if status == reply.OVER_MEMORY:
+        raise InputError(f"{path}: reading its reply from the pickle sandbox needed more than the "
+                         f"{outputs['reader_memory']} bytes of memory the reply reader may use (its address-space "
+                         f"limit), so it was stopped: expected {job.expected}")
+    if result is None and reader_code < 0:
+        raise InputError(f"{path}: reading its reply from the pickle sandbox stopped the reply reader "
+                         f"({_signal_name(-reader_code)}) at its limits ({outputs['reader_memory']} bytes of memory, "
+                         f"{limits.cpu_seconds} CPU seconds), so it was refused: expected {job.expected}")
     returncode = outputs["returncodes"].get(index, outputs["child_returncode"] or -signal.SIGKILL)
-    header = receiver.header
     if returncode != 0:
         raise InputError(f"{path}: {_describe_exit(returncode, limits, outputs['stderr'])}: expected {job.expected}")
-    if header is None:
+    if result is None:
+        raise InputError(f"{path}: the pickle sandbox's reply reader ended without reading its reply (exit "
+                         f"{reader_code}: {_last_line(outputs['reader_stderr'])}): expected {job.expected}")
+    if status == reply.NO_HEADER:
         raise InputError(f"{path}: the pickle sandbox exited normally but its reply did not start with one line of "
                          f"UTF-8 JSON object (the header), so it was refused: expected {job.expected}")
-    _report_layers(_strings(header.get("layers"), path))
-    if not header.get("ok"):
-        raise InputError(_one_line(str(header.get("error", "the pickle sandbox failed"))))
-    if receiver.error is not None:
-        raise receiver.error
-    return receiver.frames, _read_info(header.get("info"), job, path)
+    if status != reply.UNREADABLE:
+        _report_layers(reply.layer_names(result.get("layers"), path))
+    if status != reply.OK:
+        raise InputError(one_line(str(result.get("error", "the pickle sandbox failed"))))
+    frames = {name: _frame(reply.mapped_table(request.scratch[name].fileno(), columns, limits.output_bytes, path,
+                                              name), columns)
+              for name, columns in job.frames.items()}
+    return frames, reply.read_info(result.get("info"), job.info_keys, path)
 
 
-class _Receiver(threading.Thread):
-    """Reads one worker's reply as it arrives: a JSON header line, then one Arrow IPC stream per frame.
-
-    Nothing is buffered whole: each IPC message is read, counted against the
-    output cap and checked (no compressed bodies, at most one record batch per
-    frame, decoded bytes counted too) before the next, so the parent's memory
-    stays within the cap whatever the child sends. The read end is closed when
-    done, so a worker still writing gets EPIPE instead of blocking.
-    """
-
-    def __init__(self, request: _Request):
-        super().__init__(daemon=True)
-        self.request = request
-        self.source = _PipeSource(request.out_fd, request.limits.output_bytes)
-        self.header: dict | None = None
-        self.frames: dict[str, pd.DataFrame] = {}
-        self.error: InputError | None = None
-        self.over_budget = False
-        self.start()
-
-    def run(self) -> None:
-        path, job = self.request.path, self.request.job
-        try:
-            self.header = _parse_header(self.source.read_line(MAX_HEADER_BYTES))
-            if self.header is not None and self.header.get("ok"):
-                self.frames = {name: _checked_frame(self.source, columns, path, name)
-                               for name, columns in job.frames.items()}
-                if self.source.read(1):
-                    raise InputError(f"{path}: the pickle sandbox sent more data than the frames it declared")
-        except _OverBudget:
-            self.over_budget = True
-        except InputError as error:
-            self.error = error
-        except Exception as error:  # noqa: BLE001  (anything the child's bytes make a reader raise)
-            self.error = InputError(f"{path}: the pickle sandbox sent unreadable data "
-                                    f"({type(error).__name__}: {_one_line(str(error), 200)})")
-        finally:
-            os.close(self.request.out_fd)
+def _frame(table: pa.Table, columns: dict[str, str]) -> pd.DataFrame:
+    # Built column by column from the Arrow data (text zero-copy where pandas allows), so nothing
+    # in the child's stream (no pandas metadata) decides what the parent builds.
+    return pd.DataFrame({
+        column: pd.Series(table.column(column), dtype=TEXT_DTYPE) if kind == "str" else table.column(column).to_numpy()
+        for column, kind in columns.items()
+    })
 
 
-class _OverBudget(Exception):
-    pass
+def _collect(process: subprocess.Popen, reader: subprocess.Popen,
+             requests: list[_Request]) -> tuple[dict, str | None]:
+    """Wait for the child and the reply reader; stop both at the time limit, the child when a reply went over a limit.
 
-
-class _PipeSource:
-    """A worker's output pipe as the file pyarrow reads: whole reads, each byte counted against a cap."""
-
-    closed = False
-
-    def __init__(self, fd: int, cap: int):
-        self.fd, self.cap, self.used = fd, cap, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def take(self, size: int) -> None:
-        self.used += size
-        if self.used > self.cap:
-            raise _OverBudget()
-
-    def read(self, size: int = -1) -> bytes:
-        # A length field can claim anything: never allocate more than the cap leaves.
-        wanted = self.cap - self.used + 1 if size is None or size < 0 else min(size, self.cap - self.used + 1)
-        buffer, got = bytearray(wanted), 0
-        view = memoryview(buffer)
-        while got < wanted:
-            count = os.readv(self.fd, [view[got:]])
-            if count == 0:
-                break
-            got += count
-        view.release()
-        self.take(got)
-        del buffer[got:]
-        return bytes(buffer) if got < 4096 else buffer
-
-    def read_line(self, limit: int) -> bytes:
-        line = bytearray()
-        while len(line) < limit:
-            byte = os.read(self.fd, 1)
-            self.take(len(byte))
-            if not byte or byte == b"\n":
-                return bytes(line) + byte
-            line += byte
-        return b""
-
-
-def _parse_header(line: bytes) -> dict | None:
-    if not line.endswith(b"\n"):
-        return None
-    try:
-        header = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: "[[[[..." 60 k deep
-        return None
-    return header if isinstance(header, dict) else None
-
-
-def _collect(process: subprocess.Popen, requests: list[_Request],
-             receivers: list[_Receiver]) -> tuple[dict, str | None]:
-    """Wait for the child and its readers; stop it at the time limit or when a reader hits the output cap.
-
-    Returns ({"stderr": last bytes, "returncodes": {worker index: code}, "child_returncode": code}, stopped).
+    Returns ({"stderr": the child's last bytes, "returncodes": {worker index: code}, "child_returncode": code,
+    "results": {index: the reader's record}, "reader_returncode": code, "reader_stderr", "reader_memory"}, stopped).
     """
     timeout = max(r.limits.timeout_s for r in requests)
     deadline = time.monotonic() + timeout
-    stderr = _Tail(process.stderr.fileno(), MAX_STDERR_BYTES)
-    status = _Tail(process.stdout.fileno(), MAX_HEADER_BYTES)
+    tails = {"stderr": _Tail(process.stderr.fileno(), MAX_STDERR_BYTES),
+             "status": _Tail(process.stdout.fileno(), reply.MAX_HEADER_BYTES),
+             "results": _Tail(reader.stdout.fileno(), reply.MAX_HEADER_BYTES),
+             "reader_stderr": _Tail(reader.stderr.fileno(), MAX_STDERR_BYTES)}
     stopped = None
     while True:
-        if any(receiver.over_budget for receiver in receivers):
+        running = [p for p in (process, reader) if p.poll() is None]
+        # A reply past a limit (or a reader that died) ends the load: the child is stopped, as
+        # the workers' exit status would only say that their pipe was closed.
+        if not running or reader.returncode not in (None, 0, reply.STOPPED):
             break
         try:
-            process.wait(timeout=min(0.05, max(deadline - time.monotonic(), 0.0)))
-            break
+            running[0].wait(timeout=min(0.05, max(deadline - time.monotonic(), 0.0)))
         except subprocess.TimeoutExpired:
             if time.monotonic() >= deadline:
                 stopped = f"loading it took longer than {timeout:.0f} s"
                 break
-    if stopped is not None or process.poll() is None:
-        process.kill()  # its workers die with it (PR_SET_PDEATHSIG)
-    process.wait()
-    for thread in receivers + [stderr, status]:
+    for each in (process, reader):
+        if each.poll() is None:
+            each.kill()  # the child's workers die with it (PR_SET_PDEATHSIG)
+        each.wait()
+    for thread in tails.values():
         thread.join(max(deadline - time.monotonic(), 0.0) + 5.0)
         if thread.is_alive() and stopped is None:  # a descendant still holds the pipe open
             stopped = f"loading it took longer than {timeout:.0f} s"
-    process.stdout.close()
-    process.stderr.close()
-    outputs = {"stderr": bytes(stderr.data), "returncodes": _worker_returncodes(bytes(status.data)),
-               "child_returncode": process.returncode}
+    for pipe in (process.stdout, process.stderr, reader.stdout, reader.stderr):
+        pipe.close()
+    data = {name: bytes(thread.data) for name, thread in tails.items()}
+    outputs = {"stderr": data["stderr"], "returncodes": _worker_returncodes(data["status"]),
+               "child_returncode": process.returncode, "results": reply.parse_results(data["results"], len(requests)),
+               "reader_returncode": reader.returncode, "reader_stderr": data["reader_stderr"],
+               "reader_memory": _reader_memory(requests)}
     return outputs, stopped
 
 
@@ -386,110 +359,25 @@ def _worker_returncodes(status: bytes) -> dict[int, int]:
     return codes
 
 
+def _signal_name(number: int) -> str:
+    return signal.Signals(number).name if number in signal.Signals.__members__.values() else str(number)
+
+
+def _last_line(err: bytes) -> str:
+    last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
+    return one_line(last[0], 300)
+
+
 def _describe_exit(returncode: int, limits: Limits, err: bytes) -> str:
     if returncode < 0:
         number = -returncode
-        name = signal.Signals(number).name if number in signal.Signals.__members__.values() else str(number)
+        name = _signal_name(number)
         if number == signal.SIGXCPU:
             return f"loading it used more than {limits.cpu_seconds} CPU seconds, the pickle sandbox's limit"
         if number == signal.SIGKILL:
             return f"the pickle sandbox process was killed (SIGKILL: memory or CPU limit, {limits.memory_bytes} bytes)"
         return f"loading it crashed the pickle sandbox process ({name}): the file is corrupt or crafted"
-    last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
-    return f"the pickle sandbox process failed (exit {returncode}: {_one_line(last[0], 300)})"
-
-
-def _one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    text = printable(" ".join(text.split()))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-_LAYER_NAME = re.compile(r"[a-z0-9-]{1,40}\Z")
-
-
-def _strings(value: Any, path: Path) -> list[str]:
-    if not (isinstance(value, list) and len(value) < 10
-            and all(isinstance(v, str) and _LAYER_NAME.match(v) for v in value)):
-        raise InputError(f"{path}: the pickle sandbox sent a malformed header")
-    return value
-
-
-def _checked_frame(source: _PipeSource, columns: dict[str, str], path: Path, name: str) -> pd.DataFrame:
-    """The next Arrow IPC stream from the child, read message by message and checked, as a DataFrame."""
-    try:
-        reader = pa.ipc.MessageReader.open_stream(source)
-        schema = pa.ipc.read_schema(reader.read_next_message())
-        _check_schema(schema, columns, path, name)
-        batches = []
-        for message in _messages(reader):
-            if message.type != "record batch" or batches:
-                raise InputError(f"{path}: the pickle sandbox sent {name} as more than one record batch")
-            if _body_compressed(message.metadata.to_pybytes()):
-                raise InputError(f"{path}: the pickle sandbox sent compressed {name} data")
-            batch = pa.ipc.read_record_batch(message, schema)
-            source.take(batch.nbytes)  # decoded bytes count too
-            batches.append(batch)
-        table = pa.Table.from_batches(batches, schema)
-        table.validate(full=True)
-    except (pa.ArrowException, ValueError, OSError, StopIteration, struct.error) as error:
-        raise InputError(f"{path}: the pickle sandbox sent unreadable {name} data ({_one_line(str(error), 200)})") \
-            from None
-    for column in columns:
-        if table.column(column).null_count:
-            raise InputError(f"{path}: the pickle sandbox sent {name} column {column} "
-                             f"with {table.column(column).null_count} nulls, expected no nulls")
-    # Built column by column from the Arrow data (text zero-copy where pandas allows), so nothing
-    # in the child's stream (no pandas metadata) decides what the parent builds.
-    return pd.DataFrame({
-        column: pd.Series(table.column(column), dtype=TEXT_DTYPE) if kind == "str" else table.column(column).to_numpy()
-        for column, kind in columns.items()
-    })
-
-
-def _messages(reader: Any):
-    while True:
-        try:
-            yield reader.read_next_message()
-        except StopIteration:
-            return
-
-
-def _check_schema(schema: pa.Schema, columns: dict[str, str], path: Path, name: str) -> None:
-    if schema.names != list(columns):
-        shown = _one_line(str(schema.names[:10]), 300)
-        raise InputError(f"{path}: the pickle sandbox sent {name} columns {shown}, expected {list(columns)}")
-    for column, kind in columns.items():
-        field = schema.field(column)
-        if not _ARROW_KINDS[kind](field.type):
-            raise InputError(f"{path}: the pickle sandbox sent {name} column {column} as "
-                             f"{_one_line(str(field.type), 100)}, expected {kind} without nulls")
-
-
-def _body_compressed(metadata: bytes) -> bool:
-    """Whether an IPC record batch message says its body is compressed (its flatbuffer's `compression`).
-
-    Decompression would happen in read_record_batch, past every byte count: a few KB
-    on the wire could become GBs.
-    """
-    def field(table: int, index: int) -> int:
-        vtable = table - struct.unpack_from("<i", metadata, table)[0]
-        entry = vtable + 4 + 2 * index
-        return struct.unpack_from("<H", metadata, entry)[0] if entry + 2 <= vtable + struct.unpack_from(
-            "<H", metadata, vtable)[0] else 0
-
-    root = struct.unpack_from("<I", metadata, 0)[0]
-    header = field(root, 2)  # Message.header
-    if not header:
-        return False
-    batch = root + header + struct.unpack_from("<I", metadata, root + header)[0]
-    return field(batch, 3) != 0  # RecordBatch.compression
-
-
-def _read_info(info: Any, job: SandboxJob, path: Path) -> dict:
-    if not (isinstance(info, dict) and set(info) == set(job.info_keys)
-            and all(type(v) is int and 0 <= v < 1 << 63 for v in info.values())):
-        raise InputError(f"{path}: the pickle sandbox sent malformed counts")
-    return {key: info[key] for key in job.info_keys}
+    return f"the pickle sandbox process failed (exit {returncode}: {_last_line(err)})"
 
 
 # ---------------------------------------------------------------- child
@@ -498,11 +386,8 @@ def _read_info(info: Any, job: SandboxJob, path: Path) -> dict:
 def _write_ipc(out: Any, frame: pd.DataFrame, columns: dict[str, str]) -> None:
     # Arrays only, no pandas metadata: the parent builds its frames from the declared columns.
     # One record batch per frame, uncompressed: the parent refuses anything else.
-    table = pa.Table.from_arrays([pa.array(frame[column], from_pandas=True) for column in columns],
-                                 names=list(columns)).combine_chunks()
-    with pa.ipc.new_stream(out, table.schema) as writer:
-        for batch in table.to_batches():  # one after combine_chunks (an empty table may have none)
-            writer.write_batch(batch)
+    reply.write_stream(out, pa.Table.from_arrays([pa.array(frame[column], from_pandas=True) for column in columns],
+                                                 names=list(columns)).combine_chunks())
 
 
 def _run_job(job: SandboxJob, source: Any, name: str) -> tuple[dict, dict]:
@@ -540,7 +425,7 @@ def _child_error(error: BaseException, name: str, memory_bytes: int) -> str:
         return f"{name} needs more than the pickle sandbox's {memory_bytes} bytes of memory to load"
     if isinstance(error, PermissionError):
         return f"{name} made the loader reach outside the pickle sandbox (a file, program or network), which it forbids"
-    return f"{name} could not be loaded ({type(error).__name__}: {_one_line(str(error), 200)})"
+    return f"{name} could not be loaded ({type(error).__name__}: {one_line(str(error), 200)})"
 
 
 _PR_SET_PDEATHSIG = 1
@@ -596,7 +481,7 @@ def _worker(request: dict, job: SandboxJob, others: list[int]) -> None:
         try:
             header, frames = _run_job(job, source, name)
         except Exception as error:  # every failure becomes one message for the parent
-            header, frames = {"ok": False, "error": _one_line(_child_error(error, name, memory))}, {}
+            header, frames = {"ok": False, "error": one_line(_child_error(error, name, memory))}, {}
         header["layers"] = layers
         _send(out, header, frames, job)
         code = 0

@@ -43,7 +43,7 @@ from pandas.compat import pickle_compat
 from din_common.errors import InputError
 from pipeline.untrusted import allowlist as allow
 from pipeline.untrusted.allowlist import Refused, short
-from pipeline.untrusted.checks import printable
+from pipeline.untrusted.escape import printable
 
 DEFAULT_EXPECTED = "a pandas DataFrame written by DataFrame.to_pickle"
 # Decompressed bytes allowed per compressed byte (data pickles gzip far less than this).

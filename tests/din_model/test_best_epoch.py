@@ -1,5 +1,6 @@
 """Early stopping and the best epoch: the exported and evaluated model is the best validation epoch's, a spent
 patience stops the loop, a resumed run remembers the best epoch, and every placement follows the writer's choice.
+Learning-rate decay on a plateau: its schedule, and a resumed run continuing it from the checkpoint.
 
 The validation AUCs are scripted (tests/helpers/scripted_validation.py), so the best epoch is known exactly.
 """
@@ -22,7 +23,8 @@ from din_model.parallel import npu_ranks
 from din_model.params import TrainParams, run_id
 from din_model.run import loop as training
 from din_model.train import evaluation, steps
-from din_model.train.best_epoch import BestEpoch, early_stopping_fields
+from din_model import compat
+from din_model.train.best_epoch import BestEpoch, early_stopping_fields, plateau_learning_rate
 from din_model.train.portable_weights import restore_weights
 from din_model.train.state import TrainingState
 from tests.helpers.din_fixtures import write_random_fixture
@@ -62,6 +64,52 @@ def test_patience_and_restore_best_are_checked_and_part_of_the_run_id():
         TrainParams(patience=-1)
     ids = {run_id(params, "shards") for params in (TrainParams(), TrainParams(patience=2), TrainParams(restore_best=False))}
     assert len(ids) == 3
+
+
+def test_the_learning_rate_decays_after_each_plateau_of_lr_decay_patience_epochs():
+    aucs = (0.6, 0.8, 0.7, 0.75, 0.79, 0.81, 0.7, 0.7)
+    rates = [plateau_learning_rate(records(*aucs[:done]), TrainParams(learning_rate=0.01, lr_decay_factor=0.5,
+                                                                      lr_decay_patience=2))
+             for done in range(len(aucs) + 1)]
+    # no gain in epochs 3-4: halved; none in 5 (0.79 < 0.8) and the count restarted at the decay; gain in 6; 7-8 decay
+    assert rates == [0.01, 0.01, 0.01, 0.01, 0.005, 0.005, 0.005, 0.005, 0.0025]
+    assert plateau_learning_rate(records(*aucs), TrainParams(learning_rate=0.01, lr_decay_patience=1)) == 0.01
+    assert plateau_learning_rate(records(0.6, 0.5, 0.4), TrainParams(learning_rate=0.01, lr_decay_factor=0.5)) == 0.0025
+
+
+def test_lr_decay_settings_are_checked_and_part_of_the_run_id():
+    with pytest.raises(InputError, match=r"\[train\] lr_decay_factor must be a number in \(0, 1\] .*got 1.5"):
+        TrainParams(lr_decay_factor=1.5)
+    with pytest.raises(InputError, match=r"\[train\] lr_decay_patience must be a positive integer, got 0"):
+        TrainParams(lr_decay_patience=0)
+    ids = {run_id(params, "shards") for params in (TrainParams(), TrainParams(lr_decay_factor=0.5),
+                                                    TrainParams(lr_decay_factor=0.5, lr_decay_patience=2))}
+    assert len(ids) == 3
+    # off, the decay settings leave the id as it was before they existed
+    assert run_id(TrainParams(lr_decay_patience=3), "shards") == run_id(TrainParams(), "shards")
+
+
+def test_a_resumed_run_trains_on_at_the_decayed_rate_its_checkpoint_holds(spec_path, tmp_path, monkeypatch):
+    params = TrainParams(**TINY, epochs=4, lr_decay_factor=0.5, lr_decay_patience=1)
+
+    def kill_point(name):
+        if name == "train:epoch3:checkpointed":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "split_metrics", scripted_split_metrics(PEAK_AT_2))
+    monkeypatch.setattr(training, "kill_point", kill_point)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(spec_path, tmp_path / "run", params)
+    from din_model.data.reader import feature_spec_at
+
+    killed = TrainingState(params, feature_spec_at(spec_path), select_device("cpu"), tmp_path / "run" / "checkpoints")
+    assert killed.restore_latest() == 3
+    assert compat.learning_rate_variable(killed.optimizer).numpy() == pytest.approx(0.005)
+    monkeypatch.undo()
+    # the resumed run's validation gains: the decay it continues comes from the checkpoint, not from this script
+    monkeypatch.setattr(training, "split_metrics", scripted_split_metrics([0.9]))
+    result = training.train(spec_path, tmp_path / "run", params)
+    assert [record["learning_rate"] for record in result["epochs"]] == [0.01, 0.01, 0.01, 0.005]
 
 
 def val_features(spec, params):

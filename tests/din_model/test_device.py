@@ -194,3 +194,37 @@ def test_npu_mixed_precision_scales_the_loss_with_the_adapters_optimizer(npu, pr
     assert isinstance(optimizer, npu.module.train.optimizer.NpuLossScaleOptimizer) == wrapped
     assert [name for name in npu.call_names() if name == "NpuLossScaleOptimizer"] == (["NpuLossScaleOptimizer"]
                                                                                       if wrapped else [])
+
+
+@pytest.fixture
+def op_determinism(monkeypatch):
+    """Records compat.enable_op_determinism calls instead of switching this test process's kernels for good."""
+    calls = []
+    monkeypatch.setattr(device.compat, "enable_op_determinism", lambda: calls.append(True))
+    return calls
+
+
+def test_a_deterministic_run_sets_the_adapters_deterministic_option(npu, op_determinism, capsys):
+    select_device("npu", "mixed", deterministic=True)
+    assert changed_from_defaults(opened_options(npu)) == {
+        "precision_mode": "allow_mix_precision", "op_compiler_cache_mode": "enable", "deterministic": "1"}
+    assert op_determinism == [True]
+    assert "WARNING" not in capsys.readouterr().out
+    configure_npu(NpuOptions())  # EvaluateDIN of the same deterministic run: the same setup, no error
+    select_device("npu", "mixed", deterministic=True)
+    with pytest.raises(InputError, match=r"deterministic: open with 1, now asked for None"):
+        select_device("npu", "mixed")
+
+
+def test_an_adapter_without_the_deterministic_option_gets_a_warning(npu, op_determinism, capsys, monkeypatch):
+    monkeypatch.delitem(NpuConfig._OPTIONS, "deterministic")
+    select_device("npu", "mixed", deterministic=True)
+    assert "deterministic" not in opened_options(npu)
+    assert capsys.readouterr().out.startswith("WARNING: [train] deterministic: this Ascend adapter's global_options() "
+                                              "has no deterministic option; ")
+    assert op_determinism == [True]
+
+
+def test_a_default_run_leaves_op_determinism_alone(op_determinism):
+    assert select_device("cpu", "fp32").name == "cpu"
+    assert op_determinism == []

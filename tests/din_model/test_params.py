@@ -42,6 +42,11 @@ def test_npu_numerics_are_part_of_the_run_id_and_runs_elsewhere_keep_their_ids()
     assert on_npu == run_id(TrainParams(), "abc", dict(reversed(list(numerics.items()))))
 
 
+def test_a_deterministic_run_has_its_own_id_and_the_others_keep_theirs():
+    assert run_id(TrainParams(deterministic=False), "abc") == "d40d6f25b61c"
+    assert run_id(TrainParams(deterministic=True), "abc") not in ("d40d6f25b61c", run_id(TrainParams(seed=43), "abc"))
+
+
 def test_from_dict_rejects_unknown_settings():
     with pytest.raises(InputError, match="unknown"):
         TrainParams.from_dict({"batch_size": 8, "bogus": 1})

@@ -3,9 +3,10 @@
 It stands in for `pipeline.untrusted.sandbox._child_main` when a test sets
 `pipeline.untrusted.sandbox._CHILD_MODULE` to this module (in-process; no file, setting or
 environment variable can). It acts as if a pickle had taken over the child
-entirely: it is not confined, and it sends the parent the worst replies it
-can, chosen by the first line of the "pickle" file it is given. The parent
-must end each with one printable ERROR line and bounded memory.
+entirely: it is not confined, and it sends the worst replies it can (to the
+reply reader, whose output the parent maps), chosen by the first line of the
+"pickle" file it is given. The parent must end each with one printable ERROR
+line, and the memory of the whole process tree must stay bounded.
 """
 from __future__ import annotations
 
@@ -42,15 +43,15 @@ def _reviews(rows: int) -> pa.RecordBatch:
     return pa.record_batch([text, text, pa.array(np.zeros(rows, dtype=np.int64))], names=list(REVIEW_COLUMNS))
 
 
-def _huge_body_length(stream: bytes) -> bytes:
-    """The stream with its record batch message claiming a 1 TiB body."""
+def _huge_body_length(stream: bytes, length: int = 1 << 40) -> bytes:
+    """The stream with its record batch message claiming a body of `length` bytes (1 TiB)."""
     reader = pa.ipc.MessageReader.open_stream(pa.BufferReader(stream))
     schema_size = 8 + len(reader.read_next_message().metadata.to_pybytes())
     metadata = bytearray(reader.read_next_message().metadata.to_pybytes())
     root = struct.unpack_from("<I", metadata, 0)[0]
     vtable = root - struct.unpack_from("<i", metadata, root)[0]
     body_field = struct.unpack_from("<H", metadata, vtable + 4 + 2 * 3)[0]  # Message.bodyLength
-    struct.pack_into("<q", metadata, root + body_field, 1 << 40)
+    struct.pack_into("<q", metadata, root + body_field, length)
     return stream[:schema_size] + b"\xff\xff\xff\xff" + struct.pack("<i", len(metadata)) + bytes(metadata)
 
 
@@ -79,6 +80,8 @@ def reply(mode: str) -> tuple[bytes, int, bytes]:
         return _header() + _stream([one] * 100_000, one.schema), 0, b""
     if mode == "huge-body":
         return _header() + _huge_body_length(_stream([one], one.schema)), 0, b""
+    if mode == "big-body":  # 3 GiB: an allocation that succeeds where nothing limits the reader
+        return _header() + _huge_body_length(_stream([one], one.schema), 3 << 30), 0, b""
     raise ValueError(mode)
 
 
@@ -86,17 +89,17 @@ def _child_main(argv: list[str]) -> None:
     requests = json.loads(argv[0])
     status = os.fdopen(1, "w")
     for index, request in enumerate(requests):
-        mode = os.read(request["source"], 100).decode().strip()
+        mode = os.read(request["source"], 100).decode("ascii", "replace").strip()
         if mode == "hang":
             time.sleep(3600)
         code = 0
-        if mode == "flood":  # a body that claims 1 TiB, and really keeps coming
+        if mode in ("flood", "big-body"):  # a body that claims 1 TiB (3 GiB), and really keeps coming
             chunk = b"\0" * (1 << 20)
             try:
-                os.write(request["out"], reply("huge-body")[0])
+                os.write(request["out"], reply("huge-body" if mode == "flood" else mode)[0])
                 while True:
                     os.write(request["out"], chunk)
-            except OSError:  # the parent closed its end at the cap
+            except OSError:  # the reader closed its end (at the cap, or at its memory limit)
                 code = 1
         else:
             data, code, err = reply(mode)

@@ -194,7 +194,7 @@ def test_bad_training_settings_are_one_clear_line(stage1_done, setting, value, m
 def test_raw_source_typo_is_one_clear_line(tmp_path):
     ok, lines = build_and_capture(Preprocess(), paths={"data_dir": tmp_path / "data"}, raw={"source": "csv"})
     assert not ok
-    assert_one_clear_line(lines, r"\[raw\] source must be one of synthetic, pickle, amazon-json, remap-pickle, got 'csv'")
+    assert_one_clear_line(lines, r"\[raw\] source must be one of synthetic, pickle, amazon-json, remap-pickle, parquet, got 'csv'")
 
 
 class StopsInRun(luigi.Task):

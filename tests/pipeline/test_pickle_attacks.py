@@ -231,6 +231,11 @@ PAYLOADS = [
      REFUSED + r"a IntegerArray over float64 data, not the dtype it declares"),
     ("masked-unknown-key", "reviews.pkl", masked_with_key("_inferred"),
      REFUSED + r"the attribute '_inferred' in the state of a IntegerArray"),
+    ("masked-forged-cache", "reviews.pkl", masked_with_key("_cache"),
+     REFUSED + r"the cached value 'inferred_type' in the state of a IntegerArray"),
+    ("masked-cache-not-dict", "reviews.pkl", new_with_state("pandas.core.arrays.integer", "IntegerArray", {
+        "_data": np.array([1, 2]), "_mask": np.zeros(2, dtype=bool), "_cache": ["dtype"]}),
+     REFUSED + r"a _cache of a IntegerArray that is a list, not a dict"),
     ("index-forged-cache", "reviews.pkl", index_with_forged_cache(), REFUSED + r"a BUILD on a \w*Index"),
     ("int-text-plus-one", "reviews.pkl", b"I+1\n.", r"reviews\.pkl is truncated or not a pickle of data .*INT"),
     ("py2-string-latin1", "reviews.pkl", b"S'J\xc3\xbcrgen'\np0\n.",
@@ -310,12 +315,13 @@ def good_raw(raw: Path) -> None:
     pd.DataFrame({"asin": ["B1", "B2"], "categories": [[["E", "Cam"]], [["E", "TV"]]]}).to_pickle(raw / "meta.pkl")
 
 
-def run_remap(data_dir: Path, audit_dir: Path, watched: list[str]) -> subprocess.CompletedProcess:
+def run_remap(data_dir: Path, audit_dir: Path, watched: list[str], luigi: tuple[str, ...] = ("-m", "luigi"),
+              **environment: str) -> subprocess.CompletedProcess:
     """The RemapIds run; its `peak_bytes` is the highest summed RSS of its whole process tree, sampled."""
     (audit_dir / "sitecustomize.py").write_text(AUDIT_HOOK)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(audit_dir), str(REPO)]),
-               DIN_AUDIT_LOG=str(audit_dir / "audit.jsonl"), DIN_AUDIT_WATCH=os.pathsep.join(watched))
-    command = [sys.executable, "-m", "luigi", "--module", "pipeline", "RemapIds", "--paths-data-dir", str(data_dir),
+               DIN_AUDIT_LOG=str(audit_dir / "audit.jsonl"), DIN_AUDIT_WATCH=os.pathsep.join(watched), **environment)
+    command = [sys.executable, *luigi, "--module", "pipeline", "RemapIds", "--paths-data-dir", str(data_dir),
                "--raw-source", "pickle", "--local-scheduler"]
     out, err = (tempfile.TemporaryFile(mode="w+") for _ in range(2))
     with out, err:
@@ -362,12 +368,14 @@ def audit_records(audit_dir: Path) -> list[dict]:
 
 
 def started_program(record: dict) -> bool:
-    """A process event that is not the sandbox's own (its start, its fork per file, its library probe)."""
+    """A process event that is not the sandbox's own (its start and its reply reader's, its fork per file, its library
+    probe)."""
     if record["event"] == "open":
         return False
     if record["confined"]:
         return True
-    return not ("pipeline.untrusted.sandbox" in record["args"] or record["event"] == "os.fork"
+    return not ("pipeline.untrusted.sandbox" in record["args"] or "pipeline.untrusted.reply" in record["args"]
+                or record["event"] == "os.fork"
                 or any(f"'{p}'" in record["args"] or f"/{p}'" in record["args"] for p in _OWN_PROGRAMS))
 
 
@@ -475,3 +483,42 @@ def test_a_compromised_child_gets_one_printable_error_and_bounded_parent_memory(
     # A 10 M-row compressed body, a 1 TiB body length and an endless stream did not reach the
     # parent's memory: its peak stays that of a process with pandas and pyarrow loaded.
     assert records[-1]["peak"] < 700 << 20, records
+
+
+# RemapIds as `luigi` runs it, with the compromised child and the output cap off (1 TiB): the
+# reply reader's address-space limit must hold on its own.
+LUIGI_WITH_COMPROMISED_CHILD = r'''
+import sys
+from pipeline.untrusted import sandbox
+sandbox._CHILD_MODULE = "tests.helpers.compromised_child"
+sandbox.BASE_OUTPUT_BYTES = 1 << 40
+from luigi.cmdline import luigi_run
+luigi_run(sys.argv[1:])
+'''
+
+
+@pytest.mark.skipif(sys.version_info < (3, 8), reason="audit hooks need Python 3.8")
+def test_a_reply_past_the_readers_memory_limit_is_one_error_and_the_tree_stays_small(tmp_path):
+    # The child declares a 3 GiB record batch body and streams it: with no limit the reader would
+    # allocate and fill 3 GiB; at its limit it stops, and the parent never maps anything.
+    data_dir = tmp_path / "data"
+    (data_dir / "raw").mkdir(parents=True)
+    for name in ("reviews.pkl", "meta.pkl"):
+        (data_dir / "raw" / name).write_text("big-body")
+    audit_dir, scratch = tmp_path / "audit", tmp_path / "scratch"
+    audit_dir.mkdir()
+    scratch.mkdir()
+
+    start = time.monotonic()
+    result = run_remap(data_dir, audit_dir, [], ("-c", LUIGI_WITH_COMPROMISED_CHILD), TMPDIR=str(scratch))
+
+    assert result.returncode == 30, result.stderr[-3000:]
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1 and printable_line(errors[0]), result.stderr[-3000:]
+    assert re.search(r"raw/reviews\.pkl: reading its reply from the pickle sandbox needed more than the \d+ bytes of "
+                     r"memory the reply reader may use \(its address-space limit\)", errors[0]), errors[0]
+    assert "Traceback" not in result.stderr
+    assert time.monotonic() - start < 60
+    assert result.peak_bytes < 2 << 30, result.peak_bytes
+    assert not (data_dir / "remap").exists() or not any((data_dir / "remap").rglob("*"))
+    assert not list(scratch.glob("din-reply-*"))  # the scratch files are unnamed: nothing is ever left

@@ -4,7 +4,10 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
+import signal
 import socket
+import tempfile
 import threading
 
 import pandas as pd
@@ -12,7 +15,7 @@ import pytest
 
 from din_common.errors import InputError
 from pipeline.raw.sandbox_jobs import SANDBOX_JOBS
-from pipeline.untrusted import confine as sandbox_confine, sandbox as pickle_sandbox
+from pipeline.untrusted import confine as sandbox_confine, reply, sandbox as pickle_sandbox
 from tests.helpers.hostile_jobs import SANDBOX_JOBS as HOSTILE
 
 KERNEL_LAYERS = sandbox_confine.landlock_abi() > 0 or sandbox_confine._SECCOMP is not None
@@ -135,20 +138,21 @@ def ipc(table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def receive(tmp_path, reply: bytes, job=SANDBOX_JOBS["reviews"], output_bytes: int = 1 << 20):
-    """What the parent makes of `reply` on a worker's pipe: (header, frames), or the InputError it raises."""
+def receive(tmp_path, data: bytes, job=SANDBOX_JOBS["reviews"], output_bytes: int = 1 << 20):
+    """What the reply reader, then the parent, make of `data` on a worker's pipe: (record, frames), or an InputError."""
     read_end, write_end = os.pipe()
-    writer = threading.Thread(target=lambda: (_write_all(write_end, reply), os.close(write_end)), daemon=True)
+    writer = threading.Thread(target=lambda: (_write_all(write_end, data), os.close(write_end)), daemon=True)
     writer.start()
-    limits = pickle_sandbox.Limits(10.0, 1 << 30, 10, output_bytes)
-    request = pickle_sandbox._Request(tmp_path / "reviews.pkl", job, limits, -1, read_end, -1)
-    receiver = pickle_sandbox._Receiver(request)
-    receiver.join(10)
-    if receiver.over_budget:
-        raise InputError("over budget")
-    if receiver.error is not None:
-        raise receiver.error
-    return receiver.header, receiver.frames
+    path, columns = tmp_path / "reviews.pkl", job.frames["reviews"]
+    with tempfile.TemporaryFile() as scratch:
+        record = reply._read_file({"name": str(path), "pipe": read_end, "scratch": {"reviews": scratch.fileno()},
+                                   "frames": job.frames, "info_keys": list(job.info_keys),
+                                   "output_bytes": output_bytes})
+        writer.join(10)
+        if record["status"] != reply.OK:
+            raise InputError(record.get("error", record["status"]))
+        table = reply.mapped_table(scratch.fileno(), columns, output_bytes, path, "reviews")
+        return record, {"reviews": pickle_sandbox._frame(table, columns)}
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -179,13 +183,70 @@ def test_the_parent_refuses_trailing_data_and_bad_counts(tmp_path):
     import pyarrow as pa
 
     good = ipc(pa.table({"reviewerID": ["A"], "asin": ["B"], "unixReviewTime": [1]}))
-    header, frames = receive(tmp_path, GOOD_HEADER + good)
+    record, frames = receive(tmp_path, GOOD_HEADER + good)
     assert frames["reviews"]["asin"].tolist() == ["B"]
     with pytest.raises(InputError, match=r"more data than the frames it declared"):
         receive(tmp_path, GOOD_HEADER + good + b"extra")
     for info in ({"rows": -1}, {"rows": 1, "more": 2}, {"rows": "1"}, None):
         with pytest.raises(InputError, match=r"malformed counts"):
-            pickle_sandbox._read_info(info, SANDBOX_JOBS["reviews"], tmp_path / "reviews.pkl")
+            reply.read_info(info, SANDBOX_JOBS["reviews"].info_keys, tmp_path / "reviews.pkl")
+
+
+def test_the_parent_maps_a_scratch_file_only_within_the_cap_and_checks_it_again(tmp_path):
+    import pyarrow as pa
+
+    columns = SANDBOX_JOBS["reviews"].frames["reviews"]
+    table = pa.table({"reviewerID": ["A"], "asin": ["B"], "unixReviewTime": [1]})
+    path = tmp_path / "reviews.pkl"
+    with tempfile.TemporaryFile() as scratch:
+        with pytest.raises(InputError, match=r"reviews\.pkl: the pickle sandbox's reply reader left 0 bytes"):
+            reply.mapped_table(scratch.fileno(), columns, 1 << 20, path, "reviews")
+        scratch.write(ipc(table))
+        scratch.flush()
+        assert reply.mapped_table(scratch.fileno(), columns, 1 << 20, path, "reviews").equals(table)
+        scratch.truncate(reply.SCRATCH_SLACK_BYTES + 1001)  # a size the parent refuses before mapping
+        with pytest.raises(InputError, match=rf"left {reply.SCRATCH_SLACK_BYTES + 1001} bytes of reviews data, "
+                                             rf"expected 1 to {reply.SCRATCH_SLACK_BYTES + 1000}"):
+            reply.mapped_table(scratch.fileno(), columns, 1000, path, "reviews")
+    with tempfile.TemporaryFile() as scratch:  # what only a compromised reader would leave
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
+            writer.write_table(table)
+        scratch.write(sink.getvalue().to_pybytes())
+        scratch.flush()
+        with pytest.raises(InputError, match=r"sent compressed reviews data"):
+            reply.mapped_table(scratch.fileno(), columns, 1 << 20, path, "reviews")
+
+
+def test_the_reader_records_are_trusted_for_nothing():
+    lines = b"\n".join([b"[" * 60_000, b'{"index": 5, "status": "ok"}', b'{"index": 0, "status": "owned"}',
+                        b'{"index": 0, "status": "over-memory"}', b'{"index": 0, "status": "ok"}', b"\xff"])
+    assert reply.parse_results(lines, 2) == {0: {"index": 0, "status": "over-memory"}}
+
+
+def finished(tmp_path, results: dict, reader_returncode: int, worker_returncode: int = 0):
+    """What the parent says of reviews.pkl given the reply reader's records and exit status."""
+    limits = pickle_sandbox.Limits(10.0, 1 << 30, 21, 1 << 20, 256 << 20)
+    request = pickle_sandbox._Request(tmp_path / "reviews.pkl", SANDBOX_JOBS["reviews"], limits, -1, -1, -1, {})
+    outputs = {"stderr": b"", "returncodes": {0: worker_returncode}, "child_returncode": 0, "results": results,
+               "reader_returncode": reader_returncode, "reader_stderr": b"Traceback\nKeyError: 'x'\n",
+               "reader_memory": 256 << 20}
+    with pytest.raises(InputError) as caught:
+        pickle_sandbox._finish(request, outputs, None, 0)
+    return str(caught.value)
+
+
+def test_a_reply_reader_at_its_limits_or_broken_is_one_error_naming_the_file(tmp_path):
+    over_memory = {0: {"index": 0, "status": reply.OVER_MEMORY}}
+    limit = r".*reviews\.pkl: reading its reply from the pickle sandbox needed more than the 268435456 bytes of memory "
+    # The worker's exit (EPIPE once the reader stopped) does not hide why.
+    assert re.match(limit, finished(tmp_path, over_memory, reply.OVER_LIMIT, worker_returncode=1))
+    assert re.match(r".*reviews\.pkl: reading its reply .* stopped the reply reader \(SIGABRT\) at its limits "
+                    r"\(268435456 bytes of memory, 21 CPU seconds\)", finished(tmp_path, {}, -signal.SIGABRT))
+    assert re.match(r".*reviews\.pkl: the pickle sandbox's reply reader ended without reading its reply "
+                    r"\(exit 1: KeyError: 'x'\)", finished(tmp_path, {}, 1))
+    assert re.match(r".*reviews\.pkl: the pickle sandbox exited normally but its reply did not start",
+                    finished(tmp_path, {0: {"index": 0, "status": reply.NO_HEADER}}, reply.STOPPED))
 
 
 def test_limits_come_from_the_size_on_disk_never_from_a_gzip_trailer(tmp_path):

@@ -736,3 +736,27 @@ def test_convert_remap_pickle_needs_four_objects(tmp_path):
 def test_convert_remap_pickle_missing_file(tmp_path):
     with pytest.raises(InputError, match=r"remap\.pkl does not exist: expected the 4 objects of the original DIN"):
         convert_remap_pickle(tmp_path)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 3, 7, 64, 1 << 20])
+@pytest.mark.parametrize("gz", [False, True])
+def test_json_lines_are_numbered_exactly_across_chunk_boundaries(tmp_path, monkeypatch, chunk_bytes, gz):
+    from pipeline.raw import amazon_json
+
+    text = "a1\n\n  \nbb22\n" + "\n" * 70 + "  c333 \n\r\n" + "x" * 80 + "\nd"  # dense and sparse stretches
+    path = tmp_path / ("reviews_T.json.gz" if gz else "reviews_T.json")
+    path.write_bytes(gzip.compress(text.encode()) if gz else text.encode())
+    monkeypatch.setattr(amazon_json, "_CHUNK_BYTES", chunk_bytes)
+    expected = [(number, line) for number, line in enumerate(text.split("\n"), start=1) if line.strip()]
+    assert [(n, line.strip()) for n, line in amazon_json._numbered_lines(path, amazon_json.JsonLimits())] == \
+        [(n, line.strip()) for n, line in expected]
+    with pytest.raises(InputError, match=r"reviews_T\.json(\.gz)? line 77 is longer than 79 bytes"):
+        list(amazon_json._numbered_lines(path, amazon_json.JsonLimits(max_line_bytes=79)))
+
+
+def test_first_blank_finds_empty_and_unicode_whitespace_ids():
+    from pipeline.raw.frames import first_blank
+
+    assert first_blank(["a", "b c", " d"]) is None
+    assert first_blank(["a", "\u3000", ""]) == 1
+    assert first_blank(pd.array(["a", "b", ""], dtype=TEXT_DTYPE)) == 2

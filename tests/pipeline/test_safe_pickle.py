@@ -110,6 +110,21 @@ def test_other_pandas_data_types_load(tmp_path, protocol):
     pd.testing.assert_frame_equal(safe_load(path), frame)
 
 
+def test_caches_pandas_writes_load_and_are_computed_again(tmp_path):
+    # pandas writes `_cache` of a masked array once its dtype was read (and pandas 3 of every
+    # Arrow string array): such files load as pandas reads them, without taking the cache.
+    frame = pd.DataFrame({"nullable": pd.array([1, None, 3], dtype="Int64"), "text": ["a", "b", "c"]})
+    frame["nullable"].array.dtype, frame["nullable"].array._can_hold_na  # fill the caches
+    path = write_pickle(tmp_path / "frame.pkl", frame)
+    assert b"_cache" in path.read_bytes()
+    pd.testing.assert_frame_equal(safe_load(path), pd.read_pickle(path))
+
+    frame["nullable"].array._cache["dtype"] = pd.Float64Dtype()  # a lie in a key pandas does cache
+    path = write_pickle(tmp_path / "forged.pkl", frame)
+    assert pd.read_pickle(path)["nullable"].array.dtype == pd.Float64Dtype()  # pandas takes it
+    assert safe_load(path)["nullable"].array.dtype == pd.Int64Dtype()
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_plain_python_and_numpy_objects_load(tmp_path, protocol):
     payload = {

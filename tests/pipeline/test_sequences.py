@@ -66,6 +66,15 @@ def test_gaps_of_equal_times_are_zero_and_negative_or_huge_ones_are_clipped_to_i
     assert tables["test"].schema.field("hist_gap").type.value_type == pa.int32()
 
 
+def test_gaps_between_the_ends_of_int64_are_exact_not_wrapped():
+    low, high = -2**63, 2**63 - 1
+    tables = one_user_samples([low, low + 7, 3, high], maxlen=3)
+    assert [tuple(r["hist_gap"]) for r in tables["train"].to_pylist()] == [(7,)] * 2
+    # 3 - INT64_MIN and INT64_MAX - INT64_MIN overflow int64 (wrapping to negatives): the true gaps clip to int32.
+    assert [tuple(r["hist_gap"]) for r in tables["val"].to_pylist()] == [(2**31 - 1, 2**31 - 1)] * 2
+    assert [tuple(r["hist_gap"]) for r in tables["test"].to_pylist()] == [(2**31 - 1,) * 3] * 2
+
+
 def test_categories_follow_items():
     item_cate = {item_id: cate_id for item_id, cate_id in fx.ITEMS.values()}
     for table in build().values():

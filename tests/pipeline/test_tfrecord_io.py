@@ -72,3 +72,15 @@ def test_flipped_byte_is_reported_as_corrupt(tmp_path, table):
     path.write_bytes(bytes(data))
     with pytest.raises(InputError, match="corrupt TFRecord"):
         read_samples_tfrecord(path)
+
+
+def test_range_check_names_the_first_bad_row_of_a_ragged_column():
+    from pipeline.tfrecord_io import check_sample_ranges
+
+    table = pa.table({"user_id": [1, 1, 2], "hist_item": [[1], [2, 3], [3, 4, 1]], "hist_cate": [[1], [1, 2], [2, 2, 1]],
+                      "hist_gap": [[0], [5, 0], [9, 4, 0]], "target_item": [2, 3, 2], "target_cate": [1, 2, 1],
+                      "label": [1, 1, 0]}).slice(1)  # a slice: offsets that do not start at 0
+    check_sample_ranges(table, "s.parquet", n_items=4, n_cats=2, vocabulary="stats.json")
+    with pytest.raises(InputError, match=r"^s\.parquet column hist_item row 1 holds 4: expected values from 1 to 3 "
+                                         r"\(n_items in stats\.json\)"):
+        check_sample_ranges(table, "s.parquet", n_items=3, n_cats=2, vocabulary="stats.json")
