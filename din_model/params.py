@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from typing import Any
 
 from din_common.errors import InputError
@@ -116,9 +117,11 @@ class TrainParams:
                  self.lr_decay_factor)
         _require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= 2**32 - 1,
                  "seed", "an integer from 0 to 4294967295 (numpy's seed range)", self.seed)
-        _require(self.learning_rate > 0, "learning_rate", "a positive number", self.learning_rate)
+        # Comparisons refuse NaN; an infinite rate or weight would turn the first step's weights into NaN.
+        _require(0.0 < self.learning_rate < math.inf, "learning_rate", "a positive number (finite)",
+                 self.learning_rate)
         _require(0.0 <= self.dropout < 1.0, "dropout", "a number in [0, 1)", self.dropout)
-        _require(self.l2 >= 0.0, "l2", "a number >= 0", self.l2)
+        _require(0.0 <= self.l2 < math.inf, "l2", "a number >= 0 (finite)", self.l2)
         _require(self.activation in ACTIVATIONS, "activation", f"one of {ACTIVATIONS}", self.activation)
         _require(self.attention_activation in ACTIVATIONS + ("sigmoid",), "attention_activation",
                  "one of dice, prelu, sigmoid", self.attention_activation)

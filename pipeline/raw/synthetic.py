@@ -71,6 +71,7 @@ from din_common.atomic import atomic_path, write_json_atomic
 from din_common.errors import InputError
 from din_common.metrics import auc
 from pipeline.compat import RAW_PICKLE_PROTOCOL, text_series
+from pipeline.config import MAX_IDS  # the bound [raw] synthetic_* declare
 
 GENERATOR_VERSION = 2
 MIN_REVIEWS_PER_USER = 5
@@ -145,9 +146,6 @@ def _count(value, setting: str, minimum: int, maximum: int) -> int:
         raise InputError(f"[raw] {setting} must be an integer from {minimum} to {maximum:,}, got {number} "
                          f"(set it in luigi.cfg or with --raw-{setting.replace('_', '-')})")
     return number
-
-
-MAX_IDS = 2**31 - 1  # ids are int32 in every stage-1 table (0 is padding)
 
 
 # The order knobs that [raw] exposes: knob -> (setting, upper bound).
