@@ -31,12 +31,16 @@ SLOW = pytest.mark.slow  # more variants of the quick cases: CI runs them with t
      r"\[train\] attention_hidden: expected a value"),
     (["TrainDIN", "--train-worker-timeout", "-1"],
      r"^ERROR: \[train\] worker_timeout must be a positive number of seconds, got -1\.0 "),
+    (["TrainDIN", "--train-learning-rate", "inf"],
+     r"^ERROR: \[train\] learning_rate must be a positive number \(finite\), got inf \(set it in luigi\.cfg or "
+     r"with --train-learning-rate\)$"),
     pytest.param(["TrainDIN", "--train-worker-timeout", "nan"],
                  r"^ERROR: \[train\] worker_timeout must be a positive number of seconds, got nan ", marks=SLOW),
     pytest.param(["Preprocess", "--raw-json-max-gzip-ratio", "0"],
                  r"^ERROR: \[raw\] json_max_gzip_ratio must be a positive integer, got 0 ", marks=SLOW),
 ], ids=["preprocess-seed", "train-seed", "train-seed-2**64", "users-0", "items-3", "categories-2**31",
-        "attention-hidden-empty", "worker-timeout-negative", "worker-timeout-nan", "gzip-ratio-0"])
+        "attention-hidden-empty", "worker-timeout-negative", "learning-rate-inf",
+        "worker-timeout-nan", "gzip-ratio-0"])
 def test_a_setting_out_of_range_is_one_line_before_anything_is_written(tmp_path, args, pattern):
     data_dir = tmp_path / "data"
     task, *flags = args
