@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from pipeline import config
+from pipeline.cli import errors as cli_errors
 from pipeline.cli.command import HELP_POINTER, known_flags, names_this_package
 from pipeline.cli.errors import command_line_flag, unknown_option_message
 from pipeline.tasks.stage1 import BuildSequences
@@ -123,3 +124,42 @@ def test_the_readme_documents_the_lines_and_the_exit_code():
     assert "| `unknown option --train-epohcs; did you mean --train-epochs?`, `ambiguous option --train-e: " \
            "--train-embed-dim or --train-epochs` |" in readme
     assert "`python -m pipeline.cli.settings` prints every setting" in readme
+
+
+# The exit codes the command's own code chooses (pipeline/cli/errors.py `*_EXIT`), and the words of their row.
+EXIT_CONSTANT_MEANINGS = {"COMMAND_LINE_ERROR_EXIT": "the command line itself", "INTERRUPTED_EXIT": "interrupted",
+                          "SCHEDULING_ERROR_EXIT": "`[retcode] scheduling_error`"}
+# Luigi's own fixed codes: a run that ended well, and its parser's "No task specified".
+LUIGI_FIXED_CODES = {0: "done", 1: "no task named"}
+
+
+def readme_exit_codes() -> dict:
+    """{code: meaning} of README's "| exit code | meaning |" table (Troubleshooting)."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    start = lines.index("| exit code | meaning |") + 2  # past the header and its | --- | line
+    rows = {}
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        code, meaning = [cell.strip() for cell in line.strip("|").split("|", 1)]
+        assert int(code) not in rows, line
+        rows[int(code)] = meaning
+    return rows
+
+
+def test_the_readme_exit_code_table_matches_luigi_cfg_and_the_code():
+    documented = readme_exit_codes()
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "luigi.cfg")
+    retcodes = {name: int(value) for name, value in cfg.items("retcode")}
+    for name, code in retcodes.items():  # every [retcode] value has its row, naming the key
+        assert f"`[retcode] {name}`" in documented.get(code, ""), (name, code)
+    for code, meaning in documented.items():  # every row naming a key has that key's code
+        for name in re.findall(r"`\[retcode\] (\w+)`", meaning):
+            assert retcodes.get(name) == code, (code, meaning)
+    constants = {name: value for name, value in vars(cli_errors).items() if name.endswith("_EXIT")}
+    for name, code in constants.items():
+        assert EXIT_CONSTANT_MEANINGS[name] in documented.get(code, ""), (name, code)
+    for code, words in LUIGI_FIXED_CODES.items():
+        assert documented.get(code, "").startswith(words), code
+    assert set(documented) == set(retcodes.values()) | set(constants.values()) | set(LUIGI_FIXED_CODES)
