@@ -5,8 +5,9 @@ the Luigi way (`--paths-data-dir DIR`, `--raw-source pickle`,
 `--preprocess-maxlen 20`, `--train-epochs 3`). Defaults live in luigi.cfg; the
 values here are the fallbacks when luigi.cfg is absent. This is the one definition of
 the settings: each carries its meaning and allowed values (`setting`), which `--help`
-and `python -m pipeline.cli.settings` print; the checks that enforce them are where the
-values are used (pipeline/settings.py, din_model/params.py, din_model/device/npu_options.py).
+and `python -m pipeline.cli.settings` print, and a numeric one its `Bounds`; the checks that
+enforce them are where the values are used (pipeline/settings.py, din_model/params.py,
+din_model/device/npu_options.py), held to the bounds by tests/pipeline/test_setting_ranges.py.
 """
 from __future__ import annotations
 
