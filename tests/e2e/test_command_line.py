@@ -21,6 +21,7 @@ from pipeline.tasks.stage1 import BuildSequences
 from tests.e2e.test_cli_output import REPO, assert_one_error, luigi
 
 COMMAND_LINE_ERROR = 2  # argparse's code, README "Troubleshooting"
+NO_TASK_EXIT = 1  # Luigi's parser, README "Troubleshooting"
 SETTINGS = [(section.get_task_family(), name, parameter)
             for section in config.SECTIONS for name, parameter in section.get_params()]
 
@@ -96,6 +97,14 @@ def test_every_flag_luigi_accepts_is_known(tmp_path):
     assert listed <= known_flags(BuildSequences)
 
 
+def test_no_task_is_luigis_one_line_exit_1_and_nothing_written(tmp_path):
+    """`luigi --module pipeline` alone: Luigi's own parser answers (README's exit-code table, row 1)."""
+    result = luigi(tmp_path / "data")
+    assert result.returncode == NO_TASK_EXIT, result.stdout + result.stderr
+    assert result.stderr.splitlines() == ["No task specified"] and result.stdout == ""
+    assert not (tmp_path / "data").exists()
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["BuildSequences", "--shard", "1", "--workers=2", "--train-seed", "-1"], None),
     (["TrainDIN", "--train-epoch", "3"], None),  # a unique prefix: argparse takes it
@@ -130,7 +139,7 @@ def test_the_readme_documents_the_lines_and_the_exit_code():
 EXIT_CONSTANT_MEANINGS = {"COMMAND_LINE_ERROR_EXIT": "the command line itself", "INTERRUPTED_EXIT": "interrupted",
                           "SCHEDULING_ERROR_EXIT": "`[retcode] scheduling_error`"}
 # Luigi's own fixed codes: a run that ended well, and its parser's "No task specified".
-LUIGI_FIXED_CODES = {0: "done", 1: "no task named"}
+LUIGI_FIXED_CODES = {0: "done", NO_TASK_EXIT: "no task named"}
 
 
 def readme_exit_codes() -> dict:
