@@ -4,6 +4,8 @@
   so TensorFlow's own writers fail with ENOSPC: the checkpoint, then the SavedModel, then curves.png.
   Each failure is one ERROR line naming the folder and the space needed, exit 30 (as stage 1's disk
   full), no temporary left; each rerun with more space resumes, and the last one finishes the run.
+- A full disk while writing the TensorBoard events file, then metrics.json: one ERROR line each, exit 30,
+  neither file half-written; the rerun with space finishes the run.
 - Ctrl-C (SIGINT) after an epoch: one line naming the last checkpointed epoch, exit 130, no lock or
   temporary left, and the rerun resumes from that epoch.
 """
@@ -42,12 +44,16 @@ def one_error(step: dict) -> str:
     return errors[0]
 
 
-def assert_disk_full(step: dict, writing: str, rerun_note: str = "") -> None:
-    """The step's one line says what it was writing where (patterns), the space needed and free; exit 30."""
+NEEDS = rf"it needs about {SIZE} there, "
+
+
+def assert_disk_full(step: dict, writing: str, rerun_note: str = "", needs: str = NEEDS) -> None:
+    """The step's one line says what it was writing where (patterns), the space needed (when a writer knows it
+    beforehand: not TensorBoard's) and free; exit 30."""
     line = one_error(step)
-    assert re.fullmatch(rf"ERROR: no space left on the device while writing {writing}: it needs about {SIZE} there, "
-                        rf"{SIZE} free; nothing was left half-written; free some space and rerun the same "
-                        rf"command{rerun_note}", line), line
+    assert re.fullmatch(rf"ERROR: no space left on the device while writing {writing}: {needs}{SIZE} free; "
+                        rf"nothing was left half-written; free some space and rerun the same command{rerun_note}",
+                        line), line
 
 
 def layout(files: dict) -> set:
@@ -105,6 +111,35 @@ def test_a_full_disk_while_training_is_one_error_line_and_a_rerun_with_space_res
     assert layout(finished["files"]) == layout(files)  # one events file, rewritten by the last process
     assert not [path for path in finished["files"] if TEMPORARIES.search(path)]
     assert json.loads(metrics["stdout"])["training_done"] is True
+
+
+# tmpfs counts whole pages: each small file of a run (params.json, the events file, metrics.json) takes one.
+PAGE = os.sysconf("SC_PAGESIZE")
+
+
+@pytest.mark.skipif(not small_disk_available(), reason="this kernel allows no unprivileged user namespace for a tmpfs")
+def test_a_full_disk_while_writing_tensorboard_events_or_metrics_json_is_one_line_and_the_rerun_finishes(stage1_data):
+    small = command(stage1_data, ("--train-epochs", "1", "--train-embed-dim", "4"))
+    events, metrics, finished = run_on_small_disk(stage1_data / "runs", [
+        {"command": small, "budget": PAGE},  # params.json fits, the events file not
+        {"command": small, "budget": 2 * PAGE},  # params.json and the events file fit, metrics.json not
+        {"command": small, "budget": None},  # space freed
+    ])
+    (run_id,) = {path.split("/")[0] for path in finished["files"]}
+    run_dir = stage1_data / "runs" / run_id
+
+    assert_disk_full(events, rf"TensorBoard events in {run_dir}/tensorboard", needs="")
+    assert set(events["files"]) == {f"{run_id}/params.json"}
+
+    assert_disk_full(metrics, rf"metrics\.json in {run_dir}")
+    # The events file is whole (epoch 1's scalars); the rerun writes it again from metrics.json's epochs.
+    assert layout(metrics["files"]) == {f"{run_id}/params.json", f"{run_id}/tensorboard/events"}
+
+    assert finished["returncode"] == 0, finished["stderr"]
+    assert {f"{run_id}/metrics.json", f"{run_id}/tensorboard/events", f"{run_id}/saved_model/saved_model.pb"} <= \
+        layout(finished["files"])
+    assert len([path for path in finished["files"] if "tfevents" in path]) == 1
+    assert not [path for path in finished["files"] if TEMPORARIES.search(path)]
 
 
 def last_checkpointed_epoch(run_dir) -> int:
