@@ -1,6 +1,7 @@
 """A `luigi --module pipeline ...` command with nothing to do never starts TensorFlow: the stage-2
 tasks' completeness checks and the "up to date" summary use TensorFlow-free modules only. Checked
-through the real command with a `tensorflow` package first on PYTHONPATH that fails on import."""
+through the real command with a `tensorflow` package first on PYTHONPATH that fails on import. Its summary
+names the TensorBoard command, or how to install TensorBoard where it is not."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import subprocess
 
 import pytest
 
+from pipeline.cli import summary
 from pipeline.tasks import stage2
 from tests.e2e.test_cli_output import LUIGI, REPO, TASK_FAILED, TINY, luigi
 from tests.helpers.luigi_config import luigi_settings
@@ -52,6 +54,9 @@ def test_a_command_with_nothing_to_do_never_imports_tensorflow(finished_run, tmp
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"already up to date: {task} (and everything it needs)" in result.stdout
     assert f"run folder:         {run_dir}" in result.stdout
+    # `tensorboard --logdir ...` where TensorBoard is installed, else how to install it (README, Quick start)
+    (tensorboard_line,) = [line for line in summary.run_lines(run_dir) if line.startswith("  TensorBoard:")]
+    assert tensorboard_line in result.stdout.splitlines()
     assert REFUSAL not in result.stdout + result.stderr
 
 
