@@ -4,21 +4,20 @@ id follows what is trained on (the spec's content), never changing for unchanged
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from pipeline.tasks import stage2
 from tests.e2e.test_cli_output import SCHEDULING_ERROR, TASK_FAILED, TINY, assert_one_error, luigi
-from tests.helpers.luigi_config import luigi_settings
 
-pytestmark = pytest.mark.slow  # seven `luigi` commands and a stage-1 run: CI runs them with the slow tests
+# a dozen `luigi` commands, a training run and a stage-1 run: CI runs them with the slow tests
+pytestmark = pytest.mark.slow
 
 TRAIN = ["TrainDIN", *TINY, "--train-epochs", "1", "--train-embed-dim", "4", "--train-device", "cpu"]
-SETTINGS = {"raw": {"synthetic_users": "300", "synthetic_items": "400", "synthetic_categories": "12"},
-            "preprocess": {"num_shards": "2", "maxlen": "5", "prebatch": "64"},
-            "train": {"epochs": "1", "embed_dim": "4", "device": "cpu"}}
+RUN_FOLDER = "run folder:"  # the summary's line naming the run directory, whose name is the run id
 
 
 @pytest.fixture(scope="module")
@@ -78,21 +77,35 @@ def test_an_edited_feature_spec_is_one_error_line_and_nothing_trains(data_copy, 
     assert not (data_copy / ".locks").exists()
 
 
-def run_dir_name(data_dir) -> str:
-    with luigi_settings(paths={"data_dir": data_dir}, **SETTINGS):
-        return stage2.TrainDIN().run_dir().name
+def run_folder(result: subprocess.CompletedProcess) -> Path:
+    """The run folder a finished `luigi` command's summary names (pipeline/cli/summary.py, run_lines)."""
+    assert result.returncode == 0, result.stdout + result.stderr
+    (folder,) = [line[len(RUN_FOLDER):].strip() for line in result.stdout.splitlines() if line.startswith(RUN_FOLDER)]
+    return Path(folder)
 
 
 def test_the_run_id_stays_for_rebuilt_data_and_changes_with_an_edited_spec(data_copy):
-    honest = run_dir_name(data_copy)
-    assert run_dir_name(data_copy) == honest
-    shutil.rmtree(data_copy / "tfrecords")  # the same shards rebuilt: the same run
+    trained = luigi(data_copy, *TRAIN)
+    honest = run_folder(trained)
+    assert honest.parent == data_copy / "runs"
+    assert f"[TrainDIN] run {honest.name}: " in trained.stdout
+    shutil.rmtree(data_copy / "tfrecords")  # the same shards rebuilt: the same run, so nothing to train
     assert luigi(data_copy, "Preprocess", *TINY).returncode == 0
-    assert run_dir_name(data_copy) == honest
-    # Without the shard manifests nothing vouches for the spec: an edit is taken, but under another id.
+    rebuilt = luigi(data_copy, *TRAIN)
+    assert run_folder(rebuilt) == honest
+    assert "already up to date: TrainDIN (and everything it needs)" in rebuilt.stdout
+    # Without the shard manifests nothing vouches for the spec: while the command schedules, the edit counts
+    # as other data (another run id, so the honest run does not make TrainDIN up to date); once stage 1 has
+    # rewritten the manifests, the run refuses the edit and the honest run is left as it was.
     shutil.rmtree(data_copy / "tfrecords" / "_shards")
     edit_spec(data_copy, lambda content, _: content["splits"]["train"]["files"].pop())
-    assert run_dir_name(data_copy) != honest
+    metrics = (honest / "metrics.json").read_text()
+    edited = luigi(data_copy, *TRAIN)
+    assert_one_error(edited, r"feature_spec\.json: splits\.train\.files leaves out train/part-00001\.tfrecord",
+                     TASK_FAILED)
+    assert re.search(r"^failed: +TrainDIN$", edited.stdout, re.MULTILINE), edited.stdout
+    assert list((data_copy / "runs").iterdir()) == [honest]
+    assert (honest / "metrics.json").read_text() == metrics
 
 
 def test_an_embedding_too_large_for_the_memory_is_one_error_line_before_anything_is_built(stage1_data):
