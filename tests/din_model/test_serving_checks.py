@@ -40,7 +40,8 @@ def test_a_good_request_at_the_vocabulary_edges_is_scored(scorer):
 
 
 # TensorFlow's line carrying a failed tf.debugging assertion: `assertion failed: [<message>] [Condition ...] ...`
-ASSERTION_LINE = re.compile(r"^assertion failed: \[(?P<message>[^\]\n]*)\]", re.MULTILINE)
+# (TensorFlow 2.6 starts the line with a space).
+ASSERTION_LINE = re.compile(r"^ ?assertion failed: \[(?P<message>[^\]\n]*)\]", re.MULTILINE)
 
 
 def refusal_message(error: tf.errors.InvalidArgumentError) -> str:
