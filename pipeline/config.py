@@ -171,6 +171,14 @@ class train(luigi.Config):
                               Bounds(0, low_open=True))
 
 
+class tune(luigi.Config):
+    """The hyperparameter search of `luigi --module pipeline TuneDIN` (pipeline/tasks/tuning.py)."""
+    trials = setting(luigi.IntParameter, 20, "Complete trials (training runs) the search holds; a rerun continues "
+                                             "the stored study up to this many.", "a positive integer", POSITIVE)
+    seed = setting(luigi.IntParameter, 0, "Seed of the search's sampler (Optuna's TPE).",
+                   "an integer from 0 to 4294967295", SEEDS)
+
+
 class npu(luigi.Config):
     """Options of the Ascend adapter (`npu_device.global_options()`), used when training runs on an NPU.
 

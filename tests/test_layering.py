@@ -33,7 +33,7 @@ LAYERS = (
     ("pipeline.tasks", "pipeline.tasks.base"),
     ("pipeline.tasks.shard_steps", "pipeline.dask_engine.*"),
     ("pipeline.tasks.stage1",),
-    ("pipeline.tasks.stage2",),
+    ("pipeline.tasks.stage2", "pipeline.tasks.tuning"),
     ("pipeline", "pipeline.tasks.all", "pipeline.cli.*"),
 )
 

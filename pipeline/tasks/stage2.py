@@ -23,6 +23,7 @@ shards start a new run too.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -35,6 +36,9 @@ from pipeline.console import progress_line
 from pipeline.fingerprint import read_manifest_fingerprint
 from pipeline.tasks.base import LockedTask
 from pipeline.tasks.stage1 import Preprocess
+
+METRICS_FILE = "metrics.json"
+EVALUATION_FILE = "evaluation.json"
 
 
 def current_train_params():
@@ -104,6 +108,84 @@ def _current_spec(preprocess_task, fingerprint: str):
     return FeatureSpec.read(path)
 
 
+def run_dir_of(params, preprocess_task) -> Path:
+    """`<data_dir>/runs/<run_id>/` of one parameter set on the shards `preprocess_task` writes."""
+    from din_model.params import run_id
+
+    fingerprint = _tfrecords_fingerprint(preprocess_task)
+    spec = _current_spec(preprocess_task, fingerprint)
+    identifier = run_id(params, fingerprint, npu_numerics(params), spec and spec.content_fingerprint())
+    return Path(config.paths().data_dir) / "runs" / identifier
+
+
+def check_memory(params, preprocess_task) -> None:
+    """Settings whose weights cannot fit are refused before TensorFlow starts (once the spec is written;
+    before that, the training run checks it before building the model)."""
+    from din_model.model.footprint import check_fits_in_memory
+
+    spec = _current_spec(preprocess_task, _tfrecords_fingerprint(preprocess_task))
+    if spec is not None:
+        check_fits_in_memory(params, spec.n_items, spec.n_cats, params.maxlen or spec.maxlen)
+
+
+def train_run(params, preprocess_task, report=None) -> Path:
+    """Train (or resume) the run of `params` and return its directory: what TrainDIN runs. `report(message,
+    percent)` hears the progress (a task's Luigi status)."""
+    run_dir = run_dir_of(params, preprocess_task)
+    spec_path = Path(preprocess_task.output().path)
+    training = training_module()
+    options = current_npu_options()
+    print(f"[TrainDIN] run {run_dir.name}: {params.epochs} epochs into {run_dir}", flush=True)
+    if options.devices > 1:  # one rank process per NPU; this process opens none
+        from din_model.parallel.npu_ranks import launch_ranks
+
+        launch_ranks(options, spec_path, run_dir, params)
+        return run_dir
+    _use_npu_options()
+    progress = None if report is None else (lambda fraction, message: report(message, round(100 * fraction)))
+    training.train(spec_path, run_dir, params, progress_callback=progress, worker_timeout=config.train().worker_timeout)
+    return run_dir
+
+
+def evaluate_run(params, preprocess_task) -> dict:
+    """Score the trained run of `params` on the test split, write its evaluation.json and return that summary:
+    what EvaluateDIN runs."""
+    run_dir = run_dir_of(params, preprocess_task)
+    training = training_module()
+    _use_npu_options()
+    progress_line("EvaluateDIN", "scoring the test split, then the popularity baseline")
+    result = training.evaluate(Path(preprocess_task.output().path), run_dir, params,
+                               npu_numerics=npu_numerics(params))
+    summary = {name: result[name] for name in ("test", "popularity_test_auc", "oracle_test_auc", "gap_closed",
+                                                  "rela_impr")
+               if name in result}
+    write_json_atomic(str(run_dir / EVALUATION_FILE), summary)
+    return summary
+
+
+def train_and_evaluate(params, preprocess_task, report=None) -> dict:
+    """One parameter set from training to test metrics, as TrainDIN then EvaluateDIN would run it (each step
+    skipped when its run already has it): {run_id, run_dir, val_auc (the exported epoch's), test_auc}.
+    TuneDIN's trials are these."""
+    from din_model.train.run_files import read_metrics, training_complete
+
+    run_dir = run_dir_of(params, preprocess_task)
+    check_memory(params, preprocess_task)
+    if not training_complete(run_dir / METRICS_FILE, params):
+        train_run(params, preprocess_task, report)
+    evaluation = run_dir / EVALUATION_FILE
+    summary = json.loads(evaluation.read_text()) if evaluation.exists() else evaluate_run(params, preprocess_task)
+    metrics = read_metrics(run_dir / METRICS_FILE)
+    return {"run_id": run_dir.name, "run_dir": str(run_dir), "val_auc": exported_val_auc(metrics),
+            "test_auc": summary["test"]["auc"]}
+
+
+def exported_val_auc(metrics: dict) -> float:
+    """The validation AUC of the epoch a run exported (metrics.json `exported_epoch`)."""
+    exported = metrics["exported_epoch"]
+    return next(record["val"]["auc"] for record in metrics["epochs"] if record["epoch"] == exported)
+
+
 class RunTask(LockedTask):
     """Shared by the stage-2 tasks: params and run directory (progress: LockedTask.report)."""
 
@@ -113,27 +195,11 @@ class RunTask(LockedTask):
     def preprocess_task(self):
         return Preprocess()
 
-    def spec_path(self) -> Path:
-        return Path(self.preprocess_task().output().path)
-
     def run_dir(self) -> Path:
-        from din_model.params import run_id
-
-        params = self.train_params()
-        fingerprint = _tfrecords_fingerprint(self.preprocess_task())
-        spec = _current_spec(self.preprocess_task(), fingerprint)
-        identifier = run_id(params, fingerprint, npu_numerics(params), spec and spec.content_fingerprint())
-        return Path(config.paths().data_dir) / "runs" / identifier
+        return run_dir_of(self.train_params(), self.preprocess_task())
 
     def check_memory(self) -> None:
-        """Settings whose weights cannot fit are refused before TensorFlow starts (once the spec is written;
-        before that, the training run checks it before building the model)."""
-        from din_model.model.footprint import check_fits_in_memory
-
-        params = self.train_params()
-        spec = _current_spec(self.preprocess_task(), _tfrecords_fingerprint(self.preprocess_task()))
-        if spec is not None:
-            check_fits_in_memory(params, spec.n_items, spec.n_cats, params.maxlen or spec.maxlen)
+        check_memory(self.train_params(), self.preprocess_task())
 
     def wrote(self) -> str:
         return f"-> {self.output().path}"
@@ -147,7 +213,7 @@ class TrainDIN(RunTask):
         return self.preprocess_task()
 
     def output(self):
-        return luigi.LocalTarget(str(self.run_dir() / "metrics.json"))
+        return luigi.LocalTarget(str(self.run_dir() / METRICS_FILE))
 
     def complete(self) -> bool:
         from din_model.train.run_files import training_complete
@@ -157,19 +223,7 @@ class TrainDIN(RunTask):
         return training_complete(metrics_path, self.train_params())
 
     def build(self) -> None:
-        run_dir = self.run_dir()
-        training = training_module()
-        options = current_npu_options()
-        print(f"[TrainDIN] run {run_dir.name}: {self.train_params().epochs} epochs into {run_dir}", flush=True)
-        if options.devices > 1:  # one rank process per NPU; this process opens none
-            from din_model.parallel.npu_ranks import launch_ranks
-
-            launch_ranks(options, self.spec_path(), run_dir, self.train_params())
-            return
-        _use_npu_options()
-        training.train(self.spec_path(), run_dir, self.train_params(),
-                       progress_callback=lambda fraction, message: self.report(message, round(100 * fraction)),
-                       worker_timeout=config.train().worker_timeout)
+        train_run(self.train_params(), self.preprocess_task(), self.report)
 
     def wrote(self) -> str:
         return f"saved model, curves.png, metrics.json -> {self.run_dir()}"
@@ -187,17 +241,9 @@ class EvaluateDIN(RunTask):
         return TrainDIN()
 
     def output(self):
-        return luigi.LocalTarget(str(self.run_dir() / "evaluation.json"))
+        return luigi.LocalTarget(str(self.run_dir() / EVALUATION_FILE))
 
     def build(self) -> None:
-        training = training_module()
-        _use_npu_options()
         self.report("evaluating on the test split", 0)
-        progress_line("EvaluateDIN", "scoring the test split, then the popularity baseline")
-        result = training.evaluate(self.spec_path(), self.run_dir(), self.train_params(),
-                                   npu_numerics=npu_numerics(self.train_params()))
-        summary = {name: result[name] for name in ("test", "popularity_test_auc", "oracle_test_auc", "gap_closed",
-                                                      "rela_impr")
-                   if name in result}
-        write_json_atomic(self.output().path, summary)
+        evaluate_run(self.train_params(), self.preprocess_task())
         self.report("evaluation done", 100)

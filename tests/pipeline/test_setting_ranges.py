@@ -17,11 +17,13 @@ from pipeline import config
 from pipeline.cli.errors import command_line_flag, unparsable_setting_message
 from pipeline.settings import Settings
 from pipeline.tasks.stage2 import current_npu_options, current_train_params
+from pipeline.tasks.tuning import current_tune_settings
 from tests.helpers.luigi_config import luigi_settings
 
 # The check each section's settings go through when the `luigi` command schedules a task that reads them.
 CHECK_OF_SECTION = {"paths": Settings.current, "raw": Settings.current, "preprocess": Settings.current,
-                    "dask": Settings.current, "train": current_train_params, "npu": current_npu_options}
+                    "dask": Settings.current, "train": current_train_params, "npu": current_npu_options,
+                    "tune": current_tune_settings}
 # What a setting is checked together with, set so that its own bounds decide.
 COMPANIONS = {
     "dask": {"preprocess": {"engine": "dask"}},  # [dask] is read by the dask engine only
