@@ -55,6 +55,15 @@ def current_tune_settings() -> tuple[int, int]:
     return trials, seed
 
 
+def require_optuna() -> None:
+    """One clear line naming the extra when Optuna is not installed; found without importing it (the end-of-run
+    summary asks TuneDIN for its requirements at exit, too late for Optuna's import to start its threads)."""
+    import importlib.util
+
+    if importlib.util.find_spec("optuna") is None:
+        raise InputError(MISSING_OPTUNA)
+
+
 def import_optuna():
     """Optuna, with its per-trial log lines off (TuneDIN prints its own), or one clear line naming the extra."""
     try:
@@ -151,7 +160,7 @@ class TuneDIN(LockedTask):
         current_tune_settings()  # scheduling checks [tune] and [train]: a bad value stops the run before stage 1
         stage2.current_train_params()
         stage2.current_npu_options()
-        import_optuna()
+        require_optuna()
         return Preprocess()
 
     def tune_dir(self) -> Path:

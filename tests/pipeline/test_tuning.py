@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from din_common.errors import InputError
 from din_model.params import TrainParams
 from pipeline.tasks import tuning
 
@@ -93,7 +94,18 @@ def test_missing_optuna_is_one_line_naming_the_extra(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_optuna)
-    with pytest.raises(Exception) as refused:
+    with pytest.raises(InputError) as refused:
         tuning.import_optuna()
-    assert str(refused.value) == tuning.MISSING_OPTUNA
-    assert "'.[tune]'" in str(refused.value)
+    assert refused.value.message == tuning.MISSING_OPTUNA
+    assert "'.[tune]'" in refused.value.message
+
+
+def test_scheduling_names_the_extra_when_optuna_is_not_installed(monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "optuna"
+                        else real_find_spec(name, *args))
+    with pytest.raises(InputError) as refused:
+        tuning.require_optuna()
+    assert refused.value.message == tuning.MISSING_OPTUNA
