@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shlex
 from pathlib import Path
 
 import luigi
@@ -107,14 +108,8 @@ def reproduce_command(given_flags: dict, tuned: dict) -> str:
     flags += [("train", name, _flag_value(tuned[name])) for name in SEARCHED if name in tuned]
     words = ["luigi", "--module", "pipeline", "TrainDIN"]
     for section, name, text in flags:
-        words += [f"--{section}-{name.replace('_', '-')}", _shell_word(str(text))]
+        words += [f"--{section}-{name.replace('_', '-')}", shlex.quote(str(text))]
     return " ".join(words)
-
-
-def _shell_word(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
 
 
 def given_flags() -> dict:
