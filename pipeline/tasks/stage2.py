@@ -20,6 +20,9 @@ shards start a new run too.
   A killed TrainDIN resumes from its last checkpoint when rerun.
 - EvaluateDIN: adds test metrics and baselines to metrics.json and writes
   evaluation.json (its completion marker).
+The work of both is plain functions of one parameter set (`train_run`, `evaluate_run`, and
+`train_and_evaluate`, both in a row, skipping what the run already has), which TuneDIN's trials
+(pipeline/tasks/tuning.py) call too.
 """
 from __future__ import annotations
 
