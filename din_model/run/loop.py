@@ -35,7 +35,7 @@ from din_model.parallel.choose import choose_placement, placement_on
 from din_model.parallel.placement import Placement
 from din_model.params import TrainParams
 from din_model.train import steps
-from din_model.train.best_epoch import BestEpoch, early_stopping_fields, plateau_learning_rate
+from din_model.train.best_epoch import BestEpoch, early_stopping_fields, float32_digits, plateau_learning_rate
 from din_model.train.evaluation import evaluate, predict_split, split_metrics  # noqa: F401  (evaluate: public API)
 from din_model.train.portable_weights import assign_weights
 from din_model.train.export import export_saved_model
@@ -185,7 +185,7 @@ def train_epochs(train_step, state: TrainingState, files: RunFiles, spec: Featur
             _print_and_report(progress_callback, fraction,
                               f"epoch {epoch}/{params.epochs}: {samples:,} samples", echo=False)
 
-        learning_rate = float(f"{float(learning_rate_variable.numpy()):.7g}")  # float32 digits
+        learning_rate = float32_digits(float(learning_rate_variable.numpy()))
         loss, rate = run_epoch(train_step, state, spec, params, device, epoch, report, placement)
         record = {"epoch": epoch, "train_loss": loss, "train_samples_per_s": rate, "learning_rate": learning_rate}
         epochs.append(record)
@@ -220,7 +220,8 @@ def train_epochs(train_step, state: TrainingState, files: RunFiles, spec: Featur
                           f"[train] epoch {epoch}/{params.epochs}: loss {loss:.4f}, {rate:,.0f} samples/s{val} "
                           f"({device.name}, {device.precision}{', xla' if params.jit_compile else ''}"
                           f"{placement.progress_label})")
-        if next_learning_rate < learning_rate and not stop:
+        # Compared at the variable's precision: a setting such as 0.0012345678 is not a decay from its float32 value.
+        if float32_digits(next_learning_rate) < learning_rate and not stop and epoch < params.epochs:
             _print_and_report(progress_callback, epoch / params.epochs,
                               f"[train] learning rate {next_learning_rate:g} from epoch {epoch + 1}: [train] "
                               f"lr_decay_patience = {params.lr_decay_patience} epoch(s) without a validation AUC gain")

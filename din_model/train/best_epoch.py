@@ -59,6 +59,12 @@ def early_stopping_fields(records: list[dict], params: TrainParams) -> dict:
             "epochs_run": len(records)}
 
 
+def float32_digits(rate: float) -> float:
+    """`rate` to the 7 significant digits a float32 learning-rate variable holds, so a rate read back from the
+    variable and one computed from the settings compare equal when they are the same setting."""
+    return float(f"{rate:.7g}")
+
+
 def plateau_learning_rate(records: list[dict], params: TrainParams) -> float:
     """The learning rate for the epoch after `records`: `[train] learning_rate`, times `lr_decay_factor` each time
     `lr_decay_patience` epochs pass without a validation AUC gain, counted from the best epoch or from the last decay,

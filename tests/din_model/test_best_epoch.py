@@ -112,6 +112,21 @@ def test_a_resumed_run_trains_on_at_the_decayed_rate_its_checkpoint_holds(spec_p
     assert [record["learning_rate"] for record in result["epochs"]] == [0.01, 0.01, 0.01, 0.005]
 
 
+def test_the_decay_line_is_printed_only_for_a_real_decay_before_another_epoch(spec_path, tmp_path, monkeypatch,
+                                                                                capsys):
+    # 0.0012345678 is not exact in a float32 variable's 7 digits: read back, it is no decay from the setting
+    monkeypatch.setattr(training, "split_metrics", scripted_split_metrics([0.6, 0.5]))
+    training.train(spec_path, tmp_path / "steady", TrainParams(**{**TINY, "learning_rate": 0.0012345678}, epochs=2))
+    assert "[train] learning rate" not in capsys.readouterr().out
+    # a decay after the last epoch trains nothing at the new rate: no line either; one after epoch 2 of 3 does
+    monkeypatch.setattr(training, "split_metrics", scripted_split_metrics([0.8, 0.7, 0.6]))
+    training.train(spec_path, tmp_path / "decayed", TrainParams(**TINY, epochs=3, lr_decay_factor=0.5,
+                                                                  lr_decay_patience=1))
+    decay_lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[train] learning rate")]
+    assert decay_lines == ["[train] learning rate 0.005 from epoch 3: [train] lr_decay_patience = 1 epoch(s) "
+                           "without a validation AUC gain"]
+
+
 def val_features(spec, params):
     features, _ = next(iter(make_dataset(spec, "val", 200, shuffle=False, maxlen=params.maxlen,
                                          history_fields=params.history_features)))
