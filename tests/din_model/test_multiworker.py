@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,12 @@ from tests.helpers.checkpoints import optimizer_iterations
 from tests.helpers.din_fixtures import write_random_fixture
 
 REPO = Path(__file__).resolve().parents[2]
+# TensorFlow before 2.10 can abort a MultiWorkerMirroredStrategy process while it exits, after a complete run
+# ("terminate called without an active exception": tensorflow/tensorflow#55250; seen here on TF 2.6.5 in one of
+# three CI runs). Such an exit is accepted only once the worker entry has returned from training and written its
+# file, and the checks on the outputs below decide.
+TF_ABORTS_AT_EXIT = tuple(int(part) for part in tf.__version__.split(".")[:2]) < (2, 10)
+ABORT_AT_EXIT = "terminate called without an active exception"
 TINY = dict(embed_dim=4, attention_hidden="8,4", mlp_hidden="8,4", batch_size=64, learning_rate=0.01, device="cpu",
             epochs=1)
 TRAIN_SAMPLES = 1200
@@ -110,7 +117,10 @@ def test_two_workers_train_one_model_and_only_the_chief_writes(spec_path, tmp_pa
     wall_s = time.perf_counter() - started
     print(f"2-worker run: {wall_s:.1f} s wall")
     for index, (process, output) in enumerate(zip(processes, outputs)):
-        assert process.returncode == 0, f"worker {index} exited {process.returncode}:\n{output[-4000:]}"
+        aborted_after_the_run = (TF_ABORTS_AT_EXIT and process.returncode == -signal.SIGABRT
+                                 and output.rstrip().endswith(ABORT_AT_EXIT) and shards[index].exists())
+        assert process.returncode == 0 or aborted_after_the_run, \
+            f"worker {index} exited {process.returncode}:\n{output[-4000:]}"
     assert "[train] MultiWorkerMirroredStrategy: 2 workers, this is worker 0 (chief)" in outputs[0]
     assert "[train] MultiWorkerMirroredStrategy: 2 workers, this is worker 1" in outputs[1]
 
