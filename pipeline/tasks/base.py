@@ -1,6 +1,7 @@
 """What every pipeline task builds on: the per-task lock, atomic parquet I/O and the task bases.
 
-- `LockedTask`: `run()` is `build()` under a per-task lock of the data dir, then one console line.
+- `LockedTask`: `run()` is `build()` under a per-task lock of the data dir, then one console line;
+  another task may take that lock to write this task's outputs for it (`locked()`).
 - `ManifestTask`: complete only when its manifest carries the expected fingerprint; the manifest
   is deleted before and written after the data files, so a killed run never leaves one that
   vouches for half-replaced files.
@@ -143,14 +144,23 @@ class LockedTask(luigi.Task):
     """
 
     def run(self):
-        with task_lock(Path(config.paths().data_dir), self.lock_name()):
+        with self.locked():
             if not self.complete():
                 self.started = time.perf_counter()
                 self.build()
                 task_line(self.display_name(), self.wrote(), time.perf_counter() - self.started)
+            else:
+                self.found_complete()
+
+    def locked(self):
+        """This task's lock (`task_lock`): held by whoever writes its outputs."""
+        return task_lock(Path(config.paths().data_dir), self.lock_name())
 
     def build(self) -> None:
         raise NotImplementedError
+
+    def found_complete(self) -> None:
+        """Called when run() finds the outputs already written (by another writer, while it waited)."""
 
     def lock_name(self) -> str:
         """Processes building the same task under the same lock name take turns."""

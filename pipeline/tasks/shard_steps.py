@@ -4,6 +4,8 @@ The local engine runs these in the Luigi task's process; the dask engine
 (pipeline.dask_engine.shards) runs the same functions on cluster workers, which
 have no Luigi config, so everything they need arrives as arguments. Each writes
 its data files atomically, then the shard's manifest (with `fingerprint`) last.
+With the local engine BuildSequences also hands the samples it holds to
+`write_tfrecords`, which then skips reading them back from parquet.
 """
 from __future__ import annotations
 
@@ -41,13 +43,17 @@ def read_remap_for_shard(settings: Settings, shard: int) -> dict[str, np.ndarray
     return {**{name: np.concatenate(parts) for name, parts in kept.items()}, "item_cate": item_cate}
 
 
-def build_sequences(settings: Settings, shard: int, fingerprint: str) -> dict:
-    """sequences/{train,val,test}/part-NNNNN.parquet of one shard, then its manifest; returns the manifest."""
+def shard_samples(settings: Settings, shard: int) -> dict:
+    """The shard's sample tables by split, built from the remap tables."""
     remap = read_remap_for_shard(settings, shard)
     n_items = len(remap["item_cate"]) - 1
-    tables = build_shard_samples(remap["user_id"], remap["item_id"], remap["cate_id"], remap["ts"],
-                                 remap["item_cate"], n_items=n_items, maxlen=settings.maxlen,
-                                 seed=settings.seed, shard=shard)
+    return build_shard_samples(remap["user_id"], remap["item_id"], remap["cate_id"], remap["ts"],
+                               remap["item_cate"], n_items=n_items, maxlen=settings.maxlen,
+                               seed=settings.seed, shard=shard)
+
+
+def write_sequences(settings: Settings, shard: int, fingerprint: str, tables: dict) -> dict:
+    """sequences/{train,val,test}/part-NNNNN.parquet of one shard's `tables`, then its manifest; returns the manifest."""
     for split, path in settings.shard_files(settings.sequences_dir, shard, ".parquet").items():
         write_parquet_atomic(tables[split], path, **SAMPLE_PARQUET_OPTIONS)
     manifest = {"fingerprint": fingerprint, "shard": shard,
@@ -56,14 +62,24 @@ def build_sequences(settings: Settings, shard: int, fingerprint: str) -> dict:
     return manifest
 
 
-def write_tfrecords(settings: Settings, shard: int, fingerprint: str) -> dict:
-    """tfrecords/{train,val,test}/part-NNNNN.tfrecord of one shard's samples, then its manifest."""
+def build_sequences(settings: Settings, shard: int, fingerprint: str) -> dict:
+    """BuildSequences of one shard: its samples to parquet, then its manifest; returns the manifest."""
+    return write_sequences(settings, shard, fingerprint, shard_samples(settings, shard))
+
+
+def write_tfrecords(settings: Settings, shard: int, fingerprint: str, tables: dict | None = None) -> dict:
+    """tfrecords/{train,val,test}/part-NNNNN.tfrecord of one shard's samples, then its manifest.
+
+    The samples are `tables` when the caller still holds what it wrote to sequences/ (BuildSequences,
+    pipeline.tasks.stage1), else they are read back from that parquet: the same values either way,
+    so the same bytes. Errors name the parquet file, which holds those samples.
+    """
     sources = settings.shard_files(settings.sequences_dir, shard, ".parquet")
     stats_path = settings.remap_dir / "stats.json"
     stats = json.loads(stats_path.read_text())
     counts = {}
     for split, path in settings.shard_files(settings.tfrecords_dir, shard, ".tfrecord").items():
-        table = read_parquet(sources[split])
+        table = read_parquet(sources[split]) if tables is None else tables[split]
         check_sample_ranges(table, sources[split], stats["n_items"], stats["n_cats"], str(stats_path))
         with atomic_path(path) as tmp:
             records = write_samples_tfrecord(tmp, table, settings.prebatch)

@@ -1,6 +1,10 @@
 """Stage-1 Luigi tasks: thin shells over the pure functions of `pipeline/`.
 
 PrepareRaw -> RemapIds -> BuildSequences(shard) -> WriteTFRecords(shard) -> Preprocess.
+With the local engine BuildSequences writes the shard's TFRecords too, from the samples it
+holds, under WriteTFRecords' lock and with its manifest (the same bytes WriteTFRecords writes
+from the parquet); WriteTFRecords then finds itself complete, and rewrites from the parquet
+only when its outputs alone are missing or stale (e.g. `[preprocess] prebatch` changed).
 Every task reads its settings from the config sections (pipeline.config), writes
 its data files atomically, and writes its manifest (with the fingerprint of what
 shaped it) last, after deleting the old one first (pipeline.tasks.base.ManifestTask).
@@ -18,7 +22,7 @@ import pyarrow.parquet as pq
 from din_common.atomic import remove_stale_temporaries, write_json_atomic
 from din_common.errors import InputError
 from din_common.feature_spec import FORMAT_VERSION, SPLITS, FeatureSpec, SplitInfo
-from pipeline.console import count, split_counts
+from pipeline.console import count, split_counts, task_line
 from pipeline.raw.amazon_json import convert_amazon_json
 from pipeline.raw.manifest import check_files, file_records
 from pipeline.raw.parquet_files import FOLDERS as PARQUET_FOLDERS, parquet_files, read_meta, read_review_file
@@ -28,7 +32,7 @@ from pipeline.raw.synthetic import write_raw
 from pipeline.remap import remap_ids_within, remap_time_limit
 from pipeline.settings import GENERATED_SOURCES, Settings, missing_input_error
 from pipeline.tasks.base import ManifestTask, write_parquet_atomic
-from pipeline.tasks.shard_steps import build_sequences, write_tfrecords
+from pipeline.tasks.shard_steps import build_sequences, shard_samples, write_sequences, write_tfrecords
 
 
 USER_SOURCES = ("pickle", "parquet")  # the user's own raw files, read where they are
@@ -224,7 +228,10 @@ class ShardTask(ManifestTask):
         else:
             self.invalidate()
             self.report(f"{self.get_task_family()} of shard {self.shard}", 10)
-            type(self).step(settings, self.shard, self.expected_fingerprint())
+            self.build_locally(settings)
+
+    def build_locally(self, settings: Settings) -> None:
+        type(self).step(settings, self.shard, self.expected_fingerprint())
 
     def files_pattern(self) -> str:
         settings = Settings.current()
@@ -245,6 +252,15 @@ class BuildSequences(ShardTask):
     def expected_fingerprint(self) -> str | None:
         return Settings.current().sequences_fingerprint()
 
+    def build_locally(self, settings: Settings) -> None:
+        # The samples are in memory now: writing the records from them saves WriteTFRecords
+        # reading the parquet back (docs/performance.md, "Stage 1"). Sequences first, manifest
+        # included, so a run killed while writing records leaves BuildSequences complete.
+        tables = shard_samples(settings, self.shard)
+        write_sequences(settings, self.shard, self.expected_fingerprint(), tables)
+        self.report(f"writing the TFRecords of shard {self.shard}", 60)
+        WriteTFRecords(shard=self.shard).write_from_samples(tables)
+
     def wrote(self) -> str:
         samples = self.read_manifest()["samples"]
         return f"{split_counts(samples)} samples -> {self.files_pattern()}"
@@ -263,6 +279,20 @@ class WriteTFRecords(ShardTask):
 
     def expected_fingerprint(self) -> str | None:
         return Settings.current().tfrecords_fingerprint()
+
+    def write_from_samples(self, tables: dict) -> None:
+        """What build() writes, from the shard's sample `tables` (BuildSequences holds them), under this task's lock."""
+        with self.locked():
+            if not self.complete():
+                self.invalidate()
+                write_tfrecords(Settings.current(), self.shard, self.expected_fingerprint(), tables)
+
+    def found_complete(self) -> None:
+        # Luigi scheduled this task before BuildSequences ran, and with the local engine BuildSequences
+        # wrote its outputs (write_from_samples). With the dask engine the stage's first shard task
+        # wrote them on the cluster, and says so itself.
+        if Settings.current().engine == "local":
+            task_line(self.display_name(), f"{self.wrote()}, written with the shard's sequences", 0.0)
 
     def wrote(self) -> str:
         splits = self.read_manifest()["splits"]

@@ -81,7 +81,8 @@ def test_each_task_that_ran_prints_what_it_wrote(stage1_run):
         counts = " / ".join(f"{split} {shard_manifest['samples'][split]:,}" for split in ("train", "val", "test"))
         assert (f"[BuildSequences {shard + 1}/2] {counts} samples -> "
                 f"{data_dir / 'sequences'}/{{train,val,test}}/part-0000{shard}.parquet (") in first.stdout
-        assert any(line.startswith(f"[WriteTFRecords {shard + 1}/2] {counts} samples in ") for line in lines)
+        assert any(line.startswith(f"[WriteTFRecords {shard + 1}/2] {counts} samples in ")
+                   and line.endswith(", written with the shard's sequences (0.0 s)") for line in lines)
     totals = " / ".join(f"{split} {spec.samples(split):,}" for split in ("train", "val", "test"))
     assert f"[Preprocess] stage 1 done: {totals} samples in 2 shards -> {data_dir / 'tfrecords/feature_spec.json'}" \
         in first.stdout

@@ -23,7 +23,7 @@ STAGE1_KILL_POINTS = [
     "atomic:users.parquet",        # RemapIds: some tables replaced
     "atomic:stats.json",           # RemapIds: tables done, manifest not
     "atomic:part-00001.parquet",   # BuildSequences(1)
-    "atomic:part-00000.tfrecord",  # WriteTFRecords(0)
+    "atomic:part-00000.tfrecord",  # WriteTFRecords(0)'s records, written by BuildSequences(0)
     "atomic:feature_spec.json",    # Preprocess
 ]
 

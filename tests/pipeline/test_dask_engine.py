@@ -8,7 +8,6 @@ in the middle of the dask remap or in a worker leaves nothing a rerun mistakes f
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -33,17 +32,12 @@ from pipeline.tasks import base
 from pipeline.tasks.stage1 import Preprocess
 from tests.helpers import stage1_fixtures as fx
 from tests.helpers.luigi_config import TINY_SYNTHETIC, luigi_settings
+from tests.helpers.output_digests import digests
 
 distributed = pytest.importorskip("distributed")
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPE = {"maxlen": "5", "num_shards": "3", "prebatch": "64"}
-
-
-def digests(data_dir: Path) -> dict:
-    """sha256 of every stage-1 output file (raw included), by path under the data dir."""
-    return {str(p.relative_to(data_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(data_dir.rglob("*")) if p.is_file() and ".locks" not in p.parts}
 
 
 def test_a_streamed_parquet_write_is_one_whole_write_byte_for_byte(tmp_path, monkeypatch):

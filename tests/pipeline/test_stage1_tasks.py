@@ -10,10 +10,11 @@ from din_common.errors import InputError
 from din_common.feature_spec import FeatureSpec
 from pipeline import settings as stage1_settings, tfrecord_io
 from pipeline.settings import Settings
-from pipeline.tasks import stage1
+from pipeline.tasks import shard_steps, stage1
 from pipeline.tasks.stage1 import Preprocess, PrepareRaw
 from pipeline.tfrecord_io import SAMPLE_COLUMNS, iter_records, decode_prebatch, read_samples_tfrecord
 from tests.helpers.luigi_config import TINY_SYNTHETIC, luigi_settings
+from tests.helpers.output_digests import digests
 
 
 def tree_state(root):
@@ -107,6 +108,55 @@ def test_rebuild_is_byte_identical(data_dir, tmp_path):
             os.remove(p)  # forget completeness: everything downstream of raw reruns
     build()
     assert {p: p.read_bytes() for p in first} == first
+
+
+def sequences_read_back(monkeypatch) -> list:
+    """The sequences/ parquet files stage 1 reads from now on (WriteTFRecords' from-parquet path)."""
+    reads = []
+
+    def recording_read_parquet(path, columns=None):
+        if "sequences" in path.parts:
+            reads.append(str(path.relative_to(path.parents[2])))
+        return read_parquet(path, columns)
+
+    read_parquet = shard_steps.read_parquet
+    monkeypatch.setattr(shard_steps, "read_parquet", recording_read_parquet)
+    return reads
+
+
+def test_records_written_with_the_sequences_are_the_bytes_written_from_the_parquet(tmp_path, monkeypatch):
+    """BuildSequences writes each shard's records from the samples it holds; WriteTFRecords, left to
+    do it as it did before, reads them back from the parquet. Every output file is the same."""
+    reads = sequences_read_back(monkeypatch)
+    with luigi_settings(paths={"data_dir": tmp_path / "fused"}):
+        assert build()[0].status.name == "SUCCESS"
+    assert reads == []
+    with monkeypatch.context() as before, luigi_settings(paths={"data_dir": tmp_path / "from-parquet"}):
+        before.setattr(stage1.WriteTFRecords, "write_from_samples", lambda task, tables: None)
+        assert build()[0].status.name == "SUCCESS"
+    assert len(reads) == 3 * 3  # shards x splits
+    assert digests(tmp_path / "fused") == digests(tmp_path / "from-parquet")
+    assert any(name.endswith(".tfrecord") for name in digests(tmp_path / "fused"))
+
+
+@pytest.mark.parametrize("change", ["a-record-file-deleted", "prebatch-changed"])
+def test_records_alone_out_of_date_are_rewritten_from_the_parquet(data_dir, monkeypatch, change):
+    _, settings = build()
+    sequences_before = tree_state(data_dir / "sequences")
+    deleted = settings.shard_files(settings.tfrecords_dir, 1, ".tfrecord")["train"]
+    deleted_bytes = deleted.read_bytes()
+    reads = sequences_read_back(monkeypatch)
+    if change == "a-record-file-deleted":
+        deleted.unlink()
+        result, _ = build()
+        assert sorted(reads) == [f"sequences/{split}/part-00001.parquet" for split in ("test", "train", "val")]
+        assert deleted.read_bytes() == deleted_bytes
+    else:
+        result, _ = build(preprocess={"prebatch": "32"})
+        assert len(reads) == 3 * 3
+        assert FeatureSpec.read(settings.feature_spec).prebatch == 32
+    assert result.status.name == "SUCCESS"
+    assert tree_state(data_dir / "sequences") == sequences_before
 
 
 def write_as_the_first_sample_format(monkeypatch):
