@@ -31,6 +31,7 @@ from tests.helpers.din_fixtures import write_random_fixture
 from tests.helpers.npu_standin import npu_standin  # noqa: F401  (fixture)
 from tests.helpers.rank_tables import device, table_1_0
 from tests.helpers.scoring import load_scorer
+from tests.helpers.multiworker import PRINT_RETURNED, free_ports, tf_config, worker_ended_well
 from tests.helpers.scripted_validation import SCRIPTED_RUN, scripted_split_metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -292,12 +293,10 @@ def test_two_npu_ranks_stop_together_at_the_epoch_rank_zero_chose(tmp_path, monk
 
 @pytest.mark.slow
 def test_two_cluster_workers_stop_together_at_the_epoch_the_chief_chose(tmp_path):
-    from tests.din_model.test_multiworker import free_ports, tf_config
-
     spec_path = write_random_fixture(tmp_path / "data", sizes=(("train", 640), ("val", 120), ("test", 120)))
     params = json.dumps({**TINY, "epochs": 5, "patience": 2})
     entry = SCRIPTED_RUN + ("import sys\nfrom din_model.params import TrainParams\n"
-                            "loop.train(sys.argv[1], sys.argv[2], TrainParams(**json.loads(sys.argv[3])))\n")
+                            "loop.train(sys.argv[1], sys.argv[2], TrainParams(**json.loads(sys.argv[3])))\n" + PRINT_RETURNED)
     addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
     processes = [subprocess.Popen([sys.executable, "-c", entry, str(spec_path), str(tmp_path / f"run-{index}"), params],
                                   cwd=REPO, env={**scripted_process_env(PEAK_AT_2), "TF_CONFIG": tf_config(addresses, index)},
@@ -305,7 +304,8 @@ def test_two_cluster_workers_stop_together_at_the_epoch_the_chief_chose(tmp_path
                  for index in range(2)]
     outputs = [process.communicate(timeout=300)[0] for process in processes]
     for process, output in zip(processes, outputs):
-        assert process.returncode == 0, "\n".join(line for line in output.splitlines() if "WARNING" not in line)[-3000:]
+        assert worker_ended_well(process, output), \
+            "\n".join(line for line in output.splitlines() if "WARNING" not in line)[-3000:]
         assert "[train] stopping early after epoch 4" in output
     metrics = json.loads((tmp_path / "run-0" / "metrics.json").read_text())
     assert (metrics["workers"], metrics["best_epoch"], metrics["stopped_early"], metrics["epochs_run"]) == (2, 2, True, 4)

@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,14 +19,9 @@ from din_model.parallel import cluster as distribute
 from din_model.parallel.placement import check_files_per_process
 from tests.helpers.checkpoints import optimizer_iterations
 from tests.helpers.din_fixtures import write_random_fixture
+from tests.helpers.multiworker import PRINT_RETURNED, free_ports, tf_config, worker_ended_well
 
 REPO = Path(__file__).resolve().parents[2]
-# TensorFlow before 2.10 can abort a MultiWorkerMirroredStrategy process while it exits, after a complete run
-# ("terminate called without an active exception": tensorflow/tensorflow#55250; seen here on TF 2.6.5 in one of
-# three CI runs). Such an exit is accepted only once the worker entry has returned from training and written its
-# file, and the checks on the outputs below decide.
-TF_ABORTS_AT_EXIT = tuple(int(part) for part in tf.__version__.split(".")[:2]) < (2, 10)
-ABORT_AT_EXIT = "terminate called without an active exception"
 TINY = dict(embed_dim=4, attention_hidden="8,4", mlp_hidden="8,4", batch_size=64, learning_rate=0.01, device="cpu",
             epochs=1)
 TRAIN_SAMPLES = 1200
@@ -63,22 +56,7 @@ distribute.make_dataset = make_dataset_and_record
 training.train(spec_path, run_dir, TrainParams(**json.loads(params_json)))
 with open(shards_path, "w") as handle:
     json.dump(shards, handle)
-"""
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def tf_config(addresses: list[str], index: int) -> str:
-    return json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
+""" + PRINT_RETURNED
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +95,7 @@ def test_two_workers_train_one_model_and_only_the_chief_writes(spec_path, tmp_pa
     wall_s = time.perf_counter() - started
     print(f"2-worker run: {wall_s:.1f} s wall")
     for index, (process, output) in enumerate(zip(processes, outputs)):
-        aborted_after_the_run = (TF_ABORTS_AT_EXIT and process.returncode == -signal.SIGABRT
-                                 and output.rstrip().endswith(ABORT_AT_EXIT) and shards[index].exists())
-        assert process.returncode == 0 or aborted_after_the_run, \
+        assert worker_ended_well(process, output), \
             f"worker {index} exited {process.returncode}:\n{output[-4000:]}"
     assert "[train] MultiWorkerMirroredStrategy: 2 workers, this is worker 0 (chief)" in outputs[0]
     assert "[train] MultiWorkerMirroredStrategy: 2 workers, this is worker 1" in outputs[1]
@@ -222,7 +198,8 @@ def test_two_workers_on_one_host_started_with_the_same_luigi_command_train_one_r
     workers = [luigi_train_worker(preprocessed, addresses, index) for index in range(2)]
     outputs = [worker.communicate(timeout=WORKER_TIMEOUT_S)[0] for worker in workers]
     for index, (worker, output) in enumerate(zip(workers, outputs)):
-        assert worker.returncode == 0, f"worker {index} exited {worker.returncode}:\n{output[-3000:]}"
+        assert worker_ended_well(worker, output, finished="\nran: "), \
+            f"worker {index} exited {worker.returncode}:\n{output[-3000:]}"
         assert "already running" not in output
     (run_dir,) = [path for path in (preprocessed / "runs").iterdir() if not path.name.startswith(".")]
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -255,3 +232,20 @@ def test_sigterm_stops_a_waiting_worker(preprocessed):
     worker.terminate()
     worker.communicate(timeout=20)
     assert worker.returncode in (-15, 143)
+
+
+def test_an_abort_at_exit_is_accepted_only_on_an_old_tensorflow_after_the_run_finished(monkeypatch):
+    import signal
+
+    from tests.helpers import multiworker
+
+    aborted = types.SimpleNamespace(returncode=-signal.SIGABRT)
+    after_the_run = f"[train] epoch 1/1\n{multiworker.RETURNED_FROM_TRAINING}\n{multiworker.ABORT_AT_EXIT}\n"
+    monkeypatch.setattr(multiworker, "TF_ABORTS_AT_EXIT", True)
+    assert multiworker.worker_ended_well(types.SimpleNamespace(returncode=0), "")
+    assert multiworker.worker_ended_well(aborted, after_the_run)
+    assert not multiworker.worker_ended_well(aborted, f"[train] epoch 1/1\n{multiworker.ABORT_AT_EXIT}\n")
+    assert not multiworker.worker_ended_well(types.SimpleNamespace(returncode=1), after_the_run)
+    assert not multiworker.worker_ended_well(aborted, after_the_run + "Traceback (most recent call last):\n")
+    monkeypatch.setattr(multiworker, "TF_ABORTS_AT_EXIT", False)
+    assert not multiworker.worker_ended_well(aborted, after_the_run)
