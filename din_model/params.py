@@ -29,7 +29,7 @@ XLA_MODES = ("auto", "on", "off")
 # "din": the paper's model, whose attention pools the history as a set; "din_seq": DIN plus the
 # order-aware inputs named in `sequence_features` (din_model/model/network.py, docs/accuracy.md).
 MODELS = ("din", "din_seq")
-SEQUENCE_FEATURES = ("recency", "time_gap", "last_item")
+SEQUENCE_FEATURES = ("recency", "time_gap", "last_item", "share")
 
 
 @dataclasses.dataclass(frozen=True)

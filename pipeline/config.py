@@ -153,7 +153,7 @@ class train(luigi.Config):
     model = setting(luigi.Parameter, "din", "din: the paper's order-blind DIN; din_seq: DIN plus the "
                                             "sequence_features (docs/accuracy.md).", "din or din_seq")
     sequence_features = setting(luigi.Parameter, "time_gap", "din_seq's order-aware inputs.",
-                                "comma-separated names out of recency, time_gap, last_item, or none")
+                                "comma-separated names out of recency, time_gap, last_item, share, or none")
     patience = setting(luigi.IntParameter, 0, "Stop after this many epochs without a validation AUC gain "
                                               "(0: run every epoch).", "an integer >= 0", Bounds(0))
     restore_best = explicit_bool(True, "Export and evaluate the epoch with the best validation AUC "

@@ -41,7 +41,7 @@ def weight_counts(params: TrainParams, n_items: int, n_cats: int, maxlen: int) -
     tables = (n_items + 1) * params.embed_dim + ((n_cats + 1) * params.embed_dim if params.use_category else 0)
     features = params.active_sequence_features
     tables += width * ((maxlen if "recency" in features else 0) + (TIME_GAP_BUCKETS if "time_gap" in features else 0))
-    mlp_inputs = (3 if "last_item" in features else 2) * width
+    mlp_inputs = (2 + ("last_item" in features) + ("share" in features)) * width + ("share" in features)
     return {"tables": tables, "attention": dense_weights(4 * width, params.attention_units),
             "mlp": dense_weights(mlp_inputs, params.mlp_units)}
 

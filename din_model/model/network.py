@@ -25,6 +25,12 @@ and cheap (lookups of small tables):
 - "last_item": the most recent entry's representation (with its time gap, if on) and its
   element-wise product with the target's as direct inputs to the output MLP.
 Positions count real entries (ids > 0) from the end, so they do not depend on where padding sits.
+And one order-blind input beside them:
+- "share": the pooled interest divided by the number of real history entries, and log(1 + that
+  number), as inputs to the output MLP. DIN's attention weights are not normalised, so the pooled
+  interest is a weighted count of matching entries: two in a history of four and two in forty look
+  the same. Divided by the length it is the share of the history that matches, what the bag
+  estimators score (docs/accuracy.md).
 """
 from __future__ import annotations
 
@@ -133,6 +139,9 @@ class DeepInterestNetwork(keras.Model):
         parts = [interest, target, history_sum] if self.sum_pooled_history else [interest, target]
         if "last_item" in self.sequence_features:
             parts += self._most_recent_entry(ids, mask, target)
+        if "share" in self.sequence_features:
+            length = tf.reduce_sum(tf.cast(mask, interest.dtype), axis=1, keepdims=True)
+            parts += [interest / tf.maximum(length, 1.0), tf.math.log1p(length)]
         mlp_input = tf.concat(parts, axis=-1)
         if self.mlp_input_norm is not None:
             mlp_input = self.mlp_input_norm(mlp_input, training=training)

@@ -27,7 +27,8 @@ def test_the_weights_of_a_built_model_are_what_is_estimated():
     from tests.helpers.din_fixtures import sizes_spec
 
     for params in (TrainParams(embed_dim=4, attention_hidden="8", mlp_hidden="6,5", activation="dice"),
-                   TrainParams(embed_dim=3, model="din_seq", sequence_features="recency,time_gap,last_item")):
+                   TrainParams(embed_dim=3, model="din_seq", sequence_features="recency,time_gap,last_item"),
+                   TrainParams(embed_dim=3, model="din_seq", sequence_features="share")):
         model = build_model(params, sizes_spec(n_items=50, n_cats=5, maxlen=10))
         built = sum(int(w.shape.num_elements()) for w in model.trainable_weights)
         estimated = sum(weight_counts(params, 50, 5, 10).values())

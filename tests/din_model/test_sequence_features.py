@@ -65,7 +65,7 @@ def test_time_gap_buckets_are_log2_of_one_plus_hours_exactly_at_the_edges():
     assert TIME_GAP_BUCKETS == 16
 
 
-@pytest.mark.parametrize("features", ["recency", "time_gap", "last_item", "recency,time_gap,last_item"])
+@pytest.mark.parametrize("features", ["recency", "time_gap", "last_item", "share", "recency,time_gap,last_item,share"])
 def test_each_feature_adds_its_weights_and_keeps_one_logit_per_sample(features):
     model = model_with(features)
     logits = scores(model, batch())
@@ -74,8 +74,9 @@ def test_each_feature_adds_its_weights_and_keeps_one_logit_per_sample(features):
     assert ("recency_embedding_embeddings" in names) == ("recency" in features)
     assert ("time_gap_embedding_embeddings" in names) == ("time_gap" in features)
     assert model.named_weights()["attention_hidden_dense0_kernel"].shape[0] == 4 * 8
-    # interest and target (8 each); the most recent entry (8) and its category's product with the target's (4)
-    width = 16 + 12 * ("last_item" in features)
+    # interest and target (8 each); the most recent entry (8) and its category's product with the target's (4);
+    # the interest over the history length (8) and log(1 + length) (1)
+    width = 16 + 12 * ("last_item" in features) + 9 * ("share" in features)
     assert model.named_weights()["mlp_dense0_kernel"].shape[0] == width
 
 
@@ -89,7 +90,7 @@ def test_plain_din_ignores_the_sequence_features_setting():
 @pytest.mark.parametrize("changes, message", [
     (dict(model="dien"), "[train] model must be one of ('din', 'din_seq'), got 'dien'"),
     (dict(sequence_features="recency,position"), "[train] sequence_features must be comma-separated names out of "
-                                                 "recency, time_gap, last_item"),
+                                                 "recency, time_gap, last_item, share"),
     (dict(sequence_features="recency,recency"), "each once"),
 ])
 def test_bad_model_settings_name_the_setting(changes, message):
@@ -98,7 +99,7 @@ def test_bad_model_settings_name_the_setting(changes, message):
     assert message in str(error.value)
 
 
-@pytest.mark.parametrize("features", ["", "time_gap"])
+@pytest.mark.parametrize("features", ["", "time_gap", "share"])
 def test_reordering_the_history_changes_nothing_without_recency(features):
     model = model_with(features)
     original = batch()
@@ -117,7 +118,7 @@ def test_reordering_the_history_changes_the_score_with_order_features(features):
 def test_padded_positions_count_for_nothing_wherever_the_padding_is():
     """Recency counts real entries from the end: left padding, extra padding and the gaps and
     embedding rows of padded positions all leave the scores unchanged."""
-    model = model_with("recency,time_gap,last_item")
+    model = model_with("recency,time_gap,last_item,share")
     original = batch()
     before = scores(model, original)
     noisy_padding = dict(original, hist_gap=np.where(original["hist_item"] > 0, original["hist_gap"], 12345 * DAY))
@@ -153,6 +154,21 @@ def test_the_most_recent_entry_is_the_last_real_one_with_its_gap():
     np.testing.assert_array_equal(product[2], 0.0)
 
 
+def test_share_feeds_the_mlp_the_interest_over_the_history_length_and_log_one_plus_the_length():
+    model = model_with("share")
+    features = {"hist_item": tf.constant([[5, 9, 0, 0], [7, 0, 0, 0], [0, 0, 0, 0]]),
+                "hist_cate": tf.constant([[1, 2, 0, 0], [3, 0, 0, 0], [0, 0, 0, 0]]),
+                "target_item": tf.constant([4, 4, 4]), "target_cate": tf.constant([2, 5, 2])}
+    mask = features["hist_item"] > 0
+    target = model.embed(features["target_item"], features["target_cate"])
+    interest, _ = model._pool_dense(model.history_ids(features, mask), target, mask, False)
+    lengths = np.array([[2.0], [1.0], [0.0]], np.float32)
+    expected_input = tf.concat([interest, target, interest / np.maximum(lengths, 1.0), np.log1p(lengths)], axis=-1)
+    expected = tf.squeeze(model.logit_layer(model.mlp(expected_input, training=False)), axis=-1)
+    np.testing.assert_allclose(model(features).numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(expected_input.numpy()[2, 16:], 0.0)  # no history: a zero share and log(1)
+
+
 @pytest.mark.parametrize("capacity", [HistoryCapacity(1.0, 0.0, 5), HistoryCapacity(4.0, 2.0, 5)],
                          ids=["overflowing", "fitting"])
 @pytest.mark.slow
@@ -164,7 +180,7 @@ def test_every_layout_gives_the_same_logits_and_gradients_with_every_feature(cap
     results = {}
     for layout in ("compact", "dense", "static_compact"):
         set_random_seed(5)
-        params = TrainParams(**SMALL, model="din_seq", sequence_features="recency,time_gap,last_item",
+        params = TrainParams(**SMALL, model="din_seq", sequence_features="recency,time_gap,last_item,share",
                              history_layout=layout)
         model = build_model(params, SPEC, history_capacity=capacity)
         tables = [model.recency_embedding.embeddings, model.time_gap_embedding.embeddings,
