@@ -13,7 +13,7 @@ from din_model.train.export import ScoringModule
 from din_model.device.graph_ops import graph_op_types
 from din_model.device.npu_ops import NOT_SUPPORTED, NPU_OP_TYPES, SERVING_CHECK_OPS, unsupported_ops
 from din_model.device.npu_options import NpuOptions
-from din_model.params import TrainParams
+from din_model.params import SEQUENCE_FEATURES, TrainParams
 from din_common.feature_spec import FeatureSpec
 from din_model.train.state import TrainingState
 from din_model.train.steps import make_predict_step, make_step_loop, make_train_step, step_signature
@@ -22,7 +22,7 @@ from tests.helpers.din_fixtures import write_random_fixture
 from tests.helpers.npu_standin import npu_standin  # noqa: F401  (fixture)
 
 SMALL = dict(embed_dim=4, attention_hidden="8,4", mlp_hidden="8,4", batch_size=16, device="npu")
-ALL_SEQUENCE_FEATURES = "recency,time_gap,last_item"
+ALL_SEQUENCE_FEATURES = ",".join(SEQUENCE_FEATURES)
 # (model, sequence features, history layout, dropout): the defaults, then dropout with both models and every
 # layout the NPU can use (auto = static_compact, whose dense fallback is in the same graph; dense)
 NPU_CASES = [("din", "time_gap", "auto", 0.0), ("din", "time_gap", "auto", 0.3), ("din", "time_gap", "dense", 0.3),
