@@ -150,9 +150,9 @@ class train(luigi.Config):
     xla = setting(luigi.Parameter, "auto", "XLA-compiled train steps; auto: on an x86-64 CPU with AVX-512 and "
                                            "TensorFlow >= 2.16 for runs of 512 batches or more (docs/static_path.md).",
                   "auto, on or off")
-    model = setting(luigi.Parameter, "din", "din: the paper's order-blind DIN; din_seq: DIN plus the "
-                                            "sequence_features (docs/accuracy.md).", "din or din_seq")
-    sequence_features = setting(luigi.Parameter, "time_gap", "din_seq's order-aware inputs.",
+    model = setting(luigi.Parameter, "din_seq", "din: the paper's order-blind DIN; din_seq: DIN plus the "
+                                                "sequence_features (docs/accuracy.md).", "din or din_seq")
+    sequence_features = setting(luigi.Parameter, "time_gap,share", "din_seq's extra inputs.",
                                 "comma-separated names out of recency, time_gap, last_item, share, or none")
     patience = setting(luigi.IntParameter, 0, "Stop after this many epochs without a validation AUC gain "
                                               "(0: run every epoch).", "an integer >= 0", Bounds(0))
