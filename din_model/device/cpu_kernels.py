@@ -14,9 +14,10 @@ oneDNN (`choose_onednn`):
 - on x86-64 with TensorFlow >= 2.9 oneDNN is turned on: it was measured faster both with AVX-512 (Intel Xeon)
   and without (AMD EPYC, AVX2 only), where TensorFlow would leave it off;
 - everywhere else TensorFlow keeps its own default. TensorFlow 2.6.5 (the Ascend stack) with oneDNN on dies
-  with SIGFPE in its first matrix product on CPUs without AVX-512 (oneDNN's AVX2 gemm thread partition divides
-  by zero), and TensorFlow made oneDNN its default only from 2.9 on, so older versions are never switched on;
-  a user's `1` there is turned to `0` (with the reason in `cpu_kernels`), not left to crash.
+  with SIGFPE in its first train step on x86-64: measured on an AMD EPYC without AVX-512 and on one with
+  AVX-512 (2 cores each), and TensorFlow made oneDNN its default only from 2.9 on, so older versions are never
+  switched on; a user's `1` there is turned to `0` on x86-64 (with the reason in `cpu_kernels`), not left to
+  crash.
 
 XLA-compiled CPU steps for `xla = auto` (`choose_xla`):
 - only with TensorFlow >= 2.16 (TF 2.6.5's XLA compiles the static history layout into code ~130x slower);
@@ -90,12 +91,12 @@ def choose_onednn(user_setting, machine: str, flags: frozenset, tf_version):
     old_tensorflow = tf_version is None or tf_version < FIRST_SAFE_TENSORFLOW
     if user_setting is not None:
         # TensorFlow reads the variable as a boolean: "1" and "true" (any case) both switch oneDNN on. Overridden
-        # only where the crash is known: a TensorFlow version found and older than 2.9, on x86-64 without AVX-512.
+        # only where the crash is known: a TensorFlow version found and older than 2.9, on x86-64 (with AVX-512
+        # too: an AMD EPYC with AVX-512 died the same way, docs/performance.md).
         known_old = tf_version is not None and tf_version < FIRST_SAFE_TENSORFLOW
-        if (user_setting.strip().lower() in ("1", "true") and known_old and machine.lower() in X86_MACHINES
-                and "avx512f" not in flags):
+        if user_setting.strip().lower() in ("1", "true") and known_old and machine.lower() in X86_MACHINES:
             return "0", (f"oneDNN off (the user's TF_ENABLE_ONEDNN_OPTS={user_setting} overridden: "
-                         "TensorFlow < 2.9 with oneDNN dies with SIGFPE on x86-64 CPUs without AVX-512)")
+                         "TensorFlow < 2.9 with oneDNN dies with SIGFPE on x86-64 CPUs, with or without AVX-512)")
         return user_setting, f"oneDNN {user_setting} (set by the user)"
     if machine.lower() not in X86_MACHINES:
         return None, f"TensorFlow's default ({machine})"

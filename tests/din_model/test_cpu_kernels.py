@@ -28,13 +28,13 @@ def kept_choices(monkeypatch):
     (None, "x86_64", AVX512, (2, 21), "1"),
     (None, "AMD64", AVX512, (2, 9), "1"),
     (None, "x86_64", AVX2_ONLY, (2, 21), "1"),    # AMD EPYC without AVX-512: measured faster on
-    (None, "x86_64", AVX512, (2, 6), None),       # TF 2.6.5's oneDNN crashes AVX2-only CPUs: never switched on
+    (None, "x86_64", AVX512, (2, 6), None),       # TF 2.6.5's oneDNN crashes x86-64 CPUs: never switched on
     (None, "x86_64", AVX2_ONLY, (2, 6), None),
     (None, "x86_64", AVX512, None, None),         # no TensorFlow version found
     (None, "aarch64", frozenset({"asimd"}), (2, 6), None),
     ("0", "x86_64", AVX512, (2, 21), "0"),        # a user's setting always wins
-    ("1", "x86_64", AVX512, (2, 6), "1"),
-    ("1", "x86_64", AVX2_ONLY, (2, 6), "0"),      # ...except the one known to crash (SIGFPE): turned off
+    ("1", "x86_64", AVX512, (2, 6), "0"),         # ...except where it is known to crash (SIGFPE): turned off,
+    ("1", "x86_64", AVX2_ONLY, (2, 6), "0"),      # with AVX-512 (an AMD EPYC) and without
     ("True", "x86_64", AVX2_ONLY, (2, 6), "0"),   # TensorFlow reads the variable as a boolean
     ("1", "x86_64", AVX2_ONLY, None, "1"),        # no TensorFlow version found: the crash is not known, kept
     ("0", "x86_64", AVX2_ONLY, (2, 6), "0"),
