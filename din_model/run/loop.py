@@ -28,7 +28,6 @@ from din_common.faults import kill_point
 from din_common.feature_spec import FeatureSpec
 from din_model import compat
 from din_model.data.reader import feature_spec_at
-from din_model.run.interrupts import InterruptBetweenSteps
 from din_model.model.footprint import check_fits_in_memory
 from din_model.device import cpu_kernels
 from din_model.device.selection import DeviceChoice, select_device
@@ -65,10 +64,8 @@ def _diverged(loss: float, epoch: int, step: int, manager, params: TrainParams) 
 
 
 def run_epoch(train_step, state: TrainingState, spec: FeatureSpec, params: TrainParams, device: DeviceChoice, epoch: int,
-              report: Callable[[int], None], placement: Placement,
-              interrupts: InterruptBetweenSteps = InterruptBetweenSteps()) -> tuple[float, float]:
-    """Train one epoch (1-based `epoch`) on the placement's batches; return (mean loss, samples per second).
-    A Ctrl-C (`interrupts`) stops it after the current call of the step."""
+              report: Callable[[int], None], placement: Placement) -> tuple[float, float]:
+    """Train one epoch (1-based `epoch`) on the placement's batches; return (mean loss, samples per second)."""
     loss_sum, steps_done, samples = 0.0, 0, 0
     started = time.perf_counter()
     for losses, samples_of_call in placement.epoch_steps(train_step, spec, params, device, epoch):
@@ -80,7 +77,6 @@ def run_epoch(train_step, state: TrainingState, spec: FeatureSpec, params: Train
             loss_sum += loss
             kill_point(f"train:epoch{epoch}:step{steps_done}")
         samples += samples_of_call
-        interrupts.check()
         if steps_done // PROGRESS_EVERY_STEPS > reported:
             report(samples)
     elapsed = time.perf_counter() - started
@@ -145,9 +141,7 @@ def train(spec_path: str | Path | FeatureSpec, run_dir, params: TrainParams, *, 
             if done:
                 print(f"[train] resuming {files.root} after epoch {done}", flush=True)
             train_step = placement.make_train_step(state, params, step_signature(spec, params, device))
-            with InterruptBetweenSteps() as interrupts:
-                train_epochs(train_step, state, files, spec, params, device, done, epochs, placement, progress_callback,
-                             interrupts)
+            train_epochs(train_step, state, files, spec, params, device, done, epochs, placement, progress_callback)
             if placement.writes_run_dir:
                 if params.restore_best:
                     assign_weights(state.model, state.checkpoint_to_export(params.restore_best))
@@ -174,7 +168,7 @@ def _interrupted(state: Optional[TrainingState]) -> Interrupted:
 
 def train_epochs(train_step, state: TrainingState, files: RunFiles, spec: FeatureSpec, params: TrainParams,
                  device: DeviceChoice, done: int, epochs: list, placement: Placement,
-                 progress_callback: Optional[ProgressCallback], interrupts: InterruptBetweenSteps) -> list:
+                 progress_callback: Optional[ProgressCallback]) -> list:
     """Epochs done+1..params.epochs: train, validate, record, checkpoint (and keep the best), until the patience
     is spent; `epochs` grows in place. The writer decides from its validation, the others follow it."""
     train_samples = max(1, spec.samples("train"))
@@ -192,7 +186,7 @@ def train_epochs(train_step, state: TrainingState, files: RunFiles, spec: Featur
                               f"epoch {epoch}/{params.epochs}: {samples:,} samples", echo=False)
 
         learning_rate = float32_digits(float(learning_rate_variable.numpy()))
-        loss, rate = run_epoch(train_step, state, spec, params, device, epoch, report, placement, interrupts)
+        loss, rate = run_epoch(train_step, state, spec, params, device, epoch, report, placement)
         record = {"epoch": epoch, "train_loss": loss, "train_samples_per_s": rate, "learning_rate": learning_rate}
         epochs.append(record)
         improved = stop = False
@@ -231,7 +225,6 @@ def train_epochs(train_step, state: TrainingState, files: RunFiles, spec: Featur
             _print_and_report(progress_callback, epoch / params.epochs,
                               f"[train] learning rate {next_learning_rate:g} from epoch {epoch + 1}: [train] "
                               f"lr_decay_patience = {params.lr_decay_patience} epoch(s) without a validation AUC gain")
-        interrupts.check()  # a Ctrl-C during validation or the checkpoint: after the epoch it belongs to
         if stop:
             _print_and_report(progress_callback, 1.0, f"[train] stopping early after epoch {epoch}: "
                               f"[train] patience = {params.patience} epoch(s) without a validation AUC gain")

@@ -151,7 +151,11 @@ def last_checkpointed_epoch(run_dir) -> int:
 def test_ctrl_c_while_training_is_one_line_exit_130_and_the_rerun_resumes(stage1_data):
     train = command(stage1_data, ("--train-epochs", "8", "--train-embed-dim", "8"))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(train, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # As from a terminal: a shell without job control starts background jobs with SIGINT ignored, and the
+    # child would inherit that (Python then installs no KeyboardInterrupt handler): so it failed twice when
+    # the tests themselves ran as such a background job.
+    process = subprocess.Popen(train, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     for line in process.stdout:
         lines.append(line)
