@@ -34,7 +34,10 @@ MATMUL_OPS = ("MatMul", "_FusedMatMul", "BatchMatMulV2", "BatchMatMulV3",  # and
 
 def op_thread_ms(trace_dir: Path, steps: int) -> collections.Counter:
     """Milliseconds per step by op type on the executor's compute threads, from the profiler's XSpace."""
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    try:
+        from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    except ImportError:  # TensorFlow 2.6 (the Ascend stack) keeps it under tensorflow.core
+        from tensorflow.core.profiler.protobuf import xplane_pb2
 
     totals = collections.Counter()
     for path in trace_dir.rglob("*.xplane.pb"):
