@@ -93,12 +93,12 @@ def estimators(data_dir: Path, decays: list[float], smoothing: float) -> dict:
     category_mix = (cate_count + 1.0) / (cate_count.sum() + cates)
 
     history = Histories(test)
-    scores = {"popularity": item_count[target_item],
-              "bag": history.weighted_share(target_cate, np.ones(history.sample.size), category_mix, 1.0),
-              "recent_bag": history.weighted_share(
-                  target_cate, (history.from_end < RECENT_BAG_LENGTH).astype(np.float64), category_mix, 1.0)}
-    scores["bag"] = scores["bag"] * within[target_item]
-    scores["recent_bag"] = scores["recent_bag"] * within[target_item]
+
+    def bag(weights):  # oracle.json's bag estimator, its share smoothed by one pseudo-entry
+        return history.weighted_share(target_cate, weights, category_mix, 1.0) * within[target_item]
+
+    scores = {"popularity": item_count[target_item], "bag": bag(np.ones(history.sample.size)),
+              "recent_bag": bag((history.from_end < RECENT_BAG_LENGTH).astype(np.float64))}
     half_life = knobs["stickiness_half_life_days"]
     stickiness = knobs["stickiness"] * (0.5 ** (history.last_gap_days / half_life) if half_life else 1.0)
     stickiness = np.where(history.lengths > 0, stickiness, 0.0)
