@@ -44,12 +44,8 @@ def keyed_hash(values: pa.Array, keys_for=random_keys) -> np.ndarray:
     starts, lengths = offsets[:-1], np.diff(offsets)
     longest = int(lengths.max()) if len(lengths) else 0
     keys = keys_for(longest + 1)
-    hashes = lengths.astype(np.uint64) * keys[0]
-    last = max(len(data) - 1, 0)
-    for position in range(min(longest, PREFIX_BYTES)):
-        byte = data.take(np.minimum(starts + position, last)).astype(np.uint64)
-        byte[lengths <= position] = 0
-        hashes += keys[position + 1] * byte
+    hashes = _prefix_hashes(data, offsets, lengths, keys[1:min(longest, PREFIX_BYTES) + 1])
+    hashes += lengths.astype(np.uint64) * keys[0]
     long_rows = np.flatnonzero(lengths > PREFIX_BYTES)
     if len(long_rows):
         tail_starts = starts[long_rows] + PREFIX_BYTES
@@ -59,6 +55,41 @@ def keyed_hash(values: pa.Array, keys_for=random_keys) -> np.ndarray:
         position = np.arange(len(byte_row)) - tail_begin[byte_row]
         terms = keys[PREFIX_BYTES + 1 + position] * data[tail_starts[byte_row] + position].astype(np.uint64)
         hashes[long_rows] += np.add.reduceat(terms, tail_begin)
+    return hashes
+
+
+# Rows of the byte matrix per matrix product: its uint64 copy (ROWS x PREFIX_BYTES x 8 bytes) stays in cache.
+_HASH_ROWS = 1 << 15
+
+
+def _prefix_hashes(data: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """sum_j keys[j] * byte[j] over each id's first len(keys) bytes (bytes past its end count as 0), mod 2^64.
+
+    One matrix product per block of ids (numpy's integer matmul wraps mod 2^64, as the sum does)
+    instead of a pass over all ids per byte position. Ids of one length are rows of the data
+    buffer as it is; otherwise each id's row is copied from a sliding window and cut at its length.
+    """
+    count, width = len(lengths), len(keys)
+    hashes = np.zeros(count, dtype=np.uint64)
+    if count == 0 or width == 0:
+        return hashes
+    same_length = bool((lengths == lengths[0]).all()) and int(lengths[0]) == width
+    if same_length:
+        rows = data[offsets[0]:offsets[0] + count * width].reshape(count, width)
+    else:
+        # Padded so that a window starting at any id's first byte exists; the padding is cut off below.
+        padded = np.concatenate([data[offsets[0]:offsets[-1]], np.zeros(width, dtype=np.uint8)])
+        windows = np.lib.stride_tricks.sliding_window_view(padded, width)
+        starts = offsets[:-1] - offsets[0]
+        beyond = np.arange(width)
+    for low in range(0, count, _HASH_ROWS):
+        high = min(low + _HASH_ROWS, count)
+        if same_length:
+            block = rows[low:high].astype(np.uint64)
+        else:
+            block = windows[starts[low:high]].astype(np.uint64)
+            block[lengths[low:high, None] <= beyond] = 0
+        np.matmul(block, keys, out=hashes[low:high])
     return hashes
 
 

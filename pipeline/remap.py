@@ -59,8 +59,28 @@ def _user_time_order(user_id: np.ndarray, ts: np.ndarray) -> np.ndarray:
         ts_offset = ordered - ordered.min()
         if ts_offset.max() < 2**32:
             # One 64-bit key sorts twice as fast as lexsort on two keys.
-            return np.argsort((user_id.astype(np.uint64) << np.uint64(32)) | ts_offset, kind="stable")
+            return _stable_argsort((user_id.astype(np.uint64) << np.uint64(32)) | ts_offset)
     return np.lexsort((ts, user_id))
+
+
+def _stable_argsort(key: np.ndarray) -> np.ndarray:
+    """np.argsort(key, kind="stable"), computed as numpy's default sort plus a pass over equal keys.
+
+    The default (introsort) uses the CPU's vector sort where numpy has one (AVX-512, AVX2) and is
+    2-4x faster than the stable sort on 64-bit keys; it may only reorder rows of equal keys, so
+    those runs, usually few (a user's reviews at one second), are put back in row order.
+    """
+    order = np.argsort(key)
+    sorted_key = key[order]
+    tie = sorted_key[1:] == sorted_key[:-1]
+    if tie.any():
+        in_run = np.zeros(len(key), dtype=bool)
+        in_run[1:] |= tie
+        in_run[:-1] |= tie
+        positions = np.flatnonzero(in_run)
+        run = np.cumsum(np.concatenate([[True], ~tie]))[positions]  # runs of equal keys are contiguous
+        order[positions] = order[positions[np.lexsort((order[positions], run))]]
+    return order
 
 
 @dataclass

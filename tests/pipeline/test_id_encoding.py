@@ -53,6 +53,24 @@ def test_keyed_hash_depends_on_every_byte_and_the_key():
     assert not np.array_equal(keyed_hash(values), hashes)   # a new key on every call
 
 
+@pytest.mark.parametrize("values", [
+    ["abcd", "abce", "dcba"],                       # one length: rows of the data buffer as they are
+    ["", "a", "ab", "ü", "中文", LONG, LONG + "1"],  # lengths vary, some past PREFIX_BYTES
+    ["x" * (PREFIX_BYTES + 3)] * 3,                  # one length, longer than the prefix
+], ids=["one-length", "mixed-lengths", "one-long-length"])
+def test_keyed_hash_is_the_multilinear_formula(values):
+    keys = np.arange(3, 3 + 64, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+
+    def formula(text):
+        data = text.encode()
+        total = int(keys[0]) * len(data) + sum(int(keys[j + 1]) * byte for j, byte in enumerate(data))
+        return total % 2**64
+
+    array = large(["zz"] + values)[1:]  # a slice: offsets not starting at 0
+    hashes = keyed_hash(array, keys_for=lambda count: keys[:count])
+    assert hashes.tolist() == [formula(text) for text in values]
+
+
 def test_ids_built_to_collide_do_share_one_arrow_hash():
     ids = colliding_ids(2_000)
     assert len(set(ids)) == 2_000

@@ -86,3 +86,14 @@ def test_a_remap_past_its_time_limit_is_one_error(monkeypatch):
     with pytest.raises(InputError, match=r"reviews\.pkl: remapping its 13 reviews took longer than 0 s"):
         remap.remap_ids_within(0.2, fx.REVIEWS, fx.META)
     assert time.monotonic() - start < 2
+
+
+def test_user_time_order_keeps_input_order_among_equal_user_and_time():
+    import numpy as np
+
+    from pipeline.remap import _user_time_order
+
+    rng = np.random.default_rng(5)
+    user_id = rng.integers(1, 30, 5_000).astype(np.int32)
+    ts = rng.integers(0, 20, 5_000).astype(np.int64)  # many rows share a user and a time
+    assert _user_time_order(user_id, ts).tolist() == np.lexsort((ts, user_id)).tolist()
