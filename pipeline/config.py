@@ -86,6 +86,9 @@ class raw(luigi.Config):
     synthetic_interest_drift = setting(luigi.Parameter, "0.2", "P(one of a user's interest categories is "
                                                                "replaced) before each review.", "a number in [0, 1]",
                                        Bounds(0, 1))
+    synthetic_item_locality = setting(luigi.Parameter, "0", "P(a review's item is one of the previous item's "
+                                                            "neighbours, when it stays in its category).",
+                                      "a number in [0, 1]", Bounds(0, 1))
     # Bounds on reading an Amazon JSON source (pipeline.raw.amazon_json.JsonLimits), which may come from anywhere.
     json_max_line_bytes = setting(luigi.IntParameter, 16 * 2**20, "amazon-json: longest line read (bytes); a longer "
                                                                   "one is refused.", "a positive integer",

@@ -54,10 +54,10 @@ class Settings:
         synthetic = {"users": raw.synthetic_users, "items": raw.synthetic_items,
                      "categories": raw.synthetic_categories, "seed": raw.synthetic_seed}
         if raw.source == "synthetic":
-            from pipeline.raw.synthetic import ORDER_KNOB_SETTINGS, check_order_knobs, check_sizes
+            from pipeline.raw.synthetic import ORDER_KNOB_SETTINGS, check_order_knobs, check_sizes, fingerprint_knobs
             check_sizes(raw.synthetic_users, raw.synthetic_items, raw.synthetic_categories, raw.synthetic_seed)
-            synthetic["knobs"] = check_order_knobs({knob: getattr(raw, setting)
-                                                    for knob, (setting, _) in ORDER_KNOB_SETTINGS.items()})
+            synthetic["knobs"] = fingerprint_knobs(check_order_knobs({knob: getattr(raw, setting)
+                                                                      for knob, (setting, _) in ORDER_KNOB_SETTINGS.items()}))
         if prep.engine not in config.ENGINES:
             raise InputError(f"[preprocess] engine must be one of {', '.join(config.ENGINES)}, got {prep.engine!r} "
                              "(set it in luigi.cfg or with --preprocess-engine)")

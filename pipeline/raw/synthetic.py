@@ -32,14 +32,24 @@ The planted model (knobs in `KNOBS`):
   (a half-life of 0 means a constant `stickiness`);
 - the item is drawn from `q` of that category, redrawn while it is one the user
   already reviewed, at most `R = max_item_draws` draws (the last is kept, so a
-  user whose category is nearly exhausted reviews an item twice).
+  user whose category is nearly exhausted reviews an item twice);
+- item locality (off by default, `item_locality = l`): when review t's category is
+  the previous review's, with probability l its item is drawn instead uniformly
+  from the previous item's neighbours, the items of that category within
+  `item_locality_width` popularity ranks of it (browsing the next item close to the
+  last one), redrawn the same way. At 0 no random number is drawn for it, so the
+  data are those of generator version 2 byte for byte.
 
 So, with `Q` the q-mass of the items the user already reviewed in category c,
 `w_u` the interests the next review is drawn from (after the drift before it)
 and `s` its gap's stickiness, the true probability that the next review is the
 unreviewed item i of c is
   q_i (1 - Q^R) / (1 - Q) * (s [c == c_prev] + (1 - s) (e p_c + (1 - e) w_u(c))),
-and q_i Q^(R-1) * (same category term) for an item already reviewed.
+and q_i Q^(R-1) * (same category term) for an item already reviewed. With item
+locality, an item of the previous review's category has, in place of the q term,
+(1 - l) times it plus l times the same form for the uniform draw over the previous
+item's neighbours (1 / n in place of q_i, the share of them already reviewed in
+place of Q; 0 for an item that is not a neighbour).
 Much of the signal is order-free (interests, popularity) and visible in the bag
 of history categories; the stickiness term needs the order and the time gap, and
 the drift makes the recent history a better guide to `w_u` than the old.
@@ -97,6 +107,8 @@ KNOBS = {
     "session_gap_max_days": 3,
     "break_gap_days": [7, 1095],     # other gaps: log-uniform from a week to three years
     "max_item_draws": 25,            # draws until an item new to the user (last one kept)
+    "item_locality": 0.0,            # P(the item is a neighbour of the previous one | same category as it)
+    "item_locality_width": 3,        # neighbours: the items of the category within this many ranks
     "length_lognormal_sigma": 1.25,
     "rating_probs": [0.07, 0.05, 0.10, 0.22, 0.56],  # P(overall = 1..5)
 }
@@ -153,7 +165,16 @@ ORDER_KNOB_SETTINGS = {
     "stickiness": ("synthetic_stickiness", 1.0),
     "stickiness_half_life_days": ("synthetic_stickiness_half_life_days", float("inf")),
     "interest_drift": ("synthetic_interest_drift", 1.0),
+    "item_locality": ("synthetic_item_locality", 1.0),
 }
+# Knobs that generator version 2 did not have, with the value that draws the same data: left out of the
+# raw fingerprint at that value, so data made before they existed stays up to date.
+KNOBS_OFF = {"item_locality": 0.0}
+
+
+def fingerprint_knobs(knobs: dict) -> dict:
+    """The checked order knobs that identify the data: those at their KNOBS_OFF value left out."""
+    return {knob: value for knob, value in knobs.items() if KNOBS_OFF.get(knob) != value}
 
 
 def check_order_knobs(values: dict) -> dict:
@@ -302,6 +323,37 @@ def _gap_stickiness(gap_days: np.ndarray, knobs) -> np.ndarray:
     return knobs["stickiness"] * 0.5 ** (gap_days / half_life)
 
 
+def _neighbours(item_cat: np.ndarray, items: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(first id, count) of each item's neighbours: the items of its category within `width` ranks of it,
+    the item itself left out. A category is a block of consecutive ids in popularity order, so the
+    neighbours are the ids first .. first + count, less the item."""
+    cats = item_cat[items]
+    block_start = np.searchsorted(item_cat, cats, side="left")
+    block_end = np.searchsorted(item_cat, cats, side="right")
+    first = np.maximum(block_start, items - width)
+    last = np.minimum(block_end - 1, items + width)
+    return first, last - first
+
+
+def _draw_neighbour(item_cat: np.ndarray, items: np.ndarray, width: int, uniform: np.ndarray) -> np.ndarray:
+    """A neighbour of each item, uniformly (each item must have one)."""
+    first, count = _neighbours(item_cat, items, width)
+    pick = first + (uniform * count).astype(np.int64)
+    return pick + (pick >= items)       # step over the item itself
+
+
+def _reviewed_neighbours(item_cat: np.ndarray, width: int, users: np.ndarray, items: np.ndarray,
+                         is_reviewed) -> np.ndarray:
+    """How many of each item's neighbours the user reviewed; is_reviewed(users, items) -> bool array."""
+    first, count = _neighbours(item_cat, items, width)
+    offsets = np.arange(2 * width + 1)[None, :]
+    candidates = first[:, None] + offsets
+    valid = (offsets <= count[:, None]) & (candidates != items[:, None])
+    candidates = np.where(valid, candidates, items[:, None])
+    hits = is_reviewed(np.broadcast_to(users[:, None], candidates.shape).ravel(), candidates.ravel())
+    return (hits.reshape(candidates.shape) & valid).sum(axis=1)
+
+
 def _plant(rng, n_users, n_items, n_categories, mean_reviews, knobs) -> _Planted:
     cat_prob = _zipf(n_categories, knobs["category_zipf"])
     # items per category: one each, the rest spread by (tempered) popularity
@@ -377,6 +429,7 @@ def _plant(rng, n_users, n_items, n_categories, mean_reviews, knobs) -> _Planted
     s_n_present = n_present[by_length]
     explore, drift = knobs["exploration"], knobs["interest_drift"]
     max_draws = int(knobs["max_item_draws"])
+    locality, width = float(knobs["item_locality"]), int(knobs["item_locality_width"])
 
     def draw_item(cat, uniform):
         return np.minimum(np.searchsorted(item_cum, cat + uniform, side="right"), n_items - 1)
@@ -404,15 +457,24 @@ def _plant(rng, n_users, n_items, n_categories, mean_reviews, knobs) -> _Planted
             cat = np.where(u_kind < stick, prev[:k],
                            np.where(u_kind < stick + (1 - stick) * explore, from_global, cat))
         item = draw_item(cat, u_item)
-        # an item the user already reviewed is drawn again, up to max_item_draws
-        # tries in all (the last try is kept: a nearly exhausted category repeats)
+        near = np.zeros(k, dtype=bool)      # rows whose item is drawn among the previous item's neighbours
+        if t and locality > 0:
+            prev_item = review_item[rows - 1]
+            near = (cat == prev[:k]) & (rng.random(k) < locality) & (_neighbours(item_cat, prev_item, width)[1] > 0)
+            item[near] = _draw_neighbour(item_cat, prev_item[near], width, u_item[near])
+        # an item the user already reviewed is drawn again (from the same distribution), up to
+        # max_item_draws tries in all (the last try is kept: a nearly exhausted category repeats)
         redo = np.arange(k) if t else np.arange(0)
         for _ in range(max_draws - 1):
             if not redo.size:
                 break
             seen = review_item[row_start[redo, None] + np.arange(t)[None, :]]
             redo = redo[(seen == item[redo, None]).any(axis=1)]
-            item[redo] = draw_item(cat[redo], rng.random(redo.size))
+            uniform = rng.random(redo.size)
+            item[redo] = draw_item(cat[redo], uniform)
+            again = near[redo]
+            if again.any():
+                item[redo[again]] = _draw_neighbour(item_cat, prev_item[redo[again]], width, uniform[again])
         review_cat[rows] = cat
         review_item[rows] = item
         prev = cat
@@ -444,7 +506,8 @@ def _interest_weight(planted: _Planted, users: np.ndarray, cats: np.ndarray) -> 
     return (planted.interest_w[users] * (planted.interest_cat[users] == cats[:, None])).sum(axis=1)
 
 
-def _true_next_prob(planted, knobs, users, prev_cats, stickiness, targets, reviewed_mass, target_seen):
+def _true_next_prob(planted, knobs, users, prev_cats, stickiness, targets, reviewed_mass, target_seen,
+                    prev_items=None, reviewed_near=None):
     """P(next review = target | latent state, previous category, reviewed items).
 
     The latent state is the users' interests at their last review
@@ -453,16 +516,32 @@ def _true_next_prob(planted, knobs, users, prev_cats, stickiness, targets, revie
     target's category; target_seen: whether the user reviewed the target before.
     With R = max_item_draws tries, an unreviewed item has probability
     q (1 - Q^R) / (1 - Q) within its category, a reviewed one q Q^(R-1).
+    With item locality on, prev_items (the previous review's item) and reviewed_near (how many
+    of its neighbours the user reviewed) give the neighbour draw's share of the same-category term.
     """
     cats = planted.item_cat[targets]
     s, e = stickiness, knobs["exploration"]
     draws = int(knobs["max_item_draws"])
     cat_term = (s * (cats == prev_cats)
                 + (1 - s) * (e * planted.cat_prob[cats] + (1 - e) * _interest_weight(planted, users, cats)))
-    mass = np.clip(reviewed_mass, 0.0, 1.0)
+    within = planted.item_prob[targets] * _redrawn(np.clip(reviewed_mass, 0.0, 1.0), target_seen, draws)
+    locality, width = float(knobs["item_locality"]), int(knobs["item_locality_width"])
+    if locality > 0:
+        first, count = _neighbours(planted.item_cat, prev_items, width)
+        local = (cats == prev_cats) & (count > 0)
+        is_neighbour = local & (targets >= first) & (targets <= first + count) & (targets != prev_items)
+        share = reviewed_near / np.maximum(count, 1)
+        near = np.where(is_neighbour, _redrawn(share, target_seen, draws) / np.maximum(count, 1), 0.0)
+        within = np.where(local, (1 - locality) * within + locality * near, within)
+    return within * cat_term
+
+
+def _redrawn(mass, seen, draws):
+    """P(an item is the one kept) over P(it is drawn once), with up to `draws` tries redrawn while the
+    item is one already reviewed, `mass` the probability of drawing one of those: 1 + Q + ... + Q^(R-1)
+    for an item not reviewed, Q^(R-1) for a reviewed one."""
     fresh = np.where(mass < 1.0, (1.0 - mass ** draws) / np.maximum(1.0 - mass, 1e-300), float(draws))
-    within = np.where(target_seen, mass ** (draws - 1), fresh)
-    return planted.item_prob[targets] * within * cat_term
+    return np.where(seen, mass ** (draws - 1), fresh)
 
 
 def _evaluate(planted: _Planted, knobs, n_items: int, n_categories: int, seed: int) -> dict:
@@ -506,8 +585,13 @@ def _evaluate(planted: _Planted, knobs, n_items: int, n_categories: int, seed: i
     pos_seen = _lookup(hist_pairs, users * n_items + pos)[0]
     no_seen = np.zeros(users.size, dtype=bool)
     unreviewed = (n_items - n_distinct[users]).astype(np.float64)
-    prob_pos = _true_next_prob(planted, knobs, users, prev_cat, last_stickiness, pos, reviewed_mass(pos), pos_seen)
-    prob_neg = _true_next_prob(planted, knobs, users, prev_cat, last_stickiness, neg, reviewed_mass(neg), no_seen)
+    prev_item = planted.review_item[last - 1]
+    reviewed_near = _reviewed_neighbours(planted.item_cat, int(knobs["item_locality_width"]), users, prev_item,
+                                         lambda u, i: _lookup(hist_pairs, u * n_items + i)[0])
+    prob_pos = _true_next_prob(planted, knobs, users, prev_cat, last_stickiness, pos, reviewed_mass(pos), pos_seen,
+                               prev_item, reviewed_near)
+    prob_neg = _true_next_prob(planted, knobs, users, prev_cat, last_stickiness, neg, reviewed_mass(neg), no_seen,
+                               prev_item, reviewed_near)
     oracle_pos = np.where(pos_seen, np.inf, prob_pos * unreviewed)
     oracle_neg = prob_neg * unreviewed
 

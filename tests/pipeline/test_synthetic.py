@@ -220,23 +220,63 @@ def test_gap_stickiness_formula():
     np.testing.assert_allclose(synthetic._gap_stickiness(np.array([0, 10, 1000]), knobs), [0.4] * 3)
 
 
-@pytest.mark.parametrize("drift", [0.0, 0.5])
-def test_true_next_probability_sums_to_one(drift):
-    knobs = {**synthetic.KNOBS, "interest_drift": drift}
+@pytest.mark.parametrize("drift, locality", [(0.0, 0.0), (0.5, 0.0), (0.2, 0.7), (0.2, 1.0)])
+def test_true_next_probability_sums_to_one(drift, locality):
+    knobs = {**synthetic.KNOBS, "interest_drift": drift, "item_locality": locality}
     n_items, n_cats = 150, 10
     planted = synthetic._plant(np.random.default_rng(0), 50, n_items, n_cats, 8.78, knobs)
     items = np.arange(n_items)
+    width = knobs["item_locality_width"]
     for user in range(0, 50, 7):
         last = planted.offsets[user + 1] - 1
         history = planted.review_item[planted.offsets[user]:last]
         seen = np.isin(items, history)
         mass = np.bincount(planted.item_cat[np.unique(history)],
                            planted.item_prob[np.unique(history)], minlength=n_cats)
+        prev_item = np.full(n_items, planted.review_item[last - 1])
+        reviewed_near = synthetic._reviewed_neighbours(planted.item_cat, width, np.full(n_items, user), prev_item,
+                                                       lambda u, i: np.isin(i, history))
         prob = synthetic._true_next_prob(planted, knobs, np.full(n_items, user),
                                          np.full(n_items, planted.review_cat[last - 1]),
                                          np.full(n_items, planted.review_stickiness[last]),
-                                         items, mass[planted.item_cat], seen)
+                                         items, mass[planted.item_cat], seen, prev_item, reviewed_near)
         assert prob.sum() == pytest.approx(1.0, abs=1e-9)
+
+
+def test_neighbours_are_the_category_items_within_the_width():
+    item_cat = np.array([0, 0, 0, 0, 0, 1, 2, 2])       # categories are blocks of ids in popularity order
+    first, count = synthetic._neighbours(item_cat, np.array([0, 2, 4, 5, 6, 7]), 2)
+    np.testing.assert_array_equal(first, [0, 0, 2, 5, 6, 6])
+    np.testing.assert_array_equal(count, [2, 4, 2, 0, 1, 1])
+    # uniform draws over the neighbours, the item itself stepped over
+    items = np.array([2, 2, 2, 2, 6, 7])
+    drawn = synthetic._draw_neighbour(item_cat, items, 2, np.array([0.0, 0.3, 0.6, 0.99, 0.5, 0.5]))
+    np.testing.assert_array_equal(drawn, [0, 1, 3, 4, 7, 6])
+    reviewed = synthetic._reviewed_neighbours(item_cat, 2, np.zeros(3, np.int64), np.array([2, 5, 0]),
+                                              lambda users, ids: np.isin(ids, [1, 2, 4, 5]))
+    np.testing.assert_array_equal(reviewed, [2, 0, 2])      # item 2: 1 and 4; item 5: none; item 0: 1 and 2
+
+
+def test_item_locality_draws_the_next_item_near_the_last_one():
+    def near_share(locality):
+        planted = plant(n_users=2000, item_locality=locality)
+        follows = np.ones(planted.review_user.size, dtype=bool)
+        follows[planted.offsets[:-1]] = False
+        same = follows[1:] & (planted.review_cat[1:] == planted.review_cat[:-1])
+        step = np.abs(planted.review_item[1:] - planted.review_item[:-1])[same]
+        return (step <= synthetic.KNOBS["item_locality_width"]).mean()
+    # at 1 every same-category item is a neighbour (a category of one item has none: a repeat, step 0)
+    assert near_share(1.0) == 1.0
+    assert near_share(0.0) < 0.8 and near_share(0.5) > near_share(0.0) + 0.1
+
+
+def test_item_locality_off_draws_no_random_number_and_the_oracle_gains_from_it():
+    # off: the data of generator version 2 (no draw added); on: the oracle knows more than the bags
+    np.testing.assert_array_equal(plant(item_locality=0.0).review_item, plant().review_item)
+    off = generate(3000, 1500, 60, 4).oracle
+    on = generate(3000, 1500, 60, 4, knobs={"item_locality": 0.8}).oracle
+    assert on["oracle_test_auc"] > off["oracle_test_auc"] + 0.003
+    assert abs(on["history_bag_test_auc"] - off["history_bag_test_auc"]) < 0.01
 
 
 def test_rank_auc_counts_ties_half():
@@ -287,6 +327,7 @@ def test_invalid_arguments(args, setting):
     ("stickiness_half_life_days", float("nan"), "synthetic_stickiness_half_life_days"),
     ("interest_drift", -0.1, "synthetic_interest_drift"),
     ("interest_drift", True, "synthetic_interest_drift"),
+    ("item_locality", 1.5, "synthetic_item_locality"),
 ])
 def test_invalid_order_knobs(knob, value, setting):
     with pytest.raises(InputError, match=re.escape(f"[raw] {setting} must be")):
@@ -326,6 +367,11 @@ def test_each_order_setting_changes_the_raw_fingerprint():
     for setting in ORDER_SETTINGS:
         changed = dict(ORDER_SETTINGS, **{setting: "0.11"})
         assert raw_fingerprint(**changed) != base, setting
+    assert raw_fingerprint(**dict(ORDER_SETTINGS, synthetic_item_locality="0.5")) != base
+    # item locality off is the data from before the setting existed: the fingerprint of then
+    assert raw_fingerprint(**dict(ORDER_SETTINGS, synthetic_item_locality="0")) == base
+    assert "item_locality" not in synthetic.fingerprint_knobs(synthetic.check_order_knobs(
+        {"stickiness": 0.5, "stickiness_half_life_days": 14, "interest_drift": 0.2, "item_locality": "0"}))
     # "inf" and "0" both mean a constant stickiness: the same data, the same fingerprint
     assert (raw_fingerprint(**dict(ORDER_SETTINGS, synthetic_stickiness_half_life_days="inf"))
             == raw_fingerprint(**dict(ORDER_SETTINGS, synthetic_stickiness_half_life_days="0")))
