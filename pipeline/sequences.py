@@ -64,10 +64,10 @@ def draw_negatives(user: np.ndarray, position: np.ndarray, reviewed_keys: np.nda
 
 def _history_index(sample_rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Flat review indices of every sample's history: rows r-L .. r-1 for each sample."""
+    # Entry k of sample s is row (sample_rows[s] - lengths[s]) + (k - first entry of s); the
+    # per-sample part folds into one offset, sample_rows[s] - cumsum(lengths)[s], so one repeat.
     total = int(lengths.sum())
-    starts = np.repeat(sample_rows - lengths, lengths)
-    first = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return starts + (np.arange(total) - first)
+    return np.arange(total) + np.repeat(sample_rows - np.cumsum(lengths), lengths)
 
 
 def history_gaps(ts: np.ndarray, event_rows: np.ndarray, lengths: np.ndarray, history: np.ndarray) -> np.ndarray:
