@@ -11,14 +11,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 _CHUNK = 1 << 22
 _file_digest_cache: dict[tuple[str, int, int], str] = {}
+_prefetching: dict[str, threading.Thread] = {}  # absolute path -> the thread digesting it ahead of time
 
 
 def file_digest(path: str | os.PathLike) -> str:
     """Content digest of a file, cached per (path, size, mtime) within the process."""
+    ahead = _prefetching.pop(os.path.abspath(path), None)
+    if ahead is not None:
+        ahead.join()  # its result lands in the cache: the file is read once
+    return _cached_digest(path)
+
+
+def _cached_digest(path: str | os.PathLike) -> str:
     stat = os.stat(path)
     key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
     if key not in _file_digest_cache:
@@ -28,6 +37,31 @@ def file_digest(path: str | os.PathLike) -> str:
                 digest.update(chunk)
         _file_digest_cache[key] = digest.hexdigest()
     return _file_digest_cache[key]
+
+
+def prefetch_digests(paths: list[str | os.PathLike]) -> None:
+    """Start digesting the existing `paths` in a background thread, for `file_digest` to find cached.
+
+    hashlib releases the GIL while it hashes, so this runs on another core while the caller goes on
+    (the `luigi` command imports the tasks meanwhile: pipeline.cli.prefetch). A file that changes in
+    between is simply digested again: the cache key holds its size and mtime.
+    """
+    existing = [os.path.abspath(path) for path in paths if os.path.isfile(path)]
+    existing = [path for path in existing if path not in _prefetching]
+    if not existing:
+        return
+
+    def digest_all() -> None:
+        for path in existing:
+            try:
+                _cached_digest(path)
+            except OSError:  # gone or unreadable: the caller's own file_digest reports it
+                pass
+
+    thread = threading.Thread(target=digest_all, name="prefetch_digests", daemon=True)
+    for path in existing:
+        _prefetching[path] = thread
+    thread.start()
 
 
 def combine(**parts) -> str:

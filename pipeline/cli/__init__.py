@@ -4,6 +4,9 @@ summary block at the end of a run (cli.summary), one worker per core for stage 1
 of every setting (cli.command; the listing: cli.settings) and a process-lock directory per
 TF_CONFIG worker (cli.process_lock).
 
+`prefetch_raw_digests()` (cli.prefetch), called before the tasks import, starts hashing the raw
+pickles in a thread for the first completeness check.
+
 `install()` only registers, through Luigi's public interfaces: the summary's event handlers
 (`luigi.Task.event_handler`), a filter on Luigi's logger, the unknown-task `sys.excepthook` and
 `[core] lock_pid_dir` and `[core] workers` settings (`luigi.configuration.get_config().set`); in the `luigi` command
@@ -37,3 +40,10 @@ def install(task_names: list[str], parallel_task_names: list[str] = ()) -> None:
     install_run_summary()
     separate_process_locks_for_cluster_workers()
     default_workers_to_cores(is_luigi_command(), sys.argv[1:], task_names, list(parallel_task_names))
+
+
+def prefetch_raw_digests() -> None:
+    """In the `luigi` command, start digesting the raw pickles in a thread (cli.prefetch)."""
+    from pipeline.cli.prefetch import prefetch_raw_digests as start
+
+    start()
