@@ -61,9 +61,11 @@ def main(argv=None) -> None:
     parser.add_argument("--half-life", type=float, default=KNOBS["stickiness_half_life_days"],
                         help="stickiness half-life in days (0: constant)")
     parser.add_argument("--drift", type=float, default=KNOBS["interest_drift"])
+    parser.add_argument("--item-locality", type=float, default=KNOBS["item_locality"],
+                        help="P(the next item is a neighbour of the last one, when the category stays)")
     args = parser.parse_args(argv)
     knobs = {"stickiness": args.stickiness, "stickiness_half_life_days": args.half_life,
-             "interest_drift": args.drift}
+             "interest_drift": args.drift, "item_locality": args.item_locality}
 
     start = time.perf_counter()
     data = generate(args.users, args.items, args.categories, args.seed, knobs=knobs)

@@ -36,8 +36,9 @@ The planted model (knobs in `KNOBS`):
 - item locality (off by default, `item_locality = l`): when review t's category is
   the previous review's, with probability l its item is drawn instead uniformly
   from the previous item's neighbours, the items of that category within
-  `item_locality_width` popularity ranks of it (browsing the next item close to the
-  last one), redrawn the same way. At 0 no random number is drawn for it, so the
+  `item_locality_width` places of it in a random browsing order of the category
+  (the next item close to the last one, in a way popularity does not show),
+  redrawn the same way. At 0 no random number is drawn for it, so the
   data are those of generator version 2 byte for byte.
 
 So, with `Q` the q-mass of the items the user already reviewed in category c,
@@ -108,7 +109,7 @@ KNOBS = {
     "break_gap_days": [7, 1095],     # other gaps: log-uniform from a week to three years
     "max_item_draws": 25,            # draws until an item new to the user (last one kept)
     "item_locality": 0.0,            # P(the item is a neighbour of the previous one | same category as it)
-    "item_locality_width": 3,        # neighbours: the items of the category within this many ranks
+    "item_locality_width": 3,        # neighbours: the category's items within this many places of the browsing order
     "length_lognormal_sigma": 1.25,
     "rating_probs": [0.07, 0.05, 0.10, 0.22, 0.56],  # P(overall = 1..5)
 }
@@ -285,6 +286,7 @@ class _Planted:
     review_stickiness: np.ndarray  # [R] P(same category as the previous review) (0 for a first review)
     review_drift: np.ndarray    # [R] whether an interest slot got a new category just before this review
     offsets: np.ndarray         # [U+1] first review row of each user
+    browsing: "_Browsing"       # the items' neighbours (item locality)
 
 
 def _review_days(rng, n_reviews: np.ndarray, offsets: np.ndarray, knobs) -> tuple:
@@ -323,35 +325,57 @@ def _gap_stickiness(gap_days: np.ndarray, knobs) -> np.ndarray:
     return knobs["stickiness"] * 0.5 ** (gap_days / half_life)
 
 
-def _neighbours(item_cat: np.ndarray, items: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """(first id, count) of each item's neighbours: the items of its category within `width` ranks of it,
-    the item itself left out. A category is a block of consecutive ids in popularity order, so the
-    neighbours are the ids first .. first + count, less the item."""
-    cats = item_cat[items]
-    block_start = np.searchsorted(item_cat, cats, side="left")
-    block_end = np.searchsorted(item_cat, cats, side="right")
-    first = np.maximum(block_start, items - width)
-    last = np.minimum(block_end - 1, items + width)
-    return first, last - first
+@dataclasses.dataclass
+class _Browsing:
+    """Which items are browsed next to which: each category's items in a random order (not their
+    popularity order, so the neighbours say what popularity does not); an item's neighbours are the
+    items of its category within `width` places of it in that order, the item itself left out."""
+    item_cat: np.ndarray       # [N] category of each item; categories are blocks of consecutive ids
+    position: np.ndarray       # [N] place of each item in the browsing order (a permutation within each block)
+    item_at: np.ndarray        # [N] the item at each place
+    width: int
 
+    @classmethod
+    def draw(cls, rng, item_cat: np.ndarray, width: int) -> "_Browsing":
+        item_at = np.lexsort((rng.random(item_cat.size), item_cat))
+        position = np.empty_like(item_at)
+        position[item_at] = np.arange(item_at.size)
+        return cls(item_cat, position, item_at, width)
 
-def _draw_neighbour(item_cat: np.ndarray, items: np.ndarray, width: int, uniform: np.ndarray) -> np.ndarray:
-    """A neighbour of each item, uniformly (each item must have one)."""
-    first, count = _neighbours(item_cat, items, width)
-    pick = first + (uniform * count).astype(np.int64)
-    return pick + (pick >= items)       # step over the item itself
+    @classmethod
+    def unused(cls, item_cat: np.ndarray, width: int) -> "_Browsing":
+        """The identity order, drawing no random number (item locality off)."""
+        ids = np.arange(item_cat.size)
+        return cls(item_cat, ids, ids, width)
 
+    def window(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(first place, count) of each item's neighbours: places first .. first + count, less its own."""
+        places = self.position[items]
+        block_start = np.searchsorted(self.item_cat, self.item_cat[items], side="left")
+        block_end = np.searchsorted(self.item_cat, self.item_cat[items], side="right")
+        first = np.maximum(block_start, places - self.width)
+        return first, np.minimum(block_end - 1, places + self.width) - first
 
-def _reviewed_neighbours(item_cat: np.ndarray, width: int, users: np.ndarray, items: np.ndarray,
-                         is_reviewed) -> np.ndarray:
-    """How many of each item's neighbours the user reviewed; is_reviewed(users, items) -> bool array."""
-    first, count = _neighbours(item_cat, items, width)
-    offsets = np.arange(2 * width + 1)[None, :]
-    candidates = first[:, None] + offsets
-    valid = (offsets <= count[:, None]) & (candidates != items[:, None])
-    candidates = np.where(valid, candidates, items[:, None])
-    hits = is_reviewed(np.broadcast_to(users[:, None], candidates.shape).ravel(), candidates.ravel())
-    return (hits.reshape(candidates.shape) & valid).sum(axis=1)
+    def draw_neighbour(self, items: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+        """A neighbour of each item, uniformly (each item must have one)."""
+        first, count = self.window(items)
+        pick = first + (uniform * count).astype(np.int64)
+        return self.item_at[pick + (pick >= self.position[items])]     # step over the item's own place
+
+    def is_neighbour(self, targets: np.ndarray, items: np.ndarray) -> np.ndarray:
+        first, count = self.window(items)
+        places = self.position[targets]
+        return (places >= first) & (places <= first + count) & (targets != items)
+
+    def reviewed_neighbours(self, users: np.ndarray, items: np.ndarray, is_reviewed) -> np.ndarray:
+        """How many of each item's neighbours the user reviewed; is_reviewed(users, items) -> bool array."""
+        first, count = self.window(items)
+        offsets = np.arange(2 * self.width + 1)[None, :]
+        places = np.minimum(first[:, None] + offsets, self.item_at.size - 1)
+        candidates = self.item_at[places]
+        valid = (offsets <= count[:, None]) & (candidates != items[:, None])
+        hits = is_reviewed(np.broadcast_to(users[:, None], candidates.shape).ravel(), candidates.ravel())
+        return (hits.reshape(candidates.shape) & valid).sum(axis=1)
 
 
 def _plant(rng, n_users, n_items, n_categories, mean_reviews, knobs) -> _Planted:
@@ -430,6 +454,8 @@ def _plant(rng, n_users, n_items, n_categories, mean_reviews, knobs) -> _Planted
     explore, drift = knobs["exploration"], knobs["interest_drift"]
     max_draws = int(knobs["max_item_draws"])
     locality, width = float(knobs["item_locality"]), int(knobs["item_locality_width"])
+    # drawn only with locality on, so that off leaves every later draw as generator version 2 made it
+    browsing = _Browsing.draw(rng, item_cat, width) if locality > 0 else _Browsing.unused(item_cat, width)
 
     def draw_item(cat, uniform):
         return np.minimum(np.searchsorted(item_cum, cat + uniform, side="right"), n_items - 1)
@@ -460,8 +486,8 @@ def _plant(rng, n_users, n_items, n_categories, mean_reviews, knobs) -> _Planted
         near = np.zeros(k, dtype=bool)      # rows whose item is drawn among the previous item's neighbours
         if t and locality > 0:
             prev_item = review_item[rows - 1]
-            near = (cat == prev[:k]) & (rng.random(k) < locality) & (_neighbours(item_cat, prev_item, width)[1] > 0)
-            item[near] = _draw_neighbour(item_cat, prev_item[near], width, u_item[near])
+            near = (cat == prev[:k]) & (rng.random(k) < locality) & (browsing.window(prev_item)[1] > 0)
+            item[near] = browsing.draw_neighbour(prev_item[near], u_item[near])
         # an item the user already reviewed is drawn again (from the same distribution), up to
         # max_item_draws tries in all (the last try is kept: a nearly exhausted category repeats)
         redo = np.arange(k) if t else np.arange(0)
@@ -474,7 +500,7 @@ def _plant(rng, n_users, n_items, n_categories, mean_reviews, knobs) -> _Planted
             item[redo] = draw_item(cat[redo], uniform)
             again = near[redo]
             if again.any():
-                item[redo[again]] = _draw_neighbour(item_cat, prev_item[redo[again]], width, uniform[again])
+                item[redo[again]] = browsing.draw_neighbour(prev_item[redo[again]], uniform[again])
         review_cat[rows] = cat
         review_item[rows] = item
         prev = cat
@@ -483,7 +509,8 @@ def _plant(rng, n_users, n_items, n_categories, mean_reviews, knobs) -> _Planted
     final_interest_cat[by_length] = s_interest_cat
     review_user = np.repeat(np.arange(n_users), n_reviews)
     return _Planted(cat_prob, item_cat, item_prob, final_interest_cat, interest_cat, interest_w, n_reviews,
-                    review_user, review_item, review_cat, review_day, review_stickiness, review_drift, offsets)
+                    review_user, review_item, review_cat, review_day, review_stickiness, review_drift, offsets,
+                    browsing)
 
 
 def _sorted_unique(values: np.ndarray) -> np.ndarray:
@@ -525,11 +552,11 @@ def _true_next_prob(planted, knobs, users, prev_cats, stickiness, targets, revie
     cat_term = (s * (cats == prev_cats)
                 + (1 - s) * (e * planted.cat_prob[cats] + (1 - e) * _interest_weight(planted, users, cats)))
     within = planted.item_prob[targets] * _redrawn(np.clip(reviewed_mass, 0.0, 1.0), target_seen, draws)
-    locality, width = float(knobs["item_locality"]), int(knobs["item_locality_width"])
+    locality = float(knobs["item_locality"])
     if locality > 0:
-        first, count = _neighbours(planted.item_cat, prev_items, width)
+        count = planted.browsing.window(prev_items)[1]
         local = (cats == prev_cats) & (count > 0)
-        is_neighbour = local & (targets >= first) & (targets <= first + count) & (targets != prev_items)
+        is_neighbour = local & planted.browsing.is_neighbour(targets, prev_items)
         share = reviewed_near / np.maximum(count, 1)
         near = np.where(is_neighbour, _redrawn(share, target_seen, draws) / np.maximum(count, 1), 0.0)
         within = np.where(local, (1 - locality) * within + locality * near, within)
@@ -586,8 +613,8 @@ def _evaluate(planted: _Planted, knobs, n_items: int, n_categories: int, seed: i
     no_seen = np.zeros(users.size, dtype=bool)
     unreviewed = (n_items - n_distinct[users]).astype(np.float64)
     prev_item = planted.review_item[last - 1]
-    reviewed_near = _reviewed_neighbours(planted.item_cat, int(knobs["item_locality_width"]), users, prev_item,
-                                         lambda u, i: _lookup(hist_pairs, u * n_items + i)[0])
+    reviewed_near = planted.browsing.reviewed_neighbours(users, prev_item,
+                                                         lambda u, i: _lookup(hist_pairs, u * n_items + i)[0])
     prob_pos = _true_next_prob(planted, knobs, users, prev_cat, last_stickiness, pos, reviewed_mass(pos), pos_seen,
                                prev_item, reviewed_near)
     prob_neg = _true_next_prob(planted, knobs, users, prev_cat, last_stickiness, neg, reviewed_mass(neg), no_seen,

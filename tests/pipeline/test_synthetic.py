@@ -226,7 +226,6 @@ def test_true_next_probability_sums_to_one(drift, locality):
     n_items, n_cats = 150, 10
     planted = synthetic._plant(np.random.default_rng(0), 50, n_items, n_cats, 8.78, knobs)
     items = np.arange(n_items)
-    width = knobs["item_locality_width"]
     for user in range(0, 50, 7):
         last = planted.offsets[user + 1] - 1
         history = planted.review_item[planted.offsets[user]:last]
@@ -234,8 +233,8 @@ def test_true_next_probability_sums_to_one(drift, locality):
         mass = np.bincount(planted.item_cat[np.unique(history)],
                            planted.item_prob[np.unique(history)], minlength=n_cats)
         prev_item = np.full(n_items, planted.review_item[last - 1])
-        reviewed_near = synthetic._reviewed_neighbours(planted.item_cat, width, np.full(n_items, user), prev_item,
-                                                       lambda u, i: np.isin(i, history))
+        reviewed_near = planted.browsing.reviewed_neighbours(np.full(n_items, user), prev_item,
+                                                             lambda u, i: np.isin(i, history))
         prob = synthetic._true_next_prob(planted, knobs, np.full(n_items, user),
                                          np.full(n_items, planted.review_cat[last - 1]),
                                          np.full(n_items, planted.review_stickiness[last]),
@@ -243,18 +242,30 @@ def test_true_next_probability_sums_to_one(drift, locality):
         assert prob.sum() == pytest.approx(1.0, abs=1e-9)
 
 
-def test_neighbours_are_the_category_items_within_the_width():
-    item_cat = np.array([0, 0, 0, 0, 0, 1, 2, 2])       # categories are blocks of ids in popularity order
-    first, count = synthetic._neighbours(item_cat, np.array([0, 2, 4, 5, 6, 7]), 2)
-    np.testing.assert_array_equal(first, [0, 0, 2, 5, 6, 6])
-    np.testing.assert_array_equal(count, [2, 4, 2, 0, 1, 1])
-    # uniform draws over the neighbours, the item itself stepped over
-    items = np.array([2, 2, 2, 2, 6, 7])
-    drawn = synthetic._draw_neighbour(item_cat, items, 2, np.array([0.0, 0.3, 0.6, 0.99, 0.5, 0.5]))
-    np.testing.assert_array_equal(drawn, [0, 1, 3, 4, 7, 6])
-    reviewed = synthetic._reviewed_neighbours(item_cat, 2, np.zeros(3, np.int64), np.array([2, 5, 0]),
-                                              lambda users, ids: np.isin(ids, [1, 2, 4, 5]))
-    np.testing.assert_array_equal(reviewed, [2, 0, 2])      # item 2: 1 and 4; item 5: none; item 0: 1 and 2
+def test_neighbours_are_the_category_items_within_the_width_in_browsing_order():
+    item_cat = np.array([0, 0, 0, 0, 0, 1, 2, 2])       # categories are blocks of ids
+    item_at = np.array([3, 0, 4, 1, 2, 5, 7, 6])        # the browsing order, a permutation within each block
+    position = np.argsort(item_at)
+    browsing = synthetic._Browsing(item_cat, position, item_at, 2)
+    first, count = browsing.window(np.array([3, 4, 2, 5, 7, 6]))
+    np.testing.assert_array_equal(first, [0, 0, 2, 5, 6, 6])      # places
+    np.testing.assert_array_equal(count, [2, 4, 2, 0, 1, 1])      # item 5 is alone in its category
+    # uniform draws over the neighbours, the item's own place stepped over
+    drawn = browsing.draw_neighbour(np.array([4, 4, 4, 4, 7, 6]), np.array([0.0, 0.3, 0.6, 0.99, 0.5, 0.5]))
+    np.testing.assert_array_equal(drawn, [3, 0, 1, 2, 6, 7])
+    np.testing.assert_array_equal(browsing.is_neighbour(np.array([0, 2, 3, 6, 4, 2]), np.array([4, 4, 4, 7, 4, 3])),
+                                  [True, True, True, True, False, False])
+    reviewed = browsing.reviewed_neighbours(np.zeros(3, np.int64), np.array([4, 5, 3]),
+                                            lambda users, ids: np.isin(ids, [1, 2, 4, 5]))
+    np.testing.assert_array_equal(reviewed, [2, 0, 1])      # 4: items 1 and 2; 5: none; 3: item 4
+
+
+def test_browsing_order_is_a_permutation_within_each_category():
+    planted = plant(item_locality=0.5)
+    browsing = planted.browsing
+    np.testing.assert_array_equal(planted.item_cat[browsing.item_at], planted.item_cat)
+    np.testing.assert_array_equal(browsing.item_at[browsing.position], np.arange(planted.item_cat.size))
+    assert (browsing.item_at != np.arange(planted.item_cat.size)).any()
 
 
 def test_item_locality_draws_the_next_item_near_the_last_one():
@@ -262,21 +273,24 @@ def test_item_locality_draws_the_next_item_near_the_last_one():
         planted = plant(n_users=2000, item_locality=locality)
         follows = np.ones(planted.review_user.size, dtype=bool)
         follows[planted.offsets[:-1]] = False
+        previous, item = planted.review_item[:-1], planted.review_item[1:]
         same = follows[1:] & (planted.review_cat[1:] == planted.review_cat[:-1])
-        step = np.abs(planted.review_item[1:] - planted.review_item[:-1])[same]
-        return (step <= synthetic.KNOBS["item_locality_width"]).mean()
-    # at 1 every same-category item is a neighbour (a category of one item has none: a repeat, step 0)
+        has_neighbours = planted.browsing.window(previous)[1] > 0
+        pairs = same & has_neighbours
+        return planted.browsing.is_neighbour(item[pairs], previous[pairs]).mean()
     assert near_share(1.0) == 1.0
-    assert near_share(0.0) < 0.8 and near_share(0.5) > near_share(0.0) + 0.1
+    assert 0.5 < near_share(0.5) < 0.8
 
 
 def test_item_locality_off_draws_no_random_number_and_the_oracle_gains_from_it():
-    # off: the data of generator version 2 (no draw added); on: the oracle knows more than the bags
+    # off: the data of generator version 2 (no draw added); on: the oracle knows more than before
     np.testing.assert_array_equal(plant(item_locality=0.0).review_item, plant().review_item)
     off = generate(3000, 1500, 60, 4).oracle
     on = generate(3000, 1500, 60, 4, knobs={"item_locality": 0.8}).oracle
     assert on["oracle_test_auc"] > off["oracle_test_auc"] + 0.003
-    assert abs(on["history_bag_test_auc"] - off["history_bag_test_auc"]) < 0.01
+    # the neighbours are not the popular items: what the bag does not see widens the gap to the oracle
+    gap_off = off["oracle_test_auc"] - off["history_bag_test_auc"]
+    assert on["oracle_test_auc"] - on["history_bag_test_auc"] > gap_off + 0.01
 
 
 def test_rank_auc_counts_ties_half():
