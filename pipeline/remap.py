@@ -55,11 +55,16 @@ def _user_time_order(user_id: np.ndarray, ts: np.ndarray) -> np.ndarray:
     if len(ts):
         # Flipping the sign bit maps int64 onto uint64 in the same order, so the offset from
         # the minimum cannot overflow (ts - ts.min() does when a timestamp is INT64_MIN).
-        ordered = ts.view(np.uint64) ^ np.uint64(1 << 63)
-        ts_offset = ordered - ordered.min()
+        ts_offset = ts.view(np.uint64) ^ np.uint64(1 << 63)
+        ts_offset -= ts_offset.min()
         if ts_offset.max() < 2**32:
-            # One 64-bit key sorts twice as fast as lexsort on two keys.
-            return _stable_argsort((user_id.astype(np.uint64) << np.uint64(32)) | ts_offset)
+            # One 64-bit key sorts twice as fast as lexsort on two keys. Built in place, and the
+            # offsets let go before the sort, which holds copies of its own (the remap's peak memory).
+            key = user_id.astype(np.uint64)
+            key <<= np.uint64(32)
+            key |= ts_offset
+            del ts_offset
+            return _stable_argsort(key)
     return np.lexsort((ts, user_id))
 
 
@@ -73,6 +78,7 @@ def _stable_argsort(key: np.ndarray) -> np.ndarray:
     order = np.argsort(key)
     sorted_key = key[order]
     tie = sorted_key[1:] == sorted_key[:-1]
+    del sorted_key
     if tie.any():
         in_run = np.zeros(len(key), dtype=bool)
         in_run[1:] |= tie
