@@ -14,7 +14,7 @@ import os
 import threading
 from pathlib import Path
 
-_CHUNK = 1 << 22
+_CHUNK = 1 << 20
 _file_digest_cache: dict[tuple[str, int, int], str] = {}
 _prefetching: dict[str, threading.Thread] = {}  # absolute path -> the thread digesting it ahead of time
 
@@ -32,9 +32,12 @@ def _cached_digest(path: str | os.PathLike) -> str:
     key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
     if key not in _file_digest_cache:
         digest = hashlib.blake2b(digest_size=16)
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(_CHUNK), b""):
-                digest.update(chunk)
+        # One buffer read into again and again: a new bytes object per chunk leaves the heap of a
+        # prefetching thread holding megabytes, which every process the command forks then carries.
+        buffer = memoryview(bytearray(_CHUNK))
+        with open(path, "rb", buffering=0) as handle:
+            for size in iter(lambda: handle.readinto(buffer), 0):
+                digest.update(buffer[:size])
         _file_digest_cache[key] = digest.hexdigest()
     return _file_digest_cache[key]
 
