@@ -216,3 +216,19 @@ def test_non_positive_preprocess_settings_are_rejected(data_dir, name):
     with luigi_settings(preprocess={name: "0"}):
         with pytest.raises(Exception, match=rf"\[preprocess\] {name} must be a positive integer, got 0"):
             Settings.current()
+
+
+def test_every_split_is_written_and_the_first_failing_split_names_the_error(tmp_path):
+    paths = {split: tmp_path / f"{split}.txt" for split in ("train", "val", "test")}
+
+    def write(split, path):
+        path.write_text(split)
+        if split != "train":
+            raise InputError(f"{split} failed")
+        return len(split)
+
+    with pytest.raises(InputError, match="^val failed$"):
+        shard_steps.for_each_split(write, paths)
+    assert {split: path.read_text() for split, path in paths.items()} == {split: split for split in paths}
+    assert shard_steps.for_each_split(lambda split, path: split.upper(), paths) == {
+        "train": "TRAIN", "val": "VAL", "test": "TEST"}
