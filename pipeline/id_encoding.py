@@ -79,7 +79,10 @@ def _prefix_hashes(data: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, k
     else:
         # Padded so that a window starting at any id's first byte exists; the padding is cut off below.
         padded = np.concatenate([data[offsets[0]:offsets[-1]], np.zeros(width, dtype=np.uint8)])
-        windows = np.lib.stride_tricks.sliding_window_view(padded, width)
+        # as_strided, not sliding_window_view: the Ascend stack's numpy 1.19 predates the latter (1.20)
+        step = padded.strides[0]
+        windows = np.lib.stride_tricks.as_strided(padded, shape=(len(padded) - width + 1, width),
+                                                  strides=(step, step), writeable=False)
         starts = offsets[:-1] - offsets[0]
         beyond = np.arange(width)
     for low in range(0, count, _HASH_ROWS):
