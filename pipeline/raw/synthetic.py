@@ -613,8 +613,9 @@ def _evaluate(planted: _Planted, knobs, n_items: int, n_categories: int, seed: i
     no_seen = np.zeros(users.size, dtype=bool)
     unreviewed = (n_items - n_distinct[users]).astype(np.float64)
     prev_item = planted.review_item[last - 1]
-    reviewed_near = planted.browsing.reviewed_neighbours(users, prev_item,
-                                                         lambda u, i: _lookup(hist_pairs, u * n_items + i)[0])
+    reviewed_near = (planted.browsing.reviewed_neighbours(users, prev_item,
+                                                          lambda u, i: _lookup(hist_pairs, u * n_items + i)[0])
+                     if knobs["item_locality"] > 0 else None)  # only the neighbour draw needs it
     prob_pos = _true_next_prob(planted, knobs, users, prev_cat, last_stickiness, pos, reviewed_mass(pos), pos_seen,
                                prev_item, reviewed_near)
     prob_neg = _true_next_prob(planted, knobs, users, prev_cat, last_stickiness, neg, reviewed_mass(neg), no_seen,
