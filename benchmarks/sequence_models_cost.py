@@ -34,13 +34,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import describe  # noqa: E402
-from benchmarks.train import fresh_train_step, preset_setup  # noqa: E402
+from benchmarks.train import fresh_train_step, preset_setup  # noqa: E402  (imports din_model: TF's environment)
+from din_model.compat import keras  # noqa: E402
+from din_model.data.reader import make_dataset  # noqa: E402
+from din_model.train.policies import resolve_xla  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 
 def recent_entries(features, keep: int):
     """The `keep` most recent entries of right-padded [B, L] histories, oldest first, and their mask."""
-    import tensorflow as tf
-
     items, cates = features["hist_item"], features["hist_cate"]
     length = tf.reduce_sum(tf.cast(items > 0, tf.int32), axis=1, keepdims=True)
     positions = length - keep + tf.range(keep)[None, :]
@@ -55,9 +57,6 @@ class SequencePrototype:
 
     def __init__(self, kind: str, n_items: int, n_cats: int, embed_dim: int, maxlen: int, mlp_units, recent: int,
                  jit_compile: bool, learning_rate: float):
-        import tensorflow as tf
-        from din_model.compat import keras
-
         self.kind, self.recent, self.n_items = kind, recent, n_items
         width = 2 * embed_dim
         self.item_embedding = keras.layers.Embedding(n_items + 1, embed_dim)
@@ -78,18 +77,15 @@ class SequencePrototype:
         self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
 
     def embed(self, items, cates):
-        import tensorflow as tf
         return tf.concat([self.item_embedding(items), self.cate_embedding(cates)], axis=-1)
 
     def history(self, features):
-        import tensorflow as tf
         if self.recent:
             return recent_entries(features, self.recent)
         return features["hist_item"], features["hist_cate"], features["hist_item"] > 0
 
     def _gru(self, layers, inputs, state, gate_scale=None):
         """One GRU step; with gate_scale (AUGRU) the update gate is scaled by the attention score."""
-        import tensorflow as tf
         from_input, from_state = layers
         x_z, x_r, x_h = tf.split(from_input(inputs), 3, axis=-1)
         s_z, s_r, s_h = tf.split(from_state(state), 3, axis=-1)
@@ -100,7 +96,6 @@ class SequencePrototype:
         return update * candidate + (1 - update) * state
 
     def _dien(self, history, mask, target):
-        import tensorflow as tf
         steps = history.shape[1]
         state = tf.zeros_like(history[:, 0])
         states = []
@@ -128,7 +123,6 @@ class SequencePrototype:
         return tf.concat([state, target, state * target], -1), auxiliary
 
     def _bst(self, history, mask, target):
-        import tensorflow as tf
         sequence = tf.concat([history, target[:, None]], axis=1)
         steps = sequence.shape[1]
         sequence += self.positions(tf.range(steps))[None]
@@ -141,7 +135,6 @@ class SequencePrototype:
         return tf.concat([encoded[:, -1], mean, target], -1), 0.0
 
     def _train_step(self, features, labels):
-        import tensorflow as tf
         with tf.GradientTape() as tape:
             items, cates, mask = self.history(features)
             history = self.embed(items, cates)
@@ -184,9 +177,6 @@ def main() -> None:
     parser.add_argument("--xla", choices=("auto", "on", "off"), default="auto",
                         help="[train] xla for every model (auto: what training picks for this data and CPU)")
     args = parser.parse_args()
-
-    from din_model.data.reader import make_dataset
-    from din_model.train.policies import resolve_xla
 
     params, spec, device = preset_setup(args.data_dir, "default", xla=args.xla)
     params = resolve_xla(params, device, spec)
