@@ -83,6 +83,7 @@ from din_common.errors import InputError
 from din_common.metrics import auc
 from pipeline.compat import RAW_PICKLE_PROTOCOL, text_series
 from pipeline.config import MAX_IDS  # the bound [raw] synthetic_* declare
+from pipeline.raw.synthetic_posterior import interest_posterior
 
 GENERATOR_VERSION = 2
 MIN_REVIEWS_PER_USER = 5
@@ -394,8 +395,7 @@ def _plant(rng, n_users, n_items, n_categories, mean_reviews, knobs) -> _Planted
     item_cum[-1] = n_categories
 
     # interests: 1..4 categories by tempered popularity, Dirichlet weights
-    interest_pop = cat_prob ** knobs["interest_popularity_power"]
-    interest_pop_cum = np.cumsum(interest_pop / interest_pop.sum())
+    interest_pop_cum = np.cumsum(_interest_prob(cat_prob, knobs))
 
     def draw_interest(size):
         return np.minimum(np.searchsorted(interest_pop_cum, rng.random(size), side="right"), n_categories - 1)
@@ -529,12 +529,18 @@ def _lookup(sorted_keys: np.ndarray, keys: np.ndarray):
     return sorted_keys[at] == keys, at
 
 
+def _interest_prob(cat_prob: np.ndarray, knobs) -> np.ndarray:
+    """pi_c: the tempered popularity interest slots (and drifted ones) draw their category from."""
+    interest_pop = cat_prob ** knobs["interest_popularity_power"]
+    return interest_pop / interest_pop.sum()
+
+
 def _interest_weight(planted: _Planted, users: np.ndarray, cats: np.ndarray) -> np.ndarray:
     return (planted.interest_w[users] * (planted.interest_cat[users] == cats[:, None])).sum(axis=1)
 
 
 def _true_next_prob(planted, knobs, users, prev_cats, stickiness, targets, reviewed_mass, target_seen,
-                    prev_items=None, reviewed_near=None):
+                    prev_items=None, reviewed_near=None, interest_weight=None):
     """P(next review = target | latent state, previous category, reviewed items).
 
     The latent state is the users' interests at their last review
@@ -545,12 +551,14 @@ def _true_next_prob(planted, knobs, users, prev_cats, stickiness, targets, revie
     q (1 - Q^R) / (1 - Q) within its category, a reviewed one q Q^(R-1).
     With item locality on, prev_items (the previous review's item) and reviewed_near (how many
     of its neighbours the user reviewed) give the neighbour draw's share of the same-category term.
+    interest_weight: w_u of the targets' categories in place of the latent one (the posterior's estimate).
     """
     cats = planted.item_cat[targets]
     s, e = stickiness, knobs["exploration"]
     draws = int(knobs["max_item_draws"])
-    cat_term = (s * (cats == prev_cats)
-                + (1 - s) * (e * planted.cat_prob[cats] + (1 - e) * _interest_weight(planted, users, cats)))
+    if interest_weight is None:
+        interest_weight = _interest_weight(planted, users, cats)
+    cat_term = s * (cats == prev_cats) + (1 - s) * (e * planted.cat_prob[cats] + (1 - e) * interest_weight)
     within = planted.item_prob[targets] * _redrawn(np.clip(reviewed_mass, 0.0, 1.0), target_seen, draws)
     locality = float(knobs["item_locality"])
     if locality > 0:
@@ -571,8 +579,10 @@ def _redrawn(mass, seen, draws):
     return np.where(seen, mass ** (draws - 1), fresh)
 
 
-def _evaluate(planted: _Planted, knobs, n_items: int, n_categories: int, seed: int) -> dict:
-    """Oracle, item-popularity, bag-of-history and recent-bag AUCs on the test protocol."""
+def _evaluate(planted: _Planted, knobs, n_items: int, n_categories: int, seed: int,
+              posterior_particles: tuple[int, ...] = ()) -> dict:
+    """Oracle, item-popularity, bag-of-history and recent-bag AUCs on the test protocol; with
+    posterior_particles, the history posterior's AUC for each particle count (`synthetic_posterior`)."""
     rng = np.random.default_rng([seed, 1])
     users = np.flatnonzero(planted.n_reviews >= 2)
     last = planted.offsets[users + 1] - 1
@@ -616,12 +626,26 @@ def _evaluate(planted: _Planted, knobs, n_items: int, n_categories: int, seed: i
     reviewed_near = (planted.browsing.reviewed_neighbours(users, prev_item,
                                                           lambda u, i: _lookup(hist_pairs, u * n_items + i)[0])
                      if knobs["item_locality"] > 0 else None)  # only the neighbour draw needs it
-    prob_pos = _true_next_prob(planted, knobs, users, prev_cat, last_stickiness, pos, reviewed_mass(pos), pos_seen,
-                               prev_item, reviewed_near)
-    prob_neg = _true_next_prob(planted, knobs, users, prev_cat, last_stickiness, neg, reviewed_mass(neg), no_seen,
-                               prev_item, reviewed_near)
-    oracle_pos = np.where(pos_seen, np.inf, prob_pos * unreviewed)
-    oracle_neg = prob_neg * unreviewed
+
+    def next_probs(interest_weights=(None, None)):
+        """P(next = positive), P(next = negative) of every test user, the latent interests or the given ones."""
+        return tuple(_true_next_prob(planted, knobs, users, prev_cat, last_stickiness, targets,
+                                     reviewed_mass(targets), seen, prev_item, reviewed_near, weight)
+                     for targets, seen, weight in ((pos, pos_seen, interest_weights[0]),
+                                                   (neg, no_seen, interest_weights[1])))
+
+    def ratio_auc(prob_pos, prob_neg):
+        """AUC of the likelihood ratio P(next = i) / P(negative = i) (+inf for a positive already reviewed)."""
+        return rank_auc(np.where(pos_seen, np.inf, prob_pos * unreviewed), prob_neg * unreviewed)
+
+    prob_pos, prob_neg = next_probs()
+    posterior = {}
+    for particles in posterior_particles:
+        weights = interest_posterior(planted.offsets[users], planted.n_reviews[users] - 1, planted.review_cat,
+                                     planted.review_stickiness, planted.item_cat[np.stack([pos, neg], axis=1)],
+                                     planted.cat_prob, _interest_prob(planted.cat_prob, knobs), knobs,
+                                     int(particles), seed)
+        posterior[str(particles)] = ratio_auc(*next_probs((weights[:, 0], weights[:, 1])))
 
     # item popularity: review counts without each user's last review
     item_count = np.bincount(hist_item, minlength=n_items).astype(np.float64)
@@ -651,7 +675,7 @@ def _evaluate(planted: _Planted, knobs, n_items: int, n_categories: int, seed: i
         return rank_auc(score(pos), score(neg))
 
     return {
-        "oracle_test_auc": rank_auc(oracle_pos, oracle_neg),
+        "oracle_test_auc": ratio_auc(prob_pos, prob_neg),
         "oracle_prob_only_test_auc": rank_auc(prob_pos, prob_neg),
         "popularity_test_auc": rank_auc(item_count[pos], item_count[neg]),
         "history_bag_test_auc": bag_auc(np.ones(hist_user.size)),
@@ -659,6 +683,7 @@ def _evaluate(planted: _Planted, knobs, n_items: int, n_categories: int, seed: i
         "recent_bag_length": RECENT_BAG_LENGTH,
         "test_positive_in_history_rate": float(pos_seen.mean()) if users.size else 0.0,
         "n_test_users": int(users.size),
+        **({"posterior_test_auc": posterior} if posterior else {}),
     }
 
 
@@ -711,8 +736,13 @@ def _frames(rng, planted: _Planted, n_items: int, n_categories: int, knobs):
 # --------------------------------------------------------------------------- API
 
 def generate(n_users: int, n_items: int, n_categories: int, seed: int,
-             mean_reviews_per_user: float = 8.78, knobs: dict | None = None) -> SyntheticData:
-    """Generate raw frames and the oracle figures. Same arguments -> identical output."""
+             mean_reviews_per_user: float = 8.78, knobs: dict | None = None,
+             posterior_particles: tuple[int, ...] = ()) -> SyntheticData:
+    """Generate raw frames and the oracle figures. Same arguments -> identical output.
+
+    posterior_particles: also the AUC of the best use of the history (`synthetic_posterior`), under
+    `posterior_test_auc`, for each particle count (an analysis: seconds to minutes; no stage reads it).
+    """
     n_users, n_items, n_categories, seed, mean = _check_args(
         n_users, n_items, n_categories, seed, mean_reviews_per_user)
     knobs = {**KNOBS, **(knobs or {})}
@@ -721,7 +751,7 @@ def generate(n_users: int, n_items: int, n_categories: int, seed: int,
     planted = _plant(rng, n_users, n_items, n_categories, mean, knobs)
     reviews, meta = _frames(rng, planted, n_items, n_categories, knobs)
     oracle = {
-        **_evaluate(planted, knobs, n_items, n_categories, seed),
+        **_evaluate(planted, knobs, n_items, n_categories, seed, posterior_particles),
         "n_users": n_users, "n_items": n_items, "n_categories": n_categories,
         "n_reviews": int(len(reviews)), "seed": seed,
         "mean_reviews_per_user": mean,
