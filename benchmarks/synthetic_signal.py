@@ -2,7 +2,9 @@
 
 Prints one JSON line: generation seconds, n_reviews, the oracle / item-popularity /
 bag-of-history / recent-bag (last RECENT_BAG_LENGTH history reviews) test AUCs and
-the share of the popularity->oracle gap each estimator closes, plus how often
+the share of the popularity->oracle gap each estimator closes (with `--posterior-particles`,
+also the history posterior's: the best use of the history, `pipeline/raw/synthetic_posterior.py`,
+once per particle count, so its convergence shows), plus how often
 consecutive reviews share a category after a same-session gap (<= 3 days) and after
 a longer one. The order knobs default to the generator's; pass them to tune.
 Defaults: full Amazon Electronics scale.
@@ -11,6 +13,7 @@ Defaults: full Amazon Electronics scale.
     python benchmarks/synthetic_signal.py --users 20000 --items 6500 --categories 300
     python benchmarks/synthetic_signal.py --users 11400 --items 4000 --categories 150 \\
         --stickiness 0.15 --half-life 0 --drift 0
+    python benchmarks/synthetic_signal.py --users 20000 --items 6500 --categories 300 --posterior-particles 300,1000
 """
 from __future__ import annotations
 
@@ -63,12 +66,15 @@ def main(argv=None) -> None:
     parser.add_argument("--drift", type=float, default=KNOBS["interest_drift"])
     parser.add_argument("--item-locality", type=float, default=KNOBS["item_locality"],
                         help="P(the next item is a neighbour of the last one, when the category stays)")
+    parser.add_argument("--posterior-particles", default="",
+                        help="comma-separated particle counts for the history posterior's AUC (none: skipped)")
     args = parser.parse_args(argv)
+    particles = tuple(int(count) for count in args.posterior_particles.split(",") if count)
     knobs = {"stickiness": args.stickiness, "stickiness_half_life_days": args.half_life,
              "interest_drift": args.drift, "item_locality": args.item_locality}
 
     start = time.perf_counter()
-    data = generate(args.users, args.items, args.categories, args.seed, knobs=knobs)
+    data = generate(args.users, args.items, args.categories, args.seed, knobs=knobs, posterior_particles=particles)
     seconds = time.perf_counter() - start
     oracle = data.oracle
     per_user = data.reviews.groupby("reviewerID").size()
@@ -85,6 +91,10 @@ def main(argv=None) -> None:
         "oracle_minus_popularity": round(oracle["oracle_test_auc"] - oracle["popularity_test_auc"], 4),
         "history_bag_gap_closure": gap_closure(oracle, "history_bag_test_auc"),
         "recent_bag_gap_closure": gap_closure(oracle, "recent_bag_test_auc"),
+        **({"posterior_test_auc": {count: round(value, 4) for count, value in oracle["posterior_test_auc"].items()},
+            "posterior_gap_closure": {count: gap_closure({**oracle, "posterior": value}, "posterior")
+                                      for count, value in oracle["posterior_test_auc"].items()}}
+           if particles else {}),
         "test_positive_in_history_rate": round(oracle["test_positive_in_history_rate"], 4),
         **same_category_shares(data),
     }))

@@ -29,7 +29,9 @@ XLA_MODES = ("auto", "on", "off")
 # "din": the paper's model, whose attention pools the history as a set; "din_seq": DIN plus the
 # order-aware inputs named in `sequence_features` (din_model/model/network.py, docs/accuracy.md).
 MODELS = ("din", "din_seq")
-SEQUENCE_FEATURES = ("recency", "time_gap", "last_item", "share")
+SEQUENCE_FEATURES = ("recency", "time_gap", "last_item", "share", "category_match")
+# The sequence features that read each history entry's time gap (`hist_gap`).
+GAP_FEATURES = ("time_gap", "category_match")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +98,7 @@ class TrainParams:
     @property
     def history_features(self) -> tuple[str, ...]:
         """The `[B, L]` history features the model reads (the reader decodes only these)."""
-        return history_features(self.use_category, "time_gap" in self.active_sequence_features)
+        return history_features(self.use_category, reads_gaps(self.active_sequence_features))
 
     @property
     def active_sequence_features(self) -> tuple[str, ...]:
@@ -136,7 +138,10 @@ class TrainParams:
         _require(self.xla in XLA_MODES, "xla", f"one of {XLA_MODES}", self.xla)
         self.attention_units  # noqa: B018  (parsing validates)
         self.mlp_units  # noqa: B018
-        parse_sequence_features(self.sequence_features)
+        features = parse_sequence_features(self.sequence_features)
+        _require(self.use_category or "category_match" not in features or self.model == "din", "sequence_features",
+                 "without category_match when use_category is off (it compares the history's categories with the "
+                 "target's)", self.sequence_features)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -172,6 +177,10 @@ def parse_hidden_sizes(name: str, text: str) -> tuple[int, ...]:
 def history_features(use_category: bool, time_gap: bool) -> tuple[str, ...]:
     """The `[B, L]` history features a model with these options reads."""
     return ("hist_item",) + (("hist_cate",) if use_category else ()) + (("hist_gap",) if time_gap else ())
+
+
+def reads_gaps(sequence_features: tuple[str, ...]) -> bool:
+    return any(name in GAP_FEATURES for name in sequence_features)
 
 
 def parse_sequence_features(text: str) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ from din_model.params import TrainParams
 
 BYTES_PER_WEIGHT = 4 * 3  # float32 weight + Adam's first and second moments
 TIME_GAP_BUCKETS = 16  # din_model.model.network.TIME_GAP_BUCKETS, repeated here to stay TensorFlow-free
+CATEGORY_MATCH_INPUTS = 3 + TIME_GAP_BUCKETS  # din_model.model.network.CATEGORY_MATCH_INPUTS, likewise
 CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
 
 
@@ -41,7 +42,8 @@ def weight_counts(params: TrainParams, n_items: int, n_cats: int, maxlen: int) -
     tables = (n_items + 1) * params.embed_dim + ((n_cats + 1) * params.embed_dim if params.use_category else 0)
     features = params.active_sequence_features
     tables += width * ((maxlen if "recency" in features else 0) + (TIME_GAP_BUCKETS if "time_gap" in features else 0))
-    mlp_inputs = (2 + ("last_item" in features) + ("share" in features)) * width + ("share" in features)
+    mlp_inputs = ((2 + ("last_item" in features) + ("share" in features)) * width + ("share" in features)
+                  + CATEGORY_MATCH_INPUTS * ("category_match" in features))
     return {"tables": tables, "attention": dense_weights(4 * width, params.attention_units),
             "mlp": dense_weights(mlp_inputs, params.mlp_units)}
 

@@ -25,12 +25,18 @@ and cheap (lookups of small tables):
 - "last_item": the most recent entry's representation (with its time gap, if on) and its
   element-wise product with the target's as direct inputs to the output MLP.
 Positions count real entries (ids > 0) from the end, so they do not depend on where padding sits.
-And one order-blind input beside them:
+And inputs of the history's counts beside them:
 - "share": the pooled interest divided by the number of real history entries, and log(1 + that
   number), as inputs to the output MLP. DIN's attention weights are not normalised, so the pooled
   interest is a weighted count of matching entries: two in a history of four and two in forty look
   the same. Divided by the length it is the share of the history that matches, what the bag
   estimators score (docs/accuracy.md).
+- "category_match": exact counts of the history entries in the target's category, as inputs to the
+  output MLP: their share of the history, the same share with the entry k places from the end
+  weighted `decay ** k` for each of CATEGORY_MATCH_DECAYS (recent interests), and whether the most
+  recent entry is in it, one input per time-gap bucket of that entry (how likely a user stays in a
+  category falls with the time since). What the attention learns softly, given exactly: the
+  statistics of the bag estimators and of the generator's own form (docs/accuracy.md).
 """
 from __future__ import annotations
 
@@ -40,13 +46,15 @@ from din_common.errors import InputError
 from din_common.feature_spec import FeatureSpec
 from din_model.compat import keras
 from din_model.model.layers import AttentionPooling, DenseStack, leaf_weights
-from din_model.params import TrainParams, history_features
+from din_model.params import TrainParams, history_features, reads_gaps
 from din_model.model.history_capacity import HistoryCapacity, measure_history_capacity
 from din_model.model.recompute import only_when
 from din_model.model.segments import dimension, gather_history, static_sum_rows, sum_rows
 
 # Time-gap buckets: floor(log2(1 + hours)), the last one open-ended (2^15 - 1 hours, ~3.7 years, and more).
 TIME_GAP_BUCKETS = 16
+CATEGORY_MATCH_DECAYS = (0.8, 0.5)
+CATEGORY_MATCH_INPUTS = 1 + len(CATEGORY_MATCH_DECAYS) + TIME_GAP_BUCKETS
 # Bucket k starts at (2^k - 1) hours; whole seconds, so the bucketing is exact integer comparisons.
 _BUCKET_STARTS_SECONDS = [(2 ** k - 1) * 3600 for k in range(1, TIME_GAP_BUCKETS)]
 
@@ -103,7 +111,7 @@ class DeepInterestNetwork(keras.Model):
     @property
     def history_inputs(self) -> tuple[str, ...]:
         """The `[B, L]` history features the model reads."""
-        return history_features(self.use_category, self.time_gap_embedding is not None)
+        return history_features(self.use_category, reads_gaps(self.sequence_features))
 
     def embed_history(self, ids: dict):
         """Representation of history entries from their ids (`history_ids`, any shape): the item
@@ -142,6 +150,8 @@ class DeepInterestNetwork(keras.Model):
         if "share" in self.sequence_features:
             length = tf.reduce_sum(tf.cast(mask, interest.dtype), axis=1, keepdims=True)
             parts += [interest / tf.maximum(length, 1.0), tf.math.log1p(length)]
+        if "category_match" in self.sequence_features:
+            parts += category_match(features, mask, interest.dtype)
         mlp_input = tf.concat(parts, axis=-1)
         if self.mlp_input_norm is not None:
             mlp_input = self.mlp_input_norm(mlp_input, training=training)
@@ -236,6 +246,24 @@ class DeepInterestNetwork(keras.Model):
             weights = self.trainable_weights if self.l2_weights == "all" else [layer.embeddings for layer, _, _ in tables]
             return self.l2 * tf.add_n([tf.reduce_sum(tf.square(tf.cast(w, tf.float32))) for w in weights])
         return self.l2 * tf.add_n([_mini_batch_l2(layer.embeddings, features[h], features[t]) for layer, h, t in tables])
+
+
+def category_match(features, mask, dtype) -> list:
+    """[share, decayed share for each of CATEGORY_MATCH_DECAYS ([B, 1] each), last entry's match by its
+    time-gap bucket ([B, TIME_GAP_BUCKETS])] of the history entries in the target's category; 0 without history."""
+    real = tf.cast(mask, dtype)
+    match = real * tf.cast(tf.equal(tf.cast(features["hist_cate"], tf.int32),
+                                    tf.cast(features["target_cate"], tf.int32)[:, None]), dtype)
+    after = _entries_after(mask)
+    parts = []
+    for decay in (1.0,) + CATEGORY_MATCH_DECAYS:
+        weight = real * tf.pow(tf.constant(decay, dtype), tf.cast(after, dtype))
+        total = tf.reduce_sum(weight, axis=1, keepdims=True)
+        parts.append(tf.reduce_sum(weight * match, axis=1, keepdims=True) / tf.maximum(total, tf.ones_like(total)))
+    latest = mask & tf.equal(after, 0)
+    last_match = tf.reduce_sum(match * tf.cast(latest, dtype), axis=1, keepdims=True)
+    last_gap = tf.reduce_sum(tf.cast(features["hist_gap"], tf.int32) * tf.cast(latest, tf.int32), axis=1)
+    return parts + [tf.one_hot(time_gap_buckets(last_gap), TIME_GAP_BUCKETS, dtype=dtype) * last_match]
 
 
 def _entries_after(mask):

@@ -29,6 +29,8 @@ approaches the bound from below as the count grows (benchmarks/synthetic_signal.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 PROPOSAL_OWN_SHARE = 0.5   # P(a proposed category is drawn from the user's own history categories)
@@ -79,21 +81,29 @@ class _Filter:
         k = probs.size
         shape = (n_users, particles, k)
         count = 1 + rng.choice(k, size=shape[:2], p=probs / probs.sum())
-        cats, log_ratio = self._propose(np.arange(n_users)[:, None, None], shape)
-        weights = rng.gamma(float(knobs["interest_dirichlet_alpha"]), size=shape)
+        user = np.arange(n_users)[:, None, None]
+        cats, log_ratio = self._propose(user, shape)
         present = np.arange(k) < count[..., None]
         self.log_w = np.where(present, log_ratio, 0.0).sum(axis=2)
-        for j in range(1, k):       # a category drawn twice keeps only its first slot, its weights added
+        # A category drawn twice keeps only its first slot, its weights added: the kept slots' weights are
+        # Dirichlet with alpha times each one's multiplicity.
+        multiplicity = present.astype(np.float64)
+        for j in range(1, k):
             for i in range(j):
                 same = present[..., j] & (cats[..., j] == cats[..., i])
-                weights[..., i] += np.where(same, weights[..., j], 0.0)
+                multiplicity[..., i] += same
                 present[..., j] &= ~same
+        prior_shape = float(knobs["interest_dirichlet_alpha"]) * multiplicity
+        # proposed from Dirichlet(prior + the history's reviews in each slot's category), near the posterior
+        proposal_shape = prior_shape + np.where(present, self.own.reviews_in(np.broadcast_to(user, shape), cats), 0)
+        weights = np.where(present, rng.gamma(np.where(present, proposal_shape, 1.0)), 0.0)
+        weights /= weights.sum(axis=2, keepdims=True)
+        self.log_w += _dirichlet_log_ratio(weights, prior_shape, proposal_shape, present)
         # present slots first, so a drift can pick slot floor(u * n_present) as the generator does
         slot_order = np.argsort(~present, axis=2, kind="stable")
         present = np.take_along_axis(present, slot_order, axis=2)
         self.cats = np.where(present, np.take_along_axis(cats, slot_order, axis=2), -1)
-        weights = np.where(present, np.take_along_axis(weights, slot_order, axis=2), 0.0)
-        self.weights = weights / weights.sum(axis=2, keepdims=True)
+        self.weights = np.where(present, np.take_along_axis(weights, slot_order, axis=2), 0.0)
         self.n_present = present.sum(axis=2)
         self.prev_cat = np.full(n_users, -1, np.int64)
 
@@ -164,13 +174,29 @@ class _Filter:
         return (w[..., None] * after_drift).sum(axis=1)
 
 
+def _dirichlet_log_ratio(weights, prior_shape, proposal_shape, present):
+    """log Dirichlet(weights; prior_shape) - log Dirichlet(weights; proposal_shape) over the present slots."""
+    def log_normaliser(shape):
+        return _lgamma(np.where(present, shape, 1.0).sum(axis=2) - (~present).sum(axis=2)) - np.where(
+            present, _lgamma(np.where(present, shape, 1.0)), 0.0).sum(axis=2)
+    log_weights = np.log(np.where(present, weights, 1.0))
+    return (log_normaliser(prior_shape) - log_normaliser(proposal_shape)
+            + ((prior_shape - proposal_shape) * log_weights).sum(axis=2))
+
+
+def _lgamma(values: np.ndarray) -> np.ndarray:
+    # numpy has no log-gamma; the shapes here take few distinct values
+    distinct, inverse = np.unique(values, return_inverse=True)
+    return np.array([math.lgamma(value) for value in distinct])[inverse].reshape(values.shape)
+
+
 class _OwnCategories:
-    """Each user's distinct history categories: uniform draws from them, and membership."""
+    """Each user's distinct history categories: uniform draws from them, membership, and review counts."""
 
     def __init__(self, starts, lengths, hist_cat, n_cats):
         user = np.repeat(np.arange(starts.size), lengths)
         rows = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
-        self.keys = np.unique(user * n_cats + hist_cat[rows])
+        self.keys, self.reviews = np.unique(user * n_cats + hist_cat[rows], return_counts=True)
         self.n_cats = n_cats
         self.count = np.bincount(self.keys // n_cats, minlength=starts.size)
         self.first = np.concatenate([[0], np.cumsum(self.count)[:-1]])
@@ -179,6 +205,14 @@ class _OwnCategories:
         return self.keys[self.first[user] + (uniform * self.count[user]).astype(np.int64)] % self.n_cats
 
     def contains(self, user, cats):
+        return self._find(user, cats)[0]
+
+    def reviews_in(self, user, cats):
+        """How many of the user's history reviews are in each category."""
+        found, at = self._find(user, cats)
+        return np.where(found, self.reviews[at], 0)
+
+    def _find(self, user, cats):
         key = user * self.n_cats + cats
         at = np.minimum(np.searchsorted(self.keys, key), self.keys.size - 1)
-        return self.keys[at] == key
+        return self.keys[at] == key, at

@@ -12,7 +12,7 @@ from din_model.train.evaluation import plain_din_test_auc, relative_improvements
 from din_model.train.export import export_saved_model
 from din_model.model.history_capacity import HistoryCapacity
 from din_common.metrics import rela_impr
-from din_model.model.network import TIME_GAP_BUCKETS, build_model, time_gap_buckets
+from din_model.model.network import TIME_GAP_BUCKETS, build_model, category_match, time_gap_buckets
 from din_model.params import TrainParams, run_id
 from tests.helpers.din_fixtures import sizes_spec
 from tests.helpers.scoring import load_scorer
@@ -65,7 +65,8 @@ def test_time_gap_buckets_are_log2_of_one_plus_hours_exactly_at_the_edges():
     assert TIME_GAP_BUCKETS == 16
 
 
-@pytest.mark.parametrize("features", ["recency", "time_gap", "last_item", "share", "recency,time_gap,last_item,share"])
+@pytest.mark.parametrize("features", ["recency", "time_gap", "last_item", "share", "category_match",
+                                      "recency,time_gap,last_item,share,category_match"])
 def test_each_feature_adds_its_weights_and_keeps_one_logit_per_sample(features):
     model = model_with(features)
     logits = scores(model, batch())
@@ -75,8 +76,9 @@ def test_each_feature_adds_its_weights_and_keeps_one_logit_per_sample(features):
     assert ("time_gap_embedding_embeddings" in names) == ("time_gap" in features)
     assert model.named_weights()["attention_hidden_dense0_kernel"].shape[0] == 4 * 8
     # interest and target (8 each); the most recent entry (8) and its category's product with the target's (4);
-    # the interest over the history length (8) and log(1 + length) (1)
-    width = 16 + 12 * ("last_item" in features) + 9 * ("share" in features)
+    # the interest over the history length (8) and log(1 + length) (1); three shares and the last entry's match
+    # by its time-gap bucket (3 + 16)
+    width = 16 + 12 * ("last_item" in features) + 9 * ("share" in features) + 19 * ("category_match" in features)
     assert model.named_weights()["mlp_dense0_kernel"].shape[0] == width
 
 
@@ -92,6 +94,8 @@ def test_plain_din_ignores_the_sequence_features_setting():
     (dict(sequence_features="recency,position"), "[train] sequence_features must be comma-separated names out of "
                                                  "recency, time_gap, last_item, share"),
     (dict(sequence_features="recency,recency"), "each once"),
+    (dict(model="din_seq", sequence_features="category_match", use_category=False),
+     "[train] sequence_features must be without category_match when use_category is off"),
 ])
 def test_bad_model_settings_name_the_setting(changes, message):
     with pytest.raises(InputError) as error:
@@ -169,6 +173,32 @@ def test_share_feeds_the_mlp_the_interest_over_the_history_length_and_log_one_pl
     np.testing.assert_array_equal(expected_input.numpy()[2, 16:], 0.0)  # no history: a zero share and log(1)
 
 
+def test_category_match_counts_the_history_entries_in_the_target_category_exactly():
+    # padding on either side; categories 2 / 2 / 7 / 2 from the oldest, the target's is 2
+    features = {"hist_cate": tf.constant([[0, 2, 2, 7, 2], [3, 2, 0, 0, 0], [0, 0, 0, 0, 0]]),
+                "hist_gap": tf.constant([[0, 50, 40, 30, 2 * DAY], [9, 3 * HOUR, 0, 0, 0], [0, 0, 0, 0, 0]]),
+                "target_cate": tf.constant([2, 2, 2])}
+    mask = tf.constant([[False, True, True, True, True], [True, True, False, False, False], [False] * 5])
+    share, decayed_08, decayed_05, last = (part.numpy() for part in category_match(features, mask, tf.float32))
+    np.testing.assert_allclose(share[:, 0], [3 / 4, 1 / 2, 0.0], rtol=1e-6)
+    # weights 0.8^k from the most recent (k = 0): 2 (k=0), 7 (k=1), 2 (k=2), 2 (k=3)
+    np.testing.assert_allclose(decayed_08[:, 0], [(1 + 0.64 + 0.512) / (1 + 0.8 + 0.64 + 0.512), 1 / 1.8, 0.0],
+                               rtol=1e-6)
+    np.testing.assert_allclose(decayed_05[:, 0], [(1 + 0.25 + 0.125) / 1.875, 1 / 1.5, 0.0], rtol=1e-6)
+    expected_last = np.zeros((3, TIME_GAP_BUCKETS), np.float32)
+    expected_last[0, time_gap_buckets(tf.constant(2 * DAY)).numpy()] = 1.0   # the most recent entry matches
+    expected_last[1, time_gap_buckets(tf.constant(3 * HOUR)).numpy()] = 1.0
+    np.testing.assert_array_equal(last, expected_last)
+
+
+def test_category_match_is_zero_when_the_most_recent_entry_is_elsewhere():
+    features = {"hist_cate": tf.constant([[2, 4]]), "hist_gap": tf.constant([[5 * DAY, DAY]]),
+                "target_cate": tf.constant([2])}
+    parts = category_match(features, tf.constant([[True, True]]), tf.float32)
+    np.testing.assert_array_equal(parts[-1].numpy(), 0.0)
+    np.testing.assert_allclose(parts[0].numpy(), [[0.5]])
+
+
 @pytest.mark.parametrize("capacity", [HistoryCapacity(1.0, 0.0, 5), HistoryCapacity(4.0, 2.0, 5)],
                          ids=["overflowing", "fitting"])
 @pytest.mark.slow
@@ -180,7 +210,7 @@ def test_every_layout_gives_the_same_logits_and_gradients_with_every_feature(cap
     results = {}
     for layout in ("compact", "dense", "static_compact"):
         set_random_seed(5)
-        params = TrainParams(**SMALL, model="din_seq", sequence_features="recency,time_gap,last_item,share",
+        params = TrainParams(**SMALL, model="din_seq", sequence_features="recency,time_gap,last_item,share,category_match",
                              history_layout=layout)
         model = build_model(params, SPEC, history_capacity=capacity)
         tables = [model.recency_embedding.embeddings, model.time_gap_embedding.embeddings,
@@ -236,6 +266,7 @@ def test_plain_din_twin_is_the_same_settings_with_model_din_in_the_same_runs_fol
     ("din_seq", "time_gap", True, ("hist_item", "hist_cate", "hist_gap")),
     ("din", "time_gap", False, ("hist_item",)),
     ("din_seq", "time_gap,last_item", False, ("hist_item", "hist_gap")),
+    ("din_seq", "category_match", True, ("hist_item", "hist_cate", "hist_gap")),
 ])
 def test_the_reader_decodes_only_the_history_a_model_reads(model, features, use_category, expected):
     params = TrainParams(**SMALL, model=model, sequence_features=features, use_category=use_category)
