@@ -5,7 +5,7 @@ Stage 1 runs on two stacks from one codebase: the modern one (pandas 3, pyarrow
 1.19, Python 3.7 - 3.9). Everything that the two disagree on lives here; the
 rest of `pipeline/` calls these names and never asks which version it runs on.
 
-Text columns are arrow-backed on both stacks (`TEXT_DTYPE`): building one from an
+Text columns are arrow-backed on both stacks (`TEXT_DTYPE`, `text_dtype()`): building one from an
 arrow array is zero-copy, remapping reads its buffers without converting Python
 strings, and its pickle holds arrow buffers, which load ~5x faster than an object
 column of str. pandas 3 calls this dtype `str` (NaN for missing); pandas 1.3 - 2.2
@@ -22,15 +22,23 @@ read; the raw pickles stage 1 writes use protocol 4, so a raw dir made under
 Python 3.9 still loads on a Python 3.7 Ascend host. (pandas 3's `str` columns
 need pandas >= 2.3 to unpickle whatever the protocol; pandas 3 reads the pickles
 of pandas 1.x.)
+
+pandas is imported by the functions that use it, never by this module: the `luigi` command's
+process imports this module (through pipeline.tasks.base) and has no use for pandas, whose
+import is half of its start-up (docs/performance.md, "Stage 1"). `TEXT_DTYPE` is made on first use.
 """
 from __future__ import annotations
 
+import functools
 import inspect
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # The highest protocol every supported Python (3.7 on) reads.
 RAW_PICKLE_PROTOCOL = 4
@@ -47,37 +55,50 @@ PARQUET_WRITE_OPTIONS = {"use_compliant_nested_type": True,
 PARQUET_READ_OPTIONS = {"page_checksum_verification": True} if PARQUET_PAGE_CHECKSUMS else {}
 
 
-def _text_dtype() -> pd.StringDtype:
+@functools.lru_cache(maxsize=None)
+def text_dtype() -> pd.StringDtype:
+    """The dtype of every text column stage 1 builds (also `TEXT_DTYPE`)."""
+    import pandas as pd
+
     try:
         return pd.StringDtype("pyarrow", na_value=np.nan)  # pandas >= 2.3: pandas 3's `str`
     except TypeError:  # pandas < 2.3: StringDtype() takes no na_value
         return pd.StringDtype("pyarrow")
 
 
-# The dtype of every text column stage 1 builds.
-TEXT_DTYPE = _text_dtype()
+def __getattr__(name: str):
+    # `TEXT_DTYPE` as a module attribute, made (and pandas imported) only when asked for.
+    if name == "TEXT_DTYPE":
+        return text_dtype()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def text_array(values) -> pd.api.extensions.ExtensionArray:
     """A TEXT_DTYPE array from a list or numpy array of str (None for missing)."""
-    return pd.array(values, dtype=TEXT_DTYPE)
+    import pandas as pd
+
+    return pd.array(values, dtype=text_dtype())
 
 
 def text_series(values: np.ndarray, take: np.ndarray | None = None) -> pd.Series:
     """A TEXT_DTYPE Series of `values[take]` (all of `values` without `take`); values are str."""
+    import pandas as pd
+
     array = pa.array(values, type=pa.string())
     if take is not None:
         array = array.take(pa.array(take))
-    return pd.Series(array, dtype=TEXT_DTYPE)
+    return pd.Series(array, dtype=text_dtype())
 
 
 def as_text(column: pd.Series) -> pd.api.extensions.ExtensionArray:
     """A column already known to hold only str values, as a TEXT_DTYPE array."""
-    return column.astype(TEXT_DTYPE).array
+    return column.astype(text_dtype()).array
 
 
 def is_arrow_string_dtype(dtype) -> bool:
     """True for pandas' `ArrowDtype(pa.string())` / `large_string` (pandas >= 1.5; absent before)."""
+    import pandas as pd
+
     arrow_dtype = getattr(pd, "ArrowDtype", None)
     return arrow_dtype is not None and isinstance(dtype, arrow_dtype) and (
         pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(dtype.pyarrow_dtype)

@@ -5,13 +5,16 @@ of every setting (cli.command; the listing: cli.settings) and a process-lock dir
 TF_CONFIG worker (cli.process_lock).
 
 `prefetch_raw_digests()` (cli.prefetch), called before the tasks import, starts hashing the raw
-pickles in a thread for the first completeness check.
+pickles in a thread for the first completeness check. `import pipeline` leaves pandas out; the
+command imports it once its first task process is forked, for the task processes that follow
+(cli.preload).
 
 `install()` only registers, through Luigi's public interfaces: the summary's event handlers
 (`luigi.Task.event_handler`), a filter on Luigi's logger, the unknown-task `sys.excepthook` and
 `[core] lock_pid_dir` and `[core] workers` settings (`luigi.configuration.get_config().set`); in the `luigi` command
-also an `atexit` line after `--help`. It assigns no Luigi attribute. The one thing it does
-itself: in the `luigi` command, a command line holding an option Luigi's parser would refuse
+also an `atexit` line after `--help` and, with `os.register_at_fork`, the pandas import after
+Luigi's first fork of a task process (cli.preload, which takes `luigi.worker.fork_lock` for it).
+It assigns no Luigi attribute. The one thing it does itself: in the `luigi` command, a command line holding an option Luigi's parser would refuse
 stops here (exit 2), before Luigi parses it (`Register.get_all_params` names the flags).
 pipeline/__init__.py calls it: importing the module named by `--module` is the one place the
 `luigi` command lets a project hook in.
@@ -29,6 +32,7 @@ def install(task_names: list[str], parallel_task_names: list[str] = ()) -> None:
 
     from pipeline.cli.command import install_help_pointer, is_luigi_command
     from pipeline.cli.errors import install_error_reporting, refuse_unknown_options
+    from pipeline.cli.preload import preload_after_first_task_process
     from pipeline.cli.process_lock import separate_process_locks_for_cluster_workers
     from pipeline.cli.summary import install_run_summary
     from pipeline.cli.workers import default_workers_to_cores
@@ -40,6 +44,8 @@ def install(task_names: list[str], parallel_task_names: list[str] = ()) -> None:
     install_run_summary()
     separate_process_locks_for_cluster_workers()
     default_workers_to_cores(is_luigi_command(), sys.argv[1:], task_names, list(parallel_task_names))
+    if is_luigi_command():
+        preload_after_first_task_process()
 
 
 def prefetch_raw_digests() -> None:

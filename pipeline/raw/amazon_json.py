@@ -8,6 +8,8 @@ The files come from elsewhere, so reading them is bounded (`JsonLimits`): a line
 `max_line_bytes` is refused before it is read whole, and a gzip file that unpacks to more
 than `max_gzip_ratio` times its size is refused as it streams (a few MB of blank lines
 unpack to GiBs). Blank lines are skipped without a Python step each.
+pandas is imported where the frames are built: pipeline.settings imports `JsonLimits` from here
+into the `luigi` command's process, which has no use for pandas (pipeline.compat).
 """
 from __future__ import annotations
 
@@ -19,10 +21,9 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
-import pandas as pd
 
 from din_common.errors import InputError
 from pipeline.compat import text_array
@@ -30,6 +31,9 @@ from pipeline.raw.frames import (
     EXPECTED_CATEGORIES, EXPECTED_ID, INT64_MAX, INT64_MIN, category_of, category_problem, existing_dir, first_blank,
     shown, write_pickle_pair,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,8 @@ _EXPECTED_REVIEW_LINE = "one JSON object per line with reviewerID (str), asin (s
 
 
 def _parse_reviews(path: Path, limits: JsonLimits) -> pd.DataFrame:
+    import pandas as pd
+
     reviewer_ids, asins, times, overall = [], [], [], []
     # The loop is the cost of converting millions of lines: only cheap checks
     # here; _raise_review_problem works out the message when one fails.
@@ -272,6 +278,8 @@ def _field(record: dict, key: str, kind: type, where: str, expected: str) -> Any
 
 
 def _parse_meta(path: Path, limits: JsonLimits) -> tuple[pd.DataFrame, int]:
+    import pandas as pd
+
     expected = (
         "one JSON object or Python dict literal per line with asin (str) and "
         "categories (a non-empty list of non-empty lists of str)"

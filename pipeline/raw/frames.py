@@ -7,22 +7,26 @@
     (`category_of`, `category_problem`), shared with the Amazon JSON reader;
   * `shown` / `short_repr`: bounded text for a value from an untrusted file, for error lines;
   * `existing_dir` and `write_pickle_pair`: the converters' input check and atomic output.
+pandas is imported inside the functions that use it: the `luigi` command's process imports this
+module (through pipeline.settings and the RemapIds task) without needing pandas (pipeline.compat).
 """
 from __future__ import annotations
 
 import os
 import reprlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from din_common.atomic import atomic_path, remove_file
 from din_common.errors import InputError
 from pipeline.compat import RAW_PICKLE_PROTOCOL
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REVIEW_COLUMNS = ("reviewerID", "asin", "unixReviewTime")
 META_COLUMNS = ("asin", "categories")
@@ -41,6 +45,8 @@ META_KINDS = {"asin": "str", "category": "str"}
 
 
 def check_frame(frame: Any, path, required: tuple[str, ...], what: str) -> None:
+    import pandas as pd
+
     if not isinstance(frame, pd.DataFrame):
         raise InputError(
             f"{path} holds a {type(frame).__module__}.{type(frame).__qualname__}: "
@@ -99,6 +105,8 @@ def check_not_blank(values, where: str) -> None:
 
 def integer_values(column: pd.Series, path, name: str, expected: str) -> np.ndarray:
     """Return the column as int64; integers only (no floats, strings, datetimes, booleans), none missing."""
+    import pandas as pd
+
     dtype = column.dtype
     if not (isinstance(dtype, np.dtype) and dtype.kind in "iu"):  # numpy ints can't be missing
         check_no_missing(column, path, name)
@@ -171,6 +179,8 @@ def category_problem(value: Any) -> str:
 
 
 def _is_missing_scalar(value: Any) -> bool:
+    import pandas as pd
+
     try:
         return bool(pd.isna(value))
     except (TypeError, ValueError):
@@ -192,6 +202,8 @@ class _BoundedRepr(reprlib.Repr):
 
     def repr_instance(self, value: Any, level: int) -> str:
         # numpy/pandas containers would repr every element: show their type and size only.
+        import pandas as pd
+
         if isinstance(value, (np.ndarray, pd.Series, pd.Index, pd.DataFrame)):
             return f"<{type(value).__name__} of shape {value.shape}>"
         return super().repr_instance(value, level)

@@ -6,13 +6,15 @@ and runs `check_reviews` / `check_meta` in its child), and return clean frames
 (`reviewerID, asin, unixReviewTime` and `asin, category`) plus counts for
 stats.json. Every problem is one InputError line naming the file, the
 column or row, and what was expected. `REVIEWS_JOB` / `META_JOB` declare the two files.
+pandas is imported only by the checks, which run in the sandbox child: the RemapIds process
+imports this module and starts the sandbox before it imports pandas (pipeline.untrusted.sandbox).
 """
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from din_common.errors import InputError
@@ -22,6 +24,9 @@ from pipeline.raw.frames import (
     EXPECTED_CATEGORIES, EXPECTED_SECONDS, JOBS_MODULE, META_COLUMNS, META_KINDS, REVIEW_COLUMNS, REVIEW_KINDS,
     category_of, category_problem, check_frame, check_no_missing, check_not_blank, integer_values, shown,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EXPECTED_REVIEWS = "a pandas DataFrame of reviews (reviewerID, asin, unixReviewTime) written by DataFrame.to_pickle"
 EXPECTED_META = "a pandas DataFrame of items (asin, categories) written by DataFrame.to_pickle"
@@ -43,6 +48,8 @@ def load_raw_pickles(reviews_path, meta_path) -> tuple[tuple[pd.DataFrame, dict]
 
 def check_reviews(objects: list, path) -> tuple[dict, dict]:
     """In the sandbox child: the object of reviews.pkl checked and cleaned."""
+    import pandas as pd
+
     frame = objects[0]
     check_frame(frame, path, REVIEW_COLUMNS, "reviews")
     reviews = pd.DataFrame(
@@ -68,6 +75,8 @@ def load_meta(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
 
 def check_meta(objects: list, path) -> tuple[dict, dict]:
     """In the sandbox child: the object of meta.pkl checked, reduced to (asin, category)."""
+    import pandas as pd
+
     frame = objects[0]
     check_frame(frame, path, META_COLUMNS, "items")
     asins = _string_values(frame["asin"], path, "asin")
@@ -88,6 +97,8 @@ def _string_values(column: pd.Series, path, name: str) -> pd.api.extensions.Exte
 
 
 def _strings_of(column: pd.Series, path, name: str) -> pd.api.extensions.ExtensionArray:
+    import pandas as pd
+
     dtype = column.dtype
     if dtype == object and pd.api.types.infer_dtype(column, skipna=False) == "string":
         # The common case, checked in one pass: all str means none missing.
@@ -162,11 +173,15 @@ def _last_categories(column: pd.Series, positions: np.ndarray, asins, path) -> l
 
 
 def _sample_reviews() -> list[list]:
+    import pandas as pd
+
     frame = pd.DataFrame({"reviewerID": ["A1", "A2"], "asin": ["B1", "B2"], "unixReviewTime": np.array([1, 2])})
     return [[frame], [frame.astype({"reviewerID": object, "asin": object})]]
 
 
 def _sample_meta() -> list[list]:
+    import pandas as pd
+
     frame = pd.DataFrame({"asin": ["B1", "B2"], "categories": pd.Series([[["E", "Cam"]], [["TV"]]], dtype=object)})
     return [[frame], [frame.astype({"asin": object})]]
 

@@ -9,30 +9,30 @@ Every task reads its settings from the config sections (pipeline.config), writes
 its data files atomically, and writes its manifest (with the fingerprint of what
 shaped it) last, after deleting the old one first (pipeline.tasks.base.ManifestTask).
 Stage 1 never imports stage 2: `AllTasks` (pipeline.tasks.all) joins them.
+The raw-input readers and the remap are imported by the tasks that run them, not here: they
+import pandas, which the `luigi` command's process (scheduling, the shard tasks) never needs,
+and RemapIds starts the pickle sandbox before importing it (docs/performance.md, "Stage 1").
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import luigi
-import pandas as pd
 import pyarrow.parquet as pq
 
 from din_common.atomic import remove_stale_temporaries, write_json_atomic
 from din_common.errors import InputError
 from din_common.feature_spec import FORMAT_VERSION, SPLITS, FeatureSpec, SplitInfo
 from pipeline.console import count, split_counts, task_line
-from pipeline.raw.amazon_json import convert_amazon_json
 from pipeline.raw.manifest import check_files, file_records
-from pipeline.raw.parquet_files import FOLDERS as PARQUET_FOLDERS, parquet_files, read_meta, read_review_file
-from pipeline.raw.pickles import load_raw_pickles
-from pipeline.raw.remap_pickle import convert_remap_pickle
-from pipeline.raw.synthetic import write_raw
-from pipeline.remap import remap_ids_within, remap_time_limit
 from pipeline.settings import GENERATED_SOURCES, Settings, missing_input_error
 from pipeline.tasks.base import ManifestTask, write_parquet_atomic
 from pipeline.tasks.shard_steps import build_sequences, shard_samples, write_sequences, write_tfrecords
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 USER_SOURCES = ("pickle", "parquet")  # the user's own raw files, read where they are
@@ -70,6 +70,8 @@ class PrepareRaw(ManifestTask):
             check_files(settings.raw_pickles, self.read_manifest().get("files"), settings.raw_manifest)
 
     def build(self) -> None:
+        from pipeline.raw.parquet_files import FOLDERS as PARQUET_FOLDERS, parquet_files
+
         settings = self.settings()
         if settings.source == "pickle":
             for name, path in settings.raw_pickles.items():
@@ -88,6 +90,8 @@ class PrepareRaw(ManifestTask):
                                                  "state": "writing"})
         self.report(f"preparing raw data from {settings.source}", 0)
         if settings.source == "synthetic":
+            from pipeline.raw.synthetic import write_raw
+
             s = settings.synthetic
             details = write_raw(settings.raw_dir, s["users"], s["items"], s["categories"], s["seed"],
                                 knobs=s["knobs"])
@@ -98,8 +102,12 @@ class PrepareRaw(ManifestTask):
                                                               else "reviews_*.json[.gz]"),
                                           f"the input of [raw] source = {settings.source}")
             if settings.source == "amazon-json":
+                from pipeline.raw.amazon_json import convert_amazon_json
+
                 details = convert_amazon_json(settings.raw_dir, settings.json_limits)
             else:
+                from pipeline.raw.remap_pickle import convert_remap_pickle
+
                 details = convert_remap_pickle(settings.raw_dir)
         self.write_manifest(source=settings.source, details=details, files=file_records(settings.raw_pickles))
         self.report("raw data ready", 100)
@@ -146,6 +154,9 @@ class RemapIds(ManifestTask):
         if settings.source == "parquet":
             self._build_from_parquet(settings)
             return
+        # pandas-free up to the sandbox's start: the sandbox imports pandas here while its child starts.
+        from pipeline.raw.pickles import load_raw_pickles
+
         self.report("loading raw pickles", 5)
         (reviews, review_info), (meta, meta_info) = load_raw_pickles(
             settings.raw_pickles["reviews"], settings.raw_pickles["meta"]
@@ -161,6 +172,8 @@ class RemapIds(ManifestTask):
 
     def _build_from_parquet(self, settings: Settings) -> None:
         """`[raw] source = parquet`: the dask engine reads each review file as a partition on a worker."""
+        from pipeline.raw.parquet_files import parquet_files, read_meta, read_review_file
+
         files = parquet_files(settings.raw_dir, "reviews")
         meta, meta_info = read_meta(settings.raw_dir)
         source = str(settings.raw_dir / "reviews" / "*.parquet")
@@ -169,12 +182,16 @@ class RemapIds(ManifestTask):
             from pipeline.dask_engine.remap import remap_files_on_cluster
             stats = remap_files_on_cluster(settings, files, meta, source)
         else:
+            import pandas as pd
+
             stats = self._remap_locally(settings, pd.concat([read_review_file(path) for path in files],
                                                             ignore_index=True), meta, source)
         self.write_manifest(**stats, reviews_file={"rows": stats["reviews_in"], "files": len(files)},
                             meta_file=meta_info)
 
     def _remap_locally(self, settings: Settings, reviews: pd.DataFrame, meta: pd.DataFrame, source: str) -> dict:
+        from pipeline.remap import remap_ids_within, remap_time_limit
+
         result = remap_ids_within(remap_time_limit(len(reviews)), reviews, meta, source=source)
         del reviews, meta
         self.report("writing remap tables", 70)

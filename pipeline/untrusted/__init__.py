@@ -4,6 +4,7 @@
 - `confine`: the one-way steps the child takes before it reads a byte (rlimits, Landlock, seccomp);
 - `unpickler`: the pure-Python unpickler with the exact allow-list (layer 2);
 - `allowlist`, `checks`: what a pickle may name and build, and the states numpy and pandas trust.
+- `files`: `open_pickle`, for the sandbox's parent and the unpickler alike (imports nothing heavy).
 Light on purpose: the sandbox child imports this package before its own module, so it holds
 only the entry points, which import the sandbox when called, and `SandboxJob` (from `job`).
 """

@@ -10,7 +10,10 @@ This module owns both ends of the sandbox:
     uncompressed Arrow record batch per frame, never a pickle; the reader, a process with an
     address-space limit of its own, reads and checks it (counted against an output cap) and
     leaves the checked frames in the scratch files, which the parent maps (size checked
-    first) and checks again, escaping whatever text came from the child.
+    first) and checks again, escaping whatever text came from the child. It imports pandas (for
+    the frames) only once the child and the reader are started, so that the import runs while the
+    child starts (its own start-up is mostly importing pandas); the parent's side of this module
+    imports no pandas before that (`open_pickle` is in pipeline.untrusted.files).
   * the child, `_child_main`: imports once and forks one worker per file
     (their start-up is shared, their work runs in parallel), then reports
     how each worker ended. Before forking it warms up (a sample of each
@@ -36,16 +39,19 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
-import pandas as pd
 import pyarrow as pa
 
 from din_common.errors import InputError
-from pipeline.compat import TEXT_DTYPE
+from pipeline.compat import text_dtype
 from pipeline.untrusted import reply
 from pipeline.untrusted.escape import one_line
+from pipeline.untrusted.files import open_pickle
 from pipeline.untrusted.job import SandboxJob
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LOGGER = logging.getLogger("luigi-interface")
 # Limits, each scaled with the file: the pure-Python unpickler's time grows with the opcodes it
@@ -142,8 +148,6 @@ def load_many(requests: list[tuple[str | os.PathLike, SandboxJob]]) -> list[tupl
     Their replies are read by one reply reader (`pipeline.untrusted.reply`), a process with an
     address-space limit of its own; this process only maps the checked frames it leaves.
     """
-    from pipeline.untrusted.unpickler import open_pickle
-
     opened: list[_Request] = []
     fds = _Descriptors()
     try:
@@ -160,6 +164,9 @@ def load_many(requests: list[tuple[str | os.PathLike, SandboxJob]]) -> list[tupl
         fds.close(*(fd for request in opened for fd in (request.source_fd, request.worker_out_fd)))
         reader = _start_reader(opened)
         fds.close(*(request.out_fd for request in opened))  # the reader's alone now: it gets EOF, a worker EPIPE
+        # pandas, for `_frame`, imported now and not before: the child's start-up (~0.4 s, mostly its
+        # own import of pandas) and this import then run at once, on two cores (docs/performance.md).
+        text_dtype()
         outputs, stopped = _collect(process, reader, opened)
         return [_finish(request, outputs, stopped, index) for index, request in enumerate(opened)]
     finally:
@@ -278,8 +285,10 @@ def _finish(request: _Request, outputs: dict, stopped: str | None, index: int) -
 def _frame(table: pa.Table, columns: dict[str, str]) -> pd.DataFrame:
     # Built column by column from the Arrow data (text zero-copy where pandas allows), so nothing
     # in the child's stream (no pandas metadata) decides what the parent builds.
+    import pandas as pd
+
     return pd.DataFrame({
-        column: pd.Series(table.column(column), dtype=TEXT_DTYPE) if kind == "str" else table.column(column).to_numpy()
+        column: pd.Series(table.column(column), dtype=text_dtype()) if kind == "str" else table.column(column).to_numpy()
         for column, kind in columns.items()
     })
 

@@ -44,6 +44,7 @@ from din_common.errors import InputError
 from pipeline.untrusted import allowlist as allow
 from pipeline.untrusted.allowlist import Refused, short
 from pipeline.untrusted.escape import printable
+from pipeline.untrusted.files import open_pickle
 
 DEFAULT_EXPECTED = "a pandas DataFrame written by DataFrame.to_pickle"
 # Decompressed bytes allowed per compressed byte (data pickles gzip far less than this).
@@ -340,23 +341,6 @@ class _TooFewObjects(Exception):
     def __init__(self, found: int):
         super().__init__(found)
         self.found = found
-
-
-def open_pickle(path: Path, name: str, expected: str) -> tuple[BinaryIO, int]:
-    """Open a pickle file for reading: (handle, size), or one InputError naming it."""
-    try:
-        handle = open(path, "rb")
-    except FileNotFoundError:
-        raise InputError(f"{name} does not exist: expected {expected}") from None
-    except IsADirectoryError:
-        raise InputError(f"{name} is a directory: expected a file holding {expected}") from None
-    except OSError as error:
-        raise InputError(f"cannot read {name} ({error.strerror}): expected {expected}") from None
-    size = os.fstat(handle.fileno()).st_size
-    if size == 0:
-        handle.close()
-        raise InputError(f"{name} is empty: expected {expected}")
-    return handle, size
 
 
 def _open(source: Source, name: str, expected: str) -> tuple[BinaryIO, int, bool]:
