@@ -263,7 +263,9 @@ def category_match(features, mask, dtype) -> list:
     latest = mask & tf.equal(after, 0)
     last_match = tf.reduce_sum(match * tf.cast(latest, dtype), axis=1, keepdims=True)
     last_gap = tf.reduce_sum(tf.cast(features["hist_gap"], tf.int32) * tf.cast(latest, tf.int32), axis=1)
-    return parts + [tf.one_hot(time_gap_buckets(last_gap), TIME_GAP_BUCKETS, dtype=dtype) * last_match]
+    # one input per bucket as a comparison, not tf.one_hot: the NPU's graph engine takes no OneHot (npu_ops.py)
+    bucket = tf.equal(time_gap_buckets(last_gap)[:, None], tf.constant(list(range(TIME_GAP_BUCKETS)), tf.int32))
+    return parts + [tf.cast(bucket, dtype) * last_match]
 
 
 def _entries_after(mask):
