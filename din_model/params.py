@@ -98,7 +98,8 @@ class TrainParams:
     @property
     def history_features(self) -> tuple[str, ...]:
         """The `[B, L]` history features the model reads (the reader decodes only these)."""
-        return history_features(self.use_category, reads_gaps(self.active_sequence_features))
+        features = self.active_sequence_features
+        return history_features(reads_categories(self.use_category, features), reads_gaps(features))
 
     @property
     def active_sequence_features(self) -> tuple[str, ...]:
@@ -138,10 +139,7 @@ class TrainParams:
         _require(self.xla in XLA_MODES, "xla", f"one of {XLA_MODES}", self.xla)
         self.attention_units  # noqa: B018  (parsing validates)
         self.mlp_units  # noqa: B018
-        features = parse_sequence_features(self.sequence_features)
-        _require(self.use_category or "category_match" not in features or self.model == "din", "sequence_features",
-                 "without category_match when use_category is off (it compares the history's categories with the "
-                 "target's)", self.sequence_features)
+        parse_sequence_features(self.sequence_features)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -174,13 +172,18 @@ def parse_hidden_sizes(name: str, text: str) -> tuple[int, ...]:
     return sizes
 
 
-def history_features(use_category: bool, time_gap: bool) -> tuple[str, ...]:
-    """The `[B, L]` history features a model with these options reads."""
-    return ("hist_item",) + (("hist_cate",) if use_category else ()) + (("hist_gap",) if time_gap else ())
+def history_features(categories: bool, gaps: bool) -> tuple[str, ...]:
+    """The `[B, L]` history features a model reading these reads."""
+    return ("hist_item",) + (("hist_cate",) if categories else ()) + (("hist_gap",) if gaps else ())
 
 
 def reads_gaps(sequence_features: tuple[str, ...]) -> bool:
     return any(name in GAP_FEATURES for name in sequence_features)
+
+
+def reads_categories(use_category: bool, sequence_features: tuple[str, ...]) -> bool:
+    """Whether the model reads `hist_cate`: for the category embeddings, or for category_match's counts alone."""
+    return use_category or "category_match" in sequence_features
 
 
 def parse_sequence_features(text: str) -> tuple[str, ...]:

@@ -46,7 +46,7 @@ from din_common.errors import InputError
 from din_common.feature_spec import FeatureSpec
 from din_model.compat import keras
 from din_model.model.layers import AttentionPooling, DenseStack, leaf_weights
-from din_model.params import TrainParams, history_features, reads_gaps
+from din_model.params import TrainParams, history_features, reads_categories, reads_gaps
 from din_model.model.history_capacity import HistoryCapacity, measure_history_capacity
 from din_model.model.recompute import only_when
 from din_model.model.segments import dimension, gather_history, static_sum_rows, sum_rows
@@ -111,7 +111,8 @@ class DeepInterestNetwork(keras.Model):
     @property
     def history_inputs(self) -> tuple[str, ...]:
         """The `[B, L]` history features the model reads."""
-        return history_features(self.use_category, reads_gaps(self.sequence_features))
+        return history_features(reads_categories(self.use_category, self.sequence_features),
+                                reads_gaps(self.sequence_features))
 
     def embed_history(self, ids: dict):
         """Representation of history entries from their ids (`history_ids`, any shape): the item

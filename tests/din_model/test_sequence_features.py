@@ -94,8 +94,6 @@ def test_plain_din_ignores_the_sequence_features_setting():
     (dict(sequence_features="recency,position"), "[train] sequence_features must be comma-separated names out of "
                                                  "recency, time_gap, last_item, share"),
     (dict(sequence_features="recency,recency"), "each once"),
-    (dict(model="din_seq", sequence_features="category_match", use_category=False),
-     "[train] sequence_features must be without category_match when use_category is off"),
 ])
 def test_bad_model_settings_name_the_setting(changes, message):
     with pytest.raises(InputError) as error:
@@ -267,6 +265,8 @@ def test_plain_din_twin_is_the_same_settings_with_model_din_in_the_same_runs_fol
     ("din", "time_gap", False, ("hist_item",)),
     ("din_seq", "time_gap,last_item", False, ("hist_item", "hist_gap")),
     ("din_seq", "category_match", True, ("hist_item", "hist_cate", "hist_gap")),
+    ("din_seq", "category_match", False, ("hist_item", "hist_cate", "hist_gap")),   # its counts, no embedding
+    ("din", "category_match", False, ("hist_item",)),
 ])
 def test_the_reader_decodes_only_the_history_a_model_reads(model, features, use_category, expected):
     params = TrainParams(**SMALL, model=model, sequence_features=features, use_category=use_category)
