@@ -222,7 +222,6 @@ def main(argv=None) -> None:
                       "input_samples_per_s": round(statistics.median(input_rates)),
                       **device.describe(), "preset": args.preset, "batch_size": params.batch_size,
                       "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "jit_compile": params.jit_compile,
-                      "jit_head": params.jit_head,
                       "history_layout": resolve_history_layout(params, device.static_shapes),
                       "model": params.model, "sequence_features": list(params.active_sequence_features),
                       "steps": args.steps, "steps_per_call": args.steps_per_call, **baseline,

@@ -1,7 +1,7 @@
 """Training parameters: the `[train]` settings as a validated dataclass, and the run id.
 
 `TrainParams` mirrors the `train` section of pipeline/config.py name for name, plus `maxlen`,
-`jit_compile`, `jit_head` and the reference-model options (attention_activation ... l2_weights), which have
+`jit_compile` and the reference-model options (attention_activation ... l2_weights), which have
 no config entry: benchmarks/train.py's `reference` preset uses them to build the reference DIN's
 model function. `validate()` raises
 `InputError` naming the setting the way a user writes it (`[train] batch_size`).
@@ -25,7 +25,7 @@ HISTORY_LAYOUTS = ("auto", "dense", "compact", "static_compact")
 DEVICES = ("auto", "npu", "gpu", "cpu")
 PRECISIONS = ("mixed", "fp32")
 # XLA-compiled train steps: "auto" = where they measured faster (din_model/train/policies.py).
-XLA_MODES = ("auto", "on", "off", "head")
+XLA_MODES = ("auto", "on", "off")
 # "din": the paper's model, whose attention pools the history as a set; "din_seq": DIN plus the
 # order-aware inputs named in `sequence_features` (din_model/model/network.py, docs/accuracy.md).
 MODELS = ("din", "din_seq")
@@ -52,10 +52,9 @@ class TrainParams:
     precision: str = "mixed"
     seed: int = 42
     maxlen: int | None = None
-    # Whether the train step is XLA-compiled (`jit_compile`), or only its output MLP (`jit_head`): set from
-    # `xla` once the device is known (din_model/train/policies.py); the benchmarks set them directly.
+    # Whether the train step is XLA-compiled: set from `xla` once the device is known
+    # (din_model/train/policies.py); the benchmarks set it directly.
     jit_compile: bool = False
-    jit_head: bool = False
     # Activation of the attention MLP; "dice"/"prelu" follow `activation`, "sigmoid" is the reference DIN code's.
     attention_activation: str = "sigmoid"
     sum_pooled_history: bool = False
@@ -218,6 +217,4 @@ def _identity_params(params: TrainParams) -> dict[str, Any]:
         del values["lr_decay_factor"], values["lr_decay_patience"]
     if not params.deterministic:
         del values["deterministic"]
-    if not params.jit_head:
-        del values["jit_head"]
     return values

@@ -150,11 +150,9 @@ class train(luigi.Config):
                    "an integer from 0 to 4294967295", SEEDS)
     history_layout = setting(luigi.Parameter, "auto", "How the model holds the histories (docs/static_path.md).",
                              "auto, compact, static_compact or dense")
-    xla = setting(luigi.Parameter, "auto", "XLA-compiled train steps (on), their output MLP only (head), or "
-                                           "none (off); auto: on for an x86-64 CPU with AVX-512 and TensorFlow >= "
-                                           "2.16, head for x86-64 with TensorFlow < 2.16, for runs of 512 batches "
-                                           "or more (docs/static_path.md, docs/performance.md).",
-                  "auto, on, head or off")
+    xla = setting(luigi.Parameter, "auto", "XLA-compiled train steps; auto: on an x86-64 CPU with AVX-512 and "
+                                           "TensorFlow >= 2.16 for runs of 512 batches or more (docs/static_path.md).",
+                  "auto, on or off")
     model = setting(luigi.Parameter, "din_seq", "din: the paper's order-blind DIN; din_seq: DIN plus the "
                                                 "sequence_features (docs/accuracy.md).", "din or din_seq")
     sequence_features = setting(luigi.Parameter, "time_gap,share", "din_seq's extra inputs.",

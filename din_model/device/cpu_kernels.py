@@ -19,14 +19,10 @@ oneDNN (`choose_onednn`):
   switched on; a user's `1` there is turned to `0` on x86-64 (with the reason in `cpu_kernels`), not left to
   crash.
 
-XLA for `xla = auto` (`choose_xla`): "on" (the whole train step), "head" (only the output MLP, forward and
-backward) or "off":
-- the whole step only with TensorFlow >= 2.16 (TF 2.6.5's XLA compiles the static history layout into code
-  ~130x slower) and only on x86-64 with AVX-512, where the XLA step was measured 1.3x the plain one; on a CPU
-  without AVX-512 (AMD EPYC, AVX2) the XLA step was measured slower than the plain one, so it stays off there;
-- the output MLP only on x86-64 with TensorFlow < 2.16 (the Ascend stack): its dense layers, activations and
-  dropout fused by XLA, the history's gathers left to TensorFlow; measured faster on an AMD EPYC with
-  AVX-512 (docs/performance.md), not yet on a CPU without AVX-512.
+XLA-compiled CPU steps for `xla = auto` (`choose_xla`):
+- only with TensorFlow >= 2.16 (TF 2.6.5's XLA compiles the static history layout into code ~130x slower);
+- only on x86-64 with AVX-512, where the XLA step was measured 1.3x the plain one; on a CPU without AVX-512
+  (AMD EPYC, AVX2) the XLA step was measured slower than the plain one, so it stays off there.
 """
 from __future__ import annotations
 
@@ -47,7 +43,7 @@ TENSORFLOW_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-intel", 
 
 CHOICE = "not decided"  # set by `apply`: the oneDNN choice and why, for metrics.json (`cpu_kernels`)
 CHOICES: dict = {}  # set by `apply`: every choice and the CPU facts behind them (`cpu_choices`)
-XLA_AUTO = "off"  # set by `apply`: what `[train] xla = auto` compiles with XLA in a CPU step (`choose_xla`)
+XLA_ON_CPU = False  # set by `apply`: whether `[train] xla = auto` compiles a CPU step with XLA
 
 
 def cpu_flags(cpuinfo_path: str = "/proc/cpuinfo") -> frozenset:
@@ -111,25 +107,20 @@ def choose_onednn(user_setting, machine: str, flags: frozenset, tf_version):
 
 
 def choose_xla(machine: str, flags: frozenset, tf_version):
-    """(what `xla = auto` XLA-compiles in a CPU train step: "on", "head" or "off"; the reason in words)."""
-    if tf_version is None:
-        return "off", "XLA off (TensorFlow's version unknown)"
-    x86 = machine.lower() in X86_MACHINES
-    if tf_version < FIRST_FAST_XLA_TENSORFLOW:
-        shown = "%d.%d" % tf_version
-        if x86:
-            return "head", f"XLA for the output MLP only (TensorFlow {shown} < 2.16: its whole-step XLA is slower)"
-        return "off", f"XLA off (TensorFlow {shown} < 2.16 on {machine}: not measured)"
-    if not x86 or "avx512f" not in flags:
-        return "off", f"XLA off ({machine} without AVX-512: the XLA step was measured slower)"
-    return "on", "XLA on (x86-64 with AVX-512, TensorFlow >= 2.16)"
+    """(whether `xla = auto` XLA-compiles a CPU train step, the reason in words)."""
+    if tf_version is None or tf_version < FIRST_FAST_XLA_TENSORFLOW:
+        shown = "unknown" if tf_version is None else "%d.%d" % tf_version
+        return False, f"XLA off (TensorFlow {shown} < 2.16: its XLA step is slower)"
+    if machine.lower() not in X86_MACHINES or "avx512f" not in flags:
+        return False, f"XLA off ({machine} without AVX-512: the XLA step was measured slower)"
+    return True, "XLA on (x86-64 with AVX-512, TensorFlow >= 2.16)"
 
 
 def apply(environ=os.environ, machine: str | None = None, flags: frozenset | None = None,
           tf_version=None) -> str:
     """Decide oneDNN (setting TF_ENABLE_ONEDNN_OPTS, before TensorFlow is imported) and XLA by the rules above,
     from this machine's facts or the ones given (tests force a CPU kind); returns the oneDNN reason."""
-    global CHOICE, CHOICES, XLA_AUTO
+    global CHOICE, CHOICES, XLA_ON_CPU
     machine = platform.machine() if machine is None else machine
     flags = cpu_flags() if flags is None else flags
     tf_version = tensorflow_version() if tf_version is None else tf_version
@@ -141,7 +132,7 @@ def apply(environ=os.environ, machine: str | None = None, flags: frozenset | Non
     value, CHOICE = choose_onednn(user_setting, machine, flags, tf_version)
     if value is not None and value != user_setting:
         environ[ONEDNN_VARIABLE] = environ[CHOSEN_MARKER_VARIABLE] = value
-    XLA_AUTO, xla_reason = choose_xla(machine, flags, tf_version)
+    XLA_ON_CPU, xla_reason = choose_xla(machine, flags, tf_version)
     CHOICES = {"machine": machine, "avx512": "avx512f" in flags, "avx2": "avx2" in flags,
                "tensorflow": None if tf_version is None else "%d.%d" % tf_version,
                "onednn": CHOICE, "xla_auto": xla_reason}

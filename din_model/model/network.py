@@ -44,7 +44,6 @@ import tensorflow as tf
 
 from din_common.errors import InputError
 from din_common.feature_spec import FeatureSpec
-from din_model import compat
 from din_model.compat import keras
 from din_model.model.layers import AttentionPooling, DenseStack, leaf_weights
 from din_model.params import TrainParams, history_features, reads_categories, reads_gaps
@@ -73,9 +72,8 @@ class DeepInterestNetwork(keras.Model):
                  l2: float, mini_batch_aware_l2: bool, history_layout: str = "compact",
                  history_capacity: HistoryCapacity | None = None, mlp_input_batch_norm: bool = False,
                  dropout_last_only: bool = False, l2_weights: str = "all", sequence_features: tuple[str, ...] = (),
-                 maxlen: int = 1, dtype_policy: str = "float32", on_npu: bool = False, jit_head: bool = False):
+                 maxlen: int = 1, dtype_policy: str = "float32", on_npu: bool = False):
         super().__init__(dtype=dtype_policy)
-        self.jit_head = jit_head
         self.sequence_features = tuple(sequence_features)
         self.maxlen = maxlen
         self.use_category = use_category
@@ -158,18 +156,8 @@ class DeepInterestNetwork(keras.Model):
         mlp_input = tf.concat(parts, axis=-1)
         if self.mlp_input_norm is not None:
             mlp_input = self.mlp_input_norm(mlp_input, training=training)
-        # `jit_head`: the training pass's output MLP XLA-compiled on its own (its backward too); once built, so
-        # that no variable is made inside the compiled function. Scoring and the export stay plain TensorFlow.
-        head = self._xla_head if self.jit_head and training and self.mlp.built else self._head
-        return tf.squeeze(head(mlp_input, training=training), axis=-1)
-
-    def _head(self, mlp_input, training=False):
-        """The output MLP and the logit [B, 1], in float32."""
-        return self.logit_layer(tf.cast(self.mlp(mlp_input, training=training), tf.float32))
-
-    @compat.function(jit_compile=True)
-    def _xla_head(self, mlp_input, training=True):
-        return self._head(mlp_input, training=training)
+        hidden = self.mlp(mlp_input, training=training)
+        return tf.squeeze(self.logit_layer(tf.cast(hidden, tf.float32)), axis=-1)
 
     def _most_recent_entry(self, ids, mask, target):
         """[latest, product]: the representation of each sample's most recent history entry, and the
@@ -332,8 +320,7 @@ def build_model(params: TrainParams, spec: FeatureSpec, dtype_policy: str = "flo
         mini_batch_aware_l2=params.mini_batch_aware_l2, mlp_input_batch_norm=params.mlp_input_batch_norm,
         dropout_last_only=params.dropout_last_only, l2_weights=params.l2_weights,
         sequence_features=params.active_sequence_features, maxlen=maxlen,
-        history_layout=layout, history_capacity=history_capacity, dtype_policy=dtype_policy, on_npu=on_npu,
-        jit_head=params.jit_head and not on_npu)
+        history_layout=layout, history_capacity=history_capacity, dtype_policy=dtype_policy, on_npu=on_npu)
     model(dummy_features(maxlen), training=False)
     return model
 

@@ -39,7 +39,7 @@ from din_model.train.best_epoch import BestEpoch, early_stopping_fields, float32
 from din_model.train.evaluation import evaluate, predict_split, split_metrics  # noqa: F401  (evaluate: public API)
 from din_model.train.portable_weights import assign_weights
 from din_model.train.export import export_saved_model
-from din_model.train.policies import resolve_xla, xla_label
+from din_model.train.policies import resolve_xla
 from din_model.train.reporting import TensorBoardLog, plot_curves, run_title
 from din_model.train.run_files import RunFiles, read_metrics, training_complete  # noqa: F401  (public API)
 from din_model.train.state import TrainingState
@@ -49,7 +49,7 @@ ProgressCallback = Callable[[float, str], None]
 PROGRESS_EVERY_STEPS = 50
 PARAMS_ALLOWED_TO_CHANGE_ON_RESUME = ("epochs",)
 # Worked out from the settings and the machine (params.json records them); they may differ on resume.
-DERIVED_PARAMS = ("jit_compile", "jit_head")
+DERIVED_PARAMS = ("jit_compile",)
 
 
 class TrainingDiverged(RunFailed):
@@ -218,7 +218,7 @@ def train_epochs(train_step, state: TrainingState, files: RunFiles, spec: Featur
                f"logloss {record['val']['logloss']:.4f}" if "val" in record else "")
         _print_and_report(progress_callback, epoch / params.epochs,
                           f"[train] epoch {epoch}/{params.epochs}: loss {loss:.4f}, {rate:,.0f} samples/s{val} "
-                          f"({device.name}, {device.precision}{xla_label(params)}"
+                          f"({device.name}, {device.precision}{', xla' if params.jit_compile else ''}"
                           f"{placement.progress_label})")
         # Compared at the variable's precision: a setting such as 0.0012345678 is not a decay from its float32 value.
         if float32_digits(next_learning_rate) < learning_rate and not stop and epoch < params.epochs:

@@ -274,37 +274,6 @@ def test_export_reload_gives_the_same_predictions(tmp_path):
         "hist_item"].shape.as_list() == [None, 5]
 
 
-@pytest.mark.parametrize("activation", ["prelu", "dice"])
-def test_the_output_mlp_by_xla_trains_like_the_plain_one_and_exports_plain(tmp_path, activation):
-    params = TrainParams(**SMALL, activation=activation)
-    plain = build_model(params, SPEC)
-    xla = build_model(dataclasses.replace(params, jit_head=True), SPEC)
-    xla.set_weights(plain.get_weights())
-    features = features_batch(seed=3)
-    results = []
-    for model in (plain, xla):
-        @tf.function  # as the train step runs it
-        def logits_and_gradients(features, model=model):
-            with tf.GradientTape() as tape:
-                logits = model(features, training=True)
-                total = tf.reduce_sum(logits * tf.range(1.0, 7.0))
-            gradients = tape.gradient(total, model.trainable_variables)
-            return logits, [tf.convert_to_tensor(gradient) for gradient in gradients]
-        logits, gradients = logits_and_gradients(features)
-        results.append((logits.numpy(), [gradient.numpy() for gradient in gradients]))
-    assert xla._xla_head.experimental_get_tracing_count() == 1   # the training pass went through XLA
-    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-5, atol=1e-6)
-    for ours, plain_gradient in zip(results[1][1], results[0][1]):
-        np.testing.assert_allclose(ours, plain_gradient, rtol=1e-4, atol=1e-6)
-    # scoring and the SavedModel stay plain TensorFlow
-    expected = tf.sigmoid(xla(features, training=False)).numpy()
-    assert xla._xla_head.experimental_get_tracing_count() == 1
-    path = export_saved_model(xla, 5, tmp_path / "saved_model")
-    inputs = {name: features[name] for name in ("hist_item", "hist_cate", "target_item", "target_cate")}
-    np.testing.assert_allclose(load_scorer(path, SIGNATURE_NAMES[0])(**inputs)["probability"].numpy(), expected,
-                               rtol=1e-6)
-
-
 @pytest.mark.parametrize("activation, dropout, use_category, reference_options",
                          [("dice", 0.5, True, False), ("prelu", 0.0, False, False), ("prelu", 0.5, False, True)])
 def test_named_weights_name_every_weight_once_by_its_role(activation, dropout, use_category, reference_options):

@@ -246,18 +246,17 @@ def test_several_steps_per_call_train_the_model_one_step_per_call_trains(spec_pa
         assert ours["train_loss"] == theirs["train_loss"] and ours["val"] == theirs["val"]
 
 
-@pytest.mark.parametrize("xla, device, train_samples, epochs, auto_applies", [
-    ("on", "cpu", 10, 1, None), ("off", "cpu", 10 ** 7, 8, None), ("on", "gpu", 10, 1, None),
-    ("head", "cpu", 10, 1, None), ("head", "cluster", 10, 1, None),
+@pytest.mark.parametrize("xla, device, train_samples, epochs, expected", [
+    ("on", "cpu", 10, 1, True), ("off", "cpu", 10 ** 7, 8, False), ("on", "gpu", 10, 1, True),
     ("auto", "cpu", 64 * 512, 1, True), ("auto", "cpu", 64 * 256, 2, True), ("auto", "cpu", 64 * 512 - 1, 1, False),
     ("auto", "gpu", 10 ** 7, 8, False), ("auto", "npu", 10 ** 7, 8, False), ("auto", "cluster", 10 ** 7, 8, False)])
-@pytest.mark.parametrize("auto_mode", ["on", "head", "off"])
-def test_xla_setting_resolves_by_device_cpu_and_run_length(monkeypatch, xla, device, train_samples, epochs,
-                                                           auto_applies, auto_mode):
+@pytest.mark.parametrize("xla_on_this_cpu", [True, False])
+def test_xla_setting_resolves_by_device_cpu_and_run_length(monkeypatch, xla, device, train_samples, epochs, expected,
+                                                           xla_on_this_cpu):
     from din_model.device import cpu_kernels
     from din_model.device.selection import DeviceChoice
 
-    monkeypatch.setattr(cpu_kernels, "XLA_AUTO", auto_mode)  # cpu_kernels.choose_xla's verdict for this CPU
+    monkeypatch.setattr(cpu_kernels, "XLA_ON_CPU", xla_on_this_cpu)  # cpu_kernels.choose_xla's verdict
 
     cluster = device == "cluster"  # a CPU worker of several
     choice = DeviceChoice(name="cpu" if cluster else device, precision="fp32", dtype_policy="float32",
@@ -265,27 +264,15 @@ def test_xla_setting_resolves_by_device_cpu_and_run_length(monkeypatch, xla, dev
     resolved = policies.resolve_xla(TrainParams(**TINY, xla=xla, epochs=epochs), choice,
                                      sizes_spec(train_samples=train_samples),
                                      one_process=not cluster)
-    mode = xla if xla != "auto" else auto_mode if auto_applies else "off"
-    assert (resolved.jit_compile, resolved.jit_head) == (mode == "on", mode == "head")
+    assert resolved.jit_compile is (expected and (xla == "on" or xla_on_this_cpu))
 
 
-def test_auto_leaves_the_output_mlp_to_tensorflow_in_deterministic_runs(monkeypatch):
-    from din_model.device import cpu_kernels
-    from din_model.device.selection import DeviceChoice
-
-    monkeypatch.setattr(cpu_kernels, "XLA_AUTO", "head")
-    cpu = DeviceChoice(name="cpu", precision="fp32", dtype_policy="float32", static_shapes=False, loss_scaling=False)
-    resolved = policies.resolve_xla(TrainParams(**TINY, deterministic=True), cpu, sizes_spec(train_samples=10 ** 7))
-    assert not resolved.jit_head and not resolved.jit_compile
-
-
-@pytest.mark.parametrize("xla", ["on", "head"])
-def test_xla_on_the_npu_is_refused(xla):
+def test_xla_on_the_npu_is_refused():
     from din_model.device.selection import DeviceChoice
 
     npu = DeviceChoice(name="npu", precision="mixed", dtype_policy="float32", static_shapes=True, loss_scaling=True)
-    with pytest.raises(InputError, match=rf"\[train\] xla = {xla}: the NPU compiles its graphs itself"):
-        policies.resolve_xla(TrainParams(**TINY, xla=xla), npu, sizes_spec(train_samples=10))
+    with pytest.raises(InputError, match=r"\[train\] xla = on: the NPU compiles its graphs itself"):
+        policies.resolve_xla(TrainParams(**TINY, xla="on"), npu, sizes_spec(train_samples=10))
 
 
 @pytest.mark.slow
@@ -295,11 +282,3 @@ def test_an_xla_run_trains_full_batches_and_says_so(spec_path, tmp_path, capsys)
     assert optimizer_iterations(tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))) == 3000 // 64
     assert result["epochs"][0]["val"]["auc"] > 0.6
     assert "(cpu, fp32, xla)" in capsys.readouterr().out
-
-
-@pytest.mark.slow
-def test_a_run_with_the_output_mlp_by_xla_trains_and_says_so(spec_path, tmp_path, capsys):
-    result = train(spec_path, tmp_path / "run", TrainParams(**TINY, epochs=1, xla="head", dropout=0.3))
-    assert json.loads((tmp_path / "run" / "params.json").read_text())["params"]["jit_head"] is True
-    assert result["epochs"][0]["val"]["auc"] > 0.6
-    assert "(cpu, fp32, xla head)" in capsys.readouterr().out
