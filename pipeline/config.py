@@ -155,7 +155,7 @@ class train(luigi.Config):
                   "auto, on or off")
     model = setting(luigi.Parameter, "din_seq", "din: the paper's order-blind DIN; din_seq: DIN plus the "
                                                 "sequence_features (docs/accuracy.md).", "din or din_seq")
-    sequence_features = setting(luigi.Parameter, "time_gap,share", "din_seq's extra inputs.",
+    sequence_features = setting(luigi.Parameter, "time_gap,share,category_match", "din_seq's extra inputs.",
                                 "comma-separated names out of recency, time_gap, last_item, share, category_match, "
                                 "or none")
     patience = setting(luigi.IntParameter, 0, "Stop after this many epochs without a validation AUC gain "

@@ -258,7 +258,7 @@ def category_match(features, mask, dtype) -> list:
     after = _entries_after(mask)
     parts = []
     for decay in (1.0,) + CATEGORY_MATCH_DECAYS:
-        weight = real * tf.pow(tf.constant(decay, dtype), tf.cast(after, dtype))
+        weight = real if decay == 1.0 else real * _powers(decay, after, dtype)
         total = tf.reduce_sum(weight, axis=1, keepdims=True)
         parts.append(tf.reduce_sum(weight * match, axis=1, keepdims=True) / tf.maximum(total, tf.ones_like(total)))
     latest = mask & tf.equal(after, 0)
@@ -267,6 +267,14 @@ def category_match(features, mask, dtype) -> list:
     # one input per bucket as a comparison, not tf.one_hot: the NPU's graph engine takes no OneHot (npu_ops.py)
     bucket = tf.equal(time_gap_buckets(last_gap)[:, None], tf.constant(list(range(TIME_GAP_BUCKETS)), tf.int32))
     return parts + [tf.cast(bucket, dtype) * last_match]
+
+
+def _powers(base: float, exponents, dtype):
+    """base ** exponents: a lookup of the L powers when the history's length is static, else a power per entry."""
+    positions = exponents.shape[1]
+    if positions is None:
+        return tf.pow(tf.constant(base, dtype), tf.cast(exponents, dtype))
+    return tf.gather(tf.constant([base ** k for k in range(positions)], dtype), exponents)
 
 
 def _entries_after(mask):
